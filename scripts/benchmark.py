@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Run `solar-ros train` for several tasks x methods x seeds and write a markdown table + plot.
+
+    python scripts/benchmark.py --tasks point,reacher --methods lqr_state --seeds 0-9 --name lqr_state
+
+writes docs/results/<name>.md (per-seed rows, the mean per task/method, and the exact command) and
+docs/results/<name>.png. Each run is its own process (`--jobs` at a time); its outputs stay in
+runs/benchmark/<name>/<task>_<method>_s<seed>/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            seeds.extend(range(int(a), int(b) + 1))
+        elif part:
+            seeds.append(int(part))
+    if not seeds:
+        raise argparse.ArgumentTypeError("no seeds given")
+    return seeds
+
+
+def run_one(task: str, method: str, seed: int, out: Path, episodes: int | None) -> dict:
+    cmd = [sys.executable, "-m", "solar_ros.cli", "train", "--task", task, "--method", method,
+           "--seed", str(seed), "--out", str(out), "--no-progress"]
+    if episodes:
+        cmd += ["--episodes", str(episodes)]
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "log.txt", "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    if proc.returncode != 0:
+        tail = (out / "log.txt").read_text().splitlines()[-5:]
+        raise RuntimeError(f"{task}/{method}/seed {seed} failed (exit {proc.returncode}): " + " | ".join(tail))
+    return json.loads((out / "summary.json").read_text())
+
+
+def write_report(name: str, rows: list[dict], command: str, docs: Path) -> None:
+    docs.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["method"]), []).append(r)
+    lines = [f"# Benchmark: {name}", "", "Produced by:", "", "```bash", command, "```", "",
+             "## Summary (mean over seeds)", "",
+             "| task | method | seeds | success rate | final distance | training episodes | env steps | wall time (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (task, method), rs in sorted(groups.items()):
+        succ = np.array([r["success_rate"] for r in rs])
+        lines.append(
+            f"| {task} | {method} | {len(rs)} | {succ.mean():.0%} (min {succ.min():.0%}) | "
+            f"{np.mean([r['final_distance'] for r in rs]):.4f} | {np.mean([r['episodes'] for r in rs]):.0f} | "
+            f"{np.mean([r['env_steps'] for r in rs]):.0f} | {np.mean([r['wall_time_s'] for r in rs]):.1f} |")
+    lines += ["", "## Per seed", "",
+              "| task | method | seed | goal | success rate | eval episodes | final distance | final cost | episodes | wall time (s) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(rows, key=lambda r: (r["task"], r["method"], r["seed"])):
+        goal = ", ".join(f"{g:.3f}" for g in r["goal"])
+        lines.append(f"| {r['task']} | {r['method']} | {r['seed']} | ({goal}) | {r['success_rate']:.0%} | "
+                     f"{r['eval_episodes']} | {r['final_distance']:.4f} | {r['final_cost']:.3f} | {r['episodes']} | "
+                     f"{r['wall_time_s']:.1f} |")
+    lines += ["", f"![learning curves]({name}.png)", ""]
+    (docs / f"{name}.md").write_text("\n".join(lines))
+    plot(groups, docs / f"{name}.png")
+
+
+def plot(groups: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({t for t, _ in groups})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for (t, method), rs in sorted(groups.items()):
+            if t != task:
+                continue
+            for i, r in enumerate(rs):
+                eps = [it["episodes"] for it in r["iterations"]]
+                dist = [it["final_distance"] for it in r["iterations"]]
+                ax.plot(eps, dist, color=f"C{sorted(m for _, m in groups).index(method)}", alpha=0.5,
+                        label=method if i == 0 else None)
+        ax.set_title(task)
+        ax.set_xlabel("training episodes")
+        ax.set_ylabel("final distance (training rollouts)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", required=True, help="comma-separated task names")
+    p.add_argument("--methods", required=True, help="comma-separated method names")
+    p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-4"), help="e.g. 0-9 or 0,3,5")
+    p.add_argument("--episodes", type=int, default=None, help="training episode budget (default: method's)")
+    p.add_argument("--name", required=True, help="report name: docs/results/<name>.md")
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
+    args = p.parse_args()
+    command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    runs = [(t, m, s) for t in args.tasks.split(",") for m in args.methods.split(",") for s in args.seeds]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run_one, t, m, s, ROOT / "runs" / "benchmark" / args.name / f"{t}_{m}_s{s}",
+                               args.episodes) for t, m, s in runs]
+        rows = []
+        for (t, m, s), f in zip(runs, futures):
+            r = f.result()
+            rows.append(r)
+            print(f"{t:>13} {m:>10} seed {s:>2}: success {r['success_rate']:.0%}, final distance "
+                  f"{r['final_distance']:.4f}, {r['episodes']} episodes, {r['wall_time_s']:.1f} s", flush=True)
+    write_report(args.name, rows, command, ROOT / "docs" / "results")
+    print(f"wrote docs/results/{args.name}.md and .png ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Generate the Sawyer URDF (and optionally the MuJoCo MJCF) from config/sawyer_parameters.yaml.
+
+    python scripts/gen_sawyer_models.py                 # write urdf/sawyer.urdf
+    python scripts/gen_sawyer_models.py --check         # exit 1 if urdf/sawyer.urdf is out of date
+    python scripts/gen_sawyer_models.py --mjcf out.xml  # also write the MuJoCo model (for inspection;
+                                                        # the environments build it in memory)
+
+Both files come from solar_ros.envs.sawyer_model, so the URDF used by ROS tools and the MuJoCo model
+used for learning share one set of facts.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from solar_ros.envs.sawyer_model import build_mjcf, build_urdf, load_sawyer_params  # noqa: E402
+
+DEFAULT_URDF = REPO / "urdf" / "sawyer.urdf"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=None, help="Sawyer facts yaml (default: config/sawyer_parameters.yaml)")
+    parser.add_argument("--urdf", type=Path, default=DEFAULT_URDF, help="where to write the URDF")
+    parser.add_argument("--mjcf", type=Path, default=None, help="also write the MuJoCo model here")
+    parser.add_argument("--controllers-config", default=None,
+                        help="controller-manager parameters file; adds the gz_ros2_control Gazebo plugin to the URDF")
+    parser.add_argument("--check", action="store_true", help="only check that the URDF file is up to date")
+    args = parser.parse_args(argv)
+
+    params = load_sawyer_params(args.params)
+    urdf = build_urdf(params, controllers_config=args.controllers_config)
+    if args.check:
+        current = args.urdf.read_text() if args.urdf.is_file() else None
+        if current != urdf:
+            print(f"{args.urdf} is out of date: run scripts/gen_sawyer_models.py", file=sys.stderr)
+            return 1
+        print(f"{args.urdf} is up to date")
+        return 0
+    args.urdf.parent.mkdir(parents=True, exist_ok=True)
+    args.urdf.write_text(urdf)
+    print(f"wrote {args.urdf}")
+    if args.mjcf is not None:
+        args.mjcf.parent.mkdir(parents=True, exist_ok=True)
+        args.mjcf.write_text(build_mjcf(params))
+        print(f"wrote {args.mjcf}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

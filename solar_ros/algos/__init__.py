@@ -1,0 +1,1 @@
+"""Learning loops behind ``solar-ros train`` (ROS-free): one plain function per method."""

@@ -1,0 +1,128 @@
+"""LQR-FLM on the true low-dimensional state (the Guided Policy Search trajectory optimiser).
+
+The baseline every image-based method is compared with, and the exploratory controller of the
+deep-spatial-autoencoder pipeline. One training run learns one task instance (a fixed goal, the
+task's initial-state distribution) as a time-varying linear-Gaussian policy:
+
+    for each iteration:
+        collect M rollouts with the current policy (exploration noise included)
+        fit time-varying linear-Gaussian dynamics to them, with a global linear model of all
+            rollouts so far as the normal-inverse-Wishart prior
+        estimate the expected cost from the task's cost model on the rollouts
+        adapt the KL step from the predicted vs actual improvement of the last update
+        LQR-FLM update: the policy minimising expected cost within the KL step of the current one
+    evaluate the final policy's mean (no noise) on fresh initial states
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..core import lqr_flm
+from ..core.dynamics import GlobalLinearPrior, fit_dynamics
+from ..core.types import LinearGaussianPolicy
+from ..envs import make
+from .common import (IterationLog, RunResult, Stopwatch, finite_or_raise, format_table, plot_learning_curve,
+                     policy_actor, rollout, summarize, to_batch)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LQRStateConfig:
+    """Settings of one LQR-FLM training run on the true state."""
+
+    iterations: int = 10
+    """Learning iterations (training episodes = iterations * rollouts_per_iteration)."""
+    rollouts_per_iteration: int = 5
+    """Rollouts M collected with each policy."""
+    kl_step: float = 1.0
+    """Base KL bound per time step of the LQR-FLM update (scaled by the adaptive multiplier)."""
+    init_noise: float = 1.0
+    """Initial policy noise std, in units of the task's ``action_scale``."""
+    prior_strength: float = 1.0
+    """Pseudo-count of the global linear dynamics prior in the per-step fits."""
+    adapt_step: bool = True
+    eval_episodes: int = 20
+    """Noise-free evaluation episodes after training (success rate is measured on them)."""
+
+
+# Defaults per task: enough iterations for the task's difficulty, nothing tuned per seed.
+TASK_DEFAULTS: dict[str, LQRStateConfig] = {
+    "point": LQRStateConfig(iterations=6, rollouts_per_iteration=5),
+    "reacher": LQRStateConfig(iterations=12, rollouts_per_iteration=5),
+    "sawyer_reach": LQRStateConfig(iterations=15, rollouts_per_iteration=5),
+}
+
+
+def train(task: str, seed: int, out: Path | None = None, episodes: int | None = None, goal=None,
+          progress: bool = True, config: LQRStateConfig | None = None) -> RunResult:
+    """Learn ``task`` with LQR-FLM on the true state; write summary.json and the plot to ``out``."""
+    cfg = config or TASK_DEFAULTS.get(task, LQRStateConfig())
+    if episodes is not None:
+        cfg = LQRStateConfig(**{**asdict(cfg), "iterations": max(1, math.ceil(episodes / cfg.rollouts_per_iteration))})
+    clock = Stopwatch()
+    rng = np.random.default_rng(seed)
+    env = make(task, image_obs=False, goal=goal)
+    env.reset(seed=seed)  # fixes the goal for the whole run (drawn from the seed unless given)
+    goal = env.goal.copy()
+    cost_model = env.cost_model()
+    episode_seeds = iter(rng.integers(0, 2**31 - 1, size=10**6))
+
+    def collect(policy: LinearGaussianPolicy, n: int, noise: bool):
+        actor = policy_actor(policy, rng if noise else None)
+        return [rollout(env, actor, seed=int(next(episode_seeds)), options={"goal": goal}) for _ in range(n)]
+
+    policy = LinearGaussianPolicy.initial(env.horizon, env.state_dim, env.action_dim, std=1.0)
+    policy.cov[:] = np.diag((cfg.init_noise * env.action_scale) ** 2)
+    policy = LinearGaussianPolicy(policy.K, policy.k, policy.cov)
+    all_X, all_U, rows = [], [], []
+    step_mult, eta, previous = 1.0, 1.0, None
+    bar = tqdm(range(cfg.iterations), desc=f"{task}/lqr_state", disable=not progress, unit="iter")
+    for it in bar:
+        episodes_now = collect(policy, cfg.rollouts_per_iteration, noise=True)
+        batch = to_batch(episodes_now)
+        all_X.append(batch.X)
+        all_U.append(batch.U)
+        prior = GlobalLinearPrior.fit(np.concatenate(all_X), np.concatenate(all_U), strength=cfg.prior_strength)
+        dynamics = fit_dynamics(batch.X, batch.U, prior=prior)
+        cost = lqr_flm.estimate_cost(cost_model, batch.X, batch.U)
+        if previous is not None:
+            predicted, actual = lqr_flm.step_improvements(*previous, dynamics, cost)
+            if cfg.adapt_step: step_mult = lqr_flm.adjust_step_multiplier(step_mult, predicted, actual)
+        new_policy, eta, info = lqr_flm.update(policy, dynamics, cost, kl_step=cfg.kl_step * step_mult, eta0=eta)
+        previous = (policy, new_policy, dynamics, cost)
+        policy = new_policy
+
+        stats = summarize(episodes_now)
+        finite_or_raise("mean cost", stats["mean_cost"])
+        n_eps = (it + 1) * cfg.rollouts_per_iteration
+        rows.append(IterationLog(it, n_eps, n_eps * env.horizon, stats["mean_cost"], stats["final_distance"],
+                                 stats["success_rate"], clock(),
+                                 {"kl": info.kl, "kl_target": info.kl_target, "eta": eta, "step_mult": step_mult}))
+        bar.set_postfix(cost=f"{stats['mean_cost']:.3g}", dist=f"{stats['final_distance']:.3f}",
+                        success=f"{stats['success_rate']:.0%}")
+    bar.close()
+
+    evaluation = collect(policy, cfg.eval_episodes, noise=False)
+    final = summarize(evaluation)
+    n_train = cfg.iterations * cfg.rollouts_per_iteration
+    result = RunResult(
+        task=task, method="lqr_state", seed=seed, episodes=n_train, env_steps=n_train * env.horizon,
+        final_cost=final["mean_cost"], final_distance=final["final_distance"], success_rate=final["success_rate"],
+        eval_episodes=cfg.eval_episodes, wall_time_s=clock(), goal=goal.tolist(), config=asdict(cfg),
+        iterations=[asdict(r) for r in rows],
+    )
+    print(format_table(rows))
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        result.write(out)
+        plot_learning_curve(rows, out / "learning_curve.png", f"{task} / lqr_state / seed {seed}",
+                            env.success_threshold, final)
+    return result

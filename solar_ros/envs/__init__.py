@@ -1,0 +1,44 @@
+"""ROS-free simulated tasks with image observations and a gymnasium-style API.
+
+``make(task, **kwargs)`` builds one of :data:`TASKS`:
+
+* ``"point"``         2D point mass, linear dynamics, 32x32 top-down images (:mod:`.point`)
+* ``"reacher"``       2-link planar arm in MuJoCo, 64x64 top-down images (:mod:`.reacher`)
+* ``"sawyer_reach"``  7-DoF Sawyer in MuJoCo built from ``config/sawyer_parameters.yaml``, 64x64 images
+                      from a fixed external camera (:mod:`.sawyer_reach`)
+
+The conventions every task follows (observations, costs vs rewards, goals, success, seeding) are in
+:mod:`.base`. Everything here runs headless; MuJoCo renders through EGL unless ``MUJOCO_GL`` says otherwise.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports MuJoCo
+
+from .base import TaskEnv  # noqa: E402
+from .point import PointEnv  # noqa: E402
+from .reacher import ReacherEnv  # noqa: E402
+from .sawyer_reach import SawyerReachEnv  # noqa: E402
+
+TASKS: dict[str, type[TaskEnv]] = {
+    "point": PointEnv,
+    "reacher": ReacherEnv,
+    "sawyer_reach": SawyerReachEnv,
+}
+"""Task name -> environment class."""
+
+
+def make(task: str, **kwargs) -> TaskEnv:
+    """Build the environment for ``task`` (a key of :data:`TASKS`) with its constructor's keyword arguments.
+
+    Common keywords: ``goal`` (fixed goal for every episode), ``image_obs`` (False: no rendering, no
+    ``"image"`` in observations), ``image_size``, ``cost_l2`` / ``cost_l1`` / ``cost_action`` (cost weights);
+    ``sawyer_reach`` also takes ``gravity_compensation`` and ``params_path``.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[task](**kwargs)
+
+
+__all__ = ["TASKS", "make", "TaskEnv", "PointEnv", "ReacherEnv", "SawyerReachEnv"]

@@ -1,0 +1,130 @@
+"""Pieces shared by the representation models: image conversion and the conv encoder/decoder.
+
+Images arrive from cameras and episode files as uint8 arrays, channels last: (N, T, H, W, C) for
+sequences or (B, H, W, C) for single frames. Inside the models they are float tensors in [0, 1],
+channels first: (B, C, H, W).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def check_images(images, image_size: int, channels: int, ndim: int, what: str = "images") -> None:
+    """Validate a uint8 image array (numpy or torch) of ``ndim`` dims ending in (H, W, C)."""
+    shape = tuple(images.shape)
+    if len(shape) != ndim:
+        layout = {3: "(H, W, C)", 4: "(B, H, W, C)", 5: "(N, T, H, W, C)"}[ndim]
+        raise ValueError(f"{what} must have shape {layout}, got {shape}")
+    dtype_ok = images.dtype == np.uint8 if isinstance(images, np.ndarray) else images.dtype == torch.uint8
+    if not dtype_ok:
+        raise ValueError(f"{what} must be uint8 (0..255), got dtype {images.dtype}")
+    if any(s == 0 for s in shape[:-3]):
+        raise ValueError(f"{what} is empty: shape {shape}")
+    if shape[-3:-1] != (image_size, image_size):
+        raise ValueError(f"{what} must be {image_size}x{image_size} pixels, got {shape[-3]}x{shape[-2]}")
+    if shape[-1] != channels:
+        raise ValueError(f"{what} must have {channels} channel(s), got {shape[-1]}")
+
+
+def to_float_images(images, device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 (..., H, W, C) array or tensor -> float32 tensor (prod(...), C, H, W) in [0, 1]."""
+    x = torch.as_tensor(images, device=device)
+    x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    return x.contiguous()
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Device of a module's parameters (where inputs must go)."""
+    return next(module.parameters()).device
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) in [0, 1] -> (B, 1, H, W): luminance for RGB, channel mean otherwise."""
+    if x.shape[1] == 3:
+        w = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (x * w).sum(1, keepdim=True)
+    return x.mean(1, keepdim=True)
+
+
+class ConvGaussianEncoder(nn.Module):
+    """SOLAR's image encoder: conv 7x7x64 (stride s) -> conv 5x5x32 s2 -> conv 3x3x8 s2 -> fc 256
+    -> Gaussian (mean, diagonal variance) of dimension ``latent_dim``.
+
+    'Same' padding, so the flattened feature size is 8 * (image_size / (4 s))^2.
+    """
+
+    def __init__(self, image_size: int, channels: int, latent_dim: int, first_stride: int = 2,
+                 hidden: int = 256, min_var: float = 1e-4):
+        super().__init__()
+        if image_size % (4 * first_stride):
+            raise ValueError(f"image_size {image_size} must be divisible by 4 * first_stride = {4 * first_stride}")
+        self.min_var = min_var
+        self.convs = nn.Sequential(
+            nn.Conv2d(channels, 64, 7, stride=first_stride, padding=3), nn.ReLU(),
+            nn.Conv2d(64, 32, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv2d(32, 8, 3, stride=2, padding=1), nn.ReLU(),
+        )
+        side = image_size // (4 * first_stride)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(8 * side * side, hidden), nn.ReLU(),
+                                nn.Linear(hidden, 2 * latent_dim))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) in [0, 1] -> (mean (B, dz), variance (B, dz))."""
+        out = self.fc(self.convs(x))
+        mean, raw = out.chunk(2, dim=-1)
+        return mean, F.softplus(raw) + self.min_var
+
+
+class ConvDecoder(nn.Module):
+    """SOLAR's decoder: fc 512 (= 8x8x8) -> transposed convs (each doubling the side) -> image logits.
+
+    ``image_size`` must be 8 * 2^k with k >= 1 (16, 32, 64, ...).
+    """
+
+    def __init__(self, image_size: int, channels: int, latent_dim: int, hidden: int = 512):
+        super().__init__()
+        k = int(round(np.log2(image_size / 8))) if image_size >= 16 else 0
+        if k < 1 or 8 * 2**k != image_size:
+            raise ValueError(f"decoder image_size must be 8 * 2^k (16, 32, 64, ...), got {image_size}")
+        if hidden % 64:
+            raise ValueError(f"decoder hidden size must be a multiple of 64 (reshaped to 8x8xC), got {hidden}")
+        self.fc = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU())
+        self.base_channels = hidden // 64
+        widths = [self.base_channels] + [min(32 * 2**i, 64) for i in range(k - 1)] + [channels]
+        layers: list[nn.Module] = []
+        for i in range(k):
+            layers.append(nn.ConvTranspose2d(widths[i], widths[i + 1], 4, stride=2, padding=1))
+            if i < k - 1:
+                layers.append(nn.ReLU())
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, dz) -> (B, C, H, W) logits (Bernoulli) or means (Gaussian)."""
+        h = self.fc(z).view(z.shape[0], self.base_channels, 8, 8)
+        return self.deconvs(h)
+
+
+def images_log_likelihood(logits_or_mean: torch.Tensor, target: torch.Tensor, likelihood: str,
+                          log_var: torch.Tensor | None = None) -> torch.Tensor:
+    """log p(image | decoder output), summed over pixels and channels: (B, C, H, W) -> (B,).
+
+    'bernoulli': continuous-valued Bernoulli cross-entropy on [0, 1] intensities (the output is logits).
+    'gaussian': N(target; output, exp(log_var)) per pixel with a scalar learned ``log_var``.
+    """
+    if likelihood == "bernoulli":
+        ll = -F.binary_cross_entropy_with_logits(logits_or_mean, target, reduction="none")
+    elif likelihood == "gaussian":
+        if log_var is None:
+            raise ValueError("gaussian likelihood needs log_var")
+        ll = -0.5 * (np.log(2 * np.pi) + log_var + (target - logits_or_mean).pow(2) * torch.exp(-log_var))
+    else:
+        raise ValueError(f"unknown likelihood {likelihood!r}: use 'bernoulli' or 'gaussian'")
+    return ll.flatten(1).sum(1)
+
+
+def decoded_images(output: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """Decoder output -> expected image in [0, 1] (sigmoid of logits for Bernoulli)."""
+    return torch.sigmoid(output) if likelihood == "bernoulli" else output.clamp(0.0, 1.0)

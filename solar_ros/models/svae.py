@@ -1,0 +1,318 @@
+"""SOLAR's structured VAE: images -> Gaussian potentials -> Kalman smoothing under a global LDS.
+
+Generative model per sequence (latent dim dx, action dim du, T steps):
+
+    x_0 ~ N(mu0, V0),  x_{t+1} = A x_t + B u_t + c + N(0, Q)      (the global LDS, theta)
+    o_t ~ Bernoulli(decoder(x_t))                                   (images)
+    cost_t ~ N(0.5 x_t^T C x_t + c_x^T x_t + c0 + 0.5 u_t^T R u_t, sigma^2)   (observed costs)
+
+Inference: the encoder maps each frame to a potential psi_t(x_t) = N(m_t; x_t, diag(s_t)); the
+posterior q(x_{0:T-1}) ∝ p(x | theta) prod_t psi_t(x_t) is computed exactly by the torch Kalman
+smoother (:mod:`solar_ros.models.kalman_torch`).
+
+Objective per sequence (maximised; the training loss is its negative divided by T):
+
+    E_q[log p(o | x)] + beta * (E_q[log p(cost | x, u)] - KL(q || p(x | theta))),
+    KL = sum_t E_q[log psi_t(x_t)] - log Z     (exact for the smoothed Gaussian q),
+
+with one reparameterised sample x_t = mean_t + chol(cov_t) eps_t from each smoothed marginal for
+the decoder and cost terms. beta is annealed geometrically from 1e-4 to 10 (:func:`beta_schedule`).
+
+The LDS parameters (A, B, c, Q, mu0, V0) are *buffers*, not trained by gradient: between network
+updates they are set (``set_dynamics``) from the global Bayesian LDS posterior, which is updated in
+numpy from ``smoothed_stats``. The smoother runs in float64.
+
+Encoder stride: the reference first conv has stride 1; on 64x64 images one encode then takes
+about 5-7 ms on one CPU core (and ~7x the training compute), so the default is stride 2 (about
+1.1-1.7 ms per frame). The 32x32 point-task variant (:meth:`SVAEConfig.point32`) keeps stride 1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.gaussian import LDSParams
+from ..core.types import CostExpansion
+from .common import (ConvDecoder, ConvGaussianEncoder, check_images, decoded_images,
+                     images_log_likelihood, module_device, to_float_images)
+from .kalman_torch import SmootherResult, kalman_predict, kalman_smoother, kalman_update, kl_posterior_prior
+
+
+def beta_schedule(step: int, anneal_steps: int, start: float = 1e-4, end: float = 10.0) -> float:
+    """Geometric annealing of the KL/cost weight: ``start`` at step 0, ``end`` from ``anneal_steps`` on."""
+    if start <= 0 or end <= 0:
+        raise ValueError("beta_schedule needs positive start and end")
+    if anneal_steps <= 0:
+        return float(end)
+    frac = min(max(step, 0) / anneal_steps, 1.0)
+    return float(start * (end / start) ** frac)
+
+
+@dataclass
+class SVAEConfig:
+    """Architecture of a :class:`StructuredVAE`."""
+
+    image_size: int = 64
+    """Side of the square input images; 8 * 2^k (16, 32, 64, ...)."""
+    channels: int = 3
+    """Image channels."""
+    latent_dim: int = 10
+    """Latent state dimension dx."""
+    action_dim: int = 2
+    """Action dimension du."""
+    first_stride: int = 2
+    """Stride of the first 7x7 conv; the reference uses 1 (see the module docstring for the cost)."""
+    encoder_hidden: int = 256
+    """Width of the encoder's fully connected layer."""
+    decoder_hidden: int = 512
+    """Width of the decoder's first fully connected layer (reshaped to 8x8x(hidden/64))."""
+    min_potential_var: float = 1e-4
+    """Floor on the encoder's potential variances (keeps the smoother well conditioned)."""
+
+    def __post_init__(self) -> None:
+        if self.latent_dim < 1 or self.action_dim < 1:
+            raise ValueError("latent_dim and action_dim must be positive")
+        if self.min_potential_var <= 0:
+            raise ValueError("min_potential_var must be positive")
+
+    @classmethod
+    def point32(cls, action_dim: int = 2, **overrides) -> "SVAEConfig":
+        """The 32x32 variant for the 2D point task (first conv at stride 1)."""
+        return cls(**{"image_size": 32, "first_stride": 1, "action_dim": action_dim, **overrides})
+
+
+@dataclass
+class SmoothedStats:
+    """Smoothed latent statistics of N sequences (numpy, float64): what the conjugate LDS update needs.
+
+    Has the ``means``/``covs``/``cross_covs`` of the core smoother result, so it can be passed to
+    ``BayesianLDS.sufficient_stats_from_smoother(stats, stats.actions)``.
+    """
+
+    means: np.ndarray
+    """(N, T, dx) E_q[x_t]."""
+    covs: np.ndarray
+    """(N, T, dx, dx) Cov_q[x_t]."""
+    cross_covs: np.ndarray
+    """(N, T-1, dx, dx) Cov_q[x_{t+1}, x_t]."""
+    actions: np.ndarray
+    """(N, T, du) the actions; u_t drives x_t -> x_{t+1}."""
+    log_z: np.ndarray
+    """(N,) log normaliser of each sequence's posterior (the Kalman marginal likelihood)."""
+
+
+@dataclass
+class LatentQuadraticCost:
+    """Learned latent cost l(x, u) = 0.5 x^T C x + c^T x + c0 + 0.5 u^T R u, as a core cost model."""
+
+    C: np.ndarray
+    """(dx, dx) PSD state weight."""
+    c: np.ndarray
+    """(dx,) linear state term."""
+    c0: float
+    """Constant."""
+    R: np.ndarray
+    """(du, du) PSD action weight."""
+
+    def eval(self, X: np.ndarray, U: np.ndarray) -> CostExpansion:
+        """Cost and derivatives along one trajectory X (T, dx), U (T, du)."""
+        T, dx = X.shape
+        du = U.shape[1]
+        out = CostExpansion.zeros(T, dx, du)
+        out.l = 0.5 * np.einsum("ti,ij,tj->t", X, self.C, X) + X @ self.c + self.c0 \
+            + 0.5 * np.einsum("ti,ij,tj->t", U, self.R, U)
+        out.lx = X @ self.C + self.c
+        out.lu = U @ self.R
+        out.lxx[:] = self.C
+        out.luu[:] = self.R
+        return out
+
+
+class QuadraticCostModel(nn.Module):
+    """Cost regression on the latent: quadratic mean (C = L L^T and R = M M^T are PSD by construction)
+    and a Gaussian likelihood with a learned variance."""
+
+    def __init__(self, latent_dim: int, action_dim: int):
+        super().__init__()
+        self.L = nn.Parameter(0.1 * torch.eye(latent_dim))
+        self.c = nn.Parameter(torch.zeros(latent_dim))
+        self.c0 = nn.Parameter(torch.zeros(()))
+        self.M = nn.Parameter(0.1 * torch.eye(action_dim))
+        self.log_var = nn.Parameter(torch.zeros(()))
+
+    def predict(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Mean cost for x (..., dx), u (..., du) -> (...)."""
+        Lx = x @ self.L
+        Mu = u @ self.M
+        return 0.5 * Lx.pow(2).sum(-1) + x @ self.c + self.c0 + 0.5 * Mu.pow(2).sum(-1)
+
+    def log_likelihood(self, cost: torch.Tensor, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """log N(cost; predict(x, u), exp(log_var)) elementwise."""
+        r = cost - self.predict(x, u)
+        return -0.5 * (np.log(2.0 * np.pi) + self.log_var + r.pow(2) * torch.exp(-self.log_var))
+
+    def as_cost(self) -> LatentQuadraticCost:
+        """The current cost model as numpy arrays (for LQR-FLM)."""
+        with torch.no_grad():
+            C = (self.L @ self.L.T).double().cpu().numpy()
+            R = (self.M @ self.M.T).double().cpu().numpy()
+            return LatentQuadraticCost(C, self.c.double().cpu().numpy(), float(self.c0), R)
+
+
+class StructuredVAE(nn.Module):
+    """SOLAR's SVAE; see the module docstring."""
+
+    kind = "svae"
+
+    def __init__(self, config: SVAEConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or SVAEConfig()
+        dx, du = cfg.latent_dim, cfg.action_dim
+        self.encoder = ConvGaussianEncoder(cfg.image_size, cfg.channels, dx, cfg.first_stride,
+                                           cfg.encoder_hidden, cfg.min_potential_var)
+        self.decoder = ConvDecoder(cfg.image_size, cfg.channels, dx, cfg.decoder_hidden)
+        self.cost_model = QuadraticCostModel(dx, du)
+        # The global LDS (posterior mean of the Bayesian LDS); a random walk until first set.
+        f64 = torch.float64
+        self.register_buffer("A", torch.eye(dx, dtype=f64))
+        self.register_buffer("B", torch.zeros(dx, du, dtype=f64))
+        self.register_buffer("c", torch.zeros(dx, dtype=f64))
+        self.register_buffer("Q", torch.eye(dx, dtype=f64))
+        self.register_buffer("mu0", torch.zeros(dx, dtype=f64))
+        self.register_buffer("V0", torch.eye(dx, dtype=f64))
+
+    # -- the LDS --------------------------------------------------------------------------------
+    def set_dynamics(self, A, B, c, Q, mu0, V0) -> None:
+        """Replace the LDS buffers (validated: shapes, finiteness, Q and V0 positive definite)."""
+        dx, du = self.config.latent_dim, self.config.action_dim
+        shapes = {"A": (dx, dx), "B": (dx, du), "c": (dx,), "Q": (dx, dx), "mu0": (dx,), "V0": (dx, dx)}
+        values = {}
+        for name, val in zip(shapes, (A, B, c, Q, mu0, V0)):
+            val = np.asarray(val, dtype=np.float64)
+            if val.shape != shapes[name]:
+                raise ValueError(f"dynamics {name} must have shape {shapes[name]}, got {val.shape}")
+            if not np.all(np.isfinite(val)):
+                raise ValueError(f"dynamics {name} contains NaN or Inf")
+            values[name] = val
+        for name in ("Q", "V0"):
+            M = 0.5 * (values[name] + values[name].T)
+            if np.min(np.linalg.eigvalsh(M)) <= 0:
+                raise ValueError(f"dynamics {name} must be symmetric positive definite")
+            values[name] = M
+        for name, val in values.items():
+            getattr(self, name).copy_(torch.from_numpy(val))
+
+    def dynamics(self) -> LDSParams:
+        """The current LDS as a core :class:`~solar_ros.core.gaussian.LDSParams` (offset c is ``b`` there)."""
+        g = lambda k: getattr(self, k).cpu().numpy().copy()  # noqa: E731
+        return LDSParams(A=g("A"), Q=g("Q"), mu0=g("mu0"), V0=g("V0"), B=g("B"), b=g("c"))
+
+    # -- inference ------------------------------------------------------------------------------
+    def potentials(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) in [0, 1] -> potential means and diagonal variances, each (B, dx)."""
+        return self.encoder(frames)
+
+    def infer(self, x: torch.Tensor, actions: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, SmootherResult]:
+        """Sequences x (N, T, C, H, W), actions (N, T, du) -> (m, s, smoother result in float64)."""
+        N, T = x.shape[:2]
+        m, s = self.potentials(x.flatten(0, 1))
+        m, s = m.view(N, T, -1), s.view(N, T, -1)
+        res = kalman_smoother(m, s, self.A, self.B, self.c, self.Q, self.mu0, self.V0,
+                              actions.to(device=m.device, dtype=torch.float64), dtype=torch.float64)
+        return m, s, res
+
+    def loss(self, x: torch.Tensor, actions: torch.Tensor, costs: torch.Tensor | None = None,
+             beta: float = 1.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Negative SVAE objective per frame for x (N, T, C, H, W) in [0, 1], actions (N, T, du),
+        costs (N, T) or None. Returns 'loss' and the per-frame terms 'recon_ll', 'cost_ll', 'kl'."""
+        N, T = x.shape[:2]
+        m, s, res = self.infer(x, actions)
+        kl = kl_posterior_prior(m, s, res)  # (N,)
+        chol = torch.linalg.cholesky(res.covs)
+        # Noise drawn on the CPU generator, so a seed gives the same draws on any device.
+        eps = torch.randn(res.means.shape, generator=generator, dtype=torch.float64).to(res.means.device)
+        z = (res.means + (chol @ eps.unsqueeze(-1)).squeeze(-1)).to(x.dtype)  # (N, T, dx)
+        recon_ll = images_log_likelihood(self.decoder(z.flatten(0, 1)), x.flatten(0, 1), "bernoulli")
+        recon_ll = recon_ll.view(N, T).sum(1)
+        if costs is not None:
+            cost_ll = self.cost_model.log_likelihood(costs.to(z.dtype), z, actions.to(z.dtype)).sum(1)
+        else:
+            cost_ll = torch.zeros_like(recon_ll)
+        kl = kl.to(recon_ll.dtype)
+        objective = recon_ll + beta * (cost_ll - kl)
+        return {"loss": -objective.mean() / T, "recon_ll": recon_ll.mean() / T,
+                "cost_ll": cost_ll.mean() / T, "kl": kl.mean() / T}
+
+    @torch.no_grad()
+    def smoothed_stats(self, images, actions, batch_size: int = 32) -> SmoothedStats:
+        """Smoothed latent statistics for uint8 images (N, T, H, W, C) and actions (N, T, du), using
+        deterministic potentials (no reparameterised samples); numpy float64, for the conjugate LDS update."""
+        cfg = self.config
+        check_images(images, cfg.image_size, cfg.channels, 5)
+        actions = np.asarray(actions, dtype=np.float64)
+        N, T = images.shape[:2]
+        if actions.shape != (N, T, cfg.action_dim):
+            raise ValueError(f"actions must have shape {(N, T, cfg.action_dim)}, got {actions.shape}")
+        if not np.all(np.isfinite(actions)):
+            raise ValueError("actions contain NaN or Inf")
+        out = {k: [] for k in ("means", "covs", "cross_covs", "log_z")}
+        for i in range(0, N, batch_size):
+            x = to_float_images(images[i:i + batch_size], module_device(self))
+            x = x.view(-1, T, cfg.channels, cfg.image_size, cfg.image_size)
+            _, _, res = self.infer(x, torch.from_numpy(actions[i:i + batch_size]))
+            for k in out:
+                out[k].append(getattr(res, k).cpu().numpy())
+        return SmoothedStats(*(np.concatenate(out[k]) for k in ("means", "covs", "cross_covs")),
+                             actions=actions, log_z=np.concatenate(out["log_z"]))
+
+    # -- runtime API (uint8 arrays in, numpy out) ---------------------------------------------
+    @torch.no_grad()
+    def encode(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 image (H, W, C) or batch (B, H, W, C) -> potential (mean, diagonal variance), float64."""
+        cfg = self.config
+        single = images.ndim == 3
+        check_images(images, cfg.image_size, cfg.channels, 3 if single else 4)
+        mean, var = self.encoder(to_float_images(images, module_device(self)))
+        mean, var = mean.double().cpu().numpy(), var.double().cpu().numpy()
+        return (mean[0], var[0]) if single else (mean, var)
+
+    @torch.no_grad()
+    def filter_step(self, image, mean: np.ndarray | None = None, cov: np.ndarray | None = None,
+                    action: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Online filtering: posterior over x_t given the new frame and the previous posterior.
+
+        With ``mean``/``cov`` None this is the first step (prior N(mu0, V0)); otherwise the previous
+        posterior N(mean, cov) is pushed through the LDS with ``action`` (u_{t-1}) and then
+        conditioned on the new frame's potential. Returns (mean (dx,), cov (dx, dx)) float64.
+        """
+        m, s = self.encode(image)
+        m, s = torch.from_numpy(m)[None], torch.from_numpy(s)[None]
+        A, B, c, Q, mu0, V0 = (getattr(self, k).cpu() for k in ("A", "B", "c", "Q", "mu0", "V0"))
+        if mean is None:
+            prior_mean, prior_cov = mu0[None], V0[None]
+        else:
+            if cov is None or action is None:
+                raise ValueError("filter_step needs cov and action together with mean")
+            mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float64))[None]
+            cov_t = torch.as_tensor(np.asarray(cov, dtype=np.float64))[None]
+            u = torch.as_tensor(np.asarray(action, dtype=np.float64))[None]
+            if u.shape[-1] != self.config.action_dim:
+                raise ValueError(f"action must have {self.config.action_dim} entries, got {u.shape[-1]}")
+            prior_mean, prior_cov = kalman_predict(mean_t, cov_t, A, B, c, Q, u)
+        post_mean, post_cov, _ = kalman_update(prior_mean, prior_cov, m, s, diagonal=True)
+        return post_mean[0].numpy(), post_cov[0].numpy()
+
+    @torch.no_grad()
+    def decode(self, z) -> np.ndarray:
+        """Latents (B, dx) -> expected images (B, H, W, C) in [0, 1], float64 (diagnostics)."""
+        z = torch.as_tensor(z, dtype=torch.float32, device=module_device(self))
+        out = decoded_images(self.decoder(z), "bernoulli")
+        return out.permute(0, 2, 3, 1).double().cpu().numpy()
+
+    def latent_cost(self) -> LatentQuadraticCost:
+        """The learned cost model as a core cost model (``.eval(X, U) -> CostExpansion``)."""
+        return self.cost_model.as_cost()

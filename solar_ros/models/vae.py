@@ -1,0 +1,88 @@
+"""Plain VAE: the SOLAR ablation without linear-dynamics structure.
+
+Same encoder and decoder networks as :mod:`solar_ros.models.svae` (so the ablation differs only in
+the prior): conv encoder -> Gaussian q(z | o) of dimension 10 -> decoder to the image, prior
+N(0, I) independently per frame. ELBO per frame = E_q[log p(o | z)] - KL(q(z | o) || N(0, I)),
+Bernoulli (default) or Gaussian (learned scalar variance) image likelihood.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .common import (ConvDecoder, ConvGaussianEncoder, check_images, decoded_images,
+                     images_log_likelihood, module_device, to_float_images)
+
+
+@dataclass
+class VAEConfig:
+    """Architecture of a :class:`VAE`."""
+
+    image_size: int = 64
+    """Side of the square input images; 8 * 2^k (16, 32, 64, ...)."""
+    channels: int = 3
+    """Image channels."""
+    latent_dim: int = 10
+    """Dimension of the latent z."""
+    first_stride: int = 2
+    """Stride of the first 7x7 conv (2 keeps a 64x64 encode near 1 ms on a CPU; 1 is the reference)."""
+    encoder_hidden: int = 256
+    """Width of the encoder's fully connected layer."""
+    decoder_hidden: int = 512
+    """Width of the decoder's first fully connected layer (reshaped to 8x8x(hidden/64))."""
+    likelihood: str = "bernoulli"
+    """Image likelihood: 'bernoulli' or 'gaussian'."""
+
+    def __post_init__(self) -> None:
+        if self.likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {self.likelihood!r}")
+        if self.latent_dim < 1:
+            raise ValueError("latent_dim must be positive")
+
+
+class VAE(nn.Module):
+    """Per-frame VAE with a standard-normal prior; see the module docstring."""
+
+    kind = "vae"
+
+    def __init__(self, config: VAEConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or VAEConfig()
+        self.encoder = ConvGaussianEncoder(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.first_stride,
+                                           cfg.encoder_hidden)
+        self.decoder = ConvDecoder(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.decoder_hidden)
+        # Learned per-pixel noise variance of the Gaussian likelihood (unused by Bernoulli).
+        self.log_pixel_var = (nn.Parameter(torch.tensor(np.log(0.01), dtype=torch.float32))
+                              if cfg.likelihood == "gaussian" else None)
+
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Negative ELBO per frame for x (..., C, H, W) in [0, 1]: 'loss', 'recon_ll', 'kl'."""
+        frames = x.reshape(-1, *x.shape[-3:])
+        mean, var = self.encoder(frames)
+        # Noise drawn on the CPU generator, so a seed gives the same draws on any device.
+        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+        z = mean + var.sqrt() * eps
+        ll = images_log_likelihood(self.decoder(z), frames, self.config.likelihood, self.log_pixel_var)
+        kl = 0.5 * (var + mean.pow(2) - 1.0 - torch.log(var)).sum(-1)
+        recon_ll, kl = ll.mean(), kl.mean()
+        return {"loss": kl - recon_ll, "recon_ll": recon_ll, "kl": kl}
+
+    @torch.no_grad()
+    def encode(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images (B, H, W, C) or one (H, W, C) -> (mean, variance) of q(z | o), float64."""
+        cfg = self.config
+        single = images.ndim == 3
+        check_images(images, cfg.image_size, cfg.channels, 3 if single else 4)
+        mean, var = self.encoder(to_float_images(images, module_device(self)))
+        mean, var = mean.double().cpu().numpy(), var.double().cpu().numpy()
+        return (mean[0], var[0]) if single else (mean, var)
+
+    @torch.no_grad()
+    def decode(self, z) -> np.ndarray:
+        """Latents (B, dz) -> expected images (B, H, W, C) in [0, 1], float64."""
+        z = torch.as_tensor(z, dtype=torch.float32, device=module_device(self))
+        out = decoded_images(self.decoder(z), self.config.likelihood)
+        return out.permute(0, 2, 3, 1).double().cpu().numpy()

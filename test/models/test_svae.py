@@ -1,0 +1,215 @@
+"""SOLAR's structured VAE: shapes, KL against a dense computation, filtering, cost model, learning."""
+import numpy as np
+import pytest
+import torch
+
+from solar_ros.core.dynamics import BayesianLDS
+from solar_ros.core.gaussian import LDSParams
+from solar_ros.models.common import to_float_images
+from solar_ros.models.lds_update import ConjugateLDSUpdate
+from solar_ros.models.svae import SmoothedStats, StructuredVAE, SVAEConfig, beta_schedule
+from solar_ros.models.train import SVAETrainConfig, train_svae
+
+
+def _random_dynamics(rng, dx, du):
+    A = 0.8 * np.eye(dx) + 0.2 * rng.normal(size=(dx, dx))
+    M = rng.normal(size=(dx, dx))
+    return dict(A=A, B=rng.normal(size=(dx, du)), c=0.1 * rng.normal(size=dx), Q=0.2 * (M @ M.T / dx + np.eye(dx)),
+                mu0=rng.normal(size=dx), V0=np.eye(dx) + 0.1 * np.ones((dx, dx)))
+
+
+def _tiny_model(dx=2, du=1, seed=0):
+    torch.manual_seed(seed)
+    return StructuredVAE(SVAEConfig(image_size=16, channels=1, latent_dim=dx, action_dim=du))
+
+
+@pytest.mark.parametrize("cfg", [SVAEConfig(), SVAEConfig.point32(action_dim=2)], ids=["64x64x3", "32x32x3"])
+def test_shapes(cfg):
+    torch.manual_seed(0)
+    model = StructuredVAE(cfg)
+    rng = np.random.default_rng(0)
+    S, du, dx = cfg.image_size, cfg.action_dim, cfg.latent_dim
+    images = rng.integers(0, 256, size=(2, 4, S, S, 3), dtype=np.uint8)
+    actions = rng.normal(size=(2, 4, du))
+    mean, var = model.encode(images[0, 0])
+    assert mean.shape == var.shape == (dx,) and np.all(var > 0)
+    means, vars_ = model.encode(images[0])
+    assert means.shape == (4, dx)
+    np.testing.assert_allclose(means[0], mean, atol=1e-6)
+    stats = model.smoothed_stats(images, actions)
+    assert stats.means.shape == (2, 4, dx) and stats.covs.shape == (2, 4, dx, dx)
+    assert stats.cross_covs.shape == (2, 3, dx, dx) and stats.log_z.shape == (2,)
+    m, P = model.filter_step(images[0, 0])
+    m, P = model.filter_step(images[0, 1], m, P, actions[0, 0])
+    assert m.shape == (dx,) and P.shape == (dx, dx)
+    assert model.decode(means).shape == (4, S, S, 3)
+    x = to_float_images(images).view(2, 4, 3, S, S)
+    terms = model.loss(x, torch.tensor(actions).float(), torch.zeros(2, 4), beta=0.5)
+    assert set(terms) == {"loss", "recon_ll", "cost_ll", "kl"}
+    assert all(v.shape == () and torch.isfinite(v) for v in terms.values())
+    torch.testing.assert_close(terms["loss"], -(terms["recon_ll"] + 0.5 * (terms["cost_ll"] - terms["kl"])))
+
+
+def test_kl_term_equals_dense_gaussian_kl(dense):
+    rng = np.random.default_rng(1)
+    dx, du, N, T = 2, 1, 2, 3
+    model = _tiny_model(dx, du)
+    dyn = _random_dynamics(rng, dx, du)
+    model.set_dynamics(**dyn)
+    images = rng.integers(0, 256, size=(N, T, 16, 16, 1), dtype=np.uint8)
+    actions = rng.normal(size=(N, T, du))
+    x = to_float_images(images).view(N, T, 1, 16, 16)
+    u = torch.tensor(actions).float()
+    terms = model.loss(x, u, beta=1.0)
+    m, s = (a.detach().double().numpy() for a in model.potentials(x.flatten(0, 1)))
+    m, s = m.reshape(N, T, dx), s.reshape(N, T, dx)
+    kls = []
+    for n in range(N):
+        # Inputs the model saw are float32 actions; use the same values here.
+        p_mean, p_cov = dense.prior(dyn["A"], dyn["B"], dyn["c"], dyn["Q"], dyn["mu0"], dyn["V0"],
+                                    u[n].double().numpy())
+        q_mean, q_cov, _ = dense.condition(p_mean, p_cov, m[n], s[n])
+        kls.append(dense.kl(q_mean, q_cov, p_mean, p_cov))
+    np.testing.assert_allclose(terms["kl"].item(), np.mean(kls) / T, rtol=1e-5)
+
+
+def test_filter_step_matches_smoother_filter_and_stats_match_infer():
+    rng = np.random.default_rng(2)
+    model = _tiny_model(3, 2)
+    model.set_dynamics(**_random_dynamics(rng, 3, 2))
+    images = rng.integers(0, 256, size=(1, 5, 16, 16, 1), dtype=np.uint8)
+    actions = rng.normal(size=(1, 5, 2))
+    mean, cov = model.filter_step(images[0, 0])
+    for t in range(1, 5):
+        mean, cov = model.filter_step(images[0, t], mean, cov, actions[0, t - 1])
+    with torch.no_grad():
+        _, _, res = model.infer(to_float_images(images).view(1, 5, 1, 16, 16), torch.tensor(actions))
+    np.testing.assert_allclose(mean, res.filtered_means[0, -1].numpy(), atol=1e-6)
+    np.testing.assert_allclose(cov, res.filtered_covs[0, -1].numpy(), atol=1e-6)
+    stats = model.smoothed_stats(images, actions)
+    np.testing.assert_allclose(stats.means, res.means.numpy(), atol=1e-6)
+    np.testing.assert_allclose(stats.cross_covs, res.cross_covs.numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="action"):
+        model.filter_step(images[0, 1], mean, cov, np.zeros(3))
+
+
+def test_gradients_reach_every_parameter():
+    model = _tiny_model(3, 2)
+    x = torch.rand(2, 4, 1, 16, 16)
+    model.loss(x, torch.randn(2, 4, 2), torch.rand(2, 4), beta=1.0)["loss"].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(not b.requires_grad for b in model.buffers())
+
+
+def test_latent_cost_matches_model_and_finite_differences():
+    torch.manual_seed(0)
+    model = _tiny_model(3, 2)
+    with torch.no_grad():
+        for p in model.cost_model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    cost = model.latent_cost()
+    assert np.min(np.linalg.eigvalsh(cost.C)) >= -1e-12 and np.min(np.linalg.eigvalsh(cost.R)) >= -1e-12
+    rng = np.random.default_rng(4)
+    X, U = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    ex = cost.eval(X, U)
+    pred = model.cost_model.predict(torch.tensor(X).float(), torch.tensor(U).float()).detach().numpy()
+    np.testing.assert_allclose(ex.l, pred, rtol=1e-5, atol=1e-6)
+    h = 1e-6
+    for i in range(3):
+        e = np.zeros(3)
+        e[i] = h
+        fd = (cost.eval(X + e, U).l - cost.eval(X - e, U).l) / (2 * h)
+        np.testing.assert_allclose(ex.lx[:, i], fd, atol=1e-6)
+        fd2 = (cost.eval(X + e, U).lx - cost.eval(X - e, U).lx) / (2 * h)
+        np.testing.assert_allclose(ex.lxx[:, :, i], fd2, atol=1e-6)
+    for j in range(2):
+        e = np.zeros(2)
+        e[j] = h
+        fd = (cost.eval(X, U + e).l - cost.eval(X, U - e).l) / (2 * h)
+        np.testing.assert_allclose(ex.lu[:, j], fd, atol=1e-6)
+
+
+def test_beta_schedule_is_geometric():
+    assert beta_schedule(0, 100) == pytest.approx(1e-4)
+    assert beta_schedule(100, 100) == pytest.approx(10.0)
+    assert beta_schedule(500, 100) == pytest.approx(10.0)
+    assert beta_schedule(50, 100) == pytest.approx(np.sqrt(1e-4 * 10.0))
+    betas = [beta_schedule(s, 100) for s in range(101)]
+    ratios = np.array(betas[1:]) / np.array(betas[:-1])
+    np.testing.assert_allclose(ratios, ratios[0])
+    assert beta_schedule(3, 0) == 10.0
+
+
+def test_set_dynamics_validates_and_round_trips():
+    rng = np.random.default_rng(5)
+    model = _tiny_model(2, 1)
+    dyn = _random_dynamics(rng, 2, 1)
+    model.set_dynamics(**dyn)
+    out = model.dynamics()
+    assert isinstance(out, LDSParams)
+    np.testing.assert_allclose(out.A, dyn["A"])
+    np.testing.assert_allclose(out.b, dyn["c"])
+    with pytest.raises(ValueError, match="positive definite"):
+        model.set_dynamics(**{**dyn, "Q": -np.eye(2)})
+    with pytest.raises(ValueError, match="shape"):
+        model.set_dynamics(**{**dyn, "B": np.zeros((2, 2))})
+    with pytest.raises(ValueError, match="NaN"):
+        model.set_dynamics(**{**dyn, "c": np.array([np.nan, 0.0])})
+    np.testing.assert_allclose(model.A.numpy(), dyn["A"])  # failed calls changed nothing
+
+
+def _heldout_r2(F, P, Ft, Pt):
+    W = np.linalg.lstsq(np.c_[F, np.ones(len(F))], P, rcond=None)[0]
+    pred = np.c_[Ft, np.ones(len(Ft))] @ W
+    return 1.0 - ((pred - Pt) ** 2).sum() / ((Pt - Pt.mean(0)) ** 2).sum()
+
+
+def test_learns_a_latent_that_predicts_the_dot(dot_data):
+    """Linear point-mass images: smoothed latent means must linearly predict the dot position on
+    held-out sequences (R^2 well above the untrained model's)."""
+    images, pos, actions, costs = dot_data(24, 10, 16, channels=1, seed=0, sigma=1.2)
+    test_images, test_pos, test_actions, _ = dot_data(8, 10, 16, channels=1, seed=1, sigma=1.2)
+    dx = 4
+    model = _tiny_model(dx, 2)
+
+    def r2():
+        train = model.smoothed_stats(images, actions).means.reshape(-1, dx)
+        test = model.smoothed_stats(test_images, test_actions).means.reshape(-1, dx)
+        return _heldout_r2(train, pos.reshape(-1, 2), test, test_pos.reshape(-1, 2))
+
+    r2_before = r2()
+    update = ConjugateLDSUpdate(BayesianLDS.default_prior(dx, 2))
+    cfg = SVAETrainConfig(steps=150, batch_size=8, beta_end=0.1, beta_anneal_steps=150, lds_update_every=15,
+                          disable_progress=True)
+    hist = train_svae(model, images, actions, costs, cfg, lds_update=update)
+    assert np.mean(hist["loss"][-10:]) < 0.5 * np.mean(hist["loss"][:10])
+    assert update.posterior is not None
+    np.testing.assert_allclose(model.A.numpy(), update.posterior.mean_params().A)
+    r2_after = r2()
+    # Over model seeds 0..4 this run reaches R^2 0.72..0.95; the untrained latent gives about 0.07.
+    assert r2_after > 0.6 and r2_after > r2_before + 0.4, (r2_before, r2_after)
+
+
+def test_conjugate_update_recovers_known_dynamics_from_exact_states():
+    rng = np.random.default_rng(6)
+    dx, du, N, T = 3, 2, 60, 20
+    dyn = _random_dynamics(rng, dx, du)
+    dyn["A"] = 0.9 * np.linalg.qr(rng.normal(size=(dx, dx)))[0]
+    U = rng.normal(size=(N, T, du))
+    X = np.zeros((N, T, dx))
+    X[:, 0] = rng.multivariate_normal(dyn["mu0"], dyn["V0"], size=N)
+    for t in range(T - 1):
+        X[:, t + 1] = X[:, t] @ dyn["A"].T + U[:, t] @ dyn["B"].T + dyn["c"] \
+            + rng.multivariate_normal(np.zeros(dx), dyn["Q"], size=N)
+    # Exactly known states: zero posterior covariances.
+    stats = SmoothedStats(X, np.zeros((N, T, dx, dx)), np.zeros((N, T - 1, dx, dx)), U, np.zeros(N))
+    update = ConjugateLDSUpdate(BayesianLDS.default_prior(dx, du, scale=1e-2, v_scale=100.0))  # a weak prior
+    lds = update(stats)
+    np.testing.assert_allclose(lds.A, dyn["A"], atol=0.05)
+    np.testing.assert_allclose(lds.B, dyn["B"], atol=0.05)
+    np.testing.assert_allclose(lds.Q, dyn["Q"], atol=0.1 * np.abs(dyn["Q"]).max())
+    np.testing.assert_allclose(lds.mu0, X[:, 0].mean(0))
+    np.testing.assert_allclose(lds.V0, np.cov(X[:, 0].T, bias=True) + 1e-6 * np.eye(dx), atol=1e-9)
+    with pytest.raises(ValueError, match="dx=4"):
+        ConjugateLDSUpdate(BayesianLDS.default_prior(4, du))(stats)
