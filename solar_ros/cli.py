@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 from pathlib import Path
 
-# method name -> module in solar_ros.algos exposing `train(task, seed, out, episodes, goal, progress) -> RunResult`
+# method name -> (module, function) with the signature
+#   train(task, seed, out, episodes=None, goal=None, progress=True, resume=False) -> RunResult
 METHODS = {
-    "lqr_state": "solar_ros.algos.lqr_state",
+    "lqr_state": ("solar_ros.algos.lqr_state", "train"),
 }
 
 
@@ -44,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--task", required=True, choices=sorted(TASKS))
     train.add_argument("--method", required=True, choices=sorted(METHODS))
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", type=Path, required=True, help="output directory (created)")
+    train.add_argument("--out", type=Path, default=None, help="output directory (created)")
+    train.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                       help="continue an interrupted run from its last checkpoint in DIR")
     train.add_argument("--episodes", type=_positive_int, default=None,
                        help="training episode budget (default: the method's own default for the task)")
     train.add_argument("--goal", type=_goal, default=None,
@@ -60,14 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
-        algo = importlib.import_module(METHODS[args.method])
-        args.out.mkdir(parents=True, exist_ok=True)
-        result = algo.train(task=args.task, seed=args.seed, out=args.out, episodes=args.episodes,
-                            goal=args.goal, progress=not args.no_progress)
+        module, function = METHODS[args.method]
+        train = getattr(importlib.import_module(module), function)
+        out = args.resume or args.out
+        if out is None:
+            raise SystemExit("solar-ros train: give --out DIR (or --resume DIR)")
+        out.mkdir(parents=True, exist_ok=True)
+        kwargs = {}
+        if args.resume:
+            if "resume" not in inspect.signature(train).parameters:
+                raise SystemExit(f"solar-ros train: --method {args.method} has no checkpoints to resume from")
+            kwargs["resume"] = True
+        result = train(task=args.task, seed=args.seed, out=out, episodes=args.episodes, goal=args.goal,
+                       progress=not args.no_progress, **kwargs)
         print(f"\n{result.task} / {result.method} / seed {result.seed}: success {result.success_rate:.0%} over "
               f"{result.eval_episodes} evaluation episodes, final distance {result.final_distance:.4f}, "
               f"{result.episodes} training episodes ({result.env_steps} env steps), {result.wall_time_s:.1f} s")
-        print(f"summary: {args.out / 'summary.json'}\nplot:    {args.out / 'learning_curve.png'}")
+        print(f"summary: {out / 'summary.json'}\nplot:    {out / 'learning_curve.png'}")
         return 0
     if args.command == "launch":
         from .launcher import launch

@@ -54,7 +54,8 @@ class LQRStateConfig:
 
 # Defaults per task: enough iterations for the task's difficulty, nothing tuned per seed.
 TASK_DEFAULTS: dict[str, LQRStateConfig] = {
-    "point": LQRStateConfig(iterations=6, rollouts_per_iteration=5),
+    # linear dynamics: the global linear prior is exact, so large KL steps are safe
+    "point": LQRStateConfig(iterations=6, rollouts_per_iteration=5, kl_step=5.0),
     "reacher": LQRStateConfig(iterations=12, rollouts_per_iteration=5),
     "sawyer_reach": LQRStateConfig(iterations=15, rollouts_per_iteration=5),
 }
