@@ -1,0 +1,247 @@
+"""Start the node stack as separate processes, where ``ros2 launch`` is not available.
+
+:data:`PROFILES` is the single description of which node runs with which parameter files in each
+profile; the launch files in ``launch/`` build their ``launch_ros`` Node actions from the same
+objects, and a test checks that they agree.
+
+``launch("sim")`` starts each node as ``python -m solar_ros.nodes.<node> --ros-args -r
+__node:=<node> --params-file config/<node>.yaml --params-file config/<profile>.yaml [...]``,
+prefixes every output line with ``[<node>]``, and on Ctrl-C / SIGTERM, or as soon as one node
+exits, stops the rest: SIGINT, then SIGTERM after ``grace`` seconds, then SIGKILL.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Mapping
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+"""The repository's parameter files (a ROS install uses share/solar_ros/config instead)."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node process of a profile."""
+
+    name: str
+    """Node name, executable name (``ros2 run solar_ros <name>``) and module ``solar_ros.nodes.<name>``."""
+    params_files: tuple[str, ...]
+    """Parameter files, relative to the config directory, later files overriding earlier ones."""
+    remappings: tuple[tuple[str, str], ...] = ()
+    """Topic/service remappings (from, to)."""
+
+    @property
+    def module(self) -> str:
+        return f"solar_ros.nodes.{self.name}"
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """A profile: the node processes of one way to run the stack."""
+
+    profile: str
+    description: str
+    nodes: tuple[NodeSpec, ...]
+    external: tuple[str, ...] = field(default=())
+    """What the launch file starts besides these nodes (simulators, bridges), for documentation."""
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"profile {self.profile!r} has no node {name!r}")
+
+
+def _nodes(profile: str, names: list[str], remappings: Mapping[str, tuple[tuple[str, str], ...]] | None = None):
+    remappings = remappings or {}
+    return tuple(NodeSpec(n, (f"{n}.yaml", f"{profile}.yaml"), remappings.get(n, ())) for n in names)
+
+
+# Intera publishes the arm's state on /robot/joint_states and the wrist camera on its own topic.
+_INTERA_REMAPS = {
+    "camera_node": (("/camera/image_raw", "/io/internal_camera/right_hand_camera/image_raw"),),
+    "controller_node": (("/joint_states", "/robot/joint_states"),),
+    "recorder_node": (("/joint_states", "/robot/joint_states"),),
+}
+
+PROFILES: dict[str, LaunchSpec] = {
+    "sim": LaunchSpec(
+        "sim", "MuJoCo Sawyer (sim_arm_node owns /clock) with the full node stack",
+        _nodes("sim", ["sim_arm_node", "camera_node", "controller_node", "recorder_node"])),
+    "gazebo": LaunchSpec(
+        "gazebo", "Gazebo + ros2_control Sawyer with the node stack (needs a full ROS 2 install)",
+        _nodes("gazebo", ["camera_node", "controller_node", "recorder_node"]),
+        external=("gz sim", "ros_gz_sim create", "ros_gz_bridge (/clock)", "robot_state_publisher",
+                  "controller_manager spawner: joint_state_broadcaster, effort_controller")),
+    "real_sawyer": LaunchSpec(
+        "real_sawyer", "a physical Sawyer through the Intera SDK (ros1_bridge + bin/intera_torque_relay)",
+        _nodes("real_sawyer", ["camera_node", "controller_node", "recorder_node"], _INTERA_REMAPS),
+        external=("ros1_bridge dynamic_bridge", "intera_torque_relay (ROS 1 side)")),
+}
+"""Profile name -> what runs. Other nodes (encoder, model fitting, trainer) are added here as they land."""
+
+
+def get_profile(profile: str) -> LaunchSpec:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown launch profile {profile!r}; available: {', '.join(PROFILES)}")
+    return PROFILES[profile]
+
+
+def params_yaml(extra_params: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn overrides into a ROS parameter file's content.
+
+    Accepted forms: ``{"rate": 100}`` (every node), ``{"controller_node.rate": 100}`` or
+    ``{"controller_node:rate": 100}`` (one node), ``{"controller_node": {"rate": 100}}``. String
+    values are parsed as YAML (``"100"`` -> 100, ``"true"`` -> True), as on a command line.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for key, value in extra_params.items():
+        if isinstance(value, Mapping):
+            node, params = key, dict(value)
+        else:
+            for sep in (":", "."):
+                if sep in key:
+                    node, name = key.split(sep, 1)
+                    break
+            else:
+                node, name = "/**", key
+            params = {name: value}
+        params = {k: (yaml.safe_load(v) if isinstance(v, str) else v) for k, v in params.items()}
+        out.setdefault(node, {"ros__parameters": {}})["ros__parameters"].update(params)
+    return out
+
+
+def node_command(spec: NodeSpec, config_dir: str | os.PathLike = CONFIG_DIR,
+                 extra_params_file: str | os.PathLike | None = None, python: str = sys.executable) -> list[str]:
+    """The command line that runs one node here."""
+    cmd = [python, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
+    for f in spec.params_files:
+        cmd += ["--params-file", str(Path(config_dir) / f)]
+    if extra_params_file is not None:
+        cmd += ["--params-file", str(extra_params_file)]
+    for src, dst in spec.remappings:
+        cmd += ["-r", f"{src}:={dst}"]
+    return cmd
+
+
+class _Process:
+    """One child process with its output relayed line by line under a prefix."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], out: IO[str], lock: threading.Lock,
+                 width: int) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True, text=True, bufsize=1)
+        prefix = f"[{name}]".ljust(width + 2)
+
+        def relay() -> None:
+            for line in self.proc.stdout:
+                with lock:
+                    out.write(f"{prefix} {line}" if line.endswith("\n") else f"{prefix} {line}\n")
+                    out.flush()
+
+        self.thread = threading.Thread(target=relay, name=f"relay-{name}", daemon=True)
+        self.thread.start()
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+
+def launch(profile: str, extra_params: Mapping[str, Any] | None = None, *,
+           config_dir: str | os.PathLike = CONFIG_DIR, nodes: list[str] | None = None,
+           env: Mapping[str, str] | None = None, output: IO[str] | None = None, grace: float = 5.0,
+           duration: float | None = None) -> int:
+    """Run a profile's nodes until Ctrl-C/SIGTERM, until one exits, or for ``duration`` seconds.
+
+    ``extra_params``: overrides (see :func:`params_yaml`); ``nodes``: run only these; ``env``:
+    extra environment variables for the children. Returns 0 after a requested stop, otherwise the
+    exit status of the node that ended first (1 if it ended with status 0 but others had to be
+    stopped and one of them failed).
+    """
+    spec = get_profile(profile)
+    chosen = [n for n in spec.nodes if nodes is None or n.name in nodes]
+    if nodes is not None:
+        unknown = set(nodes) - {n.name for n in spec.nodes}
+        if unknown:
+            raise ValueError(f"profile {profile!r} has no nodes {sorted(unknown)}")
+    for n in chosen:
+        for f in n.params_files:
+            if not (Path(config_dir) / f).is_file():
+                raise FileNotFoundError(f"parameter file {Path(config_dir) / f} is missing")
+    out = output if output is not None else sys.stdout
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    child_env.setdefault("PYTHONUNBUFFERED", "1")
+    extra_file = None
+    if extra_params:
+        fd, extra_file = tempfile.mkstemp(prefix="solar_ros_params_", suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(params_yaml(extra_params), f)
+
+    stop = threading.Event()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, signal.SIGTERM):
+            handlers[s] = signal.signal(s, lambda *_: stop.set())
+    lock = threading.Lock()
+    width = max(len(n.name) for n in chosen)
+    procs: list[_Process] = []
+    first_exit: tuple[str, int] | None = None
+    try:
+        for n in chosen:
+            procs.append(_Process(n.name, node_command(n, config_dir, extra_file), child_env, out, lock, width))
+        deadline = None if duration is None else time.monotonic() + duration
+        while not stop.is_set():
+            for p in procs:
+                rc = p.proc.poll()
+                if rc is not None:
+                    first_exit = (p.name, rc)
+                    break
+            if first_exit is not None or (deadline is not None and time.monotonic() >= deadline):
+                break
+            stop.wait(0.1)
+        if first_exit is not None:
+            with lock:
+                out.write(f"[launch] {first_exit[0]} exited with status {first_exit[1]}; stopping the others\n")
+        statuses = _shutdown(procs, grace)
+    finally:
+        for p in procs:  # only reached with live children if something above raised
+            p.signal(signal.SIGKILL)
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        if extra_file is not None:
+            os.unlink(extra_file)
+    for p in procs:
+        p.thread.join(timeout=1.0)
+    if first_exit is None:
+        return 0
+    if first_exit[1] != 0:
+        return first_exit[1]
+    return 1 if any(rc not in (0, -signal.SIGINT) for name, rc in statuses.items() if name != first_exit[0]) else 0
+
+
+def _shutdown(procs: list[_Process], grace: float) -> dict[str, int]:
+    """SIGINT everyone, then SIGTERM after ``grace`` s, then SIGKILL after 2 s more; returns exit statuses."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+        alive = [p for p in procs if p.proc.poll() is None]
+        if not alive:
+            break
+        for p in alive:
+            p.signal(sig)
+        end = time.monotonic() + wait
+        while time.monotonic() < end and any(p.proc.poll() is None for p in alive):
+            time.sleep(0.05)
+    return {p.name: p.proc.wait() for p in procs}

@@ -1,0 +1,138 @@
+"""Shared node plumbing: the ``main()`` loop with clean shutdown, stamp conversions, config errors."""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from typing import Callable
+
+import rclpy
+from rclpy.exceptions import InvalidTopicNameException, ParameterException
+from rclpy.event_handler import PublisherEventCallbacks
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+
+class ConfigError(ValueError):
+    """A parameter value the node cannot run with (the node logs it and exits with status 2)."""
+
+
+def stamp_to_ns(stamp) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def set_stamp(stamp, ns: int) -> None:
+    """Write integer nanoseconds into a builtin_interfaces/Time in place."""
+    stamp.sec, stamp.nanosec = divmod(int(ns), 1_000_000_000)
+
+
+class Throttle:
+    """Per-key log throttling: each kind of problem gets its own budget (rclpy throttles per call site,
+    so one frequent problem would hide a different one logged from the same line)."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._last: dict[str, float] = {}
+
+    def ready(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e18) >= self.period:
+            self._last[key] = now
+            return True
+        return False
+
+    @staticmethod
+    def key(reason: str) -> str:
+        """A problem's kind: the text before its first colon (numbers usually come after it)."""
+        return reason.split(":", 1)[0][:60]
+
+
+class StackNode(Node):
+    """A Node with a shutdown hook, and a lean mode for the real-time nodes.
+
+    rclpy's SingleThreadedExecutor rebuilds its wait set from every entity on every iteration, so
+    each entity costs time on the hot path. A ``lean`` node (controller, simulator) therefore has
+    no parameter services (its parameters are read once at start-up anyway) and its publishers have
+    no default QoS-event handlers (incompatible-QoS warnings still come from the subscribers' side);
+    on a 2-core machine this raised the controller's achieved command rate by about a fifth.
+    """
+
+    def __init__(self, node_name: str, *, lean: bool = False, **kwargs) -> None:
+        self._lean = lean  # before Node.__init__, which creates publishers itself
+        super().__init__(node_name, start_parameter_services=not lean, **kwargs)
+
+    def create_publisher(self, msg_type, topic, qos_profile, **kwargs):
+        if self._lean:
+            kwargs.setdefault("event_callbacks", PublisherEventCallbacks(use_default_callbacks=False))
+        return super().create_publisher(msg_type, topic, qos_profile, **kwargs)
+
+    def on_shutdown(self) -> None:
+        """Last words (e.g. a zero-torque command); ROS communication still works here."""
+
+
+def run_node(factory: Callable[[], StackNode], args: list[str] | None = None,
+             spin_timeout: float = 0.1,
+             loop: Callable[[StackNode, SingleThreadedExecutor, threading.Event], None] | None = None) -> int:
+    """Create the node and spin it on a SingleThreadedExecutor until SIGINT/SIGTERM; returns an exit status.
+
+    The signal handlers only set a flag, so ``on_shutdown`` can still publish before the context
+    goes down. Parameter errors (:class:`ConfigError`) are logged and give status 2. ``loop``
+    replaces the plain spin loop (the simulator steps physics in its own loop); it must return
+    soon after the event is set.
+    """
+    stop = threading.Event()
+
+    def request_stop(signum, _frame):
+        stop.set()
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    node = None
+    status = 0
+    try:
+        node = factory()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        if loop is not None:
+            loop(node, executor, stop)
+        else:
+            while not stop.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=spin_timeout)
+    except (ConfigError, ParameterException, InvalidTopicNameException) as err:
+        print(f"[ERROR] configuration: {err}", file=sys.stderr, flush=True)
+        status = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            try:
+                node.on_shutdown()
+            finally:
+                node.destroy_node()
+        rclpy.try_shutdown()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return status
+
+
+def declare(node: Node, name: str, default, description: str = ""):
+    """Declare a parameter with a description and return its value.
+
+    Typing is dynamic so that ``rate: 500`` in a YAML file works for a float parameter; callers
+    convert the value (``float(...)``) and validate it.
+    """
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    value = node.declare_parameter(
+        name, default, ParameterDescriptor(description=description, dynamic_typing=True)).value
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise ConfigError(f"parameter {name!r} must be true or false, got {value!r}")
+    if isinstance(default, (int, float)) and not isinstance(default, bool) and (
+            isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"parameter {name!r} must be a number, got {value!r}")
+    if isinstance(default, list) and not isinstance(value, (list, tuple)):
+        raise ConfigError(f"parameter {name!r} must be a list, got {value!r}")
+    return value

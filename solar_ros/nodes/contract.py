@@ -1,0 +1,59 @@
+"""Topic, service and action names and QoS profiles of the node stack (docs/ros_interfaces.md).
+
+Every node takes its names from here, so the contract lives in one place. Names are absolute and
+can be remapped as usual (``--ros-args -r /camera/image_raw:=/io/internal_camera/...``).
+
+QoS rules: sensor streams (camera images, joint states, latents) are subscribed best effort, which
+matches both reliable and best-effort publishers; the model images are *published* with sensor-data
+QoS (best effort), so their subscribers must be best effort too. Torque commands are reliable (the
+ros2_control effort controller subscribes reliably). The policy is reliable + transient local so a
+controller that starts late still gets the newest one.
+"""
+from __future__ import annotations
+
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+# ---- topics -------------------------------------------------------------------------------------
+JOINT_STATES = "/joint_states"                      # sensor_msgs/msg/JointState
+CAMERA_RAW = "/camera/image_raw"                    # sensor_msgs/msg/Image
+MODEL_IMAGE = "/solar/image"                        # sensor_msgs/msg/Image (model input)
+LATENT = "/solar/latent"                            # solar_ros/msg/LatentState
+COMMANDS = "/effort_controller/commands"            # std_msgs/msg/Float64MultiArray, 7 torques (N m)
+POLICY = "/solar/policy"                            # solar_ros/msg/LinearGaussianPolicy
+EPISODE = "/solar/episode"                          # solar_ros/msg/EpisodeEvent
+STEPS = "/solar/controller/steps"                   # solar_ros/msg/PolicyStep
+COMMAND_INFO = "/solar/controller/command_info"     # solar_ros/msg/CommandInfo
+COST = "/solar/cost"                                # solar_ros/msg/TaskCost
+CLOCK = "/clock"                                    # rosgraph_msgs/msg/Clock
+
+# ---- services and actions -----------------------------------------------------------------------
+START_EPISODE = "/solar/controller/start_episode"   # solar_ros/srv/StartEpisode
+STOP_EPISODE = "/solar/controller/stop_episode"     # std_srvs/srv/Trigger
+ESTOP = "/solar/controller/estop"                   # std_srvs/srv/SetBool (true: engage, false: release)
+SIM_RESET = "/sim/reset"                            # solar_ros/srv/ResetArm
+FIT_MODEL = "/solar/fit_model"                      # solar_ros/action/FitModel
+
+# ---- QoS ----------------------------------------------------------------------------------------
+SENSOR_QOS: QoSProfile = qos_profile_sensor_data
+"""Best effort, volatile, keep last 5: camera images (published and subscribed), sensor subscriptions."""
+
+LATEST_SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                               reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+"""Best effort, depth 1: a real-time consumer only wants the newest sample."""
+
+RECORDING_SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200,
+                                  reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+"""Best effort with a deep queue: a recorder absorbs bursts instead of dropping samples."""
+
+RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                          reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+"""Reliable, volatile, depth 10 (the ROS default): joint states, commands, clock, costs."""
+
+EVENT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                       reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+"""Reliable, deep queue: episode events and per-step records must not be dropped."""
+
+POLICY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+"""Reliable + transient local, depth 1: late joiners get the newest policy."""

@@ -1,0 +1,330 @@
+"""controller_node: runs the current time-varying linear-Gaussian policy and streams joint torques.
+
+* State x: the latest latent (/solar/latent), joint state [q, dq] (/joint_states), or both
+  concatenated (parameter ``state_source``), validated by :class:`~solar_ros.runtime.safety.StateAssembler`
+  (joint names mapped to right_j0..right_j6, NaN/Inf rejected, out-of-order stamps dropped).
+* Command stream: a timer at ``rate`` Hz (default 500) on the node clock (simulated time when
+  ``use_sim_time``) publishes 7 torques on /effort_controller/commands *all the time*: the policy's
+  torques while an episode runs, zeros while idle (the Sawyer leaves torque mode when commands stop).
+* Episodes: started by /solar/controller/start_episode (StartEpisode), stopped by
+  /solar/controller/stop_episode (Trigger) or at the policy's horizon; each start/stop is announced
+  on /solar/episode (EpisodeEvent), each finished time index on /solar/controller/steps (PolicyStep).
+* Policies arrive on /solar/policy (transient local) and are swapped in only at the next episode
+  start (:class:`~solar_ros.runtime.policy_executor.PolicyExecutor`).
+* Safety: torques clipped to ``torque_limits``; stale (older than ``max_latent_age`` /
+  ``max_joint_age``), NaN/Inf or mismatched inputs give zero torque and an error (and abort the
+  episode when ``abort_on_fault``); /solar/controller/estop (SetBool) latches zero torque until
+  released with ``data: false``.
+* Timing: every command is accompanied by a CommandInfo on /solar/controller/command_info carrying
+  the stamp of the latent/joint state it was computed from (image stamp -> command latency).
+"""
+from __future__ import annotations
+
+import array
+import time
+import uuid
+
+import numpy as np
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
+
+from ..msg import CommandInfo, EpisodeEvent, LatentState, LinearGaussianPolicy, PolicyStep
+from ..runtime.policy_executor import PolicyExecutor, StepRecord
+from ..runtime.policy_msg import policy_from_msg
+from ..runtime.safety import (SAWYER_JOINT_NAMES, SAWYER_TORQUE_LIMITS, STATE_SOURCES, StateAssembler,
+                              validate_torque_limits)
+from ..srv import StartEpisode
+from . import contract
+from .common import ConfigError, StackNode, Throttle, declare, run_node, set_stamp, stamp_to_ns
+
+
+class ControllerNode(StackNode):
+    """Real-time torque controller (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__("controller_node", lean=True)
+        self.state_source = declare(self, "state_source", "latent", "latent, joints or latent+joints")
+        self.rate = float(declare(self, "rate", 500.0, "command rate, Hz"))
+        joint_names = list(declare(self, "joint_names", list(SAWYER_JOINT_NAMES), "command order"))
+        limits = list(declare(self, "torque_limits", list(SAWYER_TORQUE_LIMITS), "N m, per joint"))
+        max_latent_age = float(declare(self, "max_latent_age", 0.25, "s; older latents are stale"))
+        max_joint_age = float(declare(self, "max_joint_age", 0.05, "s; older joint states are stale"))
+        future_tolerance = float(declare(self, "future_tolerance", 0.5, "s; stamps further ahead are rejected"))
+        self.abort_on_fault = bool(declare(self, "abort_on_fault", True, "abort the episode on stale/NaN input"))
+        self.publish_command_info = bool(declare(self, "publish_command_info", True,
+                                                 "CommandInfo with every non-idle command (timing)"))
+        self.stats_period = float(declare(self, "stats_period", 10.0, "s between timing summaries in the log (0: off)"))
+        self.publish_when_estopped = bool(declare(
+            self, "publish_when_estopped", True,
+            "true: stream zeros while e-stopped; false: go silent (a Sawyer then holds its pose)"))
+        if self.state_source not in STATE_SOURCES:
+            raise ConfigError(f"state_source must be one of {STATE_SOURCES}, got {self.state_source!r}")
+        if not (np.isfinite(self.rate) and self.rate > 0):
+            raise ConfigError(f"rate must be positive, got {self.rate}")
+        try:
+            self.torque_limits = validate_torque_limits(limits, len(joint_names))
+            self.inputs = StateAssembler(self.state_source, joint_names, max_latent_age, max_joint_age, future_tolerance)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        self.n_joints = len(joint_names)
+        self.executor_core = PolicyExecutor(self.torque_limits)
+
+        # Preallocated hot-path buffers: the command lives in an array.array viewed by numpy.
+        self._cmd_buf = array.array("d", [0.0] * self.n_joints)
+        self._u = np.frombuffer(self._cmd_buf, dtype=np.float64)
+        self._x = np.zeros(0)
+        self._cmd_msg = Float64MultiArray()
+        self._info_msg = CommandInfo()
+        self.estopped = False
+        self.commands_sent = 0
+        self._throttle = Throttle(1.0)
+        # Per-command timing, kept in preallocated rings and summarised in the log.
+        self._ring_n = 0
+        self._gaps_ns = np.zeros(8192, dtype=np.int64)
+        self._compute_ns = np.zeros(8192, dtype=np.int64)
+        self._last_tick_wall = 0
+        self._last_stats = time.monotonic()
+
+        self.cmd_pub = self.create_publisher(Float64MultiArray, contract.COMMANDS, contract.RELIABLE_QOS)
+        self.info_pub = self.create_publisher(CommandInfo, contract.COMMAND_INFO, contract.EVENT_QOS)
+        self.episode_pub = self.create_publisher(EpisodeEvent, contract.EPISODE, contract.EVENT_QOS)
+        self.step_pub = self.create_publisher(PolicyStep, contract.STEPS, contract.EVENT_QOS)
+        if self.inputs.uses_latent:
+            self.create_subscription(LatentState, contract.LATENT, self._on_latent, contract.LATEST_SENSOR_QOS)
+        if self.inputs.uses_joints:
+            self.create_subscription(JointState, contract.JOINT_STATES, self._on_joints, contract.LATEST_SENSOR_QOS)
+        self.create_subscription(LinearGaussianPolicy, contract.POLICY, self._on_policy, contract.POLICY_QOS)
+        self.create_service(StartEpisode, contract.START_EPISODE, self._on_start)
+        self.create_service(Trigger, contract.STOP_EPISODE, self._on_stop)
+        self.create_service(SetBool, contract.ESTOP, self._on_estop)
+        self.create_timer(1.0 / self.rate, self._on_tick)
+        self.get_logger().info(
+            f"controller: state_source={self.state_source}, {self.rate:g} Hz, torque limits {self.torque_limits.tolist()}")
+
+    # ---- inputs --------------------------------------------------------------------------------
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_latent(self, msg: LatentState) -> None:
+        reason = self.inputs.update_latent(stamp_to_ns(msg.header.stamp), self._now_ns(), msg.mean,
+                                           msg.model_id, int(msg.dim))
+        if reason is not None and self._throttle.ready("latent " + Throttle.key(reason)):
+            self.get_logger().error(f"latent rejected: {reason}")
+
+    def _on_joints(self, msg: JointState) -> None:
+        reason = self.inputs.update_joints(stamp_to_ns(msg.header.stamp), self._now_ns(), msg.name,
+                                           msg.position, msg.velocity)
+        if reason is not None and self._throttle.ready("joints " + Throttle.key(reason)):
+            self.get_logger().error(f"joint state rejected: {reason}")
+
+    def _on_policy(self, msg: LinearGaussianPolicy) -> None:
+        try:
+            package = policy_from_msg(msg)
+            if package.state_source != self.state_source:
+                raise ValueError(f"policy state_source {package.state_source!r} != controller's {self.state_source!r}")
+            self.executor_core.offer(package)
+        except ValueError as err:
+            self.get_logger().error(f"rejected policy {msg.policy_id!r}: {err}")
+            return
+        when = "at the next episode start" if self.executor_core.running else "for the next episode"
+        self.get_logger().info(f"policy {package.policy_id!r} (iteration {package.iteration}, T={package.policy.T}, "
+                               f"dx={package.policy.dx}, dt={package.dt:g}) received; used {when}")
+
+    # ---- services ------------------------------------------------------------------------------
+
+    def _on_start(self, request: StartEpisode.Request, response: StartEpisode.Response):
+        core = self.executor_core
+        now = self._now_ns()
+        episode_id = request.episode_id or f"ep-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        response.episode_id = episode_id
+        problem = None
+        if self.estopped:
+            problem = "e-stop engaged (release it with data: false)"
+        elif core.running:
+            problem = f"episode {core.episode_id!r} is still running"
+        elif core.latest_policy is None:
+            problem = f"no policy received on {contract.POLICY} yet"
+        else:
+            dx = core.latest_policy.policy.dx
+            have = self.inputs.state_dim()
+            x = np.zeros(dx)
+            ok, reason, _ = self.inputs.assemble(now, x, core.latest_policy.model_id)
+            if have is not None and have != dx:
+                problem = f"policy expects state_dim {dx}, state_source {self.state_source!r} gives {have}"
+            elif not ok:
+                problem = f"no usable state: {reason}"
+        if problem is not None:
+            response.success, response.message = False, problem
+            self.get_logger().warning(f"start_episode refused: {problem}")
+            return response
+        package = core.start(now, episode_id, request.deterministic, request.noise_seed)
+        self._x = np.zeros(package.policy.dx)
+        self._publish_event(EpisodeEvent.START, now, "")
+        response.success = True
+        response.message = "episode started"
+        response.policy_id = package.policy_id
+        response.horizon = package.policy.T
+        response.dt = package.dt
+        self.get_logger().info(f"episode {episode_id!r} started: policy {package.policy_id!r}, "
+                               f"{package.policy.T} steps of {package.dt:g} s, "
+                               f"{'deterministic' if request.deterministic else f'noise seed {request.noise_seed}'}")
+        return response
+
+    def _on_stop(self, _request: Trigger.Request, response: Trigger.Response):
+        if not self.executor_core.running:
+            response.success, response.message = False, "no episode is running"
+            return response
+        self._end_episode(self._now_ns(), EpisodeEvent.STOP, "stop requested")
+        response.success, response.message = True, "episode stopped"
+        return response
+
+    def _on_estop(self, request: SetBool.Request, response: SetBool.Response):
+        if request.data:
+            self.estopped = True
+            self._u[:] = 0.0
+            if self.executor_core.running:
+                self._end_episode(self._now_ns(), EpisodeEvent.ABORT, "e-stop")
+            self.get_logger().error("E-STOP engaged: zero torque until released")
+            response.message = "e-stop engaged"
+        else:
+            was = self.estopped
+            self.estopped = False
+            self.get_logger().warning("e-stop released" if was else "e-stop release requested but it was not engaged")
+            response.message = "e-stop released"
+        response.success = True
+        return response
+
+    # ---- the command stream ----------------------------------------------------------------------
+
+    def _on_tick(self) -> None:
+        t0 = time.perf_counter_ns()
+        now = self._now_ns()
+        core = self.executor_core
+        status, t, source_ns = CommandInfo.IDLE, -1, 0
+        self._u[:] = 0.0
+        if self.estopped:
+            status = CommandInfo.ESTOP
+            if not self.publish_when_estopped:
+                return
+        elif core.running:
+            t = core.time_index(now)
+            if t < 0:
+                self._end_episode(now, EpisodeEvent.ABORT, "clock jumped backwards")
+                t = -1
+            elif t >= core.horizon:
+                self._end_episode(now, EpisodeEvent.STOP, "horizon reached")
+                t = -1
+            else:
+                ok, reason, source_ns = self.inputs.assemble(now, self._x, core.active.model_id)
+                if ok:
+                    status = CommandInfo.ACTIVE
+                    _clipped, records = core.command(t, self._x, source_ns, self._u)
+                    for rec in records:
+                        self._publish_step(rec)
+                else:
+                    status = CommandInfo.FAULT
+                    self._u[:] = 0.0
+                    if self._throttle.ready("fault " + Throttle.key(reason)):
+                        self.get_logger().error(f"zero torque: {reason}")
+                    if self.abort_on_fault:
+                        self._end_episode(now, EpisodeEvent.ABORT, f"fault: {reason}")
+                        t = -1
+        self._cmd_msg.data = self._cmd_buf
+        self.cmd_pub.publish(self._cmd_msg)
+        self.commands_sent += 1
+        self._record_timing(t0)
+        if self.publish_command_info and status != CommandInfo.IDLE:
+            info = self._info_msg
+            set_stamp(info.header.stamp, now)
+            info.status = status
+            info.time_index = int(t)
+            set_stamp(info.source_stamp, source_ns)
+            info.compute_ns = min(time.perf_counter_ns() - t0, 0xFFFFFFFF)
+            self.info_pub.publish(info)
+
+    def _record_timing(self, t0: int) -> None:
+        """Wall-clock gap since the previous command and compute time, into the rings; a periodic summary."""
+        end = time.perf_counter_ns()
+        i = self._ring_n % self._gaps_ns.size
+        self._gaps_ns[i] = t0 - self._last_tick_wall if self._last_tick_wall else 0
+        self._compute_ns[i] = end - t0
+        self._last_tick_wall = t0
+        self._ring_n += 1
+        if self.stats_period > 0 and time.monotonic() - self._last_stats >= self.stats_period:
+            self._last_stats = time.monotonic()
+            self.get_logger().info(self.timing_summary())
+
+    def timing_summary(self) -> str:
+        """Command rate, gap and compute-time percentiles over the last (up to 8192) commands."""
+        n = min(self._ring_n, self._gaps_ns.size)
+        gaps = self._gaps_ns[:n][self._gaps_ns[:n] > 0] * 1e-6
+        compute = self._compute_ns[:n] * 1e-6
+        if gaps.size == 0:
+            return "timing: no commands yet"
+        p50, p99 = np.percentile(gaps, [50, 99])
+        c50, c99 = np.percentile(compute, [50, 99])
+        return (f"timing over {n} commands: {1e3 / gaps.mean():.0f} Hz (wall), gap p50 {p50:.2f} ms, "
+                f"p99 {p99:.2f} ms, max {gaps.max():.2f} ms; compute p50 {c50:.3f} ms, p99 {c99:.3f} ms")
+
+    # ---- episode bookkeeping -------------------------------------------------------------------
+
+    def _end_episode(self, now: int, event: int, reason: str) -> None:
+        core = self.executor_core
+        for rec in core.finish(now):
+            self._publish_step(rec)
+        self._publish_event(event, now, reason)
+        # One call site per severity: rclpy refuses a severity change at the same call site.
+        if event == EpisodeEvent.STOP:
+            self.get_logger().info(f"episode {core.episode_id!r} stopped after {core.steps_done} steps: {reason}")
+        else:
+            self.get_logger().error(f"episode {core.episode_id!r} ABORTED after {core.steps_done} steps: {reason}")
+
+    def _publish_event(self, event: int, now: int, reason: str) -> None:
+        core = self.executor_core
+        msg = EpisodeEvent()
+        set_stamp(msg.header.stamp, now)
+        msg.event = event
+        msg.episode_id = core.episode_id
+        if core.active is not None:
+            msg.policy_id = core.active.policy_id
+            msg.horizon = core.active.policy.T
+            msg.dt = core.active.dt
+        msg.state_source = self.state_source
+        msg.deterministic = core.deterministic
+        msg.noise_seed = core.noise_seed
+        set_stamp(msg.start_stamp, core.start_ns)
+        msg.steps = core.steps_done if event != EpisodeEvent.START else 0
+        msg.reason = reason
+        self.episode_pub.publish(msg)
+
+    def _publish_step(self, rec: StepRecord) -> None:
+        msg = PolicyStep()
+        set_stamp(msg.header.stamp, rec.start_ns)
+        msg.episode_id = self.executor_core.episode_id
+        msg.time_index = rec.time_index
+        set_stamp(msg.source_stamp, rec.source_ns)
+        msg.state = rec.state.tolist()
+        msg.action = rec.action.tolist()
+        msg.noise = rec.noise.tolist()
+        msg.commands = rec.commands
+        msg.clipped = rec.clipped
+        self.step_pub.publish(msg)
+
+    def on_shutdown(self) -> None:
+        """Abort a running episode and leave the arm with a zero command."""
+        if self.executor_core.running:
+            self._end_episode(self._now_ns(), EpisodeEvent.ABORT, "controller shutting down")
+        self._u[:] = 0.0
+        self._cmd_msg.data = self._cmd_buf
+        self.cmd_pub.publish(self._cmd_msg)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point (``ros2 run solar_ros controller_node``)."""
+    return run_node(ControllerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

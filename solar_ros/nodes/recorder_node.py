@@ -1,0 +1,292 @@
+"""recorder_node: records every controller episode to disk (see :mod:`solar_ros.runtime.episode_store`).
+
+It follows /solar/episode: a START opens ``<output_dir>/.<episode>.partial/`` and every message
+on the recorded ``topics`` goes into the episode's MCAP file (CDR, rosbag2 layout; readable by
+``ros2 bag`` and Foxglove) from then on, starting with the newest message of each topic seen before
+the START (so step 0's image and joint state are in the bag). A STOP/ABORT closes the episode once
+the controller's last PolicyStep records have arrived (or after ``stop_grace`` seconds): the
+training ``.npz`` is built, everything is fsynced, the directory is renamed into place and a line
+is appended to ``<output_dir>/index.jsonl``. A crash (even kill -9) loses at most the episode in
+flight.
+
+Index ``status``: ``complete`` (stopped at the horizon), ``stopped`` (stopped early on request),
+``aborted`` (e-stop, input fault, no STOP within ``max_episode_duration``, or shutdown).
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from collections import deque
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from rclpy.serialization import deserialize_message
+
+from ..msg import EpisodeEvent, PolicyStep
+from ..runtime.episode_store import ABORTED, COMPLETE, EpisodeRecording, incomplete_episodes
+from ..runtime.image import ImageFormatError, image_to_array
+from ..runtime.safety import SAWYER_JOINT_NAMES, JointNameError, JointStateMapper
+from . import contract
+from .common import ConfigError, StackNode, declare, run_node, stamp_to_ns
+
+STOPPED = "stopped"
+
+DEFAULT_TOPICS = [
+    f"{contract.MODEL_IMAGE} sensor_msgs/msg/Image",
+    f"{contract.JOINT_STATES} sensor_msgs/msg/JointState",
+    f"{contract.LATENT} solar_ros/msg/LatentState",
+    f"{contract.COST} solar_ros/msg/TaskCost",
+    f"{contract.STEPS} solar_ros/msg/PolicyStep",
+    f"{contract.EPISODE} solar_ros/msg/EpisodeEvent",
+    f"{contract.POLICY} solar_ros/msg/LinearGaussianPolicy",
+]
+"""``"topic type"`` pairs recorded into the MCAP bag by default. Left out: raw camera images, and the
+500 Hz command stream and its CommandInfo (the per-step actions and timing are in the step records;
+add ``/effort_controller/commands std_msgs/msg/Float64MultiArray`` and
+``/solar/controller/command_info solar_ros/msg/CommandInfo`` to record every command)."""
+
+# Streams the training arrays are built from (always subscribed, recorded in the bag only if listed).
+NPZ_TOPICS = {
+    contract.MODEL_IMAGE: "sensor_msgs/msg/Image",
+    contract.JOINT_STATES: "sensor_msgs/msg/JointState",
+    contract.LATENT: "solar_ros/msg/LatentState",
+    contract.COST: "solar_ros/msg/TaskCost",
+    contract.STEPS: "solar_ros/msg/PolicyStep",
+    contract.EPISODE: "solar_ros/msg/EpisodeEvent",
+}
+_BEST_EFFORT_TYPES = {"sensor_msgs/msg/Image", "sensor_msgs/msg/JointState", "solar_ros/msg/LatentState"}
+
+
+def message_class(type_name: str):
+    """'sensor_msgs/msg/Image' -> the generated message class (``ValueError`` if unknown)."""
+    parts = type_name.split("/")
+    if len(parts) != 3 or parts[1] != "msg":
+        raise ValueError(f"message type must look like pkg/msg/Type, got {type_name!r}")
+    try:
+        return getattr(importlib.import_module(f"{parts[0]}.msg"), parts[2])
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"unknown message type {type_name!r}: {err}") from err
+
+
+class _Episode:
+    """Bookkeeping of the episode being recorded."""
+
+    def __init__(self, recording: EpisodeRecording, start: EpisodeEvent) -> None:
+        self.recording = recording
+        self.start = start
+        self.stop: EpisodeEvent | None = None
+        self.stop_wall = 0.0
+        self.opened_wall = time.monotonic()
+
+
+class RecorderNode(StackNode):
+    """Writes one MCAP bag + npz per episode and an index (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__("recorder_node")
+        self.output_dir = Path(declare(self, "output_dir", "runs/episodes", "recording directory"))
+        topics = list(declare(self, "topics", DEFAULT_TOPICS, "'topic type' pairs recorded into the MCAP bag"))
+        self.write_mcap = bool(declare(self, "write_mcap", True, "write the MCAP bag (the npz is always written)"))
+        self.stop_grace = float(declare(self, "stop_grace", 1.0, "s to wait for the last step records after STOP"))
+        self.max_duration = float(declare(self, "max_episode_duration", 600.0,
+                                          "s (wall); an episode with no STOP by then is closed as aborted"))
+        self.mapper = JointStateMapper(list(declare(self, "joint_names", list(SAWYER_JOINT_NAMES), "arm joints")))
+
+        self.recorded: dict[str, str] = {}
+        for entry in topics:
+            parts = str(entry).split()
+            if len(parts) != 2:
+                raise ConfigError(f"topics entries must be 'topic pkg/msg/Type', got {entry!r}")
+            self.recorded[parts[0]] = parts[1]
+        subscribed = {**NPZ_TOPICS, **self.recorded}
+        self._types: dict[str, tuple[str, type]] = {}
+        for topic, type_name in subscribed.items():
+            try:
+                self._types[topic] = (type_name, message_class(type_name))
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create output_dir {self.output_dir}: {err}") from err
+
+        self.episode: _Episode | None = None
+        # Newest message per topic before a START (step 0's image and joint state), and recent step
+        # records: the START and the first steps come from different publishers and may arrive
+        # in either order.
+        self._preroll: dict[str, deque[tuple[bytes, int]]] = {
+            topic: deque(maxlen=1000 if topic == contract.STEPS else 1) for topic in self._types}
+        self.episodes_written = 0
+        for topic, (type_name, cls) in self._types.items():
+            if topic == contract.POLICY:
+                qos = contract.POLICY_QOS
+            elif type_name in _BEST_EFFORT_TYPES:
+                qos = contract.RECORDING_SENSOR_QOS
+            else:
+                qos = contract.EVENT_QOS
+            self.create_subscription(cls, topic, lambda data, topic=topic: self._on_message(topic, data), qos, raw=True)
+        self.create_timer(0.1, self._on_timer)
+        left = incomplete_episodes(self.output_dir)
+        if left:
+            self.get_logger().warning(f"{len(left)} incomplete episode(s) from an earlier run are not in the index "
+                                   f"and are ignored: {', '.join(p.name for p in left[:5])}")
+        self.get_logger().info(f"recording episodes to {self.output_dir.resolve()} "
+                               f"({len(self.recorded)} topics in the bag, mcap={'on' if self.write_mcap else 'off'})")
+
+    # ---- messages ------------------------------------------------------------------------------
+
+    def _on_message(self, topic: str, data: bytes) -> None:
+        now = self.get_clock().now().nanoseconds
+        if topic == contract.EPISODE:
+            event = deserialize_message(data, EpisodeEvent)
+            if event.event == EpisodeEvent.START:
+                self._begin(event, now)
+            if self.episode is not None:
+                self._store(topic, data, now)
+            if event.event in (EpisodeEvent.STOP, EpisodeEvent.ABORT):
+                self._stop(event)
+            return
+        if self.episode is None:
+            self._preroll[topic].append((data, now))
+            return
+        self._store(topic, data, now)
+        if topic == contract.STEPS:
+            self._maybe_finish()
+
+    def _store(self, topic: str, data: bytes, now: int) -> None:
+        rec = self.episode.recording
+        type_name, cls = self._types[topic]
+        if topic in self.recorded:
+            rec.write(topic, type_name, data, now)
+        if topic in NPZ_TOPICS and topic != contract.EPISODE:
+            try:
+                self._buffer(topic, deserialize_message(data, cls))
+            except (ValueError, ImageFormatError, JointNameError) as err:
+                self.get_logger().warning(f"{topic}: message left out of the npz: {err}", throttle_duration_sec=5.0)
+
+    def _buffer(self, topic: str, msg) -> None:
+        buf = self.episode.recording.buffers
+        if topic == contract.STEPS:
+            if msg.episode_id != self.episode.start.episode_id:
+                return
+            buf.steps.append(SimpleNamespace(
+                time_index=int(msg.time_index), start_ns=stamp_to_ns(msg.header.stamp),
+                source_ns=stamp_to_ns(msg.source_stamp), state=np.asarray(msg.state, dtype=np.float64),
+                action=np.asarray(msg.action, dtype=np.float64), noise=np.asarray(msg.noise, dtype=np.float64),
+                commands=int(msg.commands), clipped=bool(msg.clipped)))
+            return
+        stamp = stamp_to_ns(msg.header.stamp)
+        if topic == contract.MODEL_IMAGE:
+            img = image_to_array(msg.data, msg.height, msg.width, msg.encoding, msg.step, bool(msg.is_bigendian))
+            buf.images.add(stamp, img.copy())
+        elif topic == contract.JOINT_STATES:
+            n = len(self.mapper.joint_names)
+            q, dq, effort = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)
+            self.mapper.extract(msg.name, msg.position, q, "position")
+            if len(msg.velocity):
+                self.mapper.extract(msg.name, msg.velocity, dq, "velocity")
+            if len(msg.effort):
+                self.mapper.extract(msg.name, msg.effort, effort, "effort")
+            buf.joints.add(stamp, q, dq, effort)
+        elif topic == contract.LATENT:
+            mean = np.asarray(msg.mean, dtype=np.float64)
+            cov = np.asarray(msg.covariance, dtype=np.float64)
+            cov = cov.reshape(mean.size, mean.size) if cov.size == mean.size ** 2 else np.full((mean.size,) * 2, np.nan)
+            buf.latents.add(stamp, mean, cov)
+        elif topic == contract.COST:
+            buf.costs.add(stamp, float(msg.cost), float(msg.distance))
+
+    # ---- episode lifecycle ---------------------------------------------------------------------
+
+    def _begin(self, event: EpisodeEvent, now: int) -> None:
+        if self.episode is not None:
+            if self.episode.stop is None:
+                self._finish(ABORTED, f"superseded by episode {event.episode_id!r} before its STOP arrived")
+            else:
+                self._finish_from_stop()
+        meta = {
+            "policy_id": event.policy_id, "horizon": int(event.horizon), "dt": float(event.dt),
+            "state_source": event.state_source, "deterministic": bool(event.deterministic),
+            "noise_seed": int(event.noise_seed), "start_stamp_ns": stamp_to_ns(event.start_stamp),
+        }
+        try:
+            rec = EpisodeRecording(self.output_dir, event.episode_id, meta, write_mcap=self.write_mcap)
+        except (OSError, ValueError) as err:
+            self.get_logger().error(f"cannot record episode {event.episode_id!r}: {err}")
+            return
+        self.episode = _Episode(rec, event)
+        for topic, queue in self._preroll.items():
+            for data, t in queue:
+                if topic == contract.STEPS and deserialize_message(data, PolicyStep).episode_id != event.episode_id:
+                    continue
+                self._store(topic, data, t)
+            queue.clear()
+        self.get_logger().info(f"recording episode {event.episode_id!r} (policy {event.policy_id!r})")
+
+    def _stop(self, event: EpisodeEvent) -> None:
+        ep = self.episode
+        if ep is None or event.episode_id != ep.start.episode_id:
+            self.get_logger().warning(f"end of episode {event.episode_id!r} that is not being recorded (ignored)")
+            return
+        ep.stop = event
+        ep.stop_wall = time.monotonic()
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        ep = self.episode
+        if ep is None or ep.stop is None:
+            return
+        if len(ep.recording.buffers.steps) >= ep.stop.steps or time.monotonic() - ep.stop_wall > self.stop_grace:
+            self._finish_from_stop()
+
+    def _finish_from_stop(self) -> None:
+        stop = self.episode.stop
+        if stop.event == EpisodeEvent.ABORT:
+            status = ABORTED
+        elif stop.steps >= self.episode.start.horizon:
+            status = COMPLETE
+        else:
+            status = STOPPED
+        self._finish(status, stop.reason, {"stop_stamp_ns": stamp_to_ns(stop.header.stamp),
+                                           "controller_steps": int(stop.steps)})
+
+    def _finish(self, status: str, reason: str, extra: dict | None = None) -> None:
+        ep, self.episode = self.episode, None
+        try:
+            entry = ep.recording.finalize(status, reason, extra)
+        except (OSError, ValueError) as err:
+            self.get_logger().error(f"episode {ep.start.episode_id!r} could not be written: {err}")
+            return
+        self.episodes_written += 1
+        text = f"episode {entry['episode_id']!r}: {status} ({entry['steps']} steps) -> {self.output_dir / entry['path']}"
+        if status == COMPLETE:
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text)
+
+    def _on_timer(self) -> None:
+        ep = self.episode
+        if ep is None:
+            return
+        if ep.stop is not None:
+            self._maybe_finish()
+        elif time.monotonic() - ep.opened_wall > self.max_duration:
+            self._finish(ABORTED, f"no STOP within max_episode_duration ({self.max_duration:g} s)")
+
+    def on_shutdown(self) -> None:
+        """Close the episode in flight (as aborted unless its STOP already arrived)."""
+        if self.episode is not None:
+            if self.episode.stop is not None:
+                self._finish_from_stop()
+            else:
+                self._finish(ABORTED, "recorder shutting down")
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point (``ros2 run solar_ros recorder_node``)."""
+    return run_node(RecorderNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""The launch files (for a full ROS 2 install) and solar_ros.launcher describe the same processes.
+
+``launch``/``launch_ros`` do not exist here, so each launch file is imported with small stand-ins
+for those modules that record what the file builds; the solar_ros nodes it declares must match
+``PROFILES`` (executables, names, parameter files, remappings), and every file must exist.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from solar_ros.launcher import PROFILES
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCH_FILES = {"sim": "sim.launch.py", "gazebo": "gazebo.launch.py", "real_sawyer": "real_sawyer.launch.py"}
+
+
+class Recorded:
+    """Stand-in for any launch action/substitution: keeps its arguments."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __getattr__(self, name):
+        return self.kwargs.get(name)
+
+
+def fake_modules(share_dirs: dict[str, str]) -> dict[str, types.ModuleType]:
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        return m
+
+    def cls(name):
+        return type(name, (Recorded,), {})
+
+    class LaunchDescription(Recorded):
+        @property
+        def entities(self):
+            return self.args[0]
+
+    def share(pkg):
+        return share_dirs.get(pkg, f"/opt/ros/share/{pkg}")
+
+    return {
+        "launch": module("launch", LaunchDescription=LaunchDescription),
+        "launch.actions": module("launch.actions", **{n: cls(n) for n in (
+            "DeclareLaunchArgument", "IncludeLaunchDescription", "ExecuteProcess", "GroupAction", "TimerAction")}),
+        "launch.substitutions": module("launch.substitutions", LaunchConfiguration=cls("LaunchConfiguration"),
+                                       PathJoinSubstitution=cls("PathJoinSubstitution")),
+        "launch.conditions": module("launch.conditions", IfCondition=cls("IfCondition"),
+                                    UnlessCondition=cls("UnlessCondition")),
+        "launch.launch_description_sources": module("launch.launch_description_sources",
+                                                    PythonLaunchDescriptionSource=cls("PythonLaunchDescriptionSource")),
+        "launch_ros": module("launch_ros"),
+        "launch_ros.actions": module("launch_ros.actions", Node=cls("Node")),
+        "ament_index_python": module("ament_index_python"),
+        "ament_index_python.packages": module("ament_index_python.packages", get_package_share_directory=share),
+    }
+
+
+def load_launch_file(path: Path, monkeypatch):
+    for name, mod in fake_modules({"solar_ros": str(REPO)}).items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    spec = importlib.util.spec_from_file_location(f"launch_file_{path.stem.replace('.', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate_launch_description()
+
+
+@pytest.mark.parametrize("profile", sorted(LAUNCH_FILES))
+def test_launch_file_matches_the_launcher_profile(profile, monkeypatch):
+    description = load_launch_file(REPO / "launch" / LAUNCH_FILES[profile], monkeypatch)
+    ours = [e for e in description.entities if type(e).__name__ == "Node" and e.kwargs.get("package") == "solar_ros"]
+    spec = PROFILES[profile]
+    assert [n.kwargs["executable"] for n in ours] == [n.name for n in spec.nodes]
+    for node, expected in zip(ours, spec.nodes):
+        assert node.kwargs["name"] == expected.name
+        files = [p for p in node.kwargs["parameters"] if isinstance(p, str)]
+        assert files == [str(REPO / "config" / f) for f in expected.params_files]
+        assert all(os.path.isfile(f) for f in files), files
+        assert [tuple(r) for r in node.kwargs.get("remappings", [])] == list(expected.remappings)
+
+
+def test_every_profile_node_has_an_executable_module_and_parameters():
+    for spec in PROFILES.values():
+        for node in spec.nodes:
+            script = REPO / "bin" / node.name
+            assert script.is_file() and os.access(script, os.X_OK), f"bin/{node.name} missing or not executable"
+            assert f"from solar_ros.nodes.{node.name} import main" in script.read_text()
+            assert callable(importlib.import_module(node.module).main)
+            for f in node.params_files:
+                assert (REPO / "config" / f).is_file(), f"config/{f} missing"
+
+
+def test_launch_files_and_ros1_relay_are_valid_python():
+    for path in list((REPO / "launch").glob("*.launch.py")) + [REPO / "bin" / "intera_torque_relay"]:
+        ast.parse(path.read_text(), filename=str(path))
+    assert (REPO / "config" / "gazebo_controllers.yaml").is_file()

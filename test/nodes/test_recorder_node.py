@@ -1,0 +1,218 @@
+"""recorder_node in its own process: an episode becomes an MCAP bag (decoded with the mcap reader), a
+time-aligned npz and an index line; kill -9 mid-episode loses only that episode; ABORT is indexed as such."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from sensor_msgs.msg import Image, JointState
+
+from solar_ros.msg import EpisodeEvent, LatentState, PolicyStep, TaskCost
+from solar_ros.nodes import contract
+from solar_ros.runtime.episode_store import incomplete_episodes, iter_mcap_messages, load_episode, read_index
+from solar_ros.runtime.safety import SAWYER_JOINT_NAMES
+
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
+
+S0 = 100_000_000_000  # episode start stamp, ns
+DT = 100_000_000
+
+
+def stamp(msg, ns: int) -> None:
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(ns, 1_000_000_000)
+
+
+class Feeder:
+    def __init__(self, ros):
+        n = ros.node
+        self.ros = ros
+        self.pubs = {
+            "event": n.create_publisher(EpisodeEvent, contract.EPISODE, contract.EVENT_QOS),
+            "step": n.create_publisher(PolicyStep, contract.STEPS, contract.EVENT_QOS),
+            "image": n.create_publisher(Image, contract.MODEL_IMAGE, contract.SENSOR_QOS),
+            "joints": n.create_publisher(JointState, contract.JOINT_STATES, contract.RELIABLE_QOS),
+            "latent": n.create_publisher(LatentState, contract.LATENT, contract.SENSOR_QOS),
+            "cost": n.create_publisher(TaskCost, contract.COST, contract.RELIABLE_QOS),
+        }
+
+    def subscriber_gids(self) -> dict[str, set]:
+        return {pub.topic_name: {bytes(i.endpoint_gid) for i in self.ros.node.get_subscriptions_info_by_topic(pub.topic_name)}
+                for pub in self.pubs.values()}
+
+    def wait_matched(self, before: dict[str, set] | None = None):
+        """Wait until a subscriber not in ``before`` (e.g. of a killed recorder, still listed until its
+        lease expires) is on every topic, then let best-effort matches settle."""
+        before = before or {}
+        for pub in self.pubs.values():
+            old = before.get(pub.topic_name, set())
+            self.ros.spin_until(lambda: self.subscriber_gids()[pub.topic_name] - old, 20,
+                                f"a new subscriber on {pub.topic_name}")
+            self.ros.wait_for_subscribers(pub, 1, timeout=20)
+        self.ros.spin(1.0)
+
+    def event(self, kind, episode_id, steps=0, horizon=5, reason=""):
+        e = EpisodeEvent()
+        stamp(e, S0 + steps * DT)
+        e.event, e.episode_id, e.policy_id, e.horizon, e.dt = kind, episode_id, "pol-7", horizon, DT * 1e-9
+        e.state_source, e.noise_seed, e.steps, e.reason = "latent", 3, steps, reason
+        e.start_stamp.sec, e.start_stamp.nanosec = divmod(S0, 1_000_000_000)
+        self.pubs["event"].publish(e)
+
+    def image(self, ns, value):
+        m = Image()
+        stamp(m, ns)
+        m.height, m.width, m.encoding, m.step = 4, 4, "rgb8", 12
+        m.data = bytes([value]) * 48
+        self.pubs["image"].publish(m)
+
+    def joints(self, ns, q):
+        m = JointState()
+        stamp(m, ns)
+        m.name = list(reversed(SAWYER_JOINT_NAMES)) + ["head_pan"]  # any order, extra joints ignored
+        m.position = [float(q + i) for i in reversed(range(7))] + [9.0]
+        m.velocity = [0.5] * 8
+        m.effort = [1.0] * 8
+        self.pubs["joints"].publish(m)
+
+    def latent(self, ns, t):
+        m = LatentState()
+        stamp(m, ns)
+        m.dim, m.mean, m.covariance = 2, [float(t), -float(t)], [1.0, 0.0, 0.0, 1.0]
+        self.pubs["latent"].publish(m)
+
+    def cost(self, ns, c):
+        m = TaskCost()
+        stamp(m, ns)
+        m.task, m.cost, m.distance = "test", float(c), float(c) / 10
+        self.pubs["cost"].publish(m)
+
+    def step(self, episode_id, t, source_ns):
+        m = PolicyStep()
+        stamp(m, S0 + t * DT)
+        m.episode_id, m.time_index = episode_id, t
+        m.source_stamp.sec, m.source_stamp.nanosec = divmod(source_ns, 1_000_000_000)
+        m.state = [float(t), -float(t)]
+        m.action = [0.1 * t] * 7
+        m.noise = [0.0] * 7
+        m.commands = 25
+        self.pubs["step"].publish(m)
+
+    def episode_body(self, episode_id, steps):
+        for t in range(steps):
+            src = S0 + t * DT
+            self.image(src, 10 * t)
+            self.joints(src + 1_000_000, t)  # 1 ms after the image: not yet valid at step t
+            self.latent(src, t)
+            self.cost(src, t)
+            self.step(episode_id, t, src)
+            self.ros.spin(0.02)
+
+
+def index_lines(out_dir):
+    path = out_dir / "index.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("episodes")
+
+
+@pytest.fixture(scope="module")
+def feeder(ros):
+    return Feeder(ros)
+
+
+@pytest.fixture(scope="module")
+def shared():
+    """State handed from one test of this module to the next (the recorder process)."""
+    return {}
+
+
+def test_episode_is_written_as_mcap_npz_and_index(ros, start_node, feeder, out_dir, shared):
+    recorder = shared["recorder"] = start_node("recorder_node", {"output_dir": str(out_dir), "stop_grace": 2.0})
+    feeder.wait_matched()
+    # Before the START: what step 0 needs (kept as the newest message per topic).
+    feeder.image(S0 - 30_000_000, 99)
+    feeder.image(S0 - 10_000_000, 250)
+    feeder.joints(S0 - 5_000_000, -1)
+    ros.spin(0.3)
+    feeder.event(EpisodeEvent.START, "ep1")
+    ros.spin(0.2)
+    feeder.episode_body("ep1", 5)
+    feeder.event(EpisodeEvent.STOP, "ep1", steps=5, reason="horizon reached")
+    ros.spin_until(lambda: index_lines(out_dir), 10, "the index line of ep1")
+
+    entry = read_index(out_dir)[0]
+    assert entry["episode_id"] == "ep1" and entry["status"] == "complete" and entry["steps"] == 5
+    assert entry["policy_id"] == "pol-7" and entry["noise_seed"] == 3 and entry["reason"] == "horizon reached"
+    data = load_episode(out_dir, "ep1")
+    np.testing.assert_array_equal(data["time_index"], np.arange(5))
+    # Images sampled at the step's source stamp: exactly the image of that step.
+    np.testing.assert_array_equal(data["images"][:, 0, 0, 0], [0, 10, 20, 30, 40])
+    assert data["images"].shape == (5, 4, 4, 3) and data["images"].dtype == np.uint8
+    # Joint states are 1 ms later than the images, so step t holds the one of step t-1 (the
+    # pre-roll message for step 0), reordered into right_j0..right_j6.
+    np.testing.assert_array_equal(data["joint_positions"][:, 0], [-1, 0, 1, 2, 3])
+    np.testing.assert_array_equal(data["joint_positions"][2], np.arange(7) + 1.0)
+    np.testing.assert_array_equal(data["costs"], np.arange(5.0))
+    np.testing.assert_array_equal(data["latent_mean"][:, 0], np.arange(5.0))
+    assert data["latent_covariance"].shape == (5, 2, 2)
+    np.testing.assert_array_equal(data["actions"][:, 0], 0.1 * np.arange(5))
+    np.testing.assert_array_equal(data["states"][:, 1], -np.arange(5.0))
+
+    bag = out_dir / entry["mcap"]
+    counts: dict[str, int] = {}
+    image_values = []
+    for topic, msg, _t in iter_mcap_messages(bag):
+        counts[topic] = counts.get(topic, 0) + 1
+        if topic == contract.MODEL_IMAGE:
+            image_values.append(msg.data[0])
+        if topic == contract.JOINT_STATES:
+            assert list(msg.name)[-1] == "head_pan"
+    assert counts[contract.EPISODE] == 2 and counts[contract.STEPS] == 5
+    assert image_values == [250, 0, 10, 20, 30, 40], "pre-roll image, then the episode's images"
+    meta = yaml.safe_load((out_dir / entry["path"] / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["storage_identifier"] == "mcap"
+    assert meta["message_count"] == sum(counts.values())
+    assert {t["topic_metadata"]["name"] for t in meta["topics_with_message_count"]} == set(counts)
+    assert recorder.alive()
+
+
+def test_kill9_mid_episode_keeps_previous_episodes_intact(ros, feeder, out_dir, shared):
+    recorder = shared["recorder"]
+    before = (out_dir / "ep1" / "ep1_0.mcap").read_bytes()
+    feeder.event(EpisodeEvent.START, "ep2")
+    ros.spin(0.2)
+    feeder.episode_body("ep2", 3)
+    ros.spin_until(lambda: (out_dir / ".ep2.partial").is_dir(), 5, "the partial directory of ep2")
+    ros.spin(0.3)
+    assert recorder.alive()
+    recorder.kill9()
+
+    assert [e["episode_id"] for e in read_index(out_dir, status=None)] == ["ep1"]
+    assert (out_dir / "ep1" / "ep1_0.mcap").read_bytes() == before
+    assert load_episode(out_dir, "ep1")["images"].shape == (5, 4, 4, 3)
+    assert sum(1 for _ in iter_mcap_messages(out_dir / "ep1" / "ep1_0.mcap")) > 10
+    assert [p.name for p in incomplete_episodes(out_dir)] == [".ep2.partial"]
+    assert not (out_dir / "ep2").exists()
+
+
+def test_restarted_recorder_indexes_an_aborted_episode(ros, start_node, feeder, out_dir):
+    before = feeder.subscriber_gids()
+    recorder = start_node("recorder_node", {"output_dir": str(out_dir), "stop_grace": 0.5})
+    feeder.wait_matched(before)
+    ros.spin_until(lambda: "incomplete episode" in recorder.log(), 10, "the incomplete-episode warning")
+    feeder.event(EpisodeEvent.START, "ep3")
+    ros.spin(0.2)
+    feeder.episode_body("ep3", 2)
+    feeder.event(EpisodeEvent.ABORT, "ep3", steps=2, reason="e-stop")
+    ros.spin_until(lambda: len(index_lines(out_dir)) == 2, 10, "the index line of ep3")
+    entries = read_index(out_dir, status=None)
+    assert [(e["episode_id"], e["status"], e["reason"]) for e in entries] == [
+        ("ep1", "complete", "horizon reached"), ("ep3", "aborted", "e-stop")]
+    assert [e["episode_id"] for e in read_index(out_dir)] == ["ep1"], "training reads complete episodes only"
+    assert load_episode(out_dir, "ep3")["time_index"].tolist() == [0, 1]
+    assert recorder.stop() == 0

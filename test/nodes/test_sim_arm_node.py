@@ -1,0 +1,118 @@
+"""sim_arm_node in its own process: contract topics (joint states, camera, clock, cost), /sim/reset,
+torque commands move the arm the commanded way, stale commands fall back to zero torque."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
+
+from solar_ros.msg import TaskCost
+from solar_ros.nodes import contract
+from solar_ros.runtime.safety import SAWYER_JOINT_NAMES
+from solar_ros.srv import ResetArm
+
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
+
+NEUTRAL = np.array([0.0, -1.18, 0.0, 2.18, 0.0, 0.57, 3.3161])
+
+
+class Arm:
+    def __init__(self, ros):
+        n = ros.node
+        self.ros = ros
+        self.joints: list[JointState] = []
+        self.images: list[Image] = []
+        self.clock: list[int] = []
+        self.costs: list[TaskCost] = []
+        n.create_subscription(JointState, contract.JOINT_STATES, self.joints.append, contract.RELIABLE_QOS)
+        n.create_subscription(Image, contract.CAMERA_RAW, self.images.append, contract.SENSOR_QOS)
+        n.create_subscription(Clock, contract.CLOCK, lambda m: self.clock.append(m.clock.sec * 10**9 + m.clock.nanosec),
+                              contract.RELIABLE_QOS)
+        n.create_subscription(TaskCost, contract.COST, self.costs.append, contract.RELIABLE_QOS)
+        self.cmd_pub = n.create_publisher(Float64MultiArray, contract.COMMANDS, contract.RELIABLE_QOS)
+        self.reset_cli = n.create_client(ResetArm, contract.SIM_RESET)
+
+    def reset(self, seed: int, goal=()):
+        return self.ros.call(self.reset_cli, ResetArm.Request(seed=seed, goal=list(goal)), timeout=20)
+
+    def command(self, torque, seconds: float):
+        """Publish a constant torque at ~100 Hz for ``seconds`` (wall)."""
+        msg = Float64MultiArray(data=[float(v) for v in torque])
+        for _ in range(int(seconds / 0.01)):
+            self.cmd_pub.publish(msg)
+            self.ros.spin(0.01)
+
+    def latest(self) -> JointState:
+        return self.joints[-1]
+
+
+@pytest.fixture(scope="module")
+def arm(ros, start_node):
+    node = start_node("sim_arm_node", {"seed": 3, "real_time_factor": 1.0, "camera_rate": 20.0})
+    a = Arm(ros)
+    ros.wait_for_subscribers(a.cmd_pub, timeout=30)
+    ros.spin_until(lambda: a.joints and a.images and a.costs and len(a.clock) > 10, 30, "the simulator's topics")
+    yield a, node
+    assert node.alive(), node.log()
+
+
+def test_contract_topics(arm, ros):
+    a, _node = arm
+    types = ros.topic_types()
+    assert types[contract.JOINT_STATES] == ["sensor_msgs/msg/JointState"]
+    assert types[contract.CAMERA_RAW] == ["sensor_msgs/msg/Image"]
+    assert types[contract.CLOCK] == ["rosgraph_msgs/msg/Clock"]
+    assert types[contract.COST] == ["solar_ros/msg/TaskCost"]
+    a.joints.clear()
+    ros.spin(0.5)
+    js = a.joints[-1]
+    assert list(js.name) == list(SAWYER_JOINT_NAMES)
+    assert len(js.position) == len(js.velocity) == len(js.effort) == 7
+    stamps = np.array([m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in a.joints])
+    steps = np.diff(stamps)
+    assert np.all(steps > 0) and np.all(steps % 2_000_000 == 0), "joint states every 2 ms of simulated time"
+    assert np.median(steps) == 2_000_000
+    assert np.all(np.diff(a.clock) > 0)
+    img = a.images[-1]
+    assert (img.height, img.width, img.encoding, img.step) == (64, 64, "rgb8", 192)
+    pixels = np.frombuffer(img.data, np.uint8)
+    assert pixels.size == 64 * 64 * 3 and pixels.std() > 5, "a rendered scene, not a blank image"
+    cost = a.costs[-1]
+    assert cost.task == "sawyer_reach" and cost.cost > 0 and 0 < cost.distance < 2
+
+
+def test_reset_sets_goal_and_start_pose(arm):
+    a, _node = arm
+    r = a.reset(5, goal=[0.6, 0.1, 0.15])
+    assert r.success, r.message
+    np.testing.assert_allclose(r.goal, [0.6, 0.1, 0.15])
+    assert list(r.joint_names) == list(SAWYER_JOINT_NAMES)
+    assert np.all(np.abs(np.array(r.joint_positions) - NEUTRAL) <= 0.02 + 1e-9)
+    bad = a.reset(5, goal=[5.0, 0.0, 0.0])
+    assert not bad.success and "reach" in bad.message
+
+
+def test_torque_moves_the_joint_the_commanded_way_and_times_out(arm, ros):
+    a, node = arm
+    for sign in (+1.0, -1.0):
+        assert a.reset(11).success
+        ros.spin(0.1)
+        q_start = a.latest().position[6]
+        torque = np.zeros(7)
+        torque[6] = 3.0 * sign
+        a.command(torque, 0.4)
+        js = a.latest()
+        moved = js.position[6] - q_start
+        assert sign * moved > 0.05, f"wrist joint moved {moved:+.3f} rad under {torque[6]:+.1f} N m"
+        assert js.effort[6] == pytest.approx(3.0 * sign), "effort reports the applied torque"
+        assert abs(js.position[0] - NEUTRAL[0]) < 0.1, "the other joints hold (gravity compensation)"
+        # No more commands: after the 0.2 s command timeout the arm gets zero torque.
+        ros.spin(0.5)
+        assert a.latest().effort[6] == 0.0
+    a.command([1.0] * 6, 0.05)        # wrong length
+    a.command([np.nan] * 7, 0.05)     # NaN
+    ros.spin(0.1)
+    assert a.latest().effort[6] == 0.0
+    assert "ignoring torque command" in node.log()

@@ -1,0 +1,149 @@
+"""Policy message (de)serialisation and the controller's policy executor, against direct computations."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from solar_ros.core.types import LinearGaussianPolicy
+from solar_ros.runtime.policy_executor import PolicyExecutor
+from solar_ros.runtime.policy_msg import PolicyPackage, policy_from_msg, policy_to_msg
+
+RNG = np.random.default_rng(1)
+LIMITS = np.array([80, 80, 40, 40, 9, 9, 9.0])
+MS = 1_000_000
+
+
+def random_policy(T=4, du=7, dx=5, scale=1.0):
+    A = RNG.standard_normal((T, du, du))
+    cov = A @ np.swapaxes(A, 1, 2) * 0.1 + np.eye(du) * 0.01
+    return LinearGaussianPolicy(RNG.standard_normal((T, du, dx)) * scale, RNG.standard_normal((T, du)) * scale, cov)
+
+
+def package(policy=None, policy_id="p", dt=0.05, state_source="latent"):
+    return PolicyPackage(policy if policy is not None else random_policy(), policy_id, dt, state_source, iteration=3,
+                         model_id="m")
+
+
+def test_policy_message_round_trip_and_layout():
+    pkg = package()
+    msg = policy_to_msg(pkg, SimpleNamespace())
+    T, du, dx = pkg.policy.K.shape
+    # Row-major, stacked over time: gain[t*du*dx + i*dx + j] = K[t, i, j].
+    t, i, j = 2, 5, 3
+    assert msg.gain[t * du * dx + i * dx + j] == pkg.policy.K[t, i, j]
+    assert msg.covariance[t * du * du + i * du + 1] == pkg.policy.cov[t, i, 1]
+    back = policy_from_msg(msg)
+    np.testing.assert_array_equal(back.policy.K, pkg.policy.K)
+    np.testing.assert_array_equal(back.policy.k, pkg.policy.k)
+    np.testing.assert_allclose(back.policy.cov, pkg.policy.cov, rtol=0, atol=1e-15)
+    assert (back.policy_id, back.dt, back.state_source, back.iteration, back.model_id) == ("p", 0.05, "latent", 3, "m")
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(horizon=0), "horizon"),
+    (dict(gain=[0.0] * 3), "'gain' has 3 entries"),
+    (dict(offset=[float("nan")] * 28), "NaN"),
+    (dict(state_source="pixels"), "state_source"),
+    (dict(dt=0.0), "dt"),
+    (dict(policy_id=""), "policy_id"),
+])
+def test_malformed_policy_messages(change, match):
+    msg = policy_to_msg(package(), SimpleNamespace())
+    for k, v in change.items():
+        setattr(msg, k, v)
+    with pytest.raises(ValueError, match=match):
+        policy_from_msg(msg)
+
+
+def test_non_symmetric_or_indefinite_covariance_is_rejected():
+    msg = policy_to_msg(package(), SimpleNamespace())
+    cov = np.array(msg.covariance).reshape(4, 7, 7)
+    cov[1, 0, 1] += 1.0
+    msg.covariance = cov.ravel().tolist()
+    with pytest.raises(ValueError, match="symmetric"):
+        policy_from_msg(msg)
+    cov = np.tile(-np.eye(7), (4, 1, 1))
+    msg.covariance = cov.ravel().tolist()
+    with pytest.raises(ValueError, match="positive definite"):
+        policy_from_msg(msg)
+
+
+def test_commands_follow_the_policy_with_seeded_per_step_noise():
+    pol = random_policy(T=4, dx=5, scale=0.5)
+    ex = PolicyExecutor(LIMITS)
+    ex.offer(package(pol, dt=0.05))
+    ex.start(1000 * MS, "ep", deterministic=False, noise_seed=42)
+    eps = np.random.default_rng(42).standard_normal((4, 7))
+    u = np.zeros(7)
+    records = []
+    xs = {}
+    for k, now in enumerate(range(1000, 1200, 10)):  # 20 commands, 5 per time index
+        t = ex.time_index(now * MS)
+        assert t == (now - 1000) // 50
+        x = RNG.standard_normal(5)
+        xs.setdefault(t, []).append(x)
+        _, recs = ex.command(t, x, source_ns=now * MS - 3 * MS, out=u)
+        records += recs
+        expected = pol.K[t] @ x + pol.k[t] + np.linalg.cholesky(pol.cov[t]) @ eps[t]
+        np.testing.assert_allclose(u, np.clip(expected, -LIMITS, LIMITS), rtol=1e-12, atol=1e-12)
+    records += ex.finish(1200 * MS)
+    assert not ex.running and ex.steps_done == 4
+    assert [r.time_index for r in records] == [0, 1, 2, 3]
+    for r in records:
+        xt = xs[r.time_index]
+        np.testing.assert_array_equal(r.state, xt[0])
+        mean = np.mean([np.clip(pol.K[r.time_index] @ x + pol.k[r.time_index] + np.linalg.cholesky(
+            pol.cov[r.time_index]) @ eps[r.time_index], -LIMITS, LIMITS) for x in xt], axis=0)
+        np.testing.assert_allclose(r.action, mean, atol=1e-12)
+        np.testing.assert_array_equal(r.noise, eps[r.time_index])
+        assert r.commands == 5 and r.start_ns == 1000 * MS + r.time_index * 50 * MS
+        assert r.source_ns == 1000 * MS + r.time_index * 50 * MS - 3 * MS
+
+
+def test_deterministic_episode_and_clipping():
+    pol = LinearGaussianPolicy.initial(3, 2, 7, std=1.0, k=np.array([100, -1, 1, -50, 0, 10, -10.0]))
+    ex = PolicyExecutor(LIMITS)
+    ex.offer(package(pol))
+    ex.start(0, "ep", deterministic=True, noise_seed=0)
+    u = np.zeros(7)
+    clipped, _ = ex.command(0, np.zeros(2), 0, u)
+    assert clipped
+    np.testing.assert_array_equal(u, [80, -1, 1, -40, 0, 9, -9])
+
+
+def test_skipped_time_indices_are_reported():
+    pol = LinearGaussianPolicy.initial(5, 2, 7, std=0.1)
+    ex = PolicyExecutor(LIMITS)
+    ex.offer(package(pol, dt=0.1))
+    ex.start(0, "ep", deterministic=True, noise_seed=0)
+    u = np.zeros(7)
+    ex.command(0, np.ones(2), 1, u)
+    _, recs = ex.command(3, np.ones(2), 2, u)  # the controller stalled through indices 1 and 2
+    assert [(r.time_index, r.commands) for r in recs] == [(0, 1), (1, 0), (2, 0)]
+    recs = ex.finish(10**9)  # past the horizon: index 3 closes, 4 never ran
+    assert [(r.time_index, r.commands) for r in recs] == [(3, 1), (4, 0)]
+    ex.start(0, "ep2", True, 0)
+    ex.command(1, np.ones(2), 0, u)
+    with pytest.raises(ValueError, match="backwards"):
+        ex.command(0, np.ones(2), 0, u)
+
+
+def test_policies_are_swapped_only_at_episode_start():
+    ex = PolicyExecutor(LIMITS)
+    with pytest.raises(RuntimeError, match="no policy"):
+        ex.start(0, "ep", True, 0)
+    a, b = package(policy_id="A"), package(policy_id="B")
+    ex.offer(a)
+    ex.start(0, "ep1", True, 0)
+    ex.offer(b)
+    assert ex.active.policy_id == "A" and ex.pending.policy_id == "B"
+    with pytest.raises(RuntimeError, match="still running"):
+        ex.start(1, "ep2", True, 0)
+    ex.finish(1)
+    assert ex.start(2, "ep2", True, 0).policy_id == "B" and ex.pending is None
+    ex.finish(3)
+    assert ex.start(4, "ep3", True, 0).policy_id == "B", "without a new policy the last one runs again"
+    with pytest.raises(ValueError, match="actions"):
+        ex.offer(package(LinearGaussianPolicy.initial(2, 3, 6, std=1.0)))
