@@ -11,7 +11,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.types import LinearGaussianPolicy, TrajectoryBatch
+from ..core import lqr_flm
+from ..core.dynamics import GlobalLinearPrior, fit_dynamics
+from ..core.gmm import GMMPrior
+from ..core.types import LinearGaussianDynamics, LinearGaussianPolicy, TrajectoryBatch
 
 
 @dataclass
@@ -187,3 +190,152 @@ def finite_or_raise(name: str, value: float) -> float:
     if not math.isfinite(value):
         raise FloatingPointError(f"{name} became {value}: the run diverged")
     return value
+
+
+def initial_policy(T: int, dx: int, du: int, std) -> LinearGaussianPolicy:
+    """Zero-gain first policy with independent action noise of per-dimension std ``std`` (scalar or (du,))."""
+    std = np.broadcast_to(np.asarray(std, dtype=np.float64), (du,))
+    if not np.all(np.isfinite(std)) or np.any(std <= 0):
+        raise ValueError(f"initial policy noise std must be positive and finite, got {std}")
+    cov = np.tile(np.diag(std**2), (T, 1, 1))
+    return LinearGaussianPolicy(np.zeros((T, du, dx)), np.zeros((T, du)), cov)
+
+
+GMM_PRIOR_ROLLOUTS = 20
+"""Most recent rollouts the mixture dynamics prior is fitted on."""
+
+
+@dataclass
+class LQRFLMLoop:
+    """The LQR-FLM learning iteration on any state (true state, feature points, latents).
+
+    Each :meth:`iterate` takes the rollouts of the current policy, fits time-varying linear-Gaussian
+    dynamics to them (with a global linear model of every rollout so far as the prior), estimates the
+    expected cost from ``cost_model``, adapts the KL step from the last update's predicted vs actual
+    improvement, and replaces ``policy`` by the LQR-FLM update. :meth:`state_arrays` /
+    :meth:`from_state_arrays` save and restore everything the next iteration needs (for resuming).
+    """
+
+    policy: LinearGaussianPolicy
+    """The current policy (the one whose rollouts the next :meth:`iterate` expects)."""
+    cost_model: object
+    """Cost model with ``eval(X, U) -> CostExpansion`` on this loop's state."""
+    kl_step: float = 1.0
+    """Base KL bound per time step (scaled by ``step_mult``)."""
+    prior_strength: float = 1.0
+    """Pseudo-count of the global linear dynamics prior."""
+    adapt_step: bool = True
+    """Adapt ``step_mult`` from predicted vs actual improvement."""
+    prior: str = "gmm"
+    """Dynamics prior of the per-step fits: 'gmm' (mixture over recent rollouts) or 'global' (one linear model)."""
+    prior_seed: int = 0
+    """Seed of the mixture fits."""
+    step_mult: float = 1.0
+    """Current KL step multiplier."""
+    eta: float = 1.0
+    """Dual variable of the last update (warm start of the next search)."""
+    seen_X: list = field(default_factory=list)
+    """States (N, T, dx) of every iteration so far (the prior's data)."""
+    seen_U: list = field(default_factory=list)
+    """Actions (N, T, du) of every iteration so far."""
+    previous: tuple | None = None
+    """(old policy, new policy, dynamics, cost) of the last update, for the step adaptation."""
+
+    def iterate(self, X: np.ndarray, U: np.ndarray) -> dict:
+        """One iteration on the current policy's rollouts X (N, T, dx), U (N, T, du); returns diagnostics."""
+        batch = TrajectoryBatch(X, U, np.zeros(np.shape(X)[:2]))
+        if (batch.T, batch.X.shape[2], batch.U.shape[2]) != (self.policy.T, self.policy.dx, self.policy.du):
+            raise ValueError(f"rollouts have (T, dx, du) = {(batch.T, batch.X.shape[2], batch.U.shape[2])}, the "
+                             f"policy {(self.policy.T, self.policy.dx, self.policy.du)}")
+        self.seen_X.append(batch.X)
+        self.seen_U.append(batch.U)
+        prior = self._dynamics_prior()
+        dynamics = fit_dynamics(batch.X, batch.U, prior=prior)
+        cost = lqr_flm.estimate_cost(self.cost_model, batch.X, batch.U)
+        if self.previous is not None:
+            predicted, actual = lqr_flm.step_improvements(*self.previous, dynamics, cost)
+            if self.adapt_step:
+                self.step_mult = lqr_flm.adjust_step_multiplier(self.step_mult, predicted, actual)
+        new_policy, self.eta, info = lqr_flm.update(self.policy, dynamics, cost,
+                                                    kl_step=self.kl_step * self.step_mult, eta0=self.eta)
+        self.previous = (self.policy, new_policy, dynamics, cost)
+        self.policy = new_policy
+        return {"kl": info.kl, "kl_target": info.kl_target, "eta": self.eta, "step_mult": self.step_mult}
+
+    def _dynamics_prior(self):
+        """The NIW prior of the per-step fits, built from the rollouts seen so far.
+
+        'gmm' (Guided Policy Search's choice) handles nonlinear systems: each step gets the
+        mixture components its samples fall in. It is refitted from scratch on the most recent
+        rollouts with a seed derived from the iteration, so a resumed run refits identically.
+        """
+        if self.prior == "gmm":
+            recent = self.seen_X[-GMM_PRIOR_ROLLOUTS:], self.seen_U[-GMM_PRIOR_ROLLOUTS:]
+            gmm = GMMPrior(strength=self.prior_strength, seed=self.prior_seed + len(self.seen_X))
+            return gmm.update(np.concatenate(recent[0]), np.concatenate(recent[1]))
+        if self.prior == "global":
+            return GlobalLinearPrior.fit(np.concatenate(self.seen_X), np.concatenate(self.seen_U),
+                                         strength=self.prior_strength)
+        raise ValueError(f"unknown dynamics prior {self.prior!r}: use 'gmm' or 'global'")
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything :meth:`iterate` carries between iterations, as named arrays (for ``np.savez``)."""
+        out = {"step_mult": np.array(self.step_mult), "eta": np.array(self.eta),
+               "kl_step": np.array(self.kl_step), "prior_strength": np.array(self.prior_strength),
+               "adapt_step": np.array(self.adapt_step), "seen_count": np.array(len(self.seen_X)),
+               "prior": np.array(self.prior), "prior_seed": np.array(self.prior_seed)}
+        out.update(policy_arrays("policy", self.policy))
+        for i, (X, U) in enumerate(zip(self.seen_X, self.seen_U)):
+            out[f"seen_X_{i}"], out[f"seen_U_{i}"] = X, U
+        if self.previous is not None:
+            old, new, dyn, cost = self.previous
+            out.update(policy_arrays("prev_old", old))
+            out.update(policy_arrays("prev_new", new))
+            for name in ("Fm", "fv", "dyn_covar", "x0mu", "x0sigma"):
+                out[f"prev_dyn_{name}"] = getattr(dyn, name)
+            out["prev_cost_Cm"], out["prev_cost_cv"], out["prev_cost_cc"] = cost.Cm, cost.cv, cost.cc
+        return out
+
+    @classmethod
+    def from_state_arrays(cls, arrays, cost_model) -> "LQRFLMLoop":
+        """Rebuild a loop saved by :meth:`state_arrays` (``arrays``: a mapping such as an ``np.load`` result)."""
+        try:
+            loop = cls(policy=policy_from_arrays("policy", arrays), cost_model=cost_model,
+                       kl_step=float(arrays["kl_step"]), prior_strength=float(arrays["prior_strength"]),
+                       adapt_step=bool(arrays["adapt_step"]), prior=str(arrays["prior"]),
+                       prior_seed=int(arrays["prior_seed"]), step_mult=float(arrays["step_mult"]),
+                       eta=float(arrays["eta"]))
+            for i in range(int(arrays["seen_count"])):
+                loop.seen_X.append(np.asarray(arrays[f"seen_X_{i}"]))
+                loop.seen_U.append(np.asarray(arrays[f"seen_U_{i}"]))
+            if "prev_cost_Cm" in arrays:
+                dyn = LinearGaussianDynamics(*(np.asarray(arrays[f"prev_dyn_{n}"])
+                                               for n in ("Fm", "fv", "dyn_covar", "x0mu", "x0sigma")))
+                cost = lqr_flm.QuadraticCost(arrays["prev_cost_Cm"], arrays["prev_cost_cv"], arrays["prev_cost_cc"])
+                loop.previous = (policy_from_arrays("prev_old", arrays), policy_from_arrays("prev_new", arrays),
+                                 dyn, cost)
+        except KeyError as err:
+            raise ValueError(f"saved LQR-FLM loop state lacks the array {err}") from None
+        return loop
+
+
+def policy_arrays(prefix: str, policy: LinearGaussianPolicy) -> dict[str, np.ndarray]:
+    """A policy as named arrays ``{prefix}_K``, ``{prefix}_k``, ``{prefix}_cov``."""
+    return {f"{prefix}_K": policy.K, f"{prefix}_k": policy.k, f"{prefix}_cov": policy.cov}
+
+
+def policy_from_arrays(prefix: str, arrays) -> LinearGaussianPolicy:
+    """Inverse of :func:`policy_arrays`."""
+    return LinearGaussianPolicy(np.asarray(arrays[f"{prefix}_K"]), np.asarray(arrays[f"{prefix}_k"]),
+                                np.asarray(arrays[f"{prefix}_cov"]))
+
+
+def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write named arrays to ``path`` (.npz) through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
