@@ -46,7 +46,9 @@ deps=$(fingerprint "$ROOT/requirements.txt")
 if ! stamp_ok deps "$deps"; then
   log "installing Python dependencies (first run: a few minutes)"
   python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  python -m pip install -q -r "$ROOT/requirements.txt" || die "pip install -r requirements.txt failed"
+  # (index locations that do not exist on this machine make pip warn once per package: not errors)
+  python -m pip install -q -r "$ROOT/requirements.txt" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2) \
+    || die "pip install -r requirements.txt failed"
   python "$ROOT/scripts/fix_ros_wheel_cmake.py" "$VENV" || die "could not patch the ROS CMake exports"
   stamp_set deps "$deps"
 else
