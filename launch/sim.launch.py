@@ -1,6 +1,10 @@
-"""The node stack with the MuJoCo Sawyer (sim_arm_node owns /clock).
+"""The whole learning stack with the MuJoCo Sawyer (sim_arm_node owns /clock); ends when the trainer does.
 
     ros2 launch solar_ros sim.launch.py [real_time_factor:=1.0] [output_dir:=runs/episodes]
+        [results_dir:=runs/node_train] [seed:=0]
+
+The image method: add ``method:=solar state_source:=latent`` (the controller then acts on the
+encoder's latent instead of the joint state).
 
 Which nodes run with which parameter files comes from ``solar_ros.launcher.PROFILES["sim"]`` (the
 same description ``solar-ros launch sim`` uses where ``ros2 launch`` is not available).
@@ -9,7 +13,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -20,19 +24,32 @@ PROFILE = "sim"
 
 def generate_launch_description():
     config = os.path.join(get_package_share_directory("solar_ros"), "config")
+    arg = LaunchConfiguration
     overrides = {
-        "sim_arm_node": {"real_time_factor": LaunchConfiguration("real_time_factor")},
-        "recorder_node": {"output_dir": LaunchConfiguration("output_dir")},
+        "sim_arm_node": {"real_time_factor": arg("real_time_factor")},
+        "controller_node": {"state_source": arg("state_source")},
+        "recorder_node": {"output_dir": arg("output_dir")},
+        "trainer_node": {"episode_dir": arg("output_dir"), "output_dir": arg("results_dir"),
+                         "method": arg("method"), "seed": arg("seed")},
     }
     actions = [
         DeclareLaunchArgument("real_time_factor", default_value="1.0",
                               description="simulated seconds per wall second (0: as fast as possible)"),
         DeclareLaunchArgument("output_dir", default_value="runs/episodes", description="where episodes are recorded"),
+        DeclareLaunchArgument("results_dir", default_value="runs/node_train",
+                              description="where the trainer writes summary.json and learning_curve.png"),
+        DeclareLaunchArgument("method", default_value="lqr_joints", description="fit method: lqr_joints or solar"),
+        DeclareLaunchArgument("state_source", default_value="joints",
+                              description="controller state: joints (lqr_joints) or latent (solar)"),
+        DeclareLaunchArgument("seed", default_value="0", description="run seed"),
     ]
-    for spec in get_profile(PROFILE).nodes:
-        params = [os.path.join(config, f) for f in spec.params_files]
-        if spec.name in overrides:
-            params.append(overrides[spec.name])
-        actions.append(Node(package="solar_ros", executable=spec.name, name=spec.name, output="screen",
-                            emulate_tty=True, parameters=params, remappings=list(spec.remappings)))
+    spec = get_profile(PROFILE)
+    for node in spec.nodes:
+        params = [os.path.join(config, f) for f in node.params_files]
+        if node.name in overrides:
+            params.append(overrides[node.name])
+        # The run is over when the trainer exits: that stops the rest of the stack.
+        on_exit = Shutdown(reason=f"{node.name} finished") if node.name == spec.main_node else None
+        actions.append(Node(package="solar_ros", executable=node.name, name=node.name, output="screen",
+                            emulate_tty=True, parameters=params, remappings=list(node.remappings), on_exit=on_exit))
     return LaunchDescription(actions)

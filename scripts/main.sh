@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The project's main job: set up (idempotently), then learn a simulated task end to end and
-# print the results summary; the learning-curve plot is written next to summary.json.
+# The project's main job: set up (idempotently), then run the whole ROS 2 node stack (simulated
+# Sawyer, camera, encoder, controller, recorder, model fitting, trainer: one process each) learning
+# to reach a goal on `sawyer_reach`, ending with the results table, summary.json and the
+# learning-curve plot. The console shows the trainer's progress (and any warning or error); every
+# node's full log goes to OUT_DIR/stack.log.
 # Usage: scripts/main.sh [OUT_DIR]   (default runs/main)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -9,4 +12,19 @@ bash "$ROOT/scripts/setup_env.sh"
 # shellcheck disable=SC1091
 . "${SOLAR_ROS_VENV:-$ROOT/.venv}/bin/activate"
 export MUJOCO_GL=${MUJOCO_GL:-egl}
-solar-ros train --task reacher --method lqr_state --seed 0 --out "$OUT"
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+rm -rf "$OUT/episodes" "$OUT/models"   # a fresh run: its own episodes and models
+# Method lqr_joints: LQR-FLM on the joint state through the nodes, with the task's cost through the
+# arm's kinematics (see docs/ros_interfaces.md for the image-based method, solar).
+solar-ros launch sim \
+  recorder_node.output_dir:="$OUT/episodes" trainer_node.episode_dir:="$OUT/episodes" \
+  model_fitting_node.output_dir:="$OUT/models" trainer_node.output_dir:="$OUT" \
+  trainer_node.method:=lqr_joints controller_node.state_source:=joints \
+  trainer_node.seed:=0 trainer_node.iterations:=12 trainer_node.episodes_per_iteration:=5 \
+  trainer_node.eval_episodes:=10 \
+  2>&1 | tee "$OUT/stack.log" | grep --line-buffered -E '^\[(trainer_node|launch)\]|WARN|ERROR|Traceback'
+echo
+echo "summary: $OUT/summary.json"
+echo "plot:    $OUT/learning_curve.png"
+echo "logs:    $OUT/stack.log (every node), episodes in $OUT/episodes (ros2 bag / Foxglove readable)"

@@ -53,6 +53,9 @@ class LaunchSpec:
     nodes: tuple[NodeSpec, ...]
     external: tuple[str, ...] = field(default=())
     """What the launch file starts besides these nodes (simulators, bridges), for documentation."""
+    main_node: str | None = None
+    """A node whose exit ends the whole launch with that node's exit status (the trainer: its clean
+    exit is the run's success, however the other nodes had to be stopped)."""
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -75,8 +78,10 @@ _INTERA_REMAPS = {
 
 PROFILES: dict[str, LaunchSpec] = {
     "sim": LaunchSpec(
-        "sim", "MuJoCo Sawyer (sim_arm_node owns /clock) with the full node stack",
-        _nodes("sim", ["sim_arm_node", "camera_node", "controller_node", "recorder_node"])),
+        "sim", "MuJoCo Sawyer (sim_arm_node owns /clock) with the full node stack, learning until the trainer is done",
+        _nodes("sim", ["sim_arm_node", "camera_node", "encoder_node", "controller_node", "recorder_node",
+                       "model_fitting_node", "trainer_node"]),
+        main_node="trainer_node"),
     "gazebo": LaunchSpec(
         "gazebo", "Gazebo + ros2_control Sawyer with the node stack (needs a full ROS 2 install)",
         _nodes("gazebo", ["camera_node", "controller_node", "recorder_node"]),
@@ -87,7 +92,8 @@ PROFILES: dict[str, LaunchSpec] = {
         _nodes("real_sawyer", ["camera_node", "controller_node", "recorder_node"], _INTERA_REMAPS),
         external=("ros1_bridge dynamic_bridge", "intera_torque_relay (ROS 1 side)")),
 }
-"""Profile name -> what runs. Other nodes (encoder, model fitting, trainer) are added here as they land."""
+"""Profile name -> what runs. ``sim`` is the whole learning stack and ends when its trainer does; the
+robot profiles run the stack without a trainer (episodes are started by a person or a script)."""
 
 
 def get_profile(profile: str) -> LaunchSpec:
@@ -101,7 +107,8 @@ def params_yaml(extra_params: Mapping[str, Any]) -> dict[str, Any]:
 
     Accepted forms: ``{"rate": 100}`` (every node), ``{"controller_node.rate": 100}`` or
     ``{"controller_node:rate": 100}`` (one node), ``{"controller_node": {"rate": 100}}``. String
-    values are parsed as YAML (``"100"`` -> 100, ``"true"`` -> True), as on a command line.
+    values are parsed as YAML (``"100"`` -> 100, ``"true"`` -> True), as on a command line; text that
+    reads as a mapping stays a string (see :func:`_parse_value`).
     """
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for key, value in extra_params.items():
@@ -115,9 +122,17 @@ def params_yaml(extra_params: Mapping[str, Any]) -> dict[str, Any]:
             else:
                 node, name = "/**", key
             params = {name: value}
-        params = {k: (yaml.safe_load(v) if isinstance(v, str) else v) for k, v in params.items()}
+        params = {k: (_parse_value(v) if isinstance(v, str) else v) for k, v in params.items()}
         out.setdefault(node, {"ros__parameters": {}})["ros__parameters"].update(params)
     return out
+
+
+def _parse_value(text: str):
+    """A command-line value as YAML (``"100"`` -> 100), except that text meaning a mapping stays text:
+    a ROS parameter cannot hold a mapping, and YAML settings such as the trainer's ``fit_config``
+    (``"{kl_step: 2.0}"``) are strings."""
+    value = yaml.safe_load(text)
+    return text if isinstance(value, dict) else value
 
 
 def node_command(spec: NodeSpec, config_dir: str | os.PathLike = CONFIG_DIR,
@@ -167,9 +182,9 @@ def launch(profile: str, extra_params: Mapping[str, Any] | None = None, *,
     """Run a profile's nodes until Ctrl-C/SIGTERM, until one exits, or for ``duration`` seconds.
 
     ``extra_params``: overrides (see :func:`params_yaml`); ``nodes``: run only these; ``env``:
-    extra environment variables for the children. Returns 0 after a requested stop, otherwise the
-    exit status of the node that ended first (1 if it ended with status 0 but others had to be
-    stopped and one of them failed).
+    extra environment variables for the children. Returns 0 after a requested stop; the profile's
+    ``main_node``'s exit status when it ended first; otherwise the exit status of the node that
+    ended first (1 if it ended with status 0 but others had to be stopped and one of them failed).
     """
     spec = get_profile(profile)
     chosen = [n for n in spec.nodes if nodes is None or n.name in nodes]
@@ -228,7 +243,7 @@ def launch(profile: str, extra_params: Mapping[str, Any] | None = None, *,
         p.thread.join(timeout=1.0)
     if first_exit is None:
         return 0
-    if first_exit[1] != 0:
+    if first_exit[0] == spec.main_node or first_exit[1] != 0:
         return first_exit[1]
     return 1 if any(rc not in (0, -signal.SIGINT) for name, rc in statuses.items() if name != first_exit[0]) else 0
 

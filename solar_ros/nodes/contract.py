@@ -26,6 +26,9 @@ STEPS = "/solar/controller/steps"                   # solar_ros/msg/PolicyStep
 COMMAND_INFO = "/solar/controller/command_info"     # solar_ros/msg/CommandInfo
 COST = "/solar/cost"                                # solar_ros/msg/TaskCost
 CLOCK = "/clock"                                    # rosgraph_msgs/msg/Clock
+MODEL = "/solar/model"                              # std_msgs/msg/String: path of the newest model checkpoint
+RECONSTRUCTION = "/solar/encoder/reconstruction"    # sensor_msgs/msg/Image: the model's reconstruction (diagnostics)
+FEATURE_POINTS = "/solar/encoder/feature_points"    # sensor_msgs/msg/Image: feature points drawn on the input
 
 # ---- services and actions -----------------------------------------------------------------------
 START_EPISODE = "/solar/controller/start_episode"   # solar_ros/srv/StartEpisode
@@ -57,3 +60,6 @@ EVENT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
 POLICY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                         reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 """Reliable + transient local, depth 1: late joiners get the newest policy."""
+
+MODEL_QOS = POLICY_QOS
+"""Reliable + transient local, depth 1: an encoder that starts late still learns the newest model."""

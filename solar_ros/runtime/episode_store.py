@@ -26,6 +26,7 @@ import re
 import shutil
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -364,7 +365,7 @@ def load_episode(root: str | os.PathLike, entry: dict[str, Any] | str) -> dict[s
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a truncated/foreign file is not a zip
         raise ValueError(f"episode {entry['episode_id']!r}: cannot read {path}: {err}") from err
 
 

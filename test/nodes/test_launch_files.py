@@ -52,7 +52,8 @@ def fake_modules(share_dirs: dict[str, str]) -> dict[str, types.ModuleType]:
     return {
         "launch": module("launch", LaunchDescription=LaunchDescription),
         "launch.actions": module("launch.actions", **{n: cls(n) for n in (
-            "DeclareLaunchArgument", "IncludeLaunchDescription", "ExecuteProcess", "GroupAction", "TimerAction")}),
+            "DeclareLaunchArgument", "IncludeLaunchDescription", "ExecuteProcess", "GroupAction", "TimerAction",
+            "Shutdown")}),
         "launch.substitutions": module("launch.substitutions", LaunchConfiguration=cls("LaunchConfiguration"),
                                        PathJoinSubstitution=cls("PathJoinSubstitution")),
         "launch.conditions": module("launch.conditions", IfCondition=cls("IfCondition"),

@@ -21,6 +21,20 @@ def test_params_yaml_forms():
     }
 
 
+def test_params_yaml_keeps_yaml_mappings_as_text():
+    # a ROS parameter cannot hold a mapping: settings like the trainer's fit_config are YAML strings
+    out = params_yaml({"trainer_node.fit_config": "{kl_step: 2.0, image_size: 32}", "seed": "[1, 2]"})
+    assert out["trainer_node"]["ros__parameters"]["fit_config"] == "{kl_step: 2.0, image_size: 32}"
+    assert out["/**"]["ros__parameters"]["seed"] == [1, 2]
+
+
+def test_sim_profile_is_the_learning_stack_ending_with_its_trainer():
+    spec = get_profile("sim")
+    assert [n.name for n in spec.nodes] == ["sim_arm_node", "camera_node", "encoder_node", "controller_node",
+                                            "recorder_node", "model_fitting_node", "trainer_node"]
+    assert spec.main_node == "trainer_node"
+
+
 def test_node_command_uses_profile_files_in_order():
     spec = PROFILES["real_sawyer"].node("controller_node")
     cmd = node_command(spec, CONFIG_DIR, "extra.yaml", python="py")

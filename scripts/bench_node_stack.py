@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Benchmark of the learning node stack.
+
+    python scripts/bench_node_stack.py [--seconds 10] [--iterations 6] [--episodes-per-iteration 5]
+                                       [--skip-latency] [--skip-learning]
+
+1. Camera-frame-to-torque latency through the real nodes: 64x64 rgb8 frames at 20 Hz on
+   /camera/image_raw -> camera_node (on_arrival) -> encoder_node with a real 64x64 model -> controller_node
+   (state_source latent, 500 Hz, an episode running, so the SVAE encoder filters with the commanded
+   torques). Latency = stamp of the first command computed from a frame minus the frame's stamp (all
+   processes on the system clock), p50/p99/max, plus the encoder's own per-frame encode time and the CPU
+   use of each node process. Once with SOLAR's structured VAE (latent 10, Kalman filtering), once
+   with the deep spatial autoencoder (16 feature points). The weights are untrained: a trained model
+   of the same architecture costs the same.
+2. The learning run through the nodes (``solar-ros launch sim``: simulator, camera, encoder,
+   controller, recorder, model fitting, trainer; method lqr_joints on sawyer_reach) against
+   ``solar-ros train --method lqr_state`` on the same task and seed with the same number of
+   episodes: training episodes, wall time, final distance and success of the evaluation episodes,
+   and the average CPU use of each node process during the node run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_controller as bc  # noqa: E402  (sets the ROS domain, imports rclpy)
+
+from solar_ros.msg import CommandInfo, LatentState  # noqa: E402
+from solar_ros.nodes import contract  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+NODE_NAMES = ("sim_arm_node", "camera_node", "encoder_node", "controller_node", "recorder_node",
+              "model_fitting_node", "trainer_node")
+
+
+def make_checkpoint(kind: str, path: Path) -> tuple[str, int]:
+    """A 64x64 model of ``kind`` ('svae' or 'dsae'); returns (model_id, latent dim)."""
+    import torch
+
+    from solar_ros.models import DeepSpatialAutoencoder, DSAEConfig, StructuredVAE, SVAEConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    if kind == "svae":
+        model = StructuredVAE(SVAEConfig(image_size=64, latent_dim=10, action_dim=7))
+        model.set_dynamics(0.95 * np.eye(10), 0.01 * np.ones((10, 7)), np.zeros(10), 0.1 * np.eye(10),
+                           np.zeros(10), np.eye(10))
+        dim = 10
+    else:
+        model = DeepSpatialAutoencoder(DSAEConfig(image_size=64))
+        dim = 32
+    model_id = f"bench-{kind}"
+    save_checkpoint(path, model, extra={"model_id": model_id})
+    return model_id, dim
+
+
+def bench_latency(kind: str, seconds: float, tmp: Path) -> dict:
+    model_id, dim = make_checkpoint(kind, tmp / f"{kind}.pt")
+    procs = [
+        bc.Proc(["-m", "solar_ros.nodes.camera_node"], "camera_node",
+                {"publish_mode": "on_arrival", "rate": 0.0, "width": 64, "height": 64, "encoding": "rgb8"}, tmp),
+        bc.Proc(["-m", "solar_ros.nodes.encoder_node"], "encoder_node",
+                {"model_path": str(tmp / f"{kind}.pt"), "stats_period": 1.0, "diagnostics_rate": 0.0}, tmp),
+        bc.Proc(["-m", "solar_ros.nodes.controller_node"], "controller_node",
+                {"state_source": "latent", "rate": 500.0, "max_latent_age": 0.5, "stats_period": 0.0}, tmp),
+    ]
+    b = bc.Bench()
+    try:
+        image_pub = b.node.create_publisher(Image, contract.CAMERA_RAW, contract.SENSOR_QOS)
+        sent: dict[int, float] = {}
+        first: dict[int, int] = {}
+        latents: list[LatentState] = []
+
+        def on_info(m):
+            src = m.source_stamp.sec * 1_000_000_000 + m.source_stamp.nanosec
+            if src in sent and src not in first and m.status == CommandInfo.ACTIVE:
+                first[src] = m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
+
+        b.node.create_subscription(CommandInfo, contract.COMMAND_INFO, on_info, contract.EVENT_QOS)
+        b.node.create_subscription(LatentState, contract.LATENT, latents.append, contract.SENSOR_QOS)
+        rng = np.random.default_rng(0)
+        frame = Image(height=64, width=64, encoding="rgb8", step=192)
+
+        def publish_frame():
+            t = b.node.get_clock().now().nanoseconds
+            frame.header.stamp.sec, frame.header.stamp.nanosec = divmod(t, 1_000_000_000)
+            frame.data = rng.integers(0, 256, 64 * 64 * 3, dtype=np.uint8).tobytes()
+            image_pub.publish(frame)
+            sent[t] = time.perf_counter()
+
+        b.node.create_timer(1 / 20, publish_frame)
+        b.wait(lambda: bool(latents), 60, "latents from the encoder")
+        pub = b.node.create_publisher(bc.LinearGaussianPolicy, contract.POLICY, contract.POLICY_QOS)
+        T = 100000
+        pol = bc.LGPolicy(np.full((T, 7, dim), 0.01), np.full((T, 7), 0.1), np.tile(np.eye(7) * 0.01, (T, 1, 1)))
+        pub.publish(bc.policy_to_msg(bc.PolicyPackage(pol, f"bench-{kind}", 0.05, "latent", 0, model_id),
+                                     bc.LinearGaussianPolicy()))
+        cli = b.node.create_client(bc.StartEpisode, contract.START_EPISODE)
+        b.wait(cli.service_is_ready, 20, "the start_episode service")
+        for _ in range(100):
+            fut = cli.call_async(bc.StartEpisode.Request(episode_id=f"bench-{kind}", deterministic=True))
+            b.wait(fut.done, 10, "start_episode reply")
+            if fut.result().success:
+                break
+            b.spin(0.2)
+        else:
+            raise RuntimeError(f"could not start an episode: {fut.result().message}")
+        b.spin(1.0)
+        sent.clear()
+        first.clear()
+        cpu0 = {p.name: p.cpu_seconds() for p in procs}
+        t0 = time.monotonic()
+        b.spin(seconds)
+        elapsed = time.monotonic() - t0
+        cpu = {p.name: (p.cpu_seconds() - cpu0[p.name]) / elapsed for p in procs}
+        b.spin(0.3)
+        lat = np.array([(first[s] - s) * 1e-6 for s in first])
+        encode = [line for line in (tmp / "encoder_node.log").read_text().splitlines() if "encode latency" in line]
+        return {"kind": kind, "frames": len(sent), "matched": len(lat),
+                "latency": (bc.pct(lat, 50), bc.pct(lat, 99), lat.max() if lat.size else np.nan), "cpu": cpu,
+                "encoder_log": encode[-1].split("]: ", 1)[-1] if encode else "(no encoder statistics)"}
+    finally:
+        b.close()
+        for p in procs:
+            p.stop()
+
+
+def _node_pids(parent: int) -> dict[str, int]:
+    """Node processes started by the launcher ``parent`` (name -> pid), from /proc."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid != parent:
+            continue
+        for arg in cmd:
+            if arg.startswith(b"solar_ros.nodes."):
+                out[arg.decode().rsplit(".", 1)[1]] = int(entry.name)
+    return out
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / bc.TICKS
+
+
+def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed: int, tmp: Path) -> dict:
+    out = tmp / "node_run"
+    cmd = [sys.executable, "-m", "solar_ros.cli", "launch", "sim",
+           f"recorder_node.output_dir:={out / 'episodes'}", f"trainer_node.episode_dir:={out / 'episodes'}",
+           f"model_fitting_node.output_dir:={out / 'models'}", f"trainer_node.output_dir:={out}",
+           "trainer_node.method:=lqr_joints", "controller_node.state_source:=joints", f"trainer_node.seed:={seed}",
+           f"trainer_node.iterations:={iterations}", f"trainer_node.episodes_per_iteration:={per_iteration}",
+           f"trainer_node.eval_episodes:={eval_episodes}"]
+    log = open(tmp / "node_run.log", "w")
+    t0 = time.monotonic()
+    launcher = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    last_cpu: dict[str, float] = {}
+    while launcher.poll() is None:
+        for name, pid in _node_pids(launcher.pid).items():
+            cpu = _cpu_seconds(pid)
+            if cpu is not None:
+                last_cpu[name] = cpu
+        time.sleep(1.0)
+    node_wall = time.monotonic() - t0
+    log.close()
+    if launcher.returncode != 0:
+        raise RuntimeError(f"the node run failed (status {launcher.returncode}); log: {tmp / 'node_run.log'}\n"
+                           + (tmp / "node_run.log").read_text()[-3000:])
+    nodes = json.loads((out / "summary.json").read_text())
+
+    episodes = iterations * per_iteration
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "solar_ros.cli", "train", "--task", "sawyer_reach", "--method", "lqr_state",
+                    "--seed", str(seed), "--episodes", str(episodes), "--out", str(tmp / "train_run"), "--no-progress"],
+                   cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    train_wall = time.monotonic() - t0
+    direct = json.loads((tmp / "train_run" / "summary.json").read_text())
+    # CPU seconds of each node (last sample before it exited) over the node run's wall time
+    return {"nodes": nodes, "nodes_wall": node_wall, "train": direct, "train_wall": train_wall,
+            "cpu": {n: last_cpu[n] / node_wall for n in last_cpu}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="latency measurement window per model")
+    parser.add_argument("--iterations", type=int, default=6, help="learning iterations of the comparison")
+    parser.add_argument("--episodes-per-iteration", type=int, default=5)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-learning", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        if not args.skip_latency:
+            print(f"\ncamera frame -> torque latency: camera_node -> encoder_node (64x64 model) -> controller_node "
+                  f"(500 Hz), 20 Hz frames, {args.seconds:g} s")
+            print(f"{'model':>6} {'frames':>7} {'matched':>7} | {'p50':>6} {'p99':>6} {'max':>6} (ms) | cpu per node")
+            for kind in ("svae", "dsae"):
+                r = bench_latency(kind, args.seconds, tmp)
+                p50, p99, mx = r["latency"]
+                cpu = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["cpu"].items())
+                print(f"{kind:>6} {r['frames']:>7} {r['matched']:>7} | {p50:>6.1f} {p99:>6.1f} {mx:>6.1f}      | {cpu}")
+                print(f"{'':>6} {r['encoder_log']}")
+        if not args.skip_learning:
+            n = args.iterations * args.episodes_per_iteration
+            print(f"\nlearning sawyer_reach (seed {args.seed}, {n} training episodes, {args.eval_episodes} evaluation "
+                  "episodes): through the nodes vs solar-ros train")
+            r = bench_learning(args.iterations, args.episodes_per_iteration, args.eval_episodes, args.seed, tmp)
+            print(f"{'run':<42} {'episodes':>8} {'wall s':>7} {'final dist':>10} {'success':>7}")
+            for label, s, wall in (("nodes: solar-ros launch sim (lqr_joints)", r["nodes"], r["nodes_wall"]),
+                                   ("solar-ros train --method lqr_state", r["train"], r["train_wall"])):
+                print(f"{label:<42} {s['episodes']:>8} {wall:>7.1f} {s['final_distance']:>10.4f} {s['success_rate']:>7.0%}")
+            print("average CPU per node process during the node run: "
+                  + ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(r["cpu"].items(), key=lambda kv: -kv[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""model_fitting_node: fits the representation and dynamics on recorded episodes and publishes the next policy.
+
+Serves the FitModel action on /solar/fit_model (one goal at a time; others are rejected while a fit
+runs). A goal names the recorder's episode directory (``index.jsonl``), the episodes to use (empty:
+every complete one), the learning ``iteration`` and the ``method`` (empty: the ``method``
+parameter); ``config_yaml`` may override run settings (``task``, ``goal``, ``horizon``, ``dt``,
+``seed``) and the method's settings (see :mod:`solar_ros.runtime.fitting`).
+
+* iteration 0 starts a run: the first policy (zero gains, exploration noise) and, for image
+  methods, an untrained model so the encoder publishes latents from the first episode on.
+* iteration k >= 1 updates the policy from the episodes collected with the current one.
+
+Each fit reports feedback (stage, progress 0..1, loss, step), can be cancelled, and ends with the
+new model (if any) announced on /solar/model (std_msgs/String: the checkpoint path; transient
+local, so a late encoder still loads it) *before* the new policy goes out on /solar/policy
+(transient local), so the encoder starts loading the model while the policy travels. Models,
+policies (``policy_NNN.npz``) and the method's state are written atomically to ``output_dir``; a
+restarted node continues the run from there. Bad, missing or corrupt episodes give a failed
+result with the reason, never a crash.
+
+The fit runs in a worker thread of a MultiThreadedExecutor (this node has no high-rate
+subscriptions), so cancel requests are served while it computes.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+import yaml
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from std_msgs.msg import String
+
+from ..action import FitModel
+from ..msg import LinearGaussianPolicy
+from ..runtime.fitting import (METHODS, FitCancelled, FitError, FitMethod, FitOutput, RunSettings,
+                               load_training_data, save_policy)
+from ..runtime.policy_msg import policy_to_msg
+from . import contract
+from .common import ConfigError, StackNode, declare, run_node
+
+RUN_KEYS = ("task", "goal", "horizon", "dt", "seed")
+"""config_yaml keys that describe the run; every other key is a setting of the method."""
+
+
+def _register_optional_methods() -> None:
+    """Methods whose dependencies may be missing or still in development register themselves on import."""
+    try:
+        from ..runtime import solar_fit  # noqa: F401  (adds "solar" to METHODS)
+    except ImportError:
+        pass
+
+
+class ModelFittingNode(StackNode):
+    """FitModel action server (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__("model_fitting_node")
+        self.default_method = declare(self, "method", "lqr_joints", "fit method when a goal names none")
+        self.output_dir = Path(declare(self, "output_dir", "runs/models", "where models, policies and run state go"))
+        self.device = declare(self, "device", "cpu", "torch device for model fits ('cpu', 'cuda')")
+        self.num_threads = int(declare(self, "num_threads", 2, "torch intra-op threads"))
+        task = declare(self, "task", "sawyer_reach", "simulated task (cost model, horizon, action scale)")
+        horizon = int(declare(self, "horizon", 0, "policy horizon T (0: the task's)"))
+        seed = int(declare(self, "seed", 0, "seed of initial weights and fits"))
+        self.default_config = str(declare(self, "config_yaml", "", "default method settings, YAML"))
+        _register_optional_methods()
+        if self.default_method not in METHODS:
+            raise ConfigError(f"method must be one of {sorted(METHODS)}, got {self.default_method!r}")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.device.startswith("cuda"):
+            import torch
+            if not torch.cuda.is_available():
+                self.get_logger().warning("device 'cuda' requested but no GPU is available: using 'cpu'")
+                self.device = "cpu"
+        self.base_settings = {"task": task, "horizon": horizon, "seed": seed}
+        try:
+            self._settings(self.default_config, "")
+        except FitError as err:
+            raise ConfigError(f"config_yaml: {err}") from err
+
+        self.method: FitMethod | None = None
+        self._busy = threading.Lock()
+        self._stopping = threading.Event()
+        self.policy_pub = self.create_publisher(LinearGaussianPolicy, contract.POLICY, contract.POLICY_QOS)
+        self.model_pub = self.create_publisher(String, contract.MODEL, contract.MODEL_QOS)
+        self.server = ActionServer(self, FitModel, contract.FIT_MODEL, execute_callback=self._execute,
+                                   goal_callback=self._on_goal, cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+                                   callback_group=ReentrantCallbackGroup())
+        self.get_logger().info(f"model fitting: methods {sorted(METHODS)} (default {self.default_method}), "
+                               f"device {self.device}, output {self.output_dir.resolve()}")
+
+    # ---- goals ---------------------------------------------------------------------------------
+
+    def _on_goal(self, goal: FitModel.Goal) -> GoalResponse:
+        if self._busy.locked():
+            self.get_logger().warning(f"fit goal for iteration {goal.iteration} rejected: a fit is running")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    @staticmethod
+    def _parse_yaml(text: str) -> dict:
+        try:
+            config = yaml.safe_load(text) if text.strip() else {}
+        except yaml.YAMLError as err:
+            raise FitError(f"config_yaml is not valid YAML: {err}") from err
+        if not isinstance(config, dict):
+            raise FitError(f"config_yaml must be a mapping, got {type(config).__name__}")
+        return config
+
+    def _settings(self, default_yaml: str, goal_yaml: str) -> tuple[RunSettings, dict]:
+        """Run settings and method overrides: parameters < the node's config_yaml < the goal's config_yaml."""
+        config = {**self._parse_yaml(default_yaml), **self._parse_yaml(goal_yaml)}
+        run = {**self.base_settings, **{k: config.pop(k) for k in RUN_KEYS if k in config}}
+        try:
+            settings = RunSettings(**run)
+            settings.goal = [float(g) for g in (settings.goal or [])]
+            settings.horizon, settings.seed, settings.dt = int(settings.horizon), int(settings.seed), float(settings.dt)
+        except (TypeError, ValueError) as err:
+            raise FitError(f"bad run settings {run}: {err}") from err
+        return settings, config
+
+    def _execute(self, goal_handle) -> FitModel.Result:
+        goal = goal_handle.request
+        result = FitModel.Result()
+        if not self._busy.acquire(blocking=False):
+            goal_handle.abort()
+            result.message = "a fit is already running"
+            return result
+        t0 = time.monotonic()
+        method_name = goal.method or self.default_method
+        try:
+            output = self._fit(goal, method_name, self._progress_fn(goal_handle))
+        except FitCancelled:
+            self.method = None  # reload the last saved state next time
+            goal_handle.canceled()
+            result.message = "cancelled"
+            self.get_logger().warning(f"fit for iteration {goal.iteration} cancelled")
+            return result
+        except Exception as err:  # noqa: BLE001 - a failed fit is a failed result, never a dead node
+            self.method = None  # reload the last saved state next time
+            goal_handle.abort()
+            result.message = str(err) if isinstance(err, FitError) else f"{type(err).__name__}: {err}"
+            self.get_logger().error(f"fit for iteration {goal.iteration} ({method_name}) failed: {result.message}")
+            return result
+        finally:
+            self._busy.release()
+        result.success = True
+        result.policy_id = output.policy.policy_id
+        result.model_path = output.model_path
+        result.policy_path = output.metrics.pop("_policy_path", "")
+        result.metric_names = list(output.metrics)
+        result.metric_values = [float(v) for v in output.metrics.values()]
+        result.message = f"{method_name} iteration {goal.iteration}: policy {output.policy.policy_id}"
+        goal_handle.succeed()
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in output.metrics.items())
+        self.get_logger().info(f"fit done in {time.monotonic() - t0:.1f} s: {result.message} ({shown})")
+        return result
+
+    def _progress_fn(self, goal_handle):
+        last = [0.0]
+
+        def progress(stage: str, fraction: float, loss: float, step: int) -> None:
+            if goal_handle.is_cancel_requested or self._stopping.is_set():
+                raise FitCancelled()
+            feedback = FitModel.Feedback(stage=stage, progress=float(min(max(fraction, 0.0), 1.0)),
+                                         loss=float(loss), step=int(step))
+            goal_handle.publish_feedback(feedback)
+            if time.monotonic() - last[0] > 5.0:
+                last[0] = time.monotonic()
+                loss_text = "" if math.isnan(loss) else f", loss {loss:.4g}"
+                self.get_logger().info(f"fit: {stage} {100 * fraction:.0f}%{loss_text}")
+        return progress
+
+    def _fit(self, goal, method_name: str, progress) -> FitOutput:
+        if method_name not in METHODS:
+            raise FitError(f"unknown method {method_name!r}; available: {sorted(METHODS)}")
+        settings, overrides = self._settings(self.default_config, goal.config_yaml)
+        self._set_threads()
+        cls = METHODS[method_name]
+        progress("loading", 0.0, math.nan, 0)
+        if goal.iteration == 0:
+            self.method = cls(settings, overrides, self.output_dir, self.device)
+            output = self.method.initialize(progress)
+        else:
+            if (self.method is None or self.method.name != method_name
+                    or self.method.iteration != goal.iteration - 1):
+                self.method = cls.load(settings, overrides, self.output_dir, self.device)
+                if self.method.iteration != goal.iteration - 1:
+                    raise FitError(f"the saved {method_name} run is at iteration {self.method.iteration}; "
+                                   f"this goal is for iteration {goal.iteration}")
+            if not goal.episode_dir:
+                raise FitError("the goal names no episode_dir")
+            data = load_training_data(goal.episode_dir, list(goal.episode_ids), self.method.required_arrays,
+                                      horizon=self.method.horizon)
+            progress("loading", 0.05, math.nan, 0)
+            output = self.method.update(data, int(goal.iteration), progress)
+        progress("saving", 0.95, math.nan, 0)
+        self.method.save()
+        policy_path = save_policy(self.output_dir / f"policy_{goal.iteration:03d}.npz", output.policy)
+        output.metrics["_policy_path"] = str(policy_path.resolve())
+        if output.new_model and output.model_path:
+            self.model_pub.publish(String(data=str(Path(output.model_path).resolve())))
+            self.get_logger().info(f"model {output.policy.model_id} announced on {contract.MODEL}")
+        self.policy_pub.publish(policy_to_msg(output.policy, LinearGaussianPolicy()))
+        progress("done", 1.0, math.nan, 0)
+        return output
+
+    def _set_threads(self) -> None:
+        try:
+            import torch
+            torch.set_num_threads(max(1, self.num_threads))
+        except ImportError:
+            pass
+
+    def on_shutdown(self) -> None:
+        self._stopping.set()
+
+
+def _spin(node: ModelFittingNode, executor, stop: threading.Event) -> None:
+    """Spin on a MultiThreadedExecutor: the fit runs in a pool thread while cancels are served."""
+    executor.remove_node(node)
+    mt = MultiThreadedExecutor(num_threads=2)
+    mt.add_node(node)
+    try:
+        while not stop.is_set() and rclpy.ok():
+            mt.spin_once(timeout_sec=0.1)
+    finally:
+        node.on_shutdown()
+        mt.shutdown(timeout_sec=5.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point (``ros2 run solar_ros model_fitting_node``)."""
+    return run_node(ModelFittingNode, args, loop=_spin)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,353 @@
+"""trainer_node: runs the learning iterations over the node stack, then evaluates and exits.
+
+For a run (``task``, ``method``, ``seed``):
+
+1. waits for the stack (simulator reset service, controller, recorder, model fitting action);
+2. resets the arm with the run seed: the goal in use from then on is the one the simulator drew for
+   that seed (or ``goal`` when ``fixed_goal``);
+3. FitModel iteration 0: the fitter publishes the first policy (zero gains, exploration noise);
+4. for each of ``iterations``: ``episodes_per_iteration`` times: reset the arm (/sim/reset, the run's
+   goal, a per-episode seed), wait for fresh state, start an episode on the controller
+   (/solar/controller/start_episode, seeded exploration noise), wait for its STOP on /solar/episode
+   and for the recorder's index entry; then FitModel with those episodes and wait for the new
+   policy. One progress line per episode and per iteration;
+5. ``eval_episodes`` deterministic episodes (the policy mean, no noise) of the final policy;
+6. writes ``summary.json`` (the keys of ``solar-ros train``) and ``learning_curve.png`` to
+   ``output_dir``, prints the results table and exits with status 0 (the launcher then stops the
+   stack). Any unrecoverable problem ends the node with status 1 and the reason in the log.
+
+Episode costs and distances come from the recorded episodes (the /solar/cost stream aligned to the
+controller's steps), i.e. what the fitter trained on. An aborted episode (input fault, e-stop) is
+retried with a new id up to ``max_retries`` times. The trainer's ``episode_dir`` must be the
+recorder's ``output_dir``.
+
+The sequence runs in a worker thread; the node's own thread spins the executor (service and action
+replies, topic callbacks).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from std_srvs.srv import Trigger
+
+from ..action import FitModel
+from ..msg import EpisodeEvent, LatentState, LinearGaussianPolicy, TaskCost
+from ..runtime.episode_store import load_episode, read_index
+from ..runtime.training_run import EVAL, TRAIN, EpisodeResult, NodeRun, episode_result, episode_seed
+from ..srv import ResetArm, StartEpisode
+from . import contract
+from .common import ConfigError, StackNode, declare, run_node
+
+
+class TrainerError(RuntimeError):
+    """The run cannot go on (the message says why)."""
+
+
+class TrainerNode(StackNode):
+    """Drives the learning loop through the other nodes (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__("trainer_node")
+        self.task = declare(self, "task", "sawyer_reach", "task name (must match the simulator's)")
+        self.method = declare(self, "method", "lqr_joints", "FitModel method")
+        self.seed = int(declare(self, "seed", 0, "run seed (goal, episode seeds, noise)"))
+        self.iterations = int(declare(self, "iterations", 5, "learning iterations"))
+        self.episodes_per_iteration = int(declare(self, "episodes_per_iteration", 5, "episodes per iteration"))
+        self.eval_episodes = int(declare(self, "eval_episodes", 5, "deterministic evaluation episodes at the end"))
+        self.fixed_goal = bool(declare(self, "fixed_goal", False, "true: use `goal`; false: the simulator's draw for the seed"))
+        self.goal = [float(g) for g in declare(self, "goal", [0.6, 0.1, 0.1], "goal when fixed_goal")]
+        self.horizon = int(declare(self, "horizon", 0, "policy horizon (0: the task's)"))
+        self.fit_config = str(declare(self, "fit_config", "", "method settings for the fitter, YAML"))
+        self.episode_dir = Path(declare(self, "episode_dir", "runs/episodes", "the recorder's output_dir"))
+        self.output_dir = Path(declare(self, "output_dir", "runs/node_train", "where summary.json and the plot go"))
+        self.success_threshold = float(declare(self, "success_threshold", 0.0, "m; 0: the task's"))
+        self.settle_frames = int(declare(self, "settle_frames", 2, "fresh /solar/cost samples to wait for after a reset"))
+        self.bringup_timeout = float(declare(self, "bringup_timeout", 120.0, "s to wait for the other nodes"))
+        self.start_timeout = float(declare(self, "start_timeout", 30.0, "s of retries when a start is refused"))
+        self.episode_timeout = float(declare(self, "episode_timeout", 180.0, "s (wall) for one episode to end"))
+        self.record_timeout = float(declare(self, "record_timeout", 60.0, "s for the recorder's index entry"))
+        self.fit_timeout = float(declare(self, "fit_timeout", 3600.0, "s for one fit"))
+        self.max_retries = int(declare(self, "max_retries", 3, "retries of an aborted episode"))
+        for name in ("iterations", "episodes_per_iteration"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_episodes < 0 or self.max_retries < 0 or self.settle_frames < 1:
+            raise ConfigError("eval_episodes and max_retries must be >= 0, settle_frames >= 1")
+        if self.fixed_goal and len(self.goal) == 0:
+            raise ConfigError("fixed_goal needs a goal")
+        if self.success_threshold <= 0:
+            from .. import envs  # the task classes carry their success threshold
+            if self.task not in envs.TASKS:
+                raise ConfigError(f"unknown task {self.task!r}; valid: {sorted(envs.TASKS)}")
+            self.success_threshold = float(envs.TASKS[self.task].success_threshold)
+
+        self.finished = threading.Event()
+        self._stop = threading.Event()
+        self.exit_code = 1
+        self._lock = threading.Lock()
+        self._events: dict[str, list[EpisodeEvent]] = {}
+        self._policy: LinearGaussianPolicy | None = None
+        self._cost_count = 0
+        self._cost_task = ""
+        self._latent_models: dict[str, int] = {}  # model_id -> latents received so far
+
+        self.reset_cli = self.create_client(ResetArm, contract.SIM_RESET)
+        self.start_cli = self.create_client(StartEpisode, contract.START_EPISODE)
+        self.stop_cli = self.create_client(Trigger, contract.STOP_EPISODE)
+        from rclpy.action import ActionClient
+        self.fit_cli = ActionClient(self, FitModel, contract.FIT_MODEL)
+        self.create_subscription(EpisodeEvent, contract.EPISODE, self._on_event, contract.EVENT_QOS)
+        self.create_subscription(LinearGaussianPolicy, contract.POLICY, self._on_policy, contract.POLICY_QOS)
+        self.create_subscription(TaskCost, contract.COST, self._on_cost, contract.RELIABLE_QOS)
+        self.create_subscription(LatentState, contract.LATENT, self._on_latent, contract.LATEST_SENSOR_QOS)
+        self.run_tag = time.strftime("%Y%m%d-%H%M%S")
+        self.get_logger().info(
+            f"trainer: {self.task} / {self.method}, seed {self.seed}, {self.iterations} iterations x "
+            f"{self.episodes_per_iteration} episodes, {self.eval_episodes} evaluation episodes; "
+            f"episodes from {self.episode_dir.resolve()}, results to {self.output_dir.resolve()}")
+
+    # ---- callbacks (executor thread) -----------------------------------------------------------
+
+    def _on_event(self, msg: EpisodeEvent) -> None:
+        with self._lock:
+            self._events.setdefault(msg.episode_id, []).append(msg)
+
+    def _on_policy(self, msg: LinearGaussianPolicy) -> None:
+        self._policy = msg
+
+    def _on_cost(self, msg: TaskCost) -> None:
+        self._cost_count += 1
+        self._cost_task = msg.task
+
+    def _on_latent(self, msg: LatentState) -> None:
+        self._latent_models[msg.model_id] = self._latent_models.get(msg.model_id, 0) + 1
+
+    # ---- waiting helpers (worker thread) -------------------------------------------------------
+
+    def _wait(self, predicate, timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while not predicate():
+            if self._stop.is_set():
+                raise TrainerError(f"stopped while waiting for {what}")
+            if time.monotonic() > end:
+                raise TrainerError(f"timed out after {timeout:g} s waiting for {what}")
+            time.sleep(0.01)
+
+    def _call(self, client, request, timeout: float = 30.0):
+        self._wait(client.service_is_ready, self.bringup_timeout, f"service {client.srv_name}")
+        future = client.call_async(request)
+        self._wait(future.done, timeout, f"a reply from {client.srv_name}")
+        return future.result()
+
+    def _wait_for_stack(self) -> None:
+        log = self.get_logger()
+        for client in (self.reset_cli, self.start_cli, self.stop_cli):
+            self._wait(client.service_is_ready, self.bringup_timeout, f"service {client.srv_name}")
+        self._wait(self.fit_cli.server_is_ready, self.bringup_timeout, f"the {contract.FIT_MODEL} action server")
+        self._wait(lambda: "recorder_node" in self.get_node_names(), self.bringup_timeout, "recorder_node")
+        self._wait(lambda: self._cost_count > 0, self.bringup_timeout, f"task costs on {contract.COST}")
+        if self._cost_task != self.task:
+            raise TrainerError(f"the simulator runs task {self._cost_task!r}, the trainer is set for {self.task!r}")
+        log.info("stack is up: simulator, controller, recorder and model fitting found")
+
+    # ---- the steps of a run --------------------------------------------------------------------
+
+    def _reset(self, seed: int, goal: list[float]) -> list[float]:
+        reply = self._call(self.reset_cli, ResetArm.Request(seed=int(seed), goal=list(goal)))
+        if not reply.success:
+            raise TrainerError(f"/sim/reset refused: {reply.message}")
+        return list(reply.goal)
+
+    def _fit(self, iteration: int, episode_ids: list[str], goal: list[float]) -> FitModel.Result:
+        import yaml
+
+        config = yaml.safe_load(self.fit_config) if self.fit_config.strip() else {}
+        if not isinstance(config, dict):
+            raise TrainerError("fit_config must be a YAML mapping")
+        config.update({"task": self.task, "goal": list(goal), "seed": self.seed})
+        if self.horizon:
+            config["horizon"] = self.horizon
+        request = FitModel.Goal(episode_ids=list(episode_ids), episode_dir=str(self.episode_dir.resolve()),
+                                iteration=iteration, method=self.method, config_yaml=yaml.safe_dump(config))
+        last = [0.0]
+
+        def feedback(msg) -> None:
+            fb = msg.feedback
+            if time.monotonic() - last[0] > 10.0:
+                last[0] = time.monotonic()
+                loss = "" if math.isnan(fb.loss) else f", loss {fb.loss:.4g}"
+                self.get_logger().info(f"  fit {iteration}: {fb.stage} {100 * fb.progress:.0f}%{loss}")
+
+        self._wait(self.fit_cli.server_is_ready, self.bringup_timeout, "the model fitting action server")
+        send = self.fit_cli.send_goal_async(request, feedback_callback=feedback)
+        self._wait(send.done, 30.0, "the fitter to accept the goal")
+        handle = send.result()
+        if not handle.accepted:
+            raise TrainerError(f"the fitter rejected the goal for iteration {iteration} (busy?)")
+        result_future = handle.get_result_async()
+        try:
+            self._wait(result_future.done, self.fit_timeout, f"fit {iteration}")
+        except TrainerError:
+            handle.cancel_goal_async()
+            raise
+        result = result_future.result().result
+        if not result.success:
+            raise TrainerError(f"fit {iteration} failed: {result.message}")
+        self._wait(lambda: self._policy is not None and self._policy.policy_id == result.policy_id, 30.0,
+                   f"policy {result.policy_id} on {contract.POLICY}")
+        return result
+
+    def _settle(self, model_id: str) -> None:
+        """Fresh state after a reset: new cost samples (the camera and joint states run with them), and a
+        latent from the policy's model when the policy needs one."""
+        count = self._cost_count
+        self._wait(lambda: self._cost_count >= count + self.settle_frames, 30.0, "fresh state after the reset")
+        if model_id:
+            seen = self._latent_models.get(model_id, 0)
+            self._wait(lambda: self._latent_models.get(model_id, 0) > seen, 60.0, f"latents from model {model_id}")
+
+    def _start(self, episode_id: str, deterministic: bool, noise_seed: int, policy_id: str) -> str:
+        """Start an episode with ``policy_id``; returns the id it runs under (a new one if a start had to be undone)."""
+        end = time.monotonic() + self.start_timeout
+        attempt = 0
+        while True:
+            run_id = episode_id if attempt == 0 else f"{episode_id}-s{attempt}"
+            reply = self._call(self.start_cli, StartEpisode.Request(episode_id=run_id, deterministic=deterministic,
+                                                                    noise_seed=int(noise_seed)))
+            if reply.success and reply.policy_id == policy_id:
+                return run_id
+            if reply.success:  # the controller had not received the newest policy yet: undo, under another id
+                self._call(self.stop_cli, Trigger.Request())
+                attempt += 1
+                problem = f"controller ran policy {reply.policy_id!r}, expected {policy_id!r}"
+            else:
+                problem = reply.message
+            if time.monotonic() > end:
+                raise TrainerError(f"could not start episode {episode_id!r}: {problem}")
+            time.sleep(0.2)
+
+    def _end_event(self, episode_id: str) -> EpisodeEvent | None:
+        with self._lock:
+            ends = [e for e in self._events.get(episode_id, []) if e.event != EpisodeEvent.START]
+        return ends[0] if ends else None
+
+    def _index_entry(self, episode_id: str) -> dict | None:
+        if not self.episode_dir.is_dir():
+            return None
+        matches = [e for e in read_index(self.episode_dir, status=None) if e["episode_id"] == episode_id]
+        return matches[-1] if matches else None
+
+    def _episode(self, base_id: str, seed: int, deterministic: bool, goal: list[float]) -> EpisodeResult:
+        policy = self._policy
+        for attempt in range(self.max_retries + 1):
+            episode_id = base_id if attempt == 0 else f"{base_id}-retry{attempt}"
+            self._reset(seed, goal)
+            self._settle(policy.model_id)
+            episode_id = self._start(episode_id, deterministic, seed, policy.policy_id)
+            self._wait(lambda: self._end_event(episode_id) is not None, self.episode_timeout, f"the end of {episode_id}")
+            end = self._end_event(episode_id)
+            if end.event == EpisodeEvent.ABORT:
+                self.get_logger().warning(f"episode {episode_id} aborted ({end.reason}); retrying")
+                continue
+            try:
+                self._wait(lambda: self._index_entry(episode_id) is not None, self.record_timeout,
+                           f"the recorder to write {episode_id} (is trainer_node.episode_dir the recorder's output_dir?)")
+            except TrainerError as err:
+                raise TrainerError(f"{err}; index: {self.episode_dir / 'index.jsonl'}") from None
+            entry = self._index_entry(episode_id)
+            if entry["status"] != "complete":
+                self.get_logger().warning(f"episode {episode_id} recorded as {entry['status']} ({entry.get('reason')}); retrying")
+                continue
+            try:
+                return episode_result(episode_id, load_episode(self.episode_dir, entry), self.success_threshold)
+            except ValueError as err:
+                raise TrainerError(str(err)) from err
+        raise TrainerError(f"episode {base_id} failed {self.max_retries + 1} times; see the controller's log")
+
+    def run(self) -> None:
+        """The whole run (worker thread); sets ``exit_code`` and ``finished``."""
+        log = self.get_logger()
+        t0 = time.monotonic()
+        try:
+            self._wait_for_stack()
+            goal = self._reset(self.seed, self.goal if self.fixed_goal else [])
+            log.info(f"goal {np.round(goal, 3).tolist()} (seed {self.seed})")
+            self._fit(0, [], goal)
+            run = NodeRun(self.task, self.method, self.seed, goal, self.horizon or int(self._policy.horizon),
+                          self.success_threshold,
+                          config={"iterations": self.iterations, "episodes_per_iteration": self.episodes_per_iteration,
+                                  "fit_config": self.fit_config, "through": "ros2 nodes"})
+            wall_times = []
+            for it in range(self.iterations):
+                results = []
+                for j in range(self.episodes_per_iteration):
+                    r = self._episode(f"{self.run_tag}-it{it:02d}-ep{j:02d}", episode_seed(self.seed, TRAIN, it, j),
+                                      False, goal)
+                    results.append(r)
+                    log.info(f"iteration {it} episode {j + 1}/{self.episodes_per_iteration}: cost {r.total_cost:.4g}, "
+                             f"final distance {r.final_distance:.3f} m{' (success)' if r.success else ''}")
+                fit = self._fit(it + 1, [r.episode_id for r in results], goal)
+                metrics = dict(zip(fit.metric_names, fit.metric_values))
+                run.add_iteration(results, metrics)
+                wall_times.append(time.monotonic() - t0)
+                row = run.rows(wall_times)[-1]
+                log.info(f"iteration {it}: mean cost {row.mean_cost:.4g}, final distance {row.final_distance:.3f} m, "
+                         f"success {row.success_rate:.0%}, {run.episodes} episodes, {wall_times[-1]:.0f} s; "
+                         f"new policy {fit.policy_id}")
+            for j in range(self.eval_episodes):
+                r = self._episode(f"{self.run_tag}-eval-ep{j:02d}", episode_seed(self.seed, EVAL, 0, j), True, goal)
+                run.evaluation.append(r)
+                log.info(f"evaluation episode {j + 1}/{self.eval_episodes}: cost {r.total_cost:.4g}, "
+                         f"final distance {r.final_distance:.3f} m{' (success)' if r.success else ''}")
+            result, table = run.write(self.output_dir, time.monotonic() - t0, wall_times)
+            print(table, flush=True)
+            print(f"\n{self.task} / {self.method} through the nodes / seed {self.seed}: success "
+                  f"{result.success_rate:.0%} over {result.eval_episodes} evaluation episodes, final distance "
+                  f"{result.final_distance:.4f} m, final cost {result.final_cost:.4g}, {result.episodes} training "
+                  f"episodes, {result.wall_time_s:.0f} s", flush=True)
+            print(f"summary: {(self.output_dir / 'summary.json').resolve()}", flush=True)
+            print(f"plot:    {(self.output_dir / 'learning_curve.png').resolve()}", flush=True)
+            self.exit_code = 0
+        except TrainerError as err:
+            log.error(f"run failed: {err}")
+        except Exception as err:  # noqa: BLE001 - report anything unexpected and exit non-zero
+            log.error(f"run failed: {type(err).__name__}: {err}")
+            import traceback
+            traceback.print_exc()
+        finally:
+            self.finished.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _loop(node: TrainerNode, executor, stop: threading.Event) -> None:
+    worker = threading.Thread(target=node.run, name="trainer", daemon=True)
+    worker.start()
+    while not stop.is_set() and rclpy.ok() and not node.finished.is_set():
+        executor.spin_once(timeout_sec=0.05)
+    node.stop()
+    worker.join(timeout=5.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point (``ros2 run solar_ros trainer_node``); exit status 0 when the run finished."""
+    holder: list[TrainerNode] = []
+
+    def factory() -> TrainerNode:
+        holder.append(TrainerNode())
+        return holder[0]
+
+    status = run_node(factory, args, loop=_loop)
+    if status != 0 or not holder:
+        return status or 1
+    return holder[0].exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
