@@ -1,127 +1,51 @@
 #!/usr/bin/env python3
 """Benchmark of the real-time path: controller command stream and camera-frame-to-torque latency.
 
-    python scripts/bench_controller.py [--seconds 10] [--rates 500 1000]
+    python scripts/bench_controller.py [--seconds 10] [--rates 500 1000] [--skip-latency]
 
 1. Command stream: controller_node (state_source joints, an active episode, joint states fed at
    500 Hz) at each rate in ``--rates``: commands per second and inter-command gaps p50/p99/max,
-   from the controller's own command stamps (CommandInfo) and from arrival times here.
+   from the controller's own command stamps (CommandInfo) and from the middleware's reception
+   stamps here.
 2. Latency: 64x64 rgb8 frames at 30 Hz on /camera/image_raw -> camera_node (on_arrival) ->
    a stand-in encoder (this script in ``--encoder`` mode, its own process: latent = mean colour of
    the image, stamped with the image's stamp) -> controller_node (state_source latent, 500 Hz).
    Latency = stamp of the first command computed from a frame minus the frame's stamp (all
    processes use the system clock), p50/p99.
+   Also the command stream meanwhile: with ``command_on_latent`` each fresh latent gets its command
+   at once, in addition to the 500 Hz ticks.
 3. CPU use of each node process over each measurement window, from /proc/<pid>/stat.
+
+Measurement code shared with scripts/bench_node_stack.py lives in scripts/bench_common.py.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ["PYTHONUNBUFFERED"] = "1"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import (Bench, Proc, camera_proc, controller_proc, CpuWindow, frame_to_torque,  # noqa: E402
+                          load_text, p50_p99_max, print_frame_to_torque, stamp_ns)
 
 import rclpy  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
-from solar_ros.core.types import LinearGaussianPolicy as LGPolicy  # noqa: E402
-from solar_ros.msg import CommandInfo, LatentState, LinearGaussianPolicy  # noqa: E402
+from solar_ros.msg import CommandInfo, LatentState  # noqa: E402
 from solar_ros.nodes import contract  # noqa: E402
-from solar_ros.runtime.policy_msg import PolicyPackage, policy_to_msg  # noqa: E402
 from solar_ros.runtime.safety import SAWYER_JOINT_NAMES  # noqa: E402
-from solar_ros.srv import StartEpisode  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class Proc:
-    def __init__(self, args: list[str], name: str, params: dict | None, tmp: Path):
-        cmd = [sys.executable] + args
-        if params is not None:
-            f = tmp / f"{name}.yaml"
-            f.write_text(yaml.safe_dump({name: {"ros__parameters": params}}))
-            cmd += ["--ros-args", "--params-file", str(f)]
-        self.name = name
-        self.log = open(tmp / f"{name}.log", "w")
-        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGINT)
-            try:
-                self.p.wait(5)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.log.close()
-
-
-class Bench:
-    def __init__(self):
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx)
-        self.node = rclpy.create_node("bench_controller", context=self.ctx)
-        self.ex = SingleThreadedExecutor(context=self.ctx)
-        self.ex.add_node(self.node)
-
-    def spin(self, seconds: float, until=None):
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if until is not None and until():
-                return True
-            self.ex.spin_once(timeout_sec=0.005)
-        return until() if until is not None else True
-
-    def wait(self, until, timeout, what):
-        if not self.spin(timeout, until):
-            raise RuntimeError(f"timed out waiting for {what}")
-
-    def start_episode(self, T: int, dx: int, state_source: str, K: np.ndarray | None = None):
-        pub = self.node.create_publisher(LinearGaussianPolicy, contract.POLICY, contract.POLICY_QOS)
-        Kt = np.zeros((T, 7, dx)) if K is None else np.broadcast_to(K, (T, 7, dx)).copy()
-        pol = LGPolicy(Kt, np.full((T, 7), 0.1), np.tile(np.eye(7) * 0.01, (T, 1, 1)))
-        pub.publish(policy_to_msg(PolicyPackage(pol, f"bench-{state_source}", 0.05, state_source), LinearGaussianPolicy()))
-        cli = self.node.create_client(StartEpisode, contract.START_EPISODE)
-        self.wait(cli.service_is_ready, 20, "the start_episode service")
-        for _ in range(50):
-            fut = cli.call_async(StartEpisode.Request(episode_id=f"bench-{state_source}", deterministic=True))
-            self.wait(fut.done, 10, "start_episode reply")
-            if fut.result().success:
-                return
-            self.spin(0.2)
-        raise RuntimeError(f"could not start an episode: {fut.result().message}")
-
-    def close(self):
-        self.ex.shutdown(timeout_sec=1)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.ctx)
-
-
-def pct(a, q):
-    return float(np.percentile(a, q)) if len(a) else float("nan")
 
 
 def bench_stream(rate: float, seconds: float, tmp: Path) -> dict:
-    ctrl = Proc(["-m", "solar_ros.nodes.controller_node"], "controller_node",
-                {"state_source": "joints", "rate": float(rate), "max_joint_age": 0.5, "stats_period": 0.0}, tmp)
-    b = Bench()
+    ctrl = controller_proc(tmp, "joints", rate)
+    b = Bench("bench_controller")
     try:
         joint_pub = b.node.create_publisher(JointState, contract.JOINT_STATES, contract.RELIABLE_QOS)
         js = JointState(name=list(SAWYER_JOINT_NAMES), position=[0.1] * 7, velocity=[0.0] * 7)
@@ -133,82 +57,28 @@ def bench_stream(rate: float, seconds: float, tmp: Path) -> dict:
 
         b.node.create_timer(0.002, feed)
         arrivals, stamps = [], []
-        b.node.create_subscription(Float64MultiArray, contract.COMMANDS, lambda m: arrivals.append(time.perf_counter()),
-                                   contract.RELIABLE_QOS)
-        b.node.create_subscription(CommandInfo, contract.COMMAND_INFO,
-                                   lambda m: stamps.append(m.header.stamp.sec * 1e9 + m.header.stamp.nanosec),
-                                   contract.EVENT_QOS)
+        b.poll(Float64MultiArray, contract.COMMANDS, lambda m, received_ns: arrivals.append(received_ns))
+        b.poll(CommandInfo, contract.COMMAND_INFO, lambda m, received_ns: stamps.append(stamp_ns(m.header.stamp)))
         b.wait(lambda: joint_pub.get_subscription_count() > 0, 20, "the controller")
         b.spin(0.5)
-        b.start_episode(T=100000, dx=14, state_source="joints")
+        b.start_episode(np.zeros((7, 14)), "joints", policy_id="bench-joints")
         b.spin(1.0)
         arrivals.clear()
         stamps.clear()
-        cpu0, t0 = ctrl.cpu_seconds(), time.monotonic()
+        cpu = CpuWindow([ctrl])
         b.spin(seconds)
-        cpu = (ctrl.cpu_seconds() - cpu0) / (time.monotonic() - t0)
-        node_gaps = np.diff(np.array(stamps)) * 1e-6
-        arr_gaps = np.diff(np.array(arrivals)) * 1e3
         return {"rate": rate, "commands_per_s": len(stamps) / seconds, "received_per_s": len(arrivals) / seconds,
-                "gap": (pct(node_gaps, 50), pct(node_gaps, 99), node_gaps.max() if node_gaps.size else np.nan),
-                "arrival_gap": (pct(arr_gaps, 50), pct(arr_gaps, 99), arr_gaps.max() if arr_gaps.size else np.nan),
-                "cpu": {"controller_node": cpu}}
+                "gap": p50_p99_max(np.diff(np.array(stamps)) * 1e-6),
+                "arrival_gap": p50_p99_max(np.diff(np.array(arrivals)) * 1e-6), "cpu": cpu.result()}
     finally:
         b.close()
         ctrl.stop()
 
 
 def bench_latency(seconds: float, tmp: Path) -> dict:
-    procs = [
-        Proc(["-m", "solar_ros.nodes.camera_node"], "camera_node",
-             {"publish_mode": "on_arrival", "rate": 0.0, "width": 64, "height": 64, "encoding": "rgb8"}, tmp),
-        Proc([str(Path(__file__).resolve()), "--encoder"], "stand_in_encoder", None, tmp),
-        Proc(["-m", "solar_ros.nodes.controller_node"], "controller_node",
-             {"state_source": "latent", "rate": 500.0, "max_latent_age": 0.5, "stats_period": 0.0}, tmp),
-    ]
-    b = Bench()
-    try:
-        image_pub = b.node.create_publisher(Image, contract.CAMERA_RAW, contract.SENSOR_QOS)
-        sent: dict[int, float] = {}
-        first: dict[int, int] = {}
-
-        def on_info(m):
-            src = m.source_stamp.sec * 1_000_000_000 + m.source_stamp.nanosec
-            if src in sent and src not in first and m.status == CommandInfo.ACTIVE:
-                first[src] = m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
-
-        b.node.create_subscription(CommandInfo, contract.COMMAND_INFO, on_info, contract.EVENT_QOS)
-        rng = np.random.default_rng(0)
-        frame = Image(height=64, width=64, encoding="rgb8", step=192)
-
-        def publish_frame():
-            t = b.node.get_clock().now().nanoseconds
-            frame.header.stamp.sec, frame.header.stamp.nanosec = divmod(t, 1_000_000_000)
-            frame.data = rng.integers(0, 256, 64 * 64 * 3, dtype=np.uint8).tobytes()
-            image_pub.publish(frame)
-            sent[t] = time.perf_counter()
-
-        b.node.create_timer(1 / 30, publish_frame)
-        b.wait(lambda: b.node.count_subscribers(contract.LATENT) > 0 and image_pub.get_subscription_count() > 0,
-               30, "camera node, stand-in encoder and controller")
-        b.spin(1.5)
-        b.start_episode(T=100000, dx=3, state_source="latent", K=np.ones((7, 3)))
-        b.spin(1.0)
-        sent.clear()
-        first.clear()
-        cpu0 = {p.name: p.cpu_seconds() for p in procs}
-        t0 = time.monotonic()
-        b.spin(seconds)
-        elapsed = time.monotonic() - t0
-        cpu = {p.name: (p.cpu_seconds() - cpu0[p.name]) / elapsed for p in procs}
-        b.spin(0.3)
-        lat = np.array([(first[s] - s) * 1e-6 for s in first])
-        return {"frames": len(sent), "matched": len(lat), "latency": (pct(lat, 50), pct(lat, 99),
-                                                                     lat.max() if lat.size else np.nan), "cpu": cpu}
-    finally:
-        b.close()
-        for p in procs:
-            p.stop()
+    procs = [camera_proc(tmp), Proc([str(Path(__file__).resolve()), "--encoder"], "stand_in_encoder", None, tmp),
+             controller_proc(tmp, "latent")]
+    return frame_to_torque(procs, latent_dim=3, model_id="", frame_hz=30.0, seconds=seconds)
 
 
 def run_encoder() -> int:
@@ -242,31 +112,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per scenario")
     parser.add_argument("--rates", type=float, nargs="+", default=[500.0, 1000.0])
+    parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--encoder", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.encoder:
         return run_encoder()
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; "
-          f"window {args.seconds:g} s per scenario")
+    print(f"machine: {os.cpu_count()} CPUs, {load_text()} at start; window {args.seconds:g} s per scenario")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         print("\ncommand stream (controller_node, active episode, joint state input)")
         print(f"{'target':>8} {'sent/s':>8} {'recv/s':>8} | {'gap p50':>8} {'p99':>7} {'max':>7} (ms, controller stamps)"
-              f" | {'arrival p50':>11} {'p99':>7} {'max':>7} (ms) | cpu")
+              f" | {'arrival p50':>11} {'p99':>7} {'max':>7} (ms) | cpu | load (1 min)")
         for rate in args.rates:
             r = bench_stream(rate, args.seconds, tmp)
             g, a = r["gap"], r["arrival_gap"]
             print(f"{rate:>6.0f}Hz {r['commands_per_s']:>8.1f} {r['received_per_s']:>8.1f} | {g[0]:>8.2f} {g[1]:>7.2f} "
                   f"{g[2]:>7.2f}                     | {a[0]:>11.2f} {a[1]:>7.2f} {a[2]:>7.2f}      | "
-                  f"controller {100 * r['cpu']['controller_node']:.0f}%")
-        print("\ncamera frame -> torque latency (64x64 rgb8 at 30 Hz: camera_node -> stand-in encoder -> "
-              "controller_node at 500 Hz)")
-        r = bench_latency(args.seconds, tmp)
-        lat = r["latency"]
-        print(f"frames {r['frames']}, with a command computed from them {r['matched']}: "
-              f"latency p50 {lat[0]:.2f} ms, p99 {lat[1]:.2f} ms, max {lat[2]:.2f} ms")
-        print("cpu: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["cpu"].items()))
-    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+                  f"controller {100 * r['cpu']['controller_node']:.0f}%, bench {100 * r['cpu']['bench']:.0f}% | "
+                  f"{os.getloadavg()[0]:.2f}")
+        if not args.skip_latency:
+            print("\ncamera frame -> torque latency (64x64 rgb8 at 30 Hz: camera_node -> stand-in encoder -> "
+                  "controller_node at 500 Hz)")
+            print_frame_to_torque("stand-in", bench_latency(args.seconds, tmp))
+    print(f"{load_text()} at the end")
     return 0
 
 

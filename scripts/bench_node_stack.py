@@ -11,7 +11,8 @@
    processes on the system clock), p50/p99/max, plus the encoder's own per-frame encode time and the CPU
    use of each node process. Once with SOLAR's structured VAE (latent 10, Kalman filtering), once
    with the deep spatial autoencoder (16 feature points). The weights are untrained: a trained model
-   of the same architecture costs the same.
+   of the same architecture costs the same. Measurement code shared with scripts/bench_controller.py
+   lives in scripts/bench_common.py.
 2. The learning run through the nodes (``solar-ros launch sim``: simulator, camera, encoder,
    controller, recorder, model fitting, trainer; method lqr_joints on sawyer_reach) against
    ``solar-ros train --method lqr_state`` on the same task and seed with the same number of
@@ -32,16 +33,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_controller as bc  # noqa: E402  (sets the ROS domain, imports rclpy)
-
-from solar_ros.msg import CommandInfo, LatentState  # noqa: E402
-from solar_ros.nodes import contract  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-NODE_NAMES = ("sim_arm_node", "camera_node", "encoder_node", "controller_node", "recorder_node",
-              "model_fitting_node", "trainer_node")
-
+from bench_common import (REPO, Proc, camera_proc, controller_proc, cpu_seconds, frame_to_torque,  # noqa: E402
+                          load_text, print_frame_to_torque)
 
 def make_checkpoint(kind: str, path: Path) -> tuple[str, int]:
     """A 64x64 model of ``kind`` ('svae' or 'dsae'); returns (model_id, latent dim)."""
@@ -65,73 +58,15 @@ def make_checkpoint(kind: str, path: Path) -> tuple[str, int]:
 
 def bench_latency(kind: str, seconds: float, tmp: Path) -> dict:
     model_id, dim = make_checkpoint(kind, tmp / f"{kind}.pt")
-    procs = [
-        bc.Proc(["-m", "solar_ros.nodes.camera_node"], "camera_node",
-                {"publish_mode": "on_arrival", "rate": 0.0, "width": 64, "height": 64, "encoding": "rgb8"}, tmp),
-        bc.Proc(["-m", "solar_ros.nodes.encoder_node"], "encoder_node",
-                {"model_path": str(tmp / f"{kind}.pt"), "stats_period": 1.0, "diagnostics_rate": 0.0}, tmp),
-        bc.Proc(["-m", "solar_ros.nodes.controller_node"], "controller_node",
-                {"state_source": "latent", "rate": 500.0, "max_latent_age": 0.5, "stats_period": 0.0}, tmp),
-    ]
-    b = bc.Bench()
-    try:
-        image_pub = b.node.create_publisher(Image, contract.CAMERA_RAW, contract.SENSOR_QOS)
-        sent: dict[int, float] = {}
-        first: dict[int, int] = {}
-        latents: list[LatentState] = []
+    encoder = Proc.node("encoder_node", {"model_path": str(tmp / f"{kind}.pt"), "stats_period": 1.0,
+                                         "diagnostics_rate": 0.0}, tmp)
 
-        def on_info(m):
-            src = m.source_stamp.sec * 1_000_000_000 + m.source_stamp.nanosec
-            if src in sent and src not in first and m.status == CommandInfo.ACTIVE:
-                first[src] = m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
+    def encoder_stats() -> str:
+        lines = [line for line in encoder.log_path.read_text().splitlines() if "encode latency" in line]
+        return lines[-1].split("]: ", 1)[-1] if lines else "(no encoder statistics)"
 
-        b.node.create_subscription(CommandInfo, contract.COMMAND_INFO, on_info, contract.EVENT_QOS)
-        b.node.create_subscription(LatentState, contract.LATENT, latents.append, contract.SENSOR_QOS)
-        rng = np.random.default_rng(0)
-        frame = Image(height=64, width=64, encoding="rgb8", step=192)
-
-        def publish_frame():
-            t = b.node.get_clock().now().nanoseconds
-            frame.header.stamp.sec, frame.header.stamp.nanosec = divmod(t, 1_000_000_000)
-            frame.data = rng.integers(0, 256, 64 * 64 * 3, dtype=np.uint8).tobytes()
-            image_pub.publish(frame)
-            sent[t] = time.perf_counter()
-
-        b.node.create_timer(1 / 20, publish_frame)
-        b.wait(lambda: bool(latents), 60, "latents from the encoder")
-        pub = b.node.create_publisher(bc.LinearGaussianPolicy, contract.POLICY, contract.POLICY_QOS)
-        T = 100000
-        pol = bc.LGPolicy(np.full((T, 7, dim), 0.01), np.full((T, 7), 0.1), np.tile(np.eye(7) * 0.01, (T, 1, 1)))
-        pub.publish(bc.policy_to_msg(bc.PolicyPackage(pol, f"bench-{kind}", 0.05, "latent", 0, model_id),
-                                     bc.LinearGaussianPolicy()))
-        cli = b.node.create_client(bc.StartEpisode, contract.START_EPISODE)
-        b.wait(cli.service_is_ready, 20, "the start_episode service")
-        for _ in range(100):
-            fut = cli.call_async(bc.StartEpisode.Request(episode_id=f"bench-{kind}", deterministic=True))
-            b.wait(fut.done, 10, "start_episode reply")
-            if fut.result().success:
-                break
-            b.spin(0.2)
-        else:
-            raise RuntimeError(f"could not start an episode: {fut.result().message}")
-        b.spin(1.0)
-        sent.clear()
-        first.clear()
-        cpu0 = {p.name: p.cpu_seconds() for p in procs}
-        t0 = time.monotonic()
-        b.spin(seconds)
-        elapsed = time.monotonic() - t0
-        cpu = {p.name: (p.cpu_seconds() - cpu0[p.name]) / elapsed for p in procs}
-        b.spin(0.3)
-        lat = np.array([(first[s] - s) * 1e-6 for s in first])
-        encode = [line for line in (tmp / "encoder_node.log").read_text().splitlines() if "encode latency" in line]
-        return {"kind": kind, "frames": len(sent), "matched": len(lat),
-                "latency": (bc.pct(lat, 50), bc.pct(lat, 99), lat.max() if lat.size else np.nan), "cpu": cpu,
-                "encoder_log": encode[-1].split("]: ", 1)[-1] if encode else "(no encoder statistics)"}
-    finally:
-        b.close()
-        for p in procs:
-            p.stop()
+    return frame_to_torque([camera_proc(tmp), encoder, controller_proc(tmp, "latent")], dim, model_id,
+                           frame_hz=20.0, seconds=seconds, log_tail=encoder_stats)
 
 
 def _node_pids(parent: int) -> dict[str, int]:
@@ -154,14 +89,6 @@ def _node_pids(parent: int) -> dict[str, int]:
     return out
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / bc.TICKS
-
-
 def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed: int, tmp: Path) -> dict:
     out = tmp / "node_run"
     cmd = [sys.executable, "-m", "solar_ros.cli", "launch", "sim",
@@ -176,7 +103,7 @@ def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed
     last_cpu: dict[str, float] = {}
     while launcher.poll() is None:
         for name, pid in _node_pids(launcher.pid).items():
-            cpu = _cpu_seconds(pid)
+            cpu = cpu_seconds(pid)
             if cpu is not None:
                 last_cpu[name] = cpu
         time.sleep(1.0)
@@ -210,19 +137,14 @@ def main() -> int:
     parser.add_argument("--skip-learning", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    print(f"machine: {os.cpu_count()} CPUs, {load_text()} at start")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if not args.skip_latency:
             print(f"\ncamera frame -> torque latency: camera_node -> encoder_node (64x64 model) -> controller_node "
                   f"(500 Hz), 20 Hz frames, {args.seconds:g} s")
-            print(f"{'model':>6} {'frames':>7} {'matched':>7} | {'p50':>6} {'p99':>6} {'max':>6} (ms) | cpu per node")
             for kind in ("svae", "dsae"):
-                r = bench_latency(kind, args.seconds, tmp)
-                p50, p99, mx = r["latency"]
-                cpu = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["cpu"].items())
-                print(f"{kind:>6} {r['frames']:>7} {r['matched']:>7} | {p50:>6.1f} {p99:>6.1f} {mx:>6.1f}      | {cpu}")
-                print(f"{'':>6} {r['encoder_log']}")
+                print_frame_to_torque(kind, bench_latency(kind, args.seconds, tmp))
         if not args.skip_learning:
             n = args.iterations * args.episodes_per_iteration
             print(f"\nlearning sawyer_reach (seed {args.seed}, {n} training episodes, {args.eval_episodes} evaluation "
@@ -234,6 +156,7 @@ def main() -> int:
                 print(f"{label:<42} {s['episodes']:>8} {wall:>7.1f} {s['final_distance']:>10.4f} {s['success_rate']:>7.0%}")
             print("average CPU per node process during the node run: "
                   + ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(r["cpu"].items(), key=lambda kv: -kv[1])))
+    print(f"{load_text()} at the end")
     return 0
 
 

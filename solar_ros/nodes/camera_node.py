@@ -33,7 +33,7 @@ class CameraNode(StackNode):
     """Preprocesses camera frames into model input images (see the module docstring)."""
 
     def __init__(self) -> None:
-        super().__init__("camera_node")
+        super().__init__("camera_node", lean=True)  # parameters are read once; fewer entities to wait on
         self.source = str(declare(self, "source", "", "'' = subscribe to input_topic; a device index or a video/image file"))
         self.input_topic = declare(self, "input_topic", contract.CAMERA_RAW, "driver image topic (when source is '')")
         self.width = int(declare(self, "width", 64, "output width, pixels"))

@@ -14,15 +14,19 @@
   whether it was filtered through the dynamics (SVAE during an episode). Episode boundaries come
   from /solar/episode: the SVAE filter restarts from its prior for every frame between episodes
   and filters with the commanded torques (mean of /effort_controller/commands since the previous
-  frame) during an episode.
+  frame) during an episode. The commands are read from their queue every ``COMMAND_POLL_PERIOD``
+  and when a frame arrives, rather than one callback per 500 Hz message (see
+  :class:`~solar_ros.nodes.common.PolledSubscription`).
 * Diagnostics for rqt_image_view / rviz at ``diagnostics_rate`` Hz, only while someone
   subscribes: the model's reconstruction on /solar/encoder/reconstruction and, for the deep
   spatial autoencoder, the feature points drawn on the input on /solar/encoder/feature_points.
+  They are drawn after the frame's latent is published, so they do not delay it.
 * Bad frames (encoding or size the model does not read, inconsistent data) are dropped with a
   throttled error; the per-frame encode latency (p50/p99) goes to the log every ``stats_period`` s.
 """
 from __future__ import annotations
 
+import array
 import threading
 import time
 
@@ -34,14 +38,21 @@ from ..msg import EpisodeEvent, LatentState
 from ..runtime.image import ImageFormatError, image_to_array
 from ..runtime.latent_encoder import DSAEEncoder, LatencyRing, LatentEncoder, load_encoder
 from . import contract
-from .common import ConfigError, StackNode, Throttle, declare, run_node
+from .common import ConfigError, PolledSubscription, StackNode, Throttle, declare, run_node
+
+# Commands queued between two polls: up to 0.4 s at 500 Hz (older ones are dropped).
+COMMAND_QOS = contract.RECORDING_SENSOR_QOS
+COMMAND_POLL_PERIOD = 0.02
+"""s between reads of the command queue: few commands are left to read on the frame path, for 50
+executor wake-ups/s instead of 500."""
 
 
 class EncoderNode(StackNode):
     """Encodes every model input image into a latent state (see the module docstring)."""
 
     def __init__(self) -> None:
-        super().__init__("encoder_node")
+        # lean: parameters are read once here, and every entity costs time on the frame path
+        super().__init__("encoder_node", lean=True)
         model_path = str(declare(self, "model_path", "", "checkpoint to start with ('': wait for /solar/model)"))
         self.device = str(declare(self, "device", "cpu", "torch device ('cpu', 'cuda')"))
         num_threads = int(declare(self, "num_threads", 1, "torch intra-op threads"))
@@ -64,7 +75,8 @@ class EncoderNode(StackNode):
         self.episode_running = False
         self._action_sum = np.zeros(0)
         self._action_count = 0
-        self._command_sub = None
+        self._commands: PolledSubscription | None = None
+        self._command_timer = None
         self._throttle = Throttle(2.0)
         self._said_no_model = False
         self.frames = 0
@@ -73,6 +85,7 @@ class EncoderNode(StackNode):
         self._last_stats = time.monotonic()
         self._next_diagnostics = 0.0
         self._msg = LatentState()
+        self._mean = self._cov = np.zeros(0)  # numpy views of the message's preallocated arrays
 
         self.latent_pub = self.create_publisher(LatentState, contract.LATENT, contract.SENSOR_QOS)
         self.recon_pub = self.create_publisher(Image, contract.RECONSTRUCTION, contract.SENSOR_QOS)
@@ -96,14 +109,23 @@ class EncoderNode(StackNode):
         if self.episode_running:
             encoder.begin_episode()
         self.current = encoder
-        if encoder.uses_actions and self._command_sub is None:
-            self._command_sub = self.create_subscription(Float64MultiArray, contract.COMMANDS, self._on_command,
-                                                         contract.LATEST_SENSOR_QOS)
-        elif not encoder.uses_actions and self._command_sub is not None:
-            self.destroy_subscription(self._command_sub)
-            self._command_sub = None
+        if encoder.uses_actions and self._commands is None:
+            self._commands = PolledSubscription(self, Float64MultiArray, contract.COMMANDS, COMMAND_QOS)
+            self._command_timer = self.create_timer(COMMAND_POLL_PERIOD, self._read_commands)
+        elif not encoder.uses_actions and self._commands is not None:
+            self._commands.destroy()
+            self.destroy_timer(self._command_timer)
+            self._commands = self._command_timer = None
         self._action_sum = np.zeros(getattr(encoder, "action_dim", 0))
         self._action_count = 0
+        # The outgoing message's arrays are preallocated for this model; encode results are copied in.
+        n = encoder.latent_dim
+        self._msg.mean = array.array("d", bytes(8 * n))
+        self._msg.covariance = array.array("d", bytes(8 * n * n))
+        self._mean = np.frombuffer(self._msg.mean, dtype=np.float64)
+        self._cov = np.frombuffer(self._msg.covariance, dtype=np.float64).reshape(n, n)
+        self._msg.dim = n
+        self._msg.model_id = encoder.model_id
         h, w, c = encoder.image_shape
         self.get_logger().info(
             f"using model {encoder.model_id} ({encoder.kind}, {w}x{h} {encoder.encoding} -> latent dim "
@@ -151,11 +173,20 @@ class EncoderNode(StackNode):
                 self.current.end_episode()
             self._maybe_swap()
 
-    def _on_command(self, msg: Float64MultiArray) -> None:
-        u = msg.data
-        if len(u) == self._action_sum.size:
-            self._action_sum += u
-            self._action_count += 1
+    def _read_commands(self) -> None:
+        """Add the queued torque commands to the running sum for the next frame."""
+        for msg in self._commands.take_all():
+            if len(msg.data) == self._action_sum.size:
+                self._action_sum += msg.data
+                self._action_count += 1
+
+    def _mean_action(self) -> np.ndarray:
+        """Mean of the torque commands received since the previous frame (zeros if none); resets the sum."""
+        self._read_commands()
+        mean = self._action_sum / self._action_count if self._action_count else np.zeros(self._action_sum.size)
+        self._action_sum[:] = 0.0
+        self._action_count = 0
+        return mean
 
     def _on_image(self, msg: Image) -> None:
         t0 = time.perf_counter_ns()
@@ -174,11 +205,8 @@ class EncoderNode(StackNode):
             if self._throttle.ready("image " + Throttle.key(str(err))):
                 self.get_logger().error(f"frame dropped: {err} ({self.bad_frames} so far)")
             return
-        action = None
-        if encoder.uses_actions:
-            action = self._action_sum / self._action_count if self._action_count else np.zeros(self._action_sum.size)
-            self._action_sum[:] = 0.0
-            self._action_count = 0
+        # Drained on every frame (also between episodes), so an episode's first frame sees only fresh torques.
+        action = self._mean_action() if self._commands is not None else None
         try:
             encoded = encoder.encode(image, action)
         except (ValueError, RuntimeError) as err:
@@ -188,10 +216,8 @@ class EncoderNode(StackNode):
             return
         out = self._msg
         out.header = msg.header
-        out.dim = int(encoded.mean.size)
-        out.mean = encoded.mean.tolist()
-        out.covariance = encoded.covariance.ravel().tolist()
-        out.model_id = encoder.model_id
+        self._mean[:] = encoded.mean
+        self._cov[:] = encoded.covariance
         out.filtered = bool(encoded.filtered)
         self.latent_pub.publish(out)
         self.frames += 1
@@ -207,13 +233,14 @@ class EncoderNode(StackNode):
                 f"p99 {p99:.2f} ms (model {self.current.model_id if self.current else 'none'})")
 
     def _diagnostics(self, msg: Image, image: np.ndarray, encoder: LatentEncoder, encoded) -> None:
+        """Decimated to ``diagnostics_rate``, and only while someone subscribes (checked at that rate too)."""
         if self.diagnostics_rate <= 0 or time.monotonic() < self._next_diagnostics:
             return
+        self._next_diagnostics = time.monotonic() + 1.0 / self.diagnostics_rate
         want_recon = self.recon_pub.get_subscription_count() > 0
         want_points = isinstance(encoder, DSAEEncoder) and self.points_pub.get_subscription_count() > 0
         if not (want_recon or want_points):
             return
-        self._next_diagnostics = time.monotonic() + 1.0 / self.diagnostics_rate
         try:
             if want_recon:
                 recon, encoding = encoder.reconstruction(image, encoded)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from sensor_msgs.msg import Image
-from std_msgs.msg import String
+from std_msgs.msg import Float64MultiArray, String
 
 from solar_ros.models import DeepSpatialAutoencoder, DSAEConfig, StructuredVAE, SVAEConfig, save_checkpoint
 from solar_ros.msg import EpisodeEvent, LatentState
@@ -131,6 +131,34 @@ def test_svae_filters_through_the_dynamics_during_an_episode(rig, models, ros):
     ros.spin(0.5)
     s2 = feed.image(frame(12))
     assert not feed.latent_for(s2).filtered
+
+
+def test_svae_filters_with_the_mean_of_the_torques_commanded_since_the_previous_frame(rig, models, ros):
+    feed, node = rig
+    svae = models["svae"]
+    # The encoder polls the command queue once per frame (no callback per 500 Hz command).
+    cmd_pub = ros.node.create_publisher(Float64MultiArray, contract.COMMANDS, contract.RELIABLE_QOS)
+    ros.wait_for_subscribers(cmd_pub)
+    feed.event(EpisodeEvent.START, "torques")
+    ros.spin(0.5)
+    m0 = feed.latent_for(feed.image(frame(30)))
+    torques = [np.linspace(0.5, 3.5, 7), np.linspace(-2.0, 1.0, 7), np.full(7, 0.25)]
+    for u in torques:
+        cmd_pub.publish(Float64MultiArray(data=u.tolist()))
+    ros.spin(0.3)  # let the commands arrive before the next frame
+    m1 = feed.latent_for(feed.image(frame(31)))
+    assert m1.filtered
+    mean, cov = svae.filter_step(frame(31), np.array(m0.mean), np.reshape(m0.covariance, (3, 3)),
+                                 np.mean(torques, axis=0))
+    np.testing.assert_allclose(m1.mean, mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.reshape(m1.covariance, (3, 3)), cov, rtol=1e-5, atol=1e-8)
+    # The queue was drained: the next frame sees no torques (u = 0).
+    m2 = feed.latent_for(feed.image(frame(32)))
+    mean, _ = svae.filter_step(frame(32), np.array(m1.mean), np.reshape(m1.covariance, (3, 3)), np.zeros(7))
+    np.testing.assert_allclose(m2.mean, mean, rtol=1e-5, atol=1e-6)
+    feed.event(EpisodeEvent.STOP, "torques")
+    ros.spin(0.5)
+    ros.node.destroy_publisher(cmd_pub)
 
 
 def test_bad_images_are_dropped_without_a_crash(rig, ros):
