@@ -53,6 +53,10 @@ def _register_optional_methods() -> None:
         from ..runtime import solar_fit  # noqa: F401  (adds "solar" to METHODS)
     except ImportError:
         pass
+    try:
+        from ..runtime import dsae_fit  # noqa: F401  (adds "dsae" to METHODS)
+    except ImportError:
+        pass
 
 
 class ModelFittingNode(StackNode):

@@ -327,6 +327,7 @@ class FitMethod:
 
     name: str = ""
     state_source: str = ""
+    STATE_FILE: str = ""
     required_arrays: tuple[str, ...] = ("states", "actions", "costs")
 
     def __init__(self, settings: RunSettings, overrides: dict[str, Any], out_dir: Path, device: str = "cpu") -> None:
@@ -360,6 +361,19 @@ class FitMethod:
     @classmethod
     def load(cls, settings: RunSettings, overrides: dict[str, Any], out_dir: Path, device: str = "cpu") -> "FitMethod":
         raise NotImplementedError
+
+    @classmethod
+    def _read_saved_state(cls, out_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The arrays and the metadata of the run saved in ``out_dir`` by :meth:`save`, or a clear FitError."""
+        path = Path(out_dir) / cls.STATE_FILE
+        if not path.is_file():
+            raise FitError(f"no saved {cls.name} run in {out_dir}: start one with iteration 0")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+            return arrays, json.loads(str(arrays["meta"]))
+        except (OSError, ValueError, KeyError) as err:
+            raise FitError(f"cannot read the saved {cls.name} run {path}: {err}") from err
 
 
 def save_policy(path: Path, package: PolicyPackage) -> Path:
@@ -440,16 +454,12 @@ class LQRJointsMethod(FitMethod):
 
     @classmethod
     def load(cls, settings: RunSettings, overrides: dict[str, Any], out_dir: Path, device: str = "cpu") -> "LQRJointsMethod":
-        path = Path(out_dir) / cls.STATE_FILE
+        arrays, meta = cls._read_saved_state(out_dir)
         method = cls(settings, overrides, out_dir, device)
-        if not path.is_file():
-            raise FitError(f"no saved {cls.name} run in {out_dir}: start one with iteration 0")
         try:
-            with np.load(path, allow_pickle=False) as f:
-                meta = json.loads(str(f["meta"]))
-                method.loop = LQRFLMLoop.from_state_arrays({k: f[k] for k in f.files}, method.cost)
-        except (OSError, ValueError, KeyError) as err:
-            raise FitError(f"cannot read the saved run {path}: {err}") from err
+            method.loop = LQRFLMLoop.from_state_arrays(arrays, method.cost)
+        except (ValueError, KeyError) as err:
+            raise FitError(f"cannot read the saved run in {out_dir}: {err}") from err
         if meta["settings"]["task"] != settings.task or not np.allclose(meta["settings"]["goal"] or [0], settings.goal or [0]):
             raise FitError(f"the saved run in {out_dir} is for task {meta['settings']['task']} goal "
                            f"{meta['settings']['goal']}, not {settings.task} goal {settings.goal}")

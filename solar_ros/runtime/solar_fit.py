@@ -53,7 +53,7 @@ class _ProgressSVAE(solar.SVAELatentModel):
                           start: float, span: float) -> dict[str, float]:
         self.check_data(data)
         cfg = self.cfg
-        update = ConjugateLDSUpdate(BayesianLDS.default_prior(self.dx, self.du, scale=cfg.lds_prior_scale))
+        update = ConjugateLDSUpdate(self.lds_prior(), fixed_rows=self.fixed_rows)
         n_updates = max(1, math.ceil(steps / cfg.lds_update_every) * cfg.lds_update_iters)
         calls = [0]
 
@@ -235,14 +235,9 @@ class SolarMethod(FitMethod):
 
     @classmethod
     def load(cls, settings: RunSettings, overrides: dict[str, Any], out_dir: Path, device: str = "cpu") -> "SolarMethod":
-        path = Path(out_dir) / cls.STATE_FILE
-        if not path.is_file():
-            raise FitError(f"no saved solar run in {out_dir}: start one with iteration 0")
+        arrays, meta = cls._read_saved_state(out_dir)
         method = cls(settings, overrides, out_dir, device)
         try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-            meta = json.loads(str(arrays["meta"]))
             ckpt = load_checkpoint(meta["model_path"])
             method.model.net.load_state_dict(ckpt.model.state_dict())
             method.model.net.to(device).eval()
@@ -255,7 +250,7 @@ class SolarMethod(FitMethod):
                 cost = QuadraticCost(arrays["prev_cost_Cm"], arrays["prev_cost_cv"], arrays["prev_cost_cc"])
                 method.previous = (policy_from_arrays("prev_old", arrays), policy_from_arrays("prev_new", arrays), dyn, cost)
         except (OSError, ValueError, KeyError) as err:
-            raise FitError(f"cannot read the saved solar run {path}: {err}") from err
+            raise FitError(f"cannot read the saved solar run in {out_dir}: {err}") from err
         if meta["settings"]["task"] != settings.task:
             raise FitError(f"the saved run in {out_dir} is for task {meta['settings']['task']}, not {settings.task}")
         method.iteration, method.policy_id, method.phase = int(meta["iteration"]), meta["policy_id"], meta["phase"]
