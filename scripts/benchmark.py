@@ -6,6 +6,11 @@
 writes docs/results/<name>.md (per-seed rows, the mean per task/method, and the exact command) and
 docs/results/<name>.png. Each run is its own process (`--jobs` at a time); its outputs stay in
 runs/benchmark/<name>/<task>_<method>_s<seed>/.
+
+``--ppo-search CAP`` (with ``solar`` among the methods) adds, per task and seed, how many training
+episodes PPO needs to reach the success rate SOLAR reached on that seed: PPO is trained and
+evaluated (10 noise-free episodes) every 100 episodes up to CAP episodes ("> CAP" when it never
+gets there; a SOLAR success of 0% is not searched).
 """
 from __future__ import annotations
 
@@ -52,7 +57,46 @@ def run_one(task: str, method: str, seed: int, out: Path, episodes: int | None) 
     return json.loads((out / "summary.json").read_text())
 
 
-def write_report(name: str, rows: list[dict], command: str, docs: Path) -> None:
+def run_ppo_search(task: str, seed: int, target: float, cap: int, out: Path) -> dict:
+    """PPO's episodes to ``target`` success (its own process, like the runs); writes and returns search.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker-ppo-search", task, str(seed), str(target), str(cap),
+           str(out)]
+    with open(out / "log.txt", "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    if proc.returncode != 0:
+        tail = (out / "log.txt").read_text().splitlines()[-5:]
+        raise RuntimeError(f"ppo search {task}/seed {seed} failed (exit {proc.returncode}): " + " | ".join(tail))
+    return json.loads((out / "search.json").read_text())
+
+
+def ppo_search_worker(task: str, seed: int, target: float, cap: int, out: Path) -> None:
+    from solar_ros.algos import ppo
+    found = ppo.episodes_to_success(task, seed, target_success=target, eval_every=100, max_episodes=cap)
+    result = {"task": task, "seed": seed, "target_success": target, "cap": cap, "episodes": found.episodes,
+              "evaluations": found.evaluations}
+    (out / "search.json").write_text(json.dumps(result, indent=1))
+
+
+def search_lines(searches: list[dict], rows: list[dict]) -> list[str]:
+    """Markdown: PPO's episodes to SOLAR's success per task/seed, and the ratio to SOLAR's episodes."""
+    solar = {(r["task"], r["seed"]): r for r in rows if r["method"] == "solar"}
+    lines = ["", "## PPO: episodes to reach SOLAR's success", "",
+             "| task | seed | SOLAR success | SOLAR episodes | PPO episodes to that success | ratio | cap |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for q in sorted(searches, key=lambda q: (q["task"], q["seed"])):
+        ref = solar[(q["task"], q["seed"])]
+        if q["episodes"] is None:
+            found, ratio = f"> {q['cap']}", f"> {q['cap'] / ref['episodes']:.1f}x"
+        else:
+            found, ratio = str(q["episodes"]), f"{q['episodes'] / ref['episodes']:.1f}x"
+        lines.append(f"| {q['task']} | {q['seed']} | {ref['success_rate']:.0%} | {ref['episodes']} | {found} | "
+                     f"{ratio} | {q['cap']} |")
+    return lines
+
+
+def write_report(name: str, rows: list[dict], command: str, docs: Path, searches: list[dict] | None = None) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -75,6 +119,8 @@ def write_report(name: str, rows: list[dict], command: str, docs: Path) -> None:
         lines.append(f"| {r['task']} | {r['method']} | {r['seed']} | ({goal}) | {r['success_rate']:.0%} | "
                      f"{r['eval_episodes']} | {r['final_distance']:.4f} | {r['final_cost']:.3f} | {r['episodes']} | "
                      f"{r['wall_time_s']:.1f} |")
+    if searches:
+        lines += search_lines(searches, rows)
     lines += ["", f"![learning curves]({name}.png)", ""]
     (docs / f"{name}.md").write_text("\n".join(lines))
     plot(groups, docs / f"{name}.png")
@@ -108,6 +154,10 @@ def plot(groups: dict, path: Path) -> None:
 
 
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker-ppo-search":
+        task, seed, target, cap, out = sys.argv[2:7]
+        ppo_search_worker(task, int(seed), float(target), int(cap), Path(out))
+        return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", required=True, help="comma-separated task names")
     p.add_argument("--methods", required=True, help="comma-separated method names")
@@ -115,6 +165,8 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=None, help="training episode budget (default: method's)")
     p.add_argument("--name", required=True, help="report name: docs/results/<name>.md")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
+    p.add_argument("--ppo-search", type=int, default=0, metavar="CAP",
+                   help="also find PPO's episodes to SOLAR's success per seed, up to CAP episodes")
     args = p.parse_args()
     command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     runs = [(t, m, s) for t in args.tasks.split(",") for m in args.methods.split(",") for s in args.seeds]
@@ -128,7 +180,19 @@ def main() -> int:
             rows.append(r)
             print(f"{t:>13} {m:>10} seed {s:>2}: success {r['success_rate']:.0%}, final distance "
                   f"{r['final_distance']:.4f}, {r['episodes']} episodes, {r['wall_time_s']:.1f} s", flush=True)
-    write_report(args.name, rows, command, ROOT / "docs" / "results")
+    searches = []
+    if args.ppo_search:
+        targets = [(r["task"], r["seed"], r["success_rate"]) for r in rows if r["method"] == "solar" and r["success_rate"] > 0]
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(run_ppo_search, t, s, target, args.ppo_search,
+                                   ROOT / "runs" / "benchmark" / args.name / f"{t}_ppo-search_s{s}")
+                       for t, s, target in targets]
+            for (t, s, target), f in zip(targets, futures):
+                q = f.result()
+                searches.append(q)
+                print(f"{t:>13} ppo search seed {s:>2}: {q['episodes'] or '> ' + str(q['cap'])} episodes to "
+                      f"{target:.0%} success", flush=True)
+    write_report(args.name, rows, command, ROOT / "docs" / "results", searches)
     print(f"wrote docs/results/{args.name}.md and .png ({time.perf_counter() - started:.0f} s)")
     return 0
 

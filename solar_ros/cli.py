@@ -15,6 +15,8 @@ from pathlib import Path
 #   train(task, seed, out, episodes=None, goal=None, progress=True, resume=False) -> RunResult
 METHODS = {
     "lqr_state": ("solar_ros.algos.lqr_state", "train"),
+    "solar": ("solar_ros.algos.solar", "train"),
+    "vae": ("solar_ros.algos.solar", "train_vae_ablation"),
     "dsae": ("solar_ros.algos.dsae_pipeline", "train"),
     "ppo": ("solar_ros.algos.ppo", "train"),
 }

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import check_images, grayscale, module_device, to_float_images
+from .common import ConvGaussianEncoder, check_images, grayscale, module_device, to_float_images
 
 
 @dataclass
@@ -93,6 +93,43 @@ class SpatialSoftmax(nn.Module):
         x = (p.sum(2) * self.xs).sum(-1)  # marginal over rows, then expectation over columns
         y = (p.sum(3) * self.ys).sum(-1)
         return torch.stack([x, y], dim=-1)
+
+
+class KeypointGaussianEncoder(nn.Module):
+    """conv 5x5x32 (stride s) -> conv 3x3x32 -> conv 3x3xK -> spatial softmax -> K expected (x, y)
+    points -> linear -> Gaussian (mean, diagonal variance) of dimension ``latent_dim``."""
+
+    def __init__(self, image_size: int, channels: int, latent_dim: int, keypoints: int = 8, first_stride: int = 2,
+                 min_var: float = 1e-4):
+        super().__init__()
+        if image_size % first_stride:
+            raise ValueError(f"image_size {image_size} must be divisible by first_stride {first_stride}")
+        self.min_var = min_var
+        self.convs = nn.Sequential(
+            nn.Conv2d(channels, 32, 5, stride=first_stride, padding=2), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, keypoints, 3, padding=1),
+        )
+        side = image_size // first_stride
+        self.softmax = SpatialSoftmax(side, side)
+        self.head = nn.Linear(2 * keypoints, 2 * latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) in [0, 1] -> (mean (B, dz), variance (B, dz))."""
+        points = self.softmax(self.convs(x)).flatten(1)
+        mean, raw = self.head(points).chunk(2, dim=-1)
+        return mean, F.softplus(raw) + self.min_var
+
+
+def gaussian_encoder(kind: str, image_size: int, channels: int, latent_dim: int, first_stride: int = 2,
+                     hidden: int = 256, keypoints: int = 8, min_var: float = 1e-4) -> nn.Module:
+    """The Gaussian image encoder of the latent models: 'conv' (:class:`ConvGaussianEncoder`, SOLAR's
+    reference) or 'keypoints' (:class:`KeypointGaussianEncoder`)."""
+    if kind == "conv":
+        return ConvGaussianEncoder(image_size, channels, latent_dim, first_stride, hidden, min_var)
+    if kind == "keypoints":
+        return KeypointGaussianEncoder(image_size, channels, latent_dim, keypoints, first_stride, min_var)
+    raise ValueError(f"encoder must be 'conv' or 'keypoints', got {kind!r}")
 
 
 def _receptive_field_centres(size: int, layers: list[tuple[int, int]]) -> np.ndarray:

@@ -30,10 +30,16 @@ def initial_state_moments(stats: SmoothedStats, var_floor: float = 1e-6) -> tupl
 class ConjugateLDSUpdate:
     """Callable for :func:`~solar_ros.models.train.train_svae`: smoothed stats -> new LDS."""
 
-    def __init__(self, prior: BayesianLDS, point: str = "mean", x0_var_floor: float = 1e-6):
-        """``prior``: the MNIW prior (dx, du must match the model); ``point``: 'mean' or 'mode'."""
+    def __init__(self, prior: BayesianLDS, point: str = "mean", x0_var_floor: float = 1e-6,
+                 fixed_rows=()):
+        """``prior``: the MNIW prior (dx, du must match the model); ``point``: 'mean' or 'mode';
+        ``fixed_rows``: indices of rows of [A | B | c] that stay at the prior's mean (e.g. a latent that
+        copies the previous step's latent); the conjugate update estimates the others."""
         if point not in ("mean", "mode"):
             raise ValueError(f"point must be 'mean' or 'mode', got {point!r}")
+        self.fixed_rows = np.asarray(fixed_rows, dtype=int).reshape(-1)
+        if np.any((self.fixed_rows < 0) | (self.fixed_rows >= prior.dx)):
+            raise ValueError(f"fixed_rows must be row indices in [0, dx={prior.dx}), got {self.fixed_rows.tolist()}")
         self.prior = prior
         self.point = point
         self.x0_var_floor = x0_var_floor
@@ -46,5 +52,6 @@ class ConjugateLDSUpdate:
             raise ValueError(f"prior is for dx={self.prior.dx}, du={self.prior.du}; statistics have dx={dx}, du={du}")
         suff = BayesianLDS.sufficient_stats_from_smoother(stats, stats.actions)
         self.posterior = self.prior.posterior(suff)
+        self.posterior.M[self.fixed_rows] = self.prior.M[self.fixed_rows]
         mu0, V0 = initial_state_moments(stats, self.x0_var_floor)
         return self.posterior.to_lds_params(mu0, V0, self.point)

@@ -36,8 +36,10 @@ from torch import nn
 
 from ..core.gaussian import LDSParams
 from ..core.types import CostExpansion
-from .common import (ConvDecoder, ConvGaussianEncoder, check_images, decoded_images,
+
+from .common import (ConvDecoder, check_images, decoded_images,
                      images_log_likelihood, module_device, to_float_images)
+from .dsae import gaussian_encoder
 from .kalman_torch import SmootherResult, kalman_predict, kalman_smoother, kalman_update, kl_posterior_prior
 
 
@@ -71,12 +73,35 @@ class SVAEConfig:
     """Width of the decoder's first fully connected layer (reshaped to 8x8x(hidden/64))."""
     min_potential_var: float = 1e-4
     """Floor on the encoder's potential variances (keeps the smoother well conditioned)."""
+    encoder: str = "conv"
+    """'conv': the reference encoder (convs -> fc -> Gaussian); 'keypoints': convs -> spatial softmax ->
+    expected (x, y) per channel -> linear -> Gaussian, whose mean is close to linear in the positions of
+    what the image shows (what a quadratic latent cost and linear dynamics need)."""
+    keypoints: int = 8
+    """Feature points of the 'keypoints' encoder (channels of its last convolution)."""
+    observed_dim: int | None = None
+    """The encoder gives potentials on the first ``observed_dim`` latent dimensions only (None: all, the
+    reference). The others carry no potential: they are inferred through the LDS alone, e.g. the
+    velocities of the observed positions, which one frame cannot show."""
+    hidden_var: float = 1e6
+    """Variance of the (flat) potential on the dimensions without one."""
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1 or self.action_dim < 1:
             raise ValueError("latent_dim and action_dim must be positive")
         if self.min_potential_var <= 0:
             raise ValueError("min_potential_var must be positive")
+        if self.encoder not in ("conv", "keypoints"):
+            raise ValueError(f"encoder must be 'conv' or 'keypoints', got {self.encoder!r}")
+        if self.observed_dim is not None and not 1 <= self.observed_dim <= self.latent_dim:
+            raise ValueError(f"observed_dim must be in [1, latent_dim={self.latent_dim}], got {self.observed_dim}")
+        if self.keypoints < 1 or self.hidden_var <= 0:
+            raise ValueError("keypoints and hidden_var must be positive")
+
+    @property
+    def potential_dim(self) -> int:
+        """Latent dimensions the encoder gives potentials on."""
+        return self.latent_dim if self.observed_dim is None else self.observed_dim
 
     @classmethod
     def point32(cls, action_dim: int = 2, **overrides) -> "SVAEConfig":
@@ -133,18 +158,24 @@ class LatentQuadraticCost:
 
 class QuadraticCostModel(nn.Module):
     """Cost regression on the latent: quadratic mean (C = L L^T and R = M M^T are PSD by construction)
-    and a Gaussian likelihood with a learned variance."""
+    and a Gaussian likelihood with a learned variance.
 
-    def __init__(self, latent_dim: int, action_dim: int):
+    ``cost_dim`` < latent_dim: the cost depends on the first ``cost_dim`` latent dimensions only (the
+    observed ones; C and c are zero on the rest)."""
+
+    def __init__(self, latent_dim: int, action_dim: int, cost_dim: int | None = None):
         super().__init__()
-        self.L = nn.Parameter(0.1 * torch.eye(latent_dim))
-        self.c = nn.Parameter(torch.zeros(latent_dim))
+        self.latent_dim = latent_dim
+        self.cost_dim = latent_dim if cost_dim is None else cost_dim
+        self.L = nn.Parameter(0.1 * torch.eye(self.cost_dim))
+        self.c = nn.Parameter(torch.zeros(self.cost_dim))
         self.c0 = nn.Parameter(torch.zeros(()))
         self.M = nn.Parameter(0.1 * torch.eye(action_dim))
         self.log_var = nn.Parameter(torch.zeros(()))
 
     def predict(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Mean cost for x (..., dx), u (..., du) -> (...)."""
+        x = x[..., :self.cost_dim]
         Lx = x @ self.L
         Mu = u @ self.M
         return 0.5 * Lx.pow(2).sum(-1) + x @ self.c + self.c0 + 0.5 * Mu.pow(2).sum(-1)
@@ -157,9 +188,13 @@ class QuadraticCostModel(nn.Module):
     def as_cost(self) -> LatentQuadraticCost:
         """The current cost model as numpy arrays (for LQR-FLM)."""
         with torch.no_grad():
-            C = (self.L @ self.L.T).double().cpu().numpy()
+            k = self.cost_dim
+            C = np.zeros((self.latent_dim, self.latent_dim))
+            c = np.zeros(self.latent_dim)
+            C[:k, :k] = (self.L @ self.L.T).double().cpu().numpy()
+            c[:k] = self.c.double().cpu().numpy()
             R = (self.M @ self.M.T).double().cpu().numpy()
-            return LatentQuadraticCost(C, self.c.double().cpu().numpy(), float(self.c0), R)
+            return LatentQuadraticCost(C, c, float(self.c0), R)
 
 
 class StructuredVAE(nn.Module):
@@ -171,10 +206,10 @@ class StructuredVAE(nn.Module):
         super().__init__()
         self.config = cfg = config or SVAEConfig()
         dx, du = cfg.latent_dim, cfg.action_dim
-        self.encoder = ConvGaussianEncoder(cfg.image_size, cfg.channels, dx, cfg.first_stride,
-                                           cfg.encoder_hidden, cfg.min_potential_var)
+        self.encoder = gaussian_encoder(cfg.encoder, cfg.image_size, cfg.channels, cfg.potential_dim, cfg.first_stride,
+                                        cfg.encoder_hidden, cfg.keypoints, cfg.min_potential_var)
         self.decoder = ConvDecoder(cfg.image_size, cfg.channels, dx, cfg.decoder_hidden)
-        self.cost_model = QuadraticCostModel(dx, du)
+        self.cost_model = QuadraticCostModel(dx, du, cfg.potential_dim)
         # The global LDS (posterior mean of the Bayesian LDS); a random walk until first set.
         f64 = torch.float64
         self.register_buffer("A", torch.eye(dx, dtype=f64))
@@ -213,7 +248,12 @@ class StructuredVAE(nn.Module):
     # -- inference ------------------------------------------------------------------------------
     def potentials(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W) in [0, 1] -> potential means and diagonal variances, each (B, dx)."""
-        return self.encoder(frames)
+        mean, var = self.encoder(frames)
+        hidden = self.config.latent_dim - mean.shape[-1]
+        if hidden:
+            mean = torch.cat([mean, mean.new_zeros(mean.shape[0], hidden)], -1)
+            var = torch.cat([var, var.new_full((var.shape[0], hidden), self.config.hidden_var)], -1)
+        return mean, var
 
     def infer(self, x: torch.Tensor, actions: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor, SmootherResult]:
@@ -276,7 +316,7 @@ class StructuredVAE(nn.Module):
         cfg = self.config
         single = images.ndim == 3
         check_images(images, cfg.image_size, cfg.channels, 3 if single else 4)
-        mean, var = self.encoder(to_float_images(images, module_device(self)))
+        mean, var = self.potentials(to_float_images(images, module_device(self)))
         mean, var = mean.double().cpu().numpy(), var.double().cpu().numpy()
         return (mean[0], var[0]) if single else (mean, var)
 

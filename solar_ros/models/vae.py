@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import (ConvDecoder, ConvGaussianEncoder, check_images, decoded_images,
+from .common import (ConvDecoder, check_images, decoded_images,
                      images_log_likelihood, module_device, to_float_images)
+from .dsae import gaussian_encoder
 
 
 @dataclass
@@ -35,6 +36,10 @@ class VAEConfig:
     """Width of the decoder's first fully connected layer (reshaped to 8x8x(hidden/64))."""
     likelihood: str = "bernoulli"
     """Image likelihood: 'bernoulli' or 'gaussian'."""
+    encoder: str = "conv"
+    """'conv' (the reference) or 'keypoints' (as :class:`~solar_ros.models.svae.SVAEConfig`)."""
+    keypoints: int = 8
+    """Feature points of the 'keypoints' encoder."""
 
     def __post_init__(self) -> None:
         if self.likelihood not in ("bernoulli", "gaussian"):
@@ -51,8 +56,8 @@ class VAE(nn.Module):
     def __init__(self, config: VAEConfig | None = None):
         super().__init__()
         self.config = cfg = config or VAEConfig()
-        self.encoder = ConvGaussianEncoder(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.first_stride,
-                                           cfg.encoder_hidden)
+        self.encoder = gaussian_encoder(cfg.encoder, cfg.image_size, cfg.channels, cfg.latent_dim, cfg.first_stride,
+                                        cfg.encoder_hidden, cfg.keypoints)
         self.decoder = ConvDecoder(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.decoder_hidden)
         # Learned per-pixel noise variance of the Gaussian likelihood (unused by Bernoulli).
         self.log_pixel_var = (nn.Parameter(torch.tensor(np.log(0.01), dtype=torch.float32))

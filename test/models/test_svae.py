@@ -23,7 +23,9 @@ def _tiny_model(dx=2, du=1, seed=0):
     return StructuredVAE(SVAEConfig(image_size=16, channels=1, latent_dim=dx, action_dim=du))
 
 
-@pytest.mark.parametrize("cfg", [SVAEConfig(), SVAEConfig.point32(action_dim=2)], ids=["64x64x3", "32x32x3"])
+@pytest.mark.parametrize("cfg", [SVAEConfig(), SVAEConfig.point32(action_dim=2),
+                                 SVAEConfig(image_size=32, encoder="keypoints", latent_dim=6, observed_dim=3)],
+                         ids=["64x64x3", "32x32x3", "keypoints-observed3"])
 def test_shapes(cfg):
     torch.manual_seed(0)
     model = StructuredVAE(cfg)
@@ -213,3 +215,50 @@ def test_conjugate_update_recovers_known_dynamics_from_exact_states():
     np.testing.assert_allclose(lds.V0, np.cov(X[:, 0].T, bias=True) + 1e-6 * np.eye(dx), atol=1e-9)
     with pytest.raises(ValueError, match="dx=4"):
         ConjugateLDSUpdate(BayesianLDS.default_prior(4, du))(stats)
+
+
+def test_dimensions_without_potentials_are_flat_and_inferred_through_the_lds():
+    torch.manual_seed(0)
+    cfg = SVAEConfig(image_size=16, channels=1, latent_dim=4, action_dim=1, encoder="keypoints", observed_dim=2)
+    model = StructuredVAE(cfg)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, 16, 16, 1), dtype=np.uint8)
+    mean, var = model.encode(images)
+    assert np.all(mean[:, 2:] == 0) and np.all(var[:, 2:] == cfg.hidden_var) and np.all(var[:, :2] < 1e3)
+    # With x' = [x_0, x_1, copy of x_0, copy of x_1], the second filtered belief's copy dims hold the first frame's
+    # observed dims (up to the small copy noise), which only the LDS can have put there.
+    A = np.zeros((4, 4)); A[:2, :2] = np.eye(2); A[2:, :2] = np.eye(2)
+    Q = np.diag([1.0, 1.0, 1e-6, 1e-6])
+    model.set_dynamics(A, np.zeros((4, 1)), np.zeros(4), Q, np.zeros(4), 100.0 * np.eye(4))
+    m0, P0 = model.filter_step(images[0])
+    m1, _ = model.filter_step(images[1], m0, P0, np.zeros(1))
+    np.testing.assert_allclose(m1[2:], m0[:2], atol=1e-3)
+    # The cost model sees the observed dims only.
+    cost = model.latent_cost()
+    assert np.all(cost.C[2:] == 0) and np.all(cost.C[:, 2:] == 0) and np.all(cost.c[2:] == 0)
+
+
+def test_keypoint_encoder_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    model = StructuredVAE(SVAEConfig(image_size=16, channels=1, latent_dim=4, action_dim=1, encoder="keypoints",
+                                     observed_dim=2))
+    x = torch.rand(2, 3, 1, 16, 16)
+    model.loss(x, torch.randn(2, 3, 1), torch.randn(2, 3), beta=1.0)["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+               or (p.grad == 0).all()]
+    assert not missing
+
+
+def test_conjugate_update_keeps_fixed_rows_at_the_prior():
+    rng = np.random.default_rng(0)
+    dx, du, N, T = 3, 1, 4, 20
+    X = rng.normal(size=(N, T, dx))
+    stats = SmoothedStats(X, np.tile(1e-3 * np.eye(dx), (N, T, 1, 1)), np.zeros((N, T - 1, dx, dx)),
+                          rng.normal(size=(N, T, du)), np.zeros(N))
+    prior = BayesianLDS.default_prior(dx, du)
+    update = ConjugateLDSUpdate(prior, fixed_rows=[2])
+    update(stats)
+    np.testing.assert_array_equal(update.posterior.M[2], prior.M[2])
+    assert not np.allclose(update.posterior.M[:2], prior.M[:2])
+    with pytest.raises(ValueError, match="fixed_rows"):
+        ConjugateLDSUpdate(prior, fixed_rows=[3])

@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""How long SOLAR's model fitting and its per-frame control step take on this machine.
+
+Prints, at the reference data sizes (40 rollouts x 50 steps of 64x64x3 images, latent 10, 2 actions):
+
+* model fitting: one SVAE gradient step (the run's settings and, with --reference, the reference's
+  stride-1 / 2-sequence batches), smoothing all 40 rollouts (what each conjugate LDS update and each
+  iteration's latent inference costs), the conjugate MNIW update, the per-step dynamics fit and the
+  LQR-FLM update; and from those the model-fitting time of one iteration and of the pretraining;
+* the control step a robot runs per frame: encode one 64x64 frame + one Kalman filter update + the
+  policy's matrix-vector product, as p50 / p99 / max latency and jitter (std) in milliseconds.
+
+    python scripts/bench_solar_speed.py                # the defaults of `solar-ros train --task reacher`
+    python scripts/bench_solar_speed.py --reference    # also the reference network settings
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from solar_ros.algos.solar import TASK_DEFAULTS, initial_policy, latent_cost, SVAELatentModel
+from solar_ros.core import lqr_flm
+from solar_ros.core.dynamics import BayesianLDS, fit_dynamics
+from solar_ros.models.svae import StructuredVAE, SVAEConfig
+
+
+def timed(fn, repeats: int) -> np.ndarray:
+    """Seconds per call of ``fn`` over ``repeats`` calls (after one warm-up call)."""
+    fn()
+    out = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out[i] = time.perf_counter() - start
+    return out
+
+
+def gradient_step_time(image_size: int, first_stride: int, batch_size: int, latent_dim: int, T: int,
+                       repeats: int) -> float:
+    """Median seconds of one SVAE training step (forward, backward, Adam) on ``batch_size`` sequences."""
+    torch.manual_seed(0)
+    net = StructuredVAE(SVAEConfig(image_size=image_size, latent_dim=latent_dim, first_stride=first_stride))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.rand(batch_size, T, 3, image_size, image_size)
+    u = torch.randn(batch_size, T, 2)
+    c = torch.rand(batch_size, T)
+
+    def step():
+        loss = net.loss(x, u, c, beta=1.0)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+
+    return float(np.median(timed(step, repeats)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="reacher", help="whose default SolarConfig to measure")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--rollouts", type=int, default=40)
+    parser.add_argument("--horizon", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's)")
+    parser.add_argument("--step-repeats", type=int, default=5, help="gradient steps timed per setting")
+    parser.add_argument("--control-steps", type=int, default=500, help="control steps timed")
+    parser.add_argument("--reference", action="store_true", help="also time the reference network settings")
+    args = parser.parse_args()
+
+    cfg = TASK_DEFAULTS[args.task]
+    threads = args.threads or cfg.num_threads
+    torch.set_num_threads(threads)
+    N, T, S, dx, du = args.rollouts, args.horizon, args.image_size, cfg.latent_dim, 2
+    print(f"torch {torch.__version__}, {threads} thread(s); data {N} rollouts x {T} steps of {S}x{S}x3, "
+          f"latent {dx}, {du} actions")
+
+    # --- model fitting ------------------------------------------------------------------------------
+    window = cfg.train_window or T
+    step_s = gradient_step_time(S, cfg.first_stride, cfg.batch_size, dx, window, args.step_repeats)
+    print(f"\nSVAE gradient step, first stride {cfg.first_stride}, {cfg.batch_size} windows of {window} steps: "
+          f"{step_s * 1e3:8.1f} ms ({step_s / (cfg.batch_size * window) * 1e3:.2f} ms per frame)")
+    if args.reference:
+        ref_s = gradient_step_time(S, 1, 2, dx, T, args.step_repeats)
+        print(f"SVAE gradient step, reference (stride 1, 2 sequences of {T} steps): {ref_s * 1e3:8.1f} ms "
+              f"({ref_s / (2 * T) * 1e3:.2f} ms per frame)")
+
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    model = SVAELatentModel(S, du, cfg)
+    images = rng.integers(0, 256, size=(N, T, S, S, 3), dtype=np.uint8)
+    actions = rng.normal(size=(N, T, du))
+    stats_s = float(np.median(timed(lambda: model.net.smoothed_stats(images, actions), 2)))
+    stats = model.net.smoothed_stats(images, actions)
+    prior = BayesianLDS.default_prior(dx, du)
+    conj_s = float(np.median(timed(
+        lambda: prior.posterior(BayesianLDS.sufficient_stats_from_smoother(stats, actions)), 5)))
+    lds = prior.posterior(BayesianLDS.sufficient_stats_from_smoother(stats, actions))
+    fit_s = float(np.median(timed(lambda: fit_dynamics(stats.means, actions, prior=lds.as_prior(cfg.prior_strength)), 5)))
+    dynamics = fit_dynamics(stats.means, actions, prior=lds.as_prior(cfg.prior_strength))
+    model.lds = lds
+    cost = latent_cost(model, T)
+    policy = initial_policy(T, dx, np.full(du, 0.05), cfg.init_noise)
+    lqr_s = float(np.median(timed(lambda: lqr_flm.update(policy, dynamics, cost, kl_step=cfg.kl_step), 3)))
+    print(f"smooth {N} rollouts (encode {N * T} frames + Kalman smoother): {stats_s:8.2f} s")
+    print(f"conjugate MNIW update:                                 {conj_s * 1e3:8.2f} ms")
+    print(f"per-step dynamics fit with the LDS prior:              {fit_s * 1e3:8.2f} ms")
+    print(f"LQR-FLM update (dual search over eta):                 {lqr_s * 1e3:8.2f} ms")
+
+    def fit_time(steps: int, n_rollouts: int) -> float:
+        lds_updates = max(1, steps // cfg.lds_update_every) * cfg.lds_update_iters
+        return steps * step_s + lds_updates * stats_s * n_rollouts / N
+
+    per_iter_inference = stats_s + fit_s + lqr_s
+    print(f"\nper iteration without refit (smooth the buffer + dynamics fit + LQR-FLM): {per_iter_inference:.1f} s")
+    if cfg.refit_every:
+        print(f"per refit ({cfg.refit_steps} steps on all data, ~{cfg.pretrain_episodes + N} rollouts): "
+              f"{fit_time(cfg.refit_steps, cfg.pretrain_episodes + N):.0f} s every {cfg.refit_every} iterations")
+    print(f"model fitting per iteration at the reference size ({cfg.refit_steps} steps on {N} rollouts): "
+          f"{fit_time(cfg.refit_steps, N):.0f} s")
+    print(f"pretraining fit ({cfg.pretrain_steps} steps on {cfg.pretrain_episodes} rollouts): "
+          f"{fit_time(cfg.pretrain_steps, cfg.pretrain_episodes):.0f} s")
+
+    # --- the control step -----------------------------------------------------------------------------
+    frames = rng.integers(0, 256, size=(64, S, S, 3), dtype=np.uint8)
+    policy = initial_policy(T, dx, np.full(du, 0.05), cfg.init_noise)
+    policy.K[:] = rng.normal(size=policy.K.shape)
+    noise = rng.standard_normal((args.control_steps, du))
+    lat = np.empty(args.control_steps)
+    belief, u = None, np.zeros(du)
+    for i in range(-20, args.control_steps):  # 20 warm-up steps
+        start = time.perf_counter()
+        belief = model.filter_step(frames[i % len(frames)], None if i % T == 0 else belief, u)
+        u = policy.act(i % T, belief[0], noise[i])
+        if i >= 0:
+            lat[i] = time.perf_counter() - start
+    ms = lat * 1e3
+    print(f"\ncontrol step (encode one {S}x{S} frame + filter update + policy), {args.control_steps} steps: "
+          f"p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms, max {ms.max():.2f} ms, "
+          f"jitter (std) {ms.std():.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""SOLAR's learning loop: it really learns (seeded, tiny), resumes exactly, filters online as the
+smoother does offline, and rejects bad inputs clearly."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from solar_ros.algos import solar
+from solar_ros.algos.common import rollout
+from solar_ros.core import lqr_flm
+from solar_ros.envs import make
+
+# A tiny point run: 16x16 images, a 3-d latent, 20 random episodes, then 2 iterations of 6 rollouts.
+TINY = solar.SolarConfig(pretrain_episodes=20, iterations=2, rollouts_per_iteration=6, buffer_size=12,
+                         eval_episodes=4, latent_dim=3, image_size=16, pretrain_steps=60, batch_size=4,
+                         lds_update_every=20, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One uninterrupted tiny SOLAR run on point (shared by the output and the resume tests)."""
+    out = tmp_path_factory.mktemp("solar_full")
+    result = solar.train("point", seed=1, out=out, progress=False, config=TINY)
+    return out, result
+
+
+def test_a_run_logs_every_iteration_and_writes_its_outputs(tiny_run):
+    out, result = tiny_run
+    rows = result.iterations
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    assert rows[0]["extra"]["phase"] == "pretrain" and rows[0]["episodes"] == 20
+    assert [r["episodes"] for r in rows[1:]] == [26, 32]
+    assert result.episodes == 32 and result.env_steps == 32 * 50 and result.eval_episodes == 4
+    for row in rows[1:]:
+        extra = row["extra"]
+        # The KL bound of LQR-FLM is respected (within the dual search's 10% tolerance).
+        assert extra["kl"] <= 1.1 * extra["kl_target"] + 1e-9
+        assert extra["kl_target"] == pytest.approx(TINY.kl_step * extra["step_mult"] * 50)
+    # The pretraining row is the random policy: its costs are the task's, recomputed from the saved data.
+    with np.load(out / "data" / "pretrain.npz") as f:
+        assert f["images"].shape == (20, 50, 16, 16, 3) and f["images"].dtype == np.uint8
+        np.testing.assert_allclose(f["costs"].sum(1).mean(), rows[0]["mean_cost"])
+        assert f["actions"].std() == pytest.approx(0.5, rel=0.1)  # std 0.5 x action_scale 1 N
+    for name in ("summary.json", "learning_curve.png", "checkpoint.pt", "data/iter_002.npz"):
+        assert (out / name).is_file(), name
+
+
+def _without_times(rows):
+    out = []
+    for r in rows:
+        r = dict(r)
+        r.pop("wall_time_s")
+        r["extra"] = {k: v for k, v in r["extra"].items() if not k.endswith("_s")}
+        out.append(r)
+    return out
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_result(tiny_run, tmp_path, monkeypatch):
+    _, full = tiny_run
+    real_update = lqr_flm.update
+    calls = []
+
+    def crash_on_second_update(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated crash in iteration 2")
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(solar.lqr_flm, "update", crash_on_second_update)
+    with pytest.raises(KeyboardInterrupt):
+        solar.train("point", seed=1, out=tmp_path, progress=False, config=TINY)
+    monkeypatch.setattr(solar.lqr_flm, "update", real_update)
+    assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "summary.json").exists()
+
+    resumed = solar.train("point", seed=1, out=tmp_path, progress=False, config=TINY, resume=True)
+    assert resumed.final_cost == full.final_cost
+    assert resumed.success_rate == full.success_rate
+    assert _without_times(resumed.iterations) == _without_times(full.iterations)
+    # A finished run resumed again just re-evaluates the final policy.
+    again = solar.train("point", seed=1, out=tmp_path, progress=False, config=TINY, resume=True)
+    assert again.final_cost == full.final_cost
+
+    with pytest.raises(ValueError, match="kl_step"):
+        solar.train("point", seed=1, out=tmp_path, progress=False, config=replace(TINY, kl_step=1.0), resume=True)
+    with pytest.raises(ValueError, match="seed"):
+        solar.train("point", seed=2, out=tmp_path, progress=False, config=TINY, resume=True)
+
+
+def _fitted_model(method):
+    """A latent model fitted briefly on random point rollouts, its env and the data."""
+    cfg = TINY
+    env = make("point", image_size=16)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    low, high = env.action_space.low, env.action_space.high
+    episodes = [rollout(env, solar.random_actor(rng, 0.5 * env.action_scale, low, high), seed=i, record_images=True)
+                for i in range(8)]
+    data = solar.RolloutData.from_episodes(episodes)
+    torch.manual_seed(0)
+    model = solar.MODEL_CLASSES[method](16, 2, cfg)
+    model.fit(data, steps=10, seed=0)
+    return model, env, data
+
+
+@pytest.mark.parametrize("method", ["solar", "vae"])
+def test_online_filter_in_the_rollout_matches_the_smoothers_filtered_means(method):
+    torch.set_num_threads(1)
+    model, env, _ = _fitted_model(method)
+    rng = np.random.default_rng(3)
+    policy = solar.initial_policy(env.horizon, model.dx, env.action_scale, 0.5)
+    policy = type(policy)(rng.normal(size=policy.K.shape), rng.normal(size=policy.k.shape), policy.cov)
+    online: list = []
+    episode = rollout(env, solar.latent_actor(model, policy, rng, env.action_space.low, env.action_space.high, online),
+                      seed=5, record_images=True)
+    offline = model.filtered_means(solar.RolloutData.from_episodes([episode]))[0]
+    np.testing.assert_allclose(np.array(online), offline, atol=1e-5, rtol=1e-5)
+    # The filter is not the smoother: the last step agrees, earlier ones use fewer frames.
+    smoothed = model.smooth(solar.RolloutData.from_episodes([episode]))[0]
+    np.testing.assert_allclose(smoothed[-1], offline[-1], atol=1e-5)
+    assert np.abs(smoothed[:-1] - offline[:-1]).max() > 1e-4
+
+
+def test_latent_cost_is_the_models_cost_as_lqr_quadratic():
+    model, _, data = _fitted_model("solar")
+    rng = np.random.default_rng(0)
+    X, U = rng.normal(size=(7, 3)), rng.normal(size=(7, 2))
+    with torch.no_grad():
+        expected = model.net.cost_model.predict(torch.tensor(X, dtype=torch.float32),
+                                                torch.tensor(U, dtype=torch.float32)).double().numpy()
+    cost = solar.latent_cost(model, 7)
+    np.testing.assert_allclose(cost.value(X, U), expected, rtol=1e-4, atol=1e-5)
+    # With the task's action penalty the action term is exactly 0.5 sum w u^2.
+    w = np.array([0.3, 0.7])
+    task = solar.latent_cost(model, 7, task_action_weights=w)
+    C, c, c0, _ = model.cost_terms()
+    direct = 0.5 * np.einsum("ti,ij,tj->t", X, C, X) + X @ c + c0 + 0.5 * (U**2) @ w
+    np.testing.assert_allclose(task.value(X, U), direct, rtol=1e-10)
+
+
+def test_reexpressed_policy_gives_the_same_actions_in_new_coordinates():
+    rng = np.random.default_rng(4)
+    T, dx, du = 5, 3, 2
+    policy = solar.LinearGaussianPolicy(rng.normal(size=(T, du, dx)), rng.normal(size=(T, du)),
+                                        np.tile(np.eye(du), (T, 1, 1)))
+    old = rng.normal(size=(6, T, dx))
+    P, p = rng.normal(size=(dx, dx)) + 3 * np.eye(dx), rng.normal(size=dx)
+    new = np.linalg.solve(P, (old - p)[..., None])[..., 0]  # old = P new + p exactly
+    moved = solar.reexpress_policy(policy, old, new, ridge=0.0)
+    for t in range(T):
+        np.testing.assert_allclose(moved.K[t] @ new[0, t] + moved.k[t], policy.K[t] @ old[0, t] + policy.k[t],
+                                   atol=1e-8)
+    np.testing.assert_allclose(moved.cov, policy.cov)
+
+
+def test_bad_inputs_raise_clear_errors():
+    model, _, data = _fitted_model("solar")
+    bad = data.costs.copy()
+    bad[2, 7] = np.nan
+    with pytest.raises(ValueError, match="costs contain NaN or Inf .*rollout 2, step 7"):
+        solar.RolloutData(data.images, data.actions, bad)
+    with pytest.raises(ValueError, match="empty"):
+        solar.RolloutData(data.images[:0], data.actions[:0], data.costs[:0])
+    with pytest.raises(ValueError, match="empty"):
+        solar.RolloutData.from_episodes([])
+    with pytest.raises(ValueError, match="uint8"):
+        solar.RolloutData(data.images.astype(np.float32), data.actions, data.costs)
+    with pytest.raises(ValueError, match="16x16"):
+        model.fit(solar.RolloutData(np.zeros((2, 50, 32, 32, 3), np.uint8), data.actions[:2], data.costs[:2]), 1, 0)
+    with pytest.raises(ValueError, match="16x16"):
+        model.filter_step(np.zeros((32, 32, 3), np.uint8), None, None)
+    with pytest.raises(ValueError, match="kl_step"):
+        solar.SolarConfig(kl_step=0.0)
+    with pytest.raises(ValueError, match="action_cost"):
+        solar.SolarConfig(action_cost="free")
+    with pytest.raises(ValueError, match="pretraining"):
+        solar.train("point", seed=0, episodes=20, progress=False, config=TINY)
+    with pytest.raises(ValueError, match="arena"):
+        solar.train("point", seed=0, goal=[3.0, 0.0], progress=False, config=TINY)
+    with pytest.raises(ValueError, match="method"):
+        solar.train("point", seed=0, progress=False, config=TINY, method="ppo")
