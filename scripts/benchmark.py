@@ -42,7 +42,11 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_one(task: str, method: str, seed: int, out: Path, episodes: int | None) -> dict:
+def run_one(task: str, method: str, seed: int, out: Path, episodes: int | None, reuse: bool = False) -> dict:
+    if reuse and (out / "summary.json").is_file():
+        summary = json.loads((out / "summary.json").read_text())
+        if summary.get("episodes") == episodes or episodes is None:
+            return summary
     cmd = [sys.executable, "-m", "solar_ros.cli", "train", "--task", task, "--method", method,
            "--seed", str(seed), "--out", str(out), "--no-progress"]
     if episodes:
@@ -57,8 +61,12 @@ def run_one(task: str, method: str, seed: int, out: Path, episodes: int | None) 
     return json.loads((out / "summary.json").read_text())
 
 
-def run_ppo_search(task: str, seed: int, target: float, cap: int, out: Path) -> dict:
+def run_ppo_search(task: str, seed: int, target: float, cap: int, out: Path, reuse: bool = False) -> dict:
     """PPO's episodes to ``target`` success (its own process, like the runs); writes and returns search.json."""
+    if reuse and (out / "search.json").is_file():
+        found = json.loads((out / "search.json").read_text())
+        if found["target_success"] == target and found["cap"] == cap:
+            return found
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker-ppo-search", task, str(seed), str(target), str(cap),
            str(out)]
@@ -163,6 +171,10 @@ def main() -> int:
     p.add_argument("--methods", required=True, help="comma-separated method names")
     p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-4"), help="e.g. 0-9 or 0,3,5")
     p.add_argument("--episodes", type=int, default=None, help="training episode budget (default: method's)")
+    p.add_argument("--ppo-episodes", type=int, default=None,
+                   help="PPO's training episode budget (default: --episodes, else PPO's own default)")
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse runs whose outputs already exist under runs/benchmark/<name>/ (same budget)")
     p.add_argument("--name", required=True, help="report name: docs/results/<name>.md")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
     p.add_argument("--ppo-search", type=int, default=0, metavar="CAP",
@@ -173,7 +185,8 @@ def main() -> int:
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(run_one, t, m, s, ROOT / "runs" / "benchmark" / args.name / f"{t}_{m}_s{s}",
-                               args.episodes) for t, m, s in runs]
+                               (args.ppo_episodes or args.episodes) if m == "ppo" else args.episodes, args.reuse)
+                   for t, m, s in runs]
         rows = []
         for (t, m, s), f in zip(runs, futures):
             r = f.result()
@@ -185,7 +198,7 @@ def main() -> int:
         targets = [(r["task"], r["seed"], r["success_rate"]) for r in rows if r["method"] == "solar" and r["success_rate"] > 0]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             futures = [pool.submit(run_ppo_search, t, s, target, args.ppo_search,
-                                   ROOT / "runs" / "benchmark" / args.name / f"{t}_ppo-search_s{s}")
+                                   ROOT / "runs" / "benchmark" / args.name / f"{t}_ppo-search_s{s}", args.reuse)
                        for t, s, target in targets]
             for (t, s, target), f in zip(targets, futures):
                 q = f.result()

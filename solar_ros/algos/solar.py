@@ -109,9 +109,9 @@ class SolarConfig:
     encoder: str = "conv"
     """SVAE encoder: 'conv' (the reference) or 'keypoints' (spatial-softmax feature points -> linear
     potential; see :class:`~solar_ros.models.svae.SVAEConfig`)."""
-    observed_dim: int | None = None
-    """Latent dimensions the encoder observes (None: all, the reference). The remaining
-    ``latent_dim - observed_dim`` (at most ``observed_dim``) hold the previous step's observed latent
+    copy_state: bool = False
+    """False: the encoder observes every latent dimension (the reference). True: it observes the first
+    ``observed_dim = ceil(latent_dim / 2)``, and the others hold the previous step's observed latent
     (an exact copy in the LDS, see :meth:`SVAELatentModel.lds_prior`): a single frame cannot show a
     velocity, and a first-order LDS on positions alone cannot express momentum."""
     pretrain_steps: int = 3000
@@ -186,10 +186,8 @@ class SolarConfig:
                 raise ValueError(f"SolarConfig.{name} must be a positive integer, got {value!r}")
         if self.encoder not in ("conv", "keypoints"):
             raise ValueError(f"SolarConfig.encoder must be 'conv' or 'keypoints', got {self.encoder!r}")
-        if self.observed_dim is not None and not (isinstance(self.observed_dim, (int, np.integer))
-                                                  and self.latent_dim / 2 <= self.observed_dim <= self.latent_dim):
-            raise ValueError(f"SolarConfig.observed_dim must be None or in [latent_dim/2, latent_dim], "
-                             f"got {self.observed_dim!r}")
+        if not isinstance(self.copy_state, (bool, np.bool_)):
+            raise ValueError(f"SolarConfig.copy_state must be true or false, got {self.copy_state!r}")
         if not (math.isfinite(self.pretrain_smoothing) and self.pretrain_smoothing >= 0):
             raise ValueError(f"SolarConfig.pretrain_smoothing must be >= 0, got {self.pretrain_smoothing!r}")
         for name in ("pretrain_steps", "refit_every", "refit_steps"):
@@ -216,17 +214,36 @@ class SolarConfig:
             raise ValueError(f"SolarConfig.action_cost must be 'learned' or 'task', got {self.action_cost!r}")
 
     @property
+    def observed_dim(self) -> int | None:
+        """Latent dimensions the encoder observes (None: all)."""
+        return (self.latent_dim + 1) // 2 if self.copy_state else None
+
+    @property
     def training_episodes(self) -> int:
         """Pretraining plus iteration rollouts."""
         return self.pretrain_episodes + self.iterations * self.rollouts_per_iteration
 
 
-# Defaults per task, the same for every seed. point: 100 random + 10 x 10 = 200 episodes (the
-# target budget); reacher and sawyer_reach: the reference 100 random + 10 x 40 = 500.
+# The project's settings where they differ from the reference, for every task (chosen on point, seed 0;
+# the diagnosis is in docs/results.md, "SOLAR on point"):
+# * keypoints encoder: the reference conv encoder's latent explained the point's position with R^2
+#   0.6-0.7, the spatial-softmax one with R^2 > 0.99;
+# * a copy-state latent (5 of the 10 dimensions observed): a frame shows a position, not a velocity;
+# * prior_strength 1: the global LDS the model learns predicts the point's next position poorly
+#   (one-step error ~20x that of "it stays where it is"), and at the reference's 50 it dominated the
+#   per-step fits (eval success 0-10%; at 1: 20-55% on the same model);
+# * a fixed KL step: the adaptive step rode on the model's over-optimistic predicted improvements
+#   (multiplier at its cap of 10, then the cost rose again).
+PROJECT_SETTINGS = dict(encoder="keypoints", copy_state=True, prior_strength=1.0, adapt_step=False)
+# Budgets per task, the same for every seed. point: 100 random + 10 x 10 = 200 episodes (the target
+# budget); reacher and sawyer_reach: the reference 100 random + 10 x 40 = 500.
 TASK_DEFAULTS: dict[str, SolarConfig] = {
-    "point": SolarConfig(pretrain_episodes=100, iterations=10, rollouts_per_iteration=10, buffer_size=40),
-    "reacher": SolarConfig(pretrain_episodes=100, iterations=10, rollouts_per_iteration=40, buffer_size=40),
-    "sawyer_reach": SolarConfig(pretrain_episodes=100, iterations=10, rollouts_per_iteration=40, buffer_size=40),
+    "point": SolarConfig(pretrain_episodes=100, iterations=10, rollouts_per_iteration=10, buffer_size=40,
+                         **PROJECT_SETTINGS),
+    "reacher": SolarConfig(pretrain_episodes=100, iterations=10, rollouts_per_iteration=40, buffer_size=40,
+                           **PROJECT_SETTINGS),
+    "sawyer_reach": SolarConfig(pretrain_episodes=100, iterations=10, rollouts_per_iteration=40, buffer_size=40,
+                                **PROJECT_SETTINGS),
 }
 
 
