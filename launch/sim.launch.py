@@ -38,9 +38,9 @@ def generate_launch_description():
         DeclareLaunchArgument("output_dir", default_value="runs/episodes", description="where episodes are recorded"),
         DeclareLaunchArgument("results_dir", default_value="runs/node_train",
                               description="where the trainer writes summary.json and learning_curve.png"),
-        DeclareLaunchArgument("method", default_value="lqr_joints", description="fit method: lqr_joints or solar"),
+        DeclareLaunchArgument("method", default_value="lqr_joints", description="fit method: lqr_joints, solar or dsae"),
         DeclareLaunchArgument("state_source", default_value="joints",
-                              description="controller state: joints (lqr_joints) or latent (solar)"),
+                              description="controller state: joints (lqr_joints), latent (solar) or latent+joints (dsae)"),
         DeclareLaunchArgument("seed", default_value="0", description="run seed"),
     ]
     spec = get_profile(PROFILE)
