@@ -7,8 +7,9 @@ Prints, at the reference data sizes (40 rollouts x 50 steps of 64x64x3 images, l
   stride-1 / 2-sequence batches), smoothing all 40 rollouts (what each conjugate LDS update and each
   iteration's latent inference costs), the conjugate MNIW update, the per-step dynamics fit and the
   LQR-FLM update; and from those the model-fitting time of one iteration and of the pretraining;
-* the control step a robot runs per frame: encode one 64x64 frame + one Kalman filter update + the
-  policy's matrix-vector product, as p50 / p99 / max latency and jitter (std) in milliseconds.
+* the control step a robot runs per frame: encode one 64x64 frame + one Kalman filter update (the
+  encoder node's code path) + the policy's matrix-vector product, as p50 / p99 / max latency and
+  jitter (std) in milliseconds.
 
     python scripts/bench_solar_speed.py                # the defaults of `solar-ros train --task reacher`
     python scripts/bench_solar_speed.py --reference    # also the reference network settings
@@ -25,6 +26,7 @@ from solar_ros.algos.solar import TASK_DEFAULTS, initial_policy, latent_cost, SV
 from solar_ros.core import lqr_flm
 from solar_ros.core.dynamics import BayesianLDS, fit_dynamics
 from solar_ros.models.svae import StructuredVAE, SVAEConfig
+from solar_ros.runtime.latent_encoder import SVAEEncoder
 
 
 def timed(fn, repeats: int) -> np.ndarray:
@@ -39,10 +41,11 @@ def timed(fn, repeats: int) -> np.ndarray:
 
 
 def gradient_step_time(image_size: int, first_stride: int, batch_size: int, latent_dim: int, T: int,
-                       repeats: int) -> float:
+                       repeats: int, encoder: str = "conv", observed_dim: int | None = None) -> float:
     """Median seconds of one SVAE training step (forward, backward, Adam) on ``batch_size`` sequences."""
     torch.manual_seed(0)
-    net = StructuredVAE(SVAEConfig(image_size=image_size, latent_dim=latent_dim, first_stride=first_stride))
+    net = StructuredVAE(SVAEConfig(image_size=image_size, latent_dim=latent_dim, first_stride=first_stride,
+                                   encoder=encoder, observed_dim=observed_dim))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x = torch.rand(batch_size, T, 3, image_size, image_size)
     u = torch.randn(batch_size, T, 2)
@@ -79,8 +82,9 @@ def main() -> None:
 
     # --- model fitting ------------------------------------------------------------------------------
     window = cfg.train_window or T
-    step_s = gradient_step_time(S, cfg.first_stride, cfg.batch_size, dx, window, args.step_repeats)
-    print(f"\nSVAE gradient step, first stride {cfg.first_stride}, {cfg.batch_size} windows of {window} steps: "
+    step_s = gradient_step_time(S, cfg.first_stride, cfg.batch_size, dx, window, args.step_repeats, cfg.encoder,
+                                cfg.observed_dim)
+    print(f"\nSVAE gradient step, {cfg.encoder} encoder, first stride {cfg.first_stride}, {cfg.batch_size} windows of {window} steps: "
           f"{step_s * 1e3:8.1f} ms ({step_s / (cfg.batch_size * window) * 1e3:.2f} ms per frame)")
     if args.reference:
         ref_s = gradient_step_time(S, 1, 2, dx, T, args.step_repeats)
@@ -129,15 +133,21 @@ def main() -> None:
     policy.K[:] = rng.normal(size=policy.K.shape)
     noise = rng.standard_normal((args.control_steps, du))
     lat = np.empty(args.control_steps)
-    belief, u = None, np.zeros(du)
+    # What the encoder node runs per frame (solar_ros.runtime.latent_encoder), then the controller's policy.
+    encoder = SVAEEncoder(model.net.eval(), "bench", "")
+    u = np.zeros(du)
     for i in range(-20, args.control_steps):  # 20 warm-up steps
         start = time.perf_counter()
-        belief = model.filter_step(frames[i % len(frames)], None if i % T == 0 else belief, u)
-        u = policy.act(i % T, belief[0], noise[i])
+        if i % T == 0:
+            encoder.end_episode()
+            encoder.begin_episode()
+        encoded = encoder.encode(frames[i % len(frames)], u)
+        u = policy.act(i % T, encoded.mean, noise[i])
         if i >= 0:
             lat[i] = time.perf_counter() - start
     ms = lat * 1e3
-    print(f"\ncontrol step (encode one {S}x{S} frame + filter update + policy), {args.control_steps} steps: "
+    print(f"\ncontrol step ({cfg.encoder} encoder: encode one {S}x{S} frame + Kalman filter update + policy, as "
+          f"the encoder and controller nodes run it), {args.control_steps} steps: "
           f"p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms, max {ms.max():.2f} ms, "
           f"jitter (std) {ms.std():.2f} ms")
 
