@@ -210,3 +210,15 @@ def test_a_short_seeded_run_learns_to_move_the_point_towards_the_goal():
     assert result.final_cost < 0.7 * still, (result.final_cost, still)
     # ... and it got there from images alone: the pretraining rollouts were no better than standing still.
     assert result.iterations[0]["mean_cost"] > 0.9 * still
+
+
+
+def test_copy_state_prior_holds_the_previous_latent():
+    cfg = replace(TINY, latent_dim=5, copy_state=True, encoder="keypoints")
+    model = solar.SVAELatentModel(16, 2, cfg)
+    assert cfg.observed_dim == 3 and list(model.fixed_rows) == [3, 4]
+    M = model.lds_prior().M  # rows x_{t+1}; columns [x_t (5), u_t (2), 1]
+    x = np.array([0.4, 0.1, 0.5, 0.1, -0.2])  # observed now, then the copies of observed dims 0 and 1
+    nxt = M @ np.r_[x, 0.0, 0.0, 1.0]
+    np.testing.assert_allclose(nxt[3:], x[:2])  # the copies take the current observed values
+    np.testing.assert_allclose(nxt[:3], x[:3])  # persistence on the observed dims (SOLAR's prior mean)
