@@ -44,7 +44,9 @@ def make_checkpoint(kind: str, path: Path) -> tuple[str, int]:
 
     torch.manual_seed(0)
     if kind == "svae":
-        model = StructuredVAE(SVAEConfig(image_size=64, latent_dim=10, action_dim=7))
+        # SOLAR's default model (algos.solar.TASK_DEFAULTS): keypoint encoder, 5 of 10 dimensions observed.
+        model = StructuredVAE(SVAEConfig(image_size=64, latent_dim=10, action_dim=7, encoder="keypoints",
+                                         observed_dim=5))
         model.set_dynamics(0.95 * np.eye(10), 0.01 * np.ones((10, 7)), np.zeros(10), 0.1 * np.eye(10),
                            np.zeros(10), np.eye(10))
         dim = 10
