@@ -225,7 +225,7 @@ class SolarConfig:
 
 
 # The project's settings where they differ from the reference, for every task (chosen on point, seed 0;
-# the diagnosis is in docs/results.md, "SOLAR on point"):
+# the diagnosis is in docs/results.md, "What limits SOLAR on point"):
 # * keypoints encoder: the reference conv encoder's latent explained the point's position with R^2
 #   0.6-0.7, the spatial-softmax one with R^2 > 0.99;
 # * a copy-state latent (5 of the 10 dimensions observed): a frame shows a position, not a velocity;
