@@ -36,7 +36,6 @@ from torch import nn
 
 from ..core.gaussian import LDSParams
 from ..core.types import CostExpansion
-
 from .common import (ConvDecoder, check_images, decoded_images,
                      images_log_likelihood, module_device, to_float_images)
 from .dsae import gaussian_encoder
@@ -82,7 +81,7 @@ class SVAEConfig:
     observed_dim: int | None = None
     """The encoder gives potentials on the first ``observed_dim`` latent dimensions only (None: all, the
     reference). The others carry no potential: they are inferred through the LDS alone, e.g. the
-    velocities of the observed positions, which one frame cannot show."""
+    previous step's observed latent (SOLAR's ``copy_state``) or velocities, which one frame cannot show."""
     hidden_var: float = 1e6
     """Variance of the (flat) potential on the dimensions without one."""
 
