@@ -42,6 +42,13 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def run_one(task: str, method: str, seed: int, out: Path, episodes: int | None, reuse: bool = False) -> dict:
     if reuse and (out / "summary.json").is_file():
         summary = json.loads((out / "summary.json").read_text())
@@ -51,14 +58,19 @@ def run_one(task: str, method: str, seed: int, out: Path, episodes: int | None, 
            "--seed", str(seed), "--out", str(out), "--no-progress"]
     if episodes:
         cmd += ["--episodes", str(episodes)]
+    return run_logged(cmd, out, "summary.json", f"{task}/{method}/seed {seed}")
+
+
+def run_logged(cmd: list[str], out: Path, result_file: str, what: str) -> dict:
+    """Run ``cmd`` single-threaded with its output in out/log.txt; returns the JSON it wrote to out/result_file."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "log.txt", "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                               env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     if proc.returncode != 0:
         tail = (out / "log.txt").read_text().splitlines()[-5:]
-        raise RuntimeError(f"{task}/{method}/seed {seed} failed (exit {proc.returncode}): " + " | ".join(tail))
-    return json.loads((out / "summary.json").read_text())
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}): " + " | ".join(tail))
+    return json.loads((out / result_file).read_text())
 
 
 def run_ppo_search(task: str, seed: int, target: float, cap: int, out: Path, reuse: bool = False) -> dict:
@@ -67,16 +79,9 @@ def run_ppo_search(task: str, seed: int, target: float, cap: int, out: Path, reu
         found = json.loads((out / "search.json").read_text())
         if found["target_success"] == target and found["cap"] == cap:
             return found
-    out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker-ppo-search", task, str(seed), str(target), str(cap),
            str(out)]
-    with open(out / "log.txt", "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                              env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    if proc.returncode != 0:
-        tail = (out / "log.txt").read_text().splitlines()[-5:]
-        raise RuntimeError(f"ppo search {task}/seed {seed} failed (exit {proc.returncode}): " + " | ".join(tail))
-    return json.loads((out / "search.json").read_text())
+    return run_logged(cmd, out, "search.json", f"ppo search {task}/seed {seed}")
 
 
 def ppo_search_worker(task: str, seed: int, target: float, cap: int, out: Path) -> None:
@@ -170,14 +175,14 @@ def main() -> int:
     p.add_argument("--tasks", required=True, help="comma-separated task names")
     p.add_argument("--methods", required=True, help="comma-separated method names")
     p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-4"), help="e.g. 0-9 or 0,3,5")
-    p.add_argument("--episodes", type=int, default=None, help="training episode budget (default: method's)")
-    p.add_argument("--ppo-episodes", type=int, default=None,
+    p.add_argument("--episodes", type=positive_int, default=None, help="training episode budget (default: method's)")
+    p.add_argument("--ppo-episodes", type=positive_int, default=None,
                    help="PPO's training episode budget (default: --episodes, else PPO's own default)")
     p.add_argument("--reuse", action="store_true",
                    help="reuse runs whose outputs already exist under runs/benchmark/<name>/ (same budget)")
     p.add_argument("--name", required=True, help="report name: docs/results/<name>.md")
-    p.add_argument("--jobs", type=int, default=2, help="runs in parallel")
-    p.add_argument("--ppo-search", type=int, default=0, metavar="CAP",
+    p.add_argument("--jobs", type=positive_int, default=2, help="runs in parallel")
+    p.add_argument("--ppo-search", type=positive_int, default=0, metavar="CAP",
                    help="also find PPO's episodes to SOLAR's success per seed, up to CAP episodes")
     args = p.parse_args()
     command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
