@@ -224,14 +224,15 @@ class SolarConfig:
         return self.pretrain_episodes + self.iterations * self.rollouts_per_iteration
 
 
-# The project's settings where they differ from the reference, for every task (chosen on point, seed 0;
-# the diagnosis is in docs/results.md, "What limits SOLAR on point"):
-# * keypoints encoder: the reference conv encoder's latent explained the point's position with R^2
-#   0.6-0.7, the spatial-softmax one with R^2 > 0.99;
+# The project's settings where they differ from the reference, for every task. They were chosen in
+# tuning runs on point, seed 0 (not a repo command; what the benchmark shows of their effect is in
+# docs/results.md, "What limits SOLAR on point"):
+# * keypoints encoder: the reference conv encoder's latent explained the point's position much worse
+#   (position R^2 about 0.6-0.7 against above 0.99 in those runs);
 # * a copy-state latent (5 of the 10 dimensions observed): a frame shows a position, not a velocity;
-# * prior_strength 1: the global LDS the model learns predicts the point's next position poorly
-#   (one-step error ~20x that of "it stays where it is"), and at the reference's 50 it dominated the
-#   per-step fits (eval success 0-10%; at 1: 20-55% on the same model);
+# * prior_strength 1: the global LDS the model learns predicts the point's next position poorly, and
+#   at the reference's 50 it dominated the per-step fits (in those runs eval success 0-10% at 50,
+#   10-55% at 1 from the same pretrained model);
 # * a fixed KL step: the adaptive step rode on the model's over-optimistic predicted improvements
 #   (multiplier at its cap of 10, then the cost rose again).
 PROJECT_SETTINGS = dict(encoder="keypoints", copy_state=True, prior_strength=1.0, adapt_step=False)

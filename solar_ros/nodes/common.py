@@ -93,8 +93,8 @@ class PolledSubscription:
     Every message a spinning node receives costs one executor iteration (the wait set is rebuilt in
     Python each time). A node that needs a fast stream only in aggregate - the encoder wants the
     mean of the 500 Hz torque commands once per frame - reads the queue in batches instead: with
-    an SVAE model the encoder went from ~40% to ~15% of a core (scripts/bench_node_stack.py). The QoS depth must hold the messages that arrive between two
-    reads (older ones are dropped).
+    an SVAE model the encoder went from ~40% to ~15% of a core (scripts/bench_node_stack.py). The
+    QoS depth must hold the messages that arrive between two reads (older ones are dropped).
     """
 
     def __init__(self, node: Node, msg_type, topic: str, qos_profile) -> None:
