@@ -84,6 +84,9 @@ class SVAEConfig:
     previous step's observed latent (SOLAR's ``copy_state``) or velocities, which one frame cannot show."""
     hidden_var: float = 1e6
     """Variance of the (flat) potential on the dimensions without one."""
+    cost_form: str = "linear"
+    """Latent cost model: 'linear' (the reference: 0.5 x^T C x + c^T x + c0) or 'target'
+    (0.5 (x - x*)^T C (x - x*) + c0 with a learned target latent x*). See :class:`QuadraticCostModel`."""
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1 or self.action_dim < 1:
@@ -96,6 +99,8 @@ class SVAEConfig:
             raise ValueError(f"observed_dim must be in [1, latent_dim={self.latent_dim}], got {self.observed_dim}")
         if self.keypoints < 1 or self.hidden_var <= 0:
             raise ValueError("keypoints and hidden_var must be positive")
+        if self.cost_form not in ("linear", "target"):
+            raise ValueError(f"cost_form must be 'linear' or 'target', got {self.cost_form!r}")
 
     @property
     def potential_dim(self) -> int:
@@ -159,15 +164,29 @@ class QuadraticCostModel(nn.Module):
     """Cost regression on the latent: quadratic mean (C = L L^T and R = M M^T are PSD by construction)
     and a Gaussian likelihood with a learned variance.
 
+    ``form`` 'linear' (the reference): 0.5 x^T C x + c^T x + c0. 'target': 0.5 (x - x*)^T C (x - x*) + c0,
+    the same family except that the linear term lies in C's range, so the minimum is the learned
+    target x*. With the general form a direction the cost barely curves in (C's eigenvalue ~ 0: latent
+    dimensions the cost hardly depends on in the data) can still carry a linear term, and its minimum
+    then lies far outside the data: LQR drives the latent, and the robot, towards it.
+
     ``cost_dim`` < latent_dim: the cost depends on the first ``cost_dim`` latent dimensions only (the
     observed ones; C and c are zero on the rest)."""
 
-    def __init__(self, latent_dim: int, action_dim: int, cost_dim: int | None = None):
+    def __init__(self, latent_dim: int, action_dim: int, cost_dim: int | None = None, form: str = "linear"):
         super().__init__()
+        if form not in ("linear", "target"):
+            raise ValueError(f"form must be 'linear' or 'target', got {form!r}")
         self.latent_dim = latent_dim
         self.cost_dim = latent_dim if cost_dim is None else cost_dim
-        self.L = nn.Parameter(0.1 * torch.eye(self.cost_dim))
-        self.c = nn.Parameter(torch.zeros(self.cost_dim))
+        self.form = form
+        # The target form's gradient on x is C (x - x*): it starts at unit curvature, so that the cost
+        # term shapes the encoder from the first step as the linear term c does in the reference form.
+        self.L = nn.Parameter((0.1 if form == "linear" else 1.0) * torch.eye(self.cost_dim))
+        if form == "linear":
+            self.c = nn.Parameter(torch.zeros(self.cost_dim))
+        else:
+            self.target = nn.Parameter(torch.zeros(self.cost_dim))
         self.c0 = nn.Parameter(torch.zeros(()))
         self.M = nn.Parameter(0.1 * torch.eye(action_dim))
         self.log_var = nn.Parameter(torch.zeros(()))
@@ -175,8 +194,10 @@ class QuadraticCostModel(nn.Module):
     def predict(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Mean cost for x (..., dx), u (..., du) -> (...)."""
         x = x[..., :self.cost_dim]
-        Lx = x @ self.L
         Mu = u @ self.M
+        if self.form == "target":
+            return 0.5 * ((x - self.target) @ self.L).pow(2).sum(-1) + self.c0 + 0.5 * Mu.pow(2).sum(-1)
+        Lx = x @ self.L
         return 0.5 * Lx.pow(2).sum(-1) + x @ self.c + self.c0 + 0.5 * Mu.pow(2).sum(-1)
 
     def log_likelihood(self, cost: torch.Tensor, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -185,15 +206,22 @@ class QuadraticCostModel(nn.Module):
         return -0.5 * (np.log(2.0 * np.pi) + self.log_var + r.pow(2) * torch.exp(-self.log_var))
 
     def as_cost(self) -> LatentQuadraticCost:
-        """The current cost model as numpy arrays (for LQR-FLM)."""
+        """The current cost model as numpy arrays (for LQR-FLM), in the general form either way."""
         with torch.no_grad():
             k = self.cost_dim
             C = np.zeros((self.latent_dim, self.latent_dim))
             c = np.zeros(self.latent_dim)
-            C[:k, :k] = (self.L @ self.L.T).double().cpu().numpy()
-            c[:k] = self.c.double().cpu().numpy()
+            Ck = (self.L @ self.L.T).double().cpu().numpy()
+            C[:k, :k] = Ck
+            c0 = float(self.c0)
+            if self.form == "target":
+                target = self.target.double().cpu().numpy()
+                c[:k] = -Ck @ target
+                c0 += 0.5 * float(target @ Ck @ target)
+            else:
+                c[:k] = self.c.double().cpu().numpy()
             R = (self.M @ self.M.T).double().cpu().numpy()
-            return LatentQuadraticCost(C, c, float(self.c0), R)
+            return LatentQuadraticCost(C, c, c0, R)
 
 
 class StructuredVAE(nn.Module):
@@ -208,7 +236,7 @@ class StructuredVAE(nn.Module):
         self.encoder = gaussian_encoder(cfg.encoder, cfg.image_size, cfg.channels, cfg.potential_dim, cfg.first_stride,
                                         cfg.encoder_hidden, cfg.keypoints, cfg.min_potential_var)
         self.decoder = ConvDecoder(cfg.image_size, cfg.channels, dx, cfg.decoder_hidden)
-        self.cost_model = QuadraticCostModel(dx, du, cfg.potential_dim)
+        self.cost_model = QuadraticCostModel(dx, du, cfg.potential_dim, cfg.cost_form)
         # The global LDS (posterior mean of the Bayesian LDS); a random walk until first set.
         f64 = torch.float64
         self.register_buffer("A", torch.eye(dx, dtype=f64))

@@ -40,7 +40,6 @@ from ..core.lqr_flm import QuadraticCost
 from ..core.types import LinearGaussianDynamics
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.lds_update import ConjugateLDSUpdate
-from ..models.train import SVAETrainConfig, train_svae
 from .fitting import (METHODS, FitError, FitMethod, FitOutput, ProgressFn, RunSettings, TrainingData,
                       _apply_overrides, _new_id, _no_progress, load_training_data, make_task)
 from .policy_msg import PolicyPackage
@@ -60,19 +59,17 @@ class _ProgressSVAE(solar.SVAELatentModel):
         def reporting_update(stats):
             params = update(stats)
             calls[0] += 1
-            loss = float(-np.mean(stats.log_z) / data.T)
+            loss = float(-np.mean(stats.log_z) / stats.means.shape[1])
             progress("representation", start + span * min(calls[0] / n_updates, 1.0), loss,
                      min(calls[0] // cfg.lds_update_iters * cfg.lds_update_every, steps))
             return params
 
-        train_cfg = SVAETrainConfig(
-            steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, disable_progress=True,
-            beta_end=cfg.beta_end, beta_anneal_steps=int(cfg.beta_anneal_fraction * steps),
-            lds_update_every=cfg.lds_update_every, lds_update_iters=cfg.lds_update_iters)
-        history = train_svae(self.net, data.images, data.actions, data.costs, train_cfg, lds_update=reporting_update)
-        if update.posterior is None:  # no gradient steps: still give the data their conjugate LDS
-            params = update(self.net.smoothed_stats(data.images, data.actions))
-            self.net.set_dynamics(params.A, params.B, params.b, params.Q, params.mu0, params.V0)
+        # The in-process loop's objective and windows (solar.train_svae_weighted), so that a run through
+        # the nodes fits the model the benchmarked way; then the LDS from whole rollouts, as SVAELatentModel.fit.
+        history = solar.train_svae_weighted(self.net, solar._windows(data, cfg.train_window), steps, cfg, seed,
+                                            reporting_update)
+        for _ in range(cfg.lds_update_iters):
+            solar._set_lds(self.net, update(self.net.smoothed_stats(data.images, data.actions)))
         self.lds = update.posterior
         self.net.eval()
         return solar._last_terms(history)

@@ -18,9 +18,9 @@ def _random_dynamics(rng, dx, du):
                 mu0=rng.normal(size=dx), V0=np.eye(dx) + 0.1 * np.ones((dx, dx)))
 
 
-def _tiny_model(dx=2, du=1, seed=0):
+def _tiny_model(dx=2, du=1, seed=0, **overrides):
     torch.manual_seed(seed)
-    return StructuredVAE(SVAEConfig(image_size=16, channels=1, latent_dim=dx, action_dim=du))
+    return StructuredVAE(SVAEConfig(image_size=16, channels=1, latent_dim=dx, action_dim=du, **overrides))
 
 
 @pytest.mark.parametrize("cfg", [SVAEConfig(), SVAEConfig.point32(action_dim=2),
@@ -104,9 +104,10 @@ def test_gradients_reach_every_parameter():
     assert all(not b.requires_grad for b in model.buffers())
 
 
-def test_latent_cost_matches_model_and_finite_differences():
+@pytest.mark.parametrize("cost_form", ["linear", "target"])
+def test_latent_cost_matches_model_and_finite_differences(cost_form):
     torch.manual_seed(0)
-    model = _tiny_model(3, 2)
+    model = _tiny_model(3, 2, cost_form=cost_form)
     with torch.no_grad():
         for p in model.cost_model.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -130,6 +131,27 @@ def test_latent_cost_matches_model_and_finite_differences():
         e[j] = h
         fd = (cost.eval(X, U + e).l - cost.eval(X, U - e).l) / (2 * h)
         np.testing.assert_allclose(ex.lu[:, j], fd, atol=1e-6)
+
+
+def test_target_cost_has_its_minimum_at_the_target_latent():
+    # The general form's minimum -C^+ c can lie arbitrarily far out along a direction the cost barely
+    # curves in; the target form's minimum is the learned target, on the observed dims.
+    model = _tiny_model(4, 1, cost_form="target", encoder="keypoints", observed_dim=2)
+    with torch.no_grad():
+        model.cost_model.L.copy_(torch.tensor([[1.0, 0.0], [0.0, 1e-4]]))
+        model.cost_model.target.copy_(torch.tensor([0.3, -0.7]))
+        model.cost_model.c0.fill_(0.25)
+    cost = model.latent_cost()
+    np.testing.assert_allclose(cost.c[2:], 0.0)
+    x_star = np.array([0.3, -0.7, 5.0, -5.0])  # the unobserved dims do not enter the cost
+    at_target = cost.eval(x_star[None], np.zeros((1, 1)))
+    np.testing.assert_allclose(at_target.l, [0.25], atol=1e-6)
+    np.testing.assert_allclose(at_target.lx, 0.0, atol=1e-6)
+    rng = np.random.default_rng(0)
+    others = cost.eval(x_star + rng.normal(size=(20, 4)), np.zeros((20, 1))).l
+    assert np.all(others >= 0.25 - 1e-9)
+    with pytest.raises(ValueError, match="cost_form"):
+        SVAEConfig(cost_form="quadratic")
 
 
 def test_beta_schedule_is_geometric():

@@ -160,8 +160,8 @@ def test_bad_episodes_give_a_failed_result_and_the_node_keeps_serving(rig):
     assert node.alive()
 
 
-SOLAR_TINY = {"image_size": 32, "latent_dim": 3, "pretrain_steps": 4, "batch_size": 2, "lds_update_every": 2,
-              "buffer_size": 4, "num_threads": 1}
+SOLAR_TINY = {"image_size": 32, "latent_dim": 3, "pretrain_steps": 4, "refit_steps": 2, "batch_size": 2,
+              "lds_update_every": 2, "buffer_size": 4, "num_threads": 1}
 
 
 def record_image_rollouts(root: Path, policy_id: str, seeds: list[int], prefix: str) -> list[str]:
@@ -216,8 +216,12 @@ def test_solar_method_pretrains_the_model_announces_it_and_updates_the_policy(ri
     assert res2.success, res2.message
     p2 = fitter.policy(res2.policy_id)
     metrics = dict(zip(res2.metric_names, res2.metric_values))
-    assert p2.model_id == p1.model_id and metrics["kl"] > 0 and np.any(p2.policy.K != 0)
-    assert res2.model_path == res1.model_path  # no refit: the encoder keeps its model
+    assert metrics["kl"] > 0 and np.any(p2.policy.K != 0)
+    # The project's settings refit the model after every iteration: a new model, announced, that the
+    # new policy names (the encoder swaps to it before the policy's first episode).
+    ros.spin_until(lambda: res2.model_path in models, 10, "the refitted model's announcement")
+    assert res2.model_path != res1.model_path and p2.model_id != p1.model_id
+    assert p2.model_id == load_checkpoint(res2.model_path).extra["model_id"] and "model_loss" in metrics
 
 
 def test_a_long_fit_can_be_cancelled(rig, ros):
