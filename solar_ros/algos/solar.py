@@ -60,7 +60,7 @@ from ..envs import make
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.common import check_images, to_float_images
 from ..models.lds_update import ConjugateLDSUpdate
-from ..models.svae import StructuredVAE, SVAEConfig, beta_schedule
+from ..models.svae import COST_FORMS, SmoothedStats, StructuredVAE, SVAEConfig, beta_schedule
 from ..models.train import VAETrainConfig, train_vae
 from ..models.vae import VAE, VAEConfig
 from .common import (Episode, IterationLog, RunResult, Stopwatch, finite_or_raise, format_table,
@@ -212,8 +212,8 @@ class SolarConfig:
         if self.train_window is not None and (not isinstance(self.train_window, (int, np.integer))
                                               or self.train_window < 2):
             raise ValueError(f"SolarConfig.train_window must be None or an integer >= 2, got {self.train_window!r}")
-        if self.cost_form not in ("linear", "target"):
-            raise ValueError(f"SolarConfig.cost_form must be 'linear' or 'target', got {self.cost_form!r}")
+        if self.cost_form not in COST_FORMS:
+            raise ValueError(f"SolarConfig.cost_form must be one of {COST_FORMS}, got {self.cost_form!r}")
         if self.dynamics_latents not in ("smoothed", "filtered"):
             raise ValueError(f"SolarConfig.dynamics_latents must be 'smoothed' or 'filtered', got {self.dynamics_latents!r}")
         if self.action_cost not in ("learned", "task"):
@@ -384,12 +384,24 @@ class SVAELatentModel(LatentModel):
         prior.Psi[copy, copy] = COPY_NOISE_VAR * (prior.nu - self.dx - 1)
         return prior
 
-    def fit(self, data: RolloutData, steps: int, seed: int, progress: bool = False) -> dict[str, float]:
-        """Train on ``data`` (continuing from the current weights); returns the final loss terms."""
+    def fit(self, data: RolloutData, steps: int, seed: int, progress: bool = False,
+            on_update: Callable[[SmoothedStats], None] | None = None) -> dict[str, float]:
+        """Train on ``data`` (continuing from the current weights); returns the final loss terms.
+
+        ``on_update`` is called with the smoothed statistics of each conjugate LDS update during
+        training (e.g. to report progress; an exception it raises stops the fit there)."""
         self.check_data(data)
         cfg = self.cfg
         update = ConjugateLDSUpdate(self.lds_prior(), fixed_rows=self.fixed_rows)
-        history = train_svae_weighted(self.net, _windows(data, cfg.train_window), steps, cfg, seed, update, progress)
+
+        def training_update(stats: SmoothedStats) -> LDSParams:
+            params = update(stats)
+            if on_update is not None:
+                on_update(stats)
+            return params
+
+        history = train_svae_weighted(self.net, _windows(data, cfg.train_window), steps, cfg, seed, training_update,
+                                      progress)
         # The LDS (and the initial-state distribution the online filter starts from) from whole rollouts.
         for _ in range(cfg.lds_update_iters):
             _set_lds(self.net, update(self.net.smoothed_stats(data.images, data.actions)))
@@ -432,7 +444,7 @@ class SVAELatentModel(LatentModel):
 
 
 def train_svae_weighted(net: StructuredVAE, data: RolloutData, steps: int, cfg: SolarConfig, seed: int,
-                        update: ConjugateLDSUpdate, progress: bool = False) -> dict[str, list[float]]:
+                        update: Callable[[SmoothedStats], LDSParams], progress: bool = False) -> dict[str, list[float]]:
     """SVAE training as :func:`~solar_ros.models.train.train_svae` (Adam, global grad-norm clip 5, beta
     annealed from 1e-4 to ``cfg.beta_end``, conjugate LDS update every ``cfg.lds_update_every`` steps),
     with the cost log-likelihood weighted by max(beta, ``cfg.cost_weight_floor``) instead of beta.

@@ -42,6 +42,10 @@ from .dsae import gaussian_encoder
 from .kalman_torch import SmootherResult, kalman_predict, kalman_smoother, kalman_update, kl_posterior_prior
 
 
+COST_FORMS = ("linear", "target")
+"""Forms of the latent cost model (see :class:`QuadraticCostModel`)."""
+
+
 def beta_schedule(step: int, anneal_steps: int, start: float = 1e-4, end: float = 10.0) -> float:
     """Geometric annealing of the KL/cost weight: ``start`` at step 0, ``end`` from ``anneal_steps`` on."""
     if start <= 0 or end <= 0:
@@ -99,8 +103,8 @@ class SVAEConfig:
             raise ValueError(f"observed_dim must be in [1, latent_dim={self.latent_dim}], got {self.observed_dim}")
         if self.keypoints < 1 or self.hidden_var <= 0:
             raise ValueError("keypoints and hidden_var must be positive")
-        if self.cost_form not in ("linear", "target"):
-            raise ValueError(f"cost_form must be 'linear' or 'target', got {self.cost_form!r}")
+        if self.cost_form not in COST_FORMS:
+            raise ValueError(f"cost_form must be one of {COST_FORMS}, got {self.cost_form!r}")
 
     @property
     def potential_dim(self) -> int:
@@ -175,8 +179,8 @@ class QuadraticCostModel(nn.Module):
 
     def __init__(self, latent_dim: int, action_dim: int, cost_dim: int | None = None, form: str = "linear"):
         super().__init__()
-        if form not in ("linear", "target"):
-            raise ValueError(f"form must be 'linear' or 'target', got {form!r}")
+        if form not in COST_FORMS:
+            raise ValueError(f"form must be one of {COST_FORMS}, got {form!r}")
         self.latent_dim = latent_dim
         self.cost_dim = latent_dim if cost_dim is None else cost_dim
         self.form = form

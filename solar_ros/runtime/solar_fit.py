@@ -39,7 +39,6 @@ from ..core.dynamics import BayesianLDS, fit_dynamics
 from ..core.lqr_flm import QuadraticCost
 from ..core.types import LinearGaussianDynamics
 from ..models.checkpoint import load_checkpoint, save_checkpoint
-from ..models.lds_update import ConjugateLDSUpdate
 from .fitting import (METHODS, FitError, FitMethod, FitOutput, ProgressFn, RunSettings, TrainingData,
                       _apply_overrides, _new_id, _no_progress, load_training_data, make_task)
 from .policy_msg import PolicyPackage
@@ -50,29 +49,19 @@ class _ProgressSVAE(solar.SVAELatentModel):
 
     def fit_with_progress(self, data: solar.RolloutData, steps: int, seed: int, progress: ProgressFn,
                           start: float, span: float) -> dict[str, float]:
-        self.check_data(data)
+        """:meth:`fit` (the in-process loop's objective, so a run through the nodes fits the model the
+        benchmarked way), reporting at each conjugate LDS update between ``start`` and ``start + span``."""
         cfg = self.cfg
-        update = ConjugateLDSUpdate(self.lds_prior(), fixed_rows=self.fixed_rows)
         n_updates = max(1, math.ceil(steps / cfg.lds_update_every) * cfg.lds_update_iters)
         calls = [0]
 
-        def reporting_update(stats):
-            params = update(stats)
+        def report(stats) -> None:
             calls[0] += 1
             loss = float(-np.mean(stats.log_z) / stats.means.shape[1])
             progress("representation", start + span * min(calls[0] / n_updates, 1.0), loss,
                      min(calls[0] // cfg.lds_update_iters * cfg.lds_update_every, steps))
-            return params
 
-        # The in-process loop's objective and windows (solar.train_svae_weighted), so that a run through
-        # the nodes fits the model the benchmarked way; then the LDS from whole rollouts, as SVAELatentModel.fit.
-        history = solar.train_svae_weighted(self.net, solar._windows(data, cfg.train_window), steps, cfg, seed,
-                                            reporting_update)
-        for _ in range(cfg.lds_update_iters):
-            solar._set_lds(self.net, update(self.net.smoothed_stats(data.images, data.actions)))
-        self.lds = update.posterior
-        self.net.eval()
-        return solar._last_terms(history)
+        return self.fit(data, steps, seed, on_update=report)
 
 
 def _arrays_of(prefix: str, d: dict) -> dict[str, np.ndarray]:
