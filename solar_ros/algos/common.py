@@ -173,6 +173,15 @@ class RunResult:
     goal: list[float]
     config: dict
     iterations: list[dict]
+    provenance: dict = field(default_factory=dict)
+    """Where the result came from: commit, command line, Python version (and, in a ``solar-ros launch``
+    stack, the launch command and node parameters); see :func:`solar_ros.provenance.provenance`.
+    Filled in when not given."""
+
+    def __post_init__(self) -> None:
+        if not self.provenance:
+            from ..provenance import provenance
+            self.provenance = provenance()
 
     def write(self, out: Path) -> None:
         write_json_atomic(out / "summary.json", asdict(self))

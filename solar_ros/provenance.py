@@ -1,0 +1,64 @@
+"""Where a result came from: the code's commit, the settings and the command line.
+
+Every ``summary.json`` (``RunResult.provenance``) and benchmark report carries :func:`provenance`,
+so a result can be traced to the code and the settings that produced it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+"""The directory holding the ``solar_ros`` package (the repository root in a checkout)."""
+
+LAUNCH_ENV = "SOLAR_ROS_LAUNCH"
+"""Environment variable through which ``solar-ros launch`` tells its nodes how the stack was started
+(JSON: the launch command line, the profile and every node's parameters)."""
+
+
+def git_commit(root: str | os.PathLike = PACKAGE_ROOT, timeout: float = 5.0) -> str | None:
+    """``git describe --always --dirty`` of the checkout at ``root``; None when ``root`` is not the top
+    of a git checkout (an installed package), git is missing or fails."""
+    root = Path(root).resolve()
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True,
+                             timeout=timeout)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
+            return None  # not a checkout, or the package sits inside some other repository
+        described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root, capture_output=True,
+                                   text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (described.stdout.strip() or None) if described.returncode == 0 else None
+
+
+def launch_info(environ: dict[str, str] | None = None) -> dict | None:
+    """What ``solar-ros launch`` recorded for its nodes (see :data:`LAUNCH_ENV`); None outside a launch."""
+    text = (os.environ if environ is None else environ).get(LAUNCH_ENV)
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"unreadable": text[:200]}
+    return value if isinstance(value, dict) else {"unreadable": text[:200]}
+
+
+def provenance(config: dict | None = None, argv: list[str] | None = None) -> dict[str, Any]:
+    """``{"commit", "argv", "python"}``, plus ``"config"`` when given and ``"launch"`` inside a
+    ``solar-ros launch`` stack; JSON-serialisable."""
+    out: dict[str, Any] = {
+        "commit": git_commit(),
+        "argv": list(sys.argv if argv is None else argv),
+        "python": sys.version.split()[0],
+    }
+    if config is not None:
+        out["config"] = config
+    launched = launch_info()
+    if launched is not None:
+        out["launch"] = launched
+    return out
