@@ -1,11 +1,11 @@
-"""What every learning loop shares: rollouts, evaluation, the results table, summary and plot."""
+"""What every learning loop shares: rollouts, the LQR-FLM iteration step and loop, evaluation, the results table, summary and plot."""
 from __future__ import annotations
 
 import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -202,12 +202,113 @@ def finite_or_raise(name: str, value: float) -> float:
 
 
 def initial_policy(T: int, dx: int, du: int, std) -> LinearGaussianPolicy:
-    """Zero-gain first policy with independent action noise of per-dimension std ``std`` (scalar or (du,))."""
+    """The first policy of every LQR-FLM loop: zero gains, independent action noise of std ``std``.
+
+    ``std``: a scalar or a (du,) array, usually ``noise * action_scale`` (the noise in units of the
+    task's action scale)."""
     std = np.broadcast_to(np.asarray(std, dtype=np.float64), (du,))
     if not np.all(np.isfinite(std)) or np.any(std <= 0):
         raise ValueError(f"initial policy noise std must be positive and finite, got {std}")
     cov = np.tile(np.diag(std**2), (T, 1, 1))
     return LinearGaussianPolicy(np.zeros((T, du, dx)), np.zeros((T, du)), cov)
+
+
+# ================================================================================================
+# one LQR-FLM iteration step (shared by every loop: true state, feature points, latents)
+
+
+@dataclass(frozen=True)
+class StepState:
+    """What one LQR-FLM step hands to the next: the KL step multiplier, the dual variable and the
+    last update (for the step adaptation)."""
+
+    step_mult: float = 1.0
+    """Current KL step multiplier."""
+    eta: float = 1.0
+    """Dual variable of the last update (warm start of the next search)."""
+    previous: tuple | None = None
+    """(old policy, new policy, dynamics, cost) of the last update; None before the first one, or
+    after the state's coordinates changed (the last update's predictions no longer apply)."""
+
+    def without_previous(self) -> "StepState":
+        """The same state with the last update forgotten (after the state's coordinates changed)."""
+        return replace(self, previous=None)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """As named arrays (``step_mult``, ``eta``, ``prev_*``), for ``np.savez`` or a checkpoint."""
+        out = {"step_mult": np.array(self.step_mult), "eta": np.array(self.eta)}
+        if self.previous is not None:
+            old, new, dyn, cost = self.previous
+            out.update(policy_arrays("prev_old", old))
+            out.update(policy_arrays("prev_new", new))
+            for name in _DYNAMICS_FIELDS:
+                out[f"prev_dyn_{name}"] = getattr(dyn, name)
+            out["prev_cost_Cm"], out["prev_cost_cv"], out["prev_cost_cc"] = cost.Cm, cost.cv, cost.cc
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "StepState":
+        """Inverse of :meth:`arrays` (``arrays``: any mapping, e.g. an ``np.load`` result); KeyError if incomplete."""
+        previous = None
+        if "prev_cost_Cm" in arrays:
+            dyn = LinearGaussianDynamics(*(np.asarray(arrays[f"prev_dyn_{n}"]) for n in _DYNAMICS_FIELDS))
+            cost = lqr_flm.QuadraticCost(np.asarray(arrays["prev_cost_Cm"]), np.asarray(arrays["prev_cost_cv"]),
+                                         np.asarray(arrays["prev_cost_cc"]))
+            previous = (policy_from_arrays("prev_old", arrays), policy_from_arrays("prev_new", arrays), dyn, cost)
+        return cls(float(arrays["step_mult"]), float(arrays["eta"]), previous)
+
+
+_DYNAMICS_FIELDS = ("Fm", "fv", "dyn_covar", "x0mu", "x0sigma")
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Diagnostics of one LQR-FLM step."""
+
+    kl: float
+    """KL divergence of the new policy from the old one (summed over time)."""
+    kl_target: float
+    """The KL bound the update aimed at (base step x multiplier x T)."""
+    eta: float
+    """Dual variable of the update."""
+    step_mult: float
+    """KL step multiplier the update used."""
+    expected_cost: float
+    """The new policy's expected cost under the fitted dynamics and the cost."""
+    predicted_improvement: float | None
+    """The last update's predicted cost improvement (None when the step was not adapted)."""
+    actual_improvement: float | None
+    """Its actual improvement, measured with the dynamics just fitted (None when the step was not adapted)."""
+    dynamics: LinearGaussianDynamics
+    """The per-step dynamics fitted to the rollouts."""
+    cost: lqr_flm.QuadraticCost
+    """The quadratic cost the update minimised."""
+
+
+def lqr_flm_step(policy: LinearGaussianPolicy, X: np.ndarray, U: np.ndarray, prior, cost_model, state: StepState,
+                 kl_step: float, adapt_step: bool) -> tuple[LinearGaussianPolicy, StepState, StepInfo]:
+    """One LQR-FLM iteration on the rollouts X (N, T, dx), U (N, T, du) of ``policy``.
+
+    Fits time-varying linear-Gaussian dynamics to the rollouts with ``prior`` (an NIW prior, or
+    None), takes the expected cost from ``cost_model`` (a :class:`~solar_ros.core.lqr_flm.QuadraticCost`
+    as is, or any ``eval(X, U)`` cost model averaged over the samples), adapts the KL step
+    multiplier from the last update's predicted vs actual improvement (when ``adapt_step`` and there
+    is a last update), and returns the policy minimising the expected cost within
+    ``kl_step * step_mult`` per step of ``policy``, the state for the next step and the diagnostics.
+    """
+    if (np.shape(X)[1:], np.shape(U)[2:]) != ((policy.T, policy.dx), (policy.du,)) or np.shape(U)[:2] != np.shape(X)[:2]:
+        raise ValueError(f"rollouts have states {np.shape(X)} and actions {np.shape(U)}, the policy "
+                         f"(T, dx, du) = {(policy.T, policy.dx, policy.du)}")
+    dynamics = fit_dynamics(X, U, prior=prior)
+    cost = lqr_flm.estimate_cost(cost_model, X, U)
+    step_mult, predicted, actual = state.step_mult, None, None
+    if state.previous is not None and adapt_step:
+        predicted, actual = lqr_flm.step_improvements(*state.previous, dynamics, cost)
+        step_mult = lqr_flm.adjust_step_multiplier(step_mult, predicted, actual)
+    new_policy, eta, info = lqr_flm.update(policy, dynamics, cost, kl_step=kl_step * step_mult, eta0=state.eta)
+    new_state = StepState(step_mult, eta, (policy, new_policy, dynamics, cost))
+    return new_policy, new_state, StepInfo(info.kl, info.kl_target, eta, step_mult, info.expected_cost,
+                                           predicted, actual, dynamics, cost)
 
 
 GMM_PRIOR_ROLLOUTS = 20
@@ -218,10 +319,10 @@ GMM_PRIOR_ROLLOUTS = 20
 class LQRFLMLoop:
     """The LQR-FLM learning iteration on any state (true state, feature points, latents).
 
-    Each :meth:`iterate` takes the rollouts of the current policy, fits time-varying linear-Gaussian
-    dynamics to them (with a global linear model of every rollout so far as the prior), estimates the
-    expected cost from ``cost_model``, adapts the KL step from the last update's predicted vs actual
-    improvement, and replaces ``policy`` by the LQR-FLM update. :meth:`state_arrays` /
+    Each :meth:`iterate` takes the rollouts of the current policy and runs :func:`lqr_flm_step` on
+    them with a dynamics prior built from every rollout so far (a mixture over the recent ones, or
+    one global linear model) and the expected cost from ``cost_model``; ``policy`` becomes the
+    LQR-FLM update. :meth:`state_arrays` /
     :meth:`from_state_arrays` save and restore everything the next iteration needs (for resuming).
     """
 
@@ -258,18 +359,19 @@ class LQRFLMLoop:
                              f"policy {(self.policy.T, self.policy.dx, self.policy.du)}")
         self.seen_X.append(batch.X)
         self.seen_U.append(batch.U)
-        prior = self._dynamics_prior()
-        dynamics = fit_dynamics(batch.X, batch.U, prior=prior)
-        cost = lqr_flm.estimate_cost(self.cost_model, batch.X, batch.U)
-        if self.previous is not None:
-            predicted, actual = lqr_flm.step_improvements(*self.previous, dynamics, cost)
-            if self.adapt_step:
-                self.step_mult = lqr_flm.adjust_step_multiplier(self.step_mult, predicted, actual)
-        new_policy, self.eta, info = lqr_flm.update(self.policy, dynamics, cost,
-                                                    kl_step=self.kl_step * self.step_mult, eta0=self.eta)
-        self.previous = (self.policy, new_policy, dynamics, cost)
-        self.policy = new_policy
+        self.policy, step, info = lqr_flm_step(self.policy, batch.X, batch.U, self._dynamics_prior(), self.cost_model,
+                                               self.step_state, kl_step=self.kl_step, adapt_step=self.adapt_step)
+        self.step_state = step
         return {"kl": info.kl, "kl_target": info.kl_target, "eta": self.eta, "step_mult": self.step_mult}
+
+    @property
+    def step_state(self) -> StepState:
+        """What the next :func:`lqr_flm_step` continues from."""
+        return StepState(self.step_mult, self.eta, self.previous)
+
+    @step_state.setter
+    def step_state(self, state: StepState) -> None:
+        self.step_mult, self.eta, self.previous = state.step_mult, state.eta, state.previous
 
     def _dynamics_prior(self):
         """The NIW prior of the per-step fits, built from the rollouts seen so far.
@@ -289,20 +391,13 @@ class LQRFLMLoop:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything :meth:`iterate` carries between iterations, as named arrays (for ``np.savez``)."""
-        out = {"step_mult": np.array(self.step_mult), "eta": np.array(self.eta),
-               "kl_step": np.array(self.kl_step), "prior_strength": np.array(self.prior_strength),
+        out = {"kl_step": np.array(self.kl_step), "prior_strength": np.array(self.prior_strength),
                "adapt_step": np.array(self.adapt_step), "seen_count": np.array(len(self.seen_X)),
                "prior": np.array(self.prior), "prior_seed": np.array(self.prior_seed)}
+        out.update(self.step_state.arrays())
         out.update(policy_arrays("policy", self.policy))
         for i, (X, U) in enumerate(zip(self.seen_X, self.seen_U)):
             out[f"seen_X_{i}"], out[f"seen_U_{i}"] = X, U
-        if self.previous is not None:
-            old, new, dyn, cost = self.previous
-            out.update(policy_arrays("prev_old", old))
-            out.update(policy_arrays("prev_new", new))
-            for name in ("Fm", "fv", "dyn_covar", "x0mu", "x0sigma"):
-                out[f"prev_dyn_{name}"] = getattr(dyn, name)
-            out["prev_cost_Cm"], out["prev_cost_cv"], out["prev_cost_cc"] = cost.Cm, cost.cv, cost.cc
         return out
 
     @classmethod
@@ -312,17 +407,11 @@ class LQRFLMLoop:
             loop = cls(policy=policy_from_arrays("policy", arrays), cost_model=cost_model,
                        kl_step=float(arrays["kl_step"]), prior_strength=float(arrays["prior_strength"]),
                        adapt_step=bool(arrays["adapt_step"]), prior=str(arrays["prior"]),
-                       prior_seed=int(arrays["prior_seed"]), step_mult=float(arrays["step_mult"]),
-                       eta=float(arrays["eta"]))
+                       prior_seed=int(arrays["prior_seed"]))
+            loop.step_state = StepState.from_arrays(arrays)
             for i in range(int(arrays["seen_count"])):
                 loop.seen_X.append(np.asarray(arrays[f"seen_X_{i}"]))
                 loop.seen_U.append(np.asarray(arrays[f"seen_U_{i}"]))
-            if "prev_cost_Cm" in arrays:
-                dyn = LinearGaussianDynamics(*(np.asarray(arrays[f"prev_dyn_{n}"])
-                                               for n in ("Fm", "fv", "dyn_covar", "x0mu", "x0sigma")))
-                cost = lqr_flm.QuadraticCost(arrays["prev_cost_Cm"], arrays["prev_cost_cv"], arrays["prev_cost_cc"])
-                loop.previous = (policy_from_arrays("prev_old", arrays), policy_from_arrays("prev_new", arrays),
-                                 dyn, cost)
         except KeyError as err:
             raise ValueError(f"saved LQR-FLM loop state lacks the array {err}") from None
         return loop
