@@ -1,18 +1,24 @@
 """``solar-ros``: the project's command line.
 
   solar-ros train --task reacher --method lqr_state --seed 0 --out runs/reacher
+  solar-ros train --task point --method solar --out runs/p --set kl_step=1.5 --set refit_every=2
+  solar-ros train --task point --method solar --list-settings      (the method's settings and their values)
   solar-ros launch sim            (the node stack, where ``ros2 launch`` is not available)
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import inspect
+import re
 import sys
+import typing
 from pathlib import Path
 
 # method name -> (module, function) with the signature
-#   train(task, seed, out, episodes=None, goal=None, progress=True, resume=False) -> RunResult
+#   train(task, seed, out, episodes=None, goal=None, progress=True, resume=False, config=None) -> RunResult
+# where ``config`` is the method's config dataclass and the module's TASK_DEFAULTS holds its defaults per task.
 METHODS = {
     "lqr_state": ("solar_ros.algos.lqr_state", "train"),
     "solar": ("solar_ros.algos.solar", "train"),
@@ -20,6 +26,11 @@ METHODS = {
     "dsae": ("solar_ros.algos.dsae_pipeline", "train"),
     "ppo": ("solar_ros.algos.ppo", "train"),
 }
+
+_NUMBERS = re.compile(r"^-[\d.]")
+"""A value that starts like a negative number (argparse takes ``-0.5,0.45`` for an option)."""
+VALUE_OPTIONS = ("--goal",)
+"""Options whose value may start with a minus sign."""
 
 
 def _goal(text: str) -> list[float]:
@@ -37,6 +48,78 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def join_negative_values(argv: list[str], options=VALUE_OPTIONS) -> list[str]:
+    """``["--goal", "-0.5,0.45"]`` -> ``["--goal=-0.5,0.45"]``, so that argparse does not read the
+    value as an option (it only recognises single negative numbers as values)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            out.extend(argv[i:])
+            break
+        if a in options and i + 1 < len(argv) and _NUMBERS.match(argv[i + 1]):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def train_function(method: str):
+    module, function = METHODS[method]
+    return getattr(importlib.import_module(module), function)
+
+
+def config_class(method: str) -> type:
+    """The config dataclass ``method``'s train() takes as ``config=``."""
+    train = train_function(method)
+    hint = typing.get_type_hints(train).get("config")
+    candidates = [hint, *typing.get_args(hint)]
+    found = [c for c in candidates if isinstance(c, type) and dataclasses.is_dataclass(c)]
+    if not found:
+        raise TypeError(f"{METHODS[method][0]}.{METHODS[method][1]} takes no config dataclass")
+    return found[0]
+
+
+def method_config(method: str, task: str, overrides: list[str] | None = None):
+    """``method``'s settings for ``task``: the task defaults (``TASK_DEFAULTS[task]`` of the method's
+    module), with ``key=value`` overrides on top (raises :class:`solar_ros.settings.SettingsError`)."""
+    from .settings import apply_overrides
+
+    cls = config_class(method)
+    module = importlib.import_module(METHODS[method][0])
+    cfg = getattr(module, "TASK_DEFAULTS", {}).get(task) or cls()
+    if method == "dsae" and cfg.exploration is None:
+        # the pipeline's own default: the exploratory controller of lqr_state for the task
+        from .algos import lqr_state
+        cfg = dataclasses.replace(cfg, exploration=lqr_state.TASK_DEFAULTS.get(task, lqr_state.LQRStateConfig()))
+    return apply_overrides(cfg, overrides or [])
+
+
+def settings_table(cfg) -> str:
+    """One line per setting: key, value, type (``--list-settings``)."""
+    from .settings import config_fields, lookup, type_name
+
+    values = dataclasses.asdict(cfg)
+    fields = config_fields(cfg)
+    width = max(len(k) for k in fields)
+    lines = []
+    for key, tp in fields.items():
+        value = lookup(values, key)
+        if isinstance(value, dict):
+            continue  # a group of settings: its fields follow as group.field
+        lines.append(f"{key.ljust(width)}  {value!r:<24} {type_name(tp)}")
+    return "\n".join(lines)
+
+
+def _error(command: str, message: str) -> int:
+    """A user error: one line on stderr, exit status 2 (as argparse's own errors)."""
+    print(f"solar-ros {command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,28 +140,46 @@ def build_parser() -> argparse.ArgumentParser:
                        help="training episode budget (default: the method's own default for the task)")
     train.add_argument("--goal", type=_goal, default=None,
                        help="goal as comma-separated coordinates (default: drawn from the seed)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                       help="change one of the method's settings (a field of its config, on top of the task's "
+                            "defaults); repeatable; --list-settings shows them")
+    train.add_argument("--list-settings", action="store_true",
+                       help="print the method's settings for the task (with any --set applied) and exit")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
     launch = sub.add_parser("launch", help="start the ROS 2 node stack as separate processes")
     launch.add_argument("profile", help="which stack to start, e.g. 'sim'")
-    launch.add_argument("args", nargs=argparse.REMAINDER, help="name:=value parameter overrides")
+    launch.add_argument("args", nargs=argparse.REMAINDER, help="node.parameter:=value overrides")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(join_negative_values(argv))
     if args.command == "train":
-        module, function = METHODS[args.method]
-        train = getattr(importlib.import_module(module), function)
+        from .settings import SettingsError
+
+        try:
+            cfg = method_config(args.method, args.task, args.settings) if (args.settings or args.list_settings) \
+                else None
+        except SettingsError as err:
+            return _error("train", str(err))
+        if args.list_settings:
+            print(settings_table(cfg))
+            return 0
+        train = train_function(args.method)
         out = args.resume or args.out
         if out is None:
-            raise SystemExit("solar-ros train: give --out DIR (or --resume DIR)")
-        out.mkdir(parents=True, exist_ok=True)
+            return _error("train", "give --out DIR (or --resume DIR)")
         kwargs = {}
         if args.resume:
             if "resume" not in inspect.signature(train).parameters:
-                raise SystemExit(f"solar-ros train: --method {args.method} has no checkpoints to resume from")
+                return _error("train", f"--method {args.method} has no checkpoints to resume from")
             kwargs["resume"] = True
+        if cfg is not None:
+            kwargs["config"] = cfg
+        out.mkdir(parents=True, exist_ok=True)
         result = train(task=args.task, seed=args.seed, out=out, episodes=args.episodes, goal=args.goal,
                        progress=not args.no_progress, **kwargs)
         print(f"\n{result.task} / {result.method} / seed {result.seed}: success {result.success_rate:.0%} over "
@@ -87,9 +188,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"summary: {out / 'summary.json'}\nplot:    {out / 'learning_curve.png'}")
         return 0
     if args.command == "launch":
-        from .launcher import launch
-        overrides = dict(a.split(":=", 1) for a in args.args if ":=" in a)
-        return launch(args.profile, overrides)
+        from .launcher import LaunchError, launch, parse_overrides
+
+        try:
+            return launch(args.profile, parse_overrides(args.args), argv=["solar-ros", *argv])
+        except (LaunchError, FileNotFoundError) as err:
+            return _error("launch", str(err))
     return 2
 
 
