@@ -11,6 +11,7 @@ exits, stops the rest: SIGINT, then SIGTERM after ``grace`` seconds, then SIGKIL
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,9 +21,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import IO, Any, Iterable, Mapping
 
 import yaml
+
+from .nodes.contract import PARAMETERS, node_parameters
+from .provenance import LAUNCH_ENV
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 """The repository's parameter files (a ROS install uses share/solar_ros/config instead)."""
@@ -96,10 +100,134 @@ PROFILES: dict[str, LaunchSpec] = {
 robot profiles run the stack without a trainer (episodes are started by a person or a script)."""
 
 
+class LaunchError(ValueError):
+    """Launch arguments or parameter files that would not run as written: a malformed override, an
+    unknown profile, node or parameter name (ROS itself would silently ignore an unknown parameter)."""
+
+
 def get_profile(profile: str) -> LaunchSpec:
     if profile not in PROFILES:
-        raise ValueError(f"unknown launch profile {profile!r}; available: {', '.join(PROFILES)}")
+        raise LaunchError(f"unknown launch profile {profile!r}; available: {', '.join(PROFILES)}")
     return PROFILES[profile]
+
+
+def parse_overrides(args: Iterable[str]) -> dict[str, str]:
+    """Command-line ``name:=value`` arguments -> ``{name: value}`` (see :func:`params_yaml` for the names)."""
+    out: dict[str, str] = {}
+    for arg in args:
+        name, sep, value = arg.partition(":=")
+        if not sep or not name.strip():
+            raise LaunchError(f"argument {arg!r} is not NAME:=VALUE (e.g. controller_node.rate:=250 for one node, "
+                              f"or use_sim_time:=true for every node)")
+        out[name.strip()] = value
+    return out
+
+
+def split_name(key: str) -> tuple[str | None, str]:
+    """``"controller_node.rate"`` or ``"controller_node:rate"`` -> ("controller_node", "rate");
+    ``"rate"`` -> (None, "rate"): a parameter of every node."""
+    for sep in (":", "."):
+        if sep in key:
+            node, name = key.split(sep, 1)
+            return node, name
+    return None, key
+
+
+def _listing(names: Iterable[str]) -> str:
+    return ", ".join(sorted(set(names)))
+
+
+def _flat_names(params: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Parameter names of a ``ros__parameters`` mapping (nested mappings are dotted names, as in ROS)."""
+    names = []
+    for k, v in params.items():
+        if isinstance(v, Mapping):
+            names += _flat_names(v, f"{prefix}{k}.")
+        else:
+            names.append(f"{prefix}{k}")
+    return names
+
+
+def _check_names(node: str, names: Iterable[str], where: str) -> None:
+    if node not in PARAMETERS:
+        raise LaunchError(f"{where}: unknown node {node!r}; nodes: {_listing(PARAMETERS)}")
+    unknown = sorted(set(names) - set(node_parameters(node)))
+    if unknown:
+        raise LaunchError(f"{where}: {node} has no parameter{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)}; its parameters: {_listing(node_parameters(node))}")
+
+
+def validate_overrides(spec: LaunchSpec, extra_params: Mapping[str, Any]) -> None:
+    """Reject overrides naming a node the profile does not run or a parameter the node does not declare;
+    a parameter for every node must be one that at least one of the profile's nodes declares."""
+    profile_nodes = [n.name for n in spec.nodes]
+    for key, value in extra_params.items():
+        if isinstance(value, Mapping):
+            node, names = key, _flat_names(value)
+        else:
+            node, name = split_name(key)
+            names = [name]
+        if node is None:
+            valid = {p for n in profile_nodes for p in node_parameters(n)}
+            unknown = sorted(set(names) - valid)
+            if unknown:
+                raise LaunchError(f"override {key!r}: no node of profile {spec.profile!r} has a parameter "
+                                  f"{unknown[0]!r}; give NODE.PARAMETER (nodes: {', '.join(profile_nodes)}) or one of "
+                                  f"{_listing(valid)}")
+            continue
+        if node not in profile_nodes:
+            raise LaunchError(f"override {key!r}: profile {spec.profile!r} runs no node {node!r}; its nodes: "
+                              f"{', '.join(profile_nodes)}")
+        _check_names(node, names, f"override {key!r}")
+
+
+def validate_params_files(spec: LaunchSpec, config_dir: str | os.PathLike = CONFIG_DIR,
+                          nodes: Iterable[NodeSpec] | None = None) -> dict[str, dict[str, Any]]:
+    """Check the parameter files of ``nodes`` (default: all of the profile's) before anything starts:
+    each is a mapping of node sections ``{node: {ros__parameters: {...}}}`` (or ``/**`` for every
+    node), every section names a known node and every parameter one that node declares. Returns each
+    node's parameters as its files set them (later files overriding earlier ones)."""
+    nodes = list(spec.nodes if nodes is None else nodes)
+    contents: dict[str, dict] = {}
+    for n in nodes:
+        for f in n.params_files:
+            if f in contents:
+                continue
+            path = Path(config_dir) / f
+            if not path.is_file():
+                raise FileNotFoundError(f"parameter file {path} is missing")
+            try:
+                content = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise LaunchError(f"parameter file {path} is not valid YAML: {err}") from None
+            if not isinstance(content, dict):
+                raise LaunchError(f"parameter file {path}: expected node sections (node: {{ros__parameters: "
+                                  f"...}}), got {type(content).__name__}")
+            for section, body in content.items():
+                where = f"parameter file {path}, section {section!r}"
+                if not (isinstance(body, dict) and set(body) == {"ros__parameters"}
+                        and isinstance(body["ros__parameters"], dict)):
+                    raise LaunchError(f"{where}: expected exactly one key, ros__parameters, holding a mapping")
+                names = _flat_names(body["ros__parameters"])
+                node = str(section).lstrip("/")
+                if node in ("**", "*"):
+                    valid = {p for n2 in spec.nodes for p in node_parameters(n2.name)}
+                    unknown = sorted(set(names) - valid)
+                    if unknown:
+                        raise LaunchError(f"{where}: no node of profile {spec.profile!r} has a parameter "
+                                          f"{unknown[0]!r}")
+                else:
+                    _check_names(node, names, where)
+            contents[f] = content
+    merged: dict[str, dict[str, Any]] = {}
+    for n in nodes:
+        params: dict[str, Any] = {}
+        for f in n.params_files:
+            for section, body in contents[f].items():
+                if str(section).lstrip("/") in ("**", "*", n.name):
+                    params.update(body["ros__parameters"])
+        merged[n.name] = params
+    return merged
 
 
 def params_yaml(extra_params: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,12 +243,8 @@ def params_yaml(extra_params: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, Mapping):
             node, params = key, dict(value)
         else:
-            for sep in (":", "."):
-                if sep in key:
-                    node, name = key.split(sep, 1)
-                    break
-            else:
-                node, name = "/**", key
+            node, name = split_name(key)
+            node = node or "/**"
             params = {name: value}
         params = {k: (_parse_value(v) if isinstance(v, str) else v) for k, v in params.items()}
         out.setdefault(node, {"ros__parameters": {}})["ros__parameters"].update(params)
@@ -133,6 +257,20 @@ def _parse_value(text: str):
     (``"{kl_step: 2.0}"``) are strings."""
     value = yaml.safe_load(text)
     return text if isinstance(value, dict) else value
+
+
+def launch_record(spec: LaunchSpec, file_params: Mapping[str, Mapping[str, Any]],
+                  extra_params: Mapping[str, Any], argv: list[str] | None = None) -> dict[str, Any]:
+    """How a stack was started, for the nodes' results: the command line, the profile, and each node's
+    parameters (its files, then the overrides)."""
+    overrides = params_yaml(extra_params)
+    parameters = {}
+    for node, params in file_params.items():
+        merged = dict(params)
+        for section in ("/**", node):
+            merged.update(overrides.get(section, {}).get("ros__parameters", {}))
+        parameters[node] = merged
+    return {"argv": list(sys.argv if argv is None else argv), "profile": spec.profile, "parameters": parameters}
 
 
 def node_command(spec: NodeSpec, config_dir: str | os.PathLike = CONFIG_DIR,
@@ -178,28 +316,32 @@ class _Process:
 def launch(profile: str, extra_params: Mapping[str, Any] | None = None, *,
            config_dir: str | os.PathLike = CONFIG_DIR, nodes: list[str] | None = None,
            env: Mapping[str, str] | None = None, output: IO[str] | None = None, grace: float = 5.0,
-           duration: float | None = None) -> int:
+           duration: float | None = None, argv: list[str] | None = None) -> int:
     """Run a profile's nodes until Ctrl-C/SIGTERM, until one exits, or for ``duration`` seconds.
 
     ``extra_params``: overrides (see :func:`params_yaml`); ``nodes``: run only these; ``env``:
-    extra environment variables for the children. Returns 0 after a requested stop; the profile's
-    ``main_node``'s exit status when it ended first; otherwise the exit status of the node that
-    ended first (1 if it ended with status 0 but others had to be stopped and one of them failed).
+    extra environment variables for the children; ``argv``: the command line that asked for this
+    launch (default ``sys.argv``), recorded with every node's parameters for the nodes' results
+    (:data:`solar_ros.provenance.LAUNCH_ENV`). Unknown nodes and parameters, in the overrides or in
+    the parameter files, raise :class:`LaunchError` before any node starts. Returns 0 after a
+    requested stop; the profile's ``main_node``'s exit status when it ended first; otherwise the exit
+    status of the node that ended first (1 if it ended with status 0 but others had to be stopped and
+    one of them failed).
     """
     spec = get_profile(profile)
     chosen = [n for n in spec.nodes if nodes is None or n.name in nodes]
     if nodes is not None:
         unknown = set(nodes) - {n.name for n in spec.nodes}
         if unknown:
-            raise ValueError(f"profile {profile!r} has no nodes {sorted(unknown)}")
-    for n in chosen:
-        for f in n.params_files:
-            if not (Path(config_dir) / f).is_file():
-                raise FileNotFoundError(f"parameter file {Path(config_dir) / f} is missing")
+            raise LaunchError(f"profile {profile!r} has no nodes {sorted(unknown)}; its nodes: "
+                              f"{', '.join(n.name for n in spec.nodes)}")
+    file_params = validate_params_files(spec, config_dir, chosen)
+    validate_overrides(spec, extra_params or {})
     out = output if output is not None else sys.stdout
     child_env = dict(os.environ)
     child_env.update(env or {})
     child_env.setdefault("PYTHONUNBUFFERED", "1")
+    child_env[LAUNCH_ENV] = json.dumps(launch_record(spec, file_params, extra_params or {}, argv), default=str)
     extra_file = None
     if extra_params:
         fd, extra_file = tempfile.mkstemp(prefix="solar_ros_params_", suffix=".yaml")

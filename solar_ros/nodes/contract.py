@@ -11,8 +11,7 @@ controller that starts late still gets the newest one.
 """
 from __future__ import annotations
 
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 # ---- topics -------------------------------------------------------------------------------------
 JOINT_STATES = "/joint_states"                      # sensor_msgs/msg/JointState
@@ -63,3 +62,34 @@ POLICY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 
 MODEL_QOS = POLICY_QOS
 """Reliable + transient local, depth 1: an encoder that starts late still learns the newest model."""
+
+# ---- parameters ---------------------------------------------------------------------------------
+ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
+"""Parameters every rclpy node declares itself."""
+
+PARAMETERS: dict[str, tuple[str, ...]] = {
+    "camera_node": ("source", "input_topic", "width", "height", "encoding", "crop", "interpolation", "rate",
+                    "publish_mode", "mono16_max", "frame_id", "loop_file", "log_period"),
+    "controller_node": ("state_source", "rate", "joint_names", "torque_limits", "max_latent_age", "max_joint_age",
+                        "future_tolerance", "abort_on_fault", "publish_command_info", "stats_period",
+                        "command_on_latent", "publish_when_estopped"),
+    "encoder_node": ("model_path", "device", "num_threads", "diagnostics_rate", "point_variance",
+                     "swap_during_episode", "stats_period"),
+    "model_fitting_node": ("method", "output_dir", "device", "num_threads", "task", "horizon", "seed", "config_yaml"),
+    "recorder_node": ("output_dir", "topics", "write_mcap", "stop_grace", "max_episode_duration", "joint_names"),
+    "sim_arm_node": ("task", "image_size", "control_rate", "camera_rate", "cost_rate", "real_time_factor",
+                     "command_timeout", "seed", "fixed_goal", "goal", "gravity_compensation", "camera_frame_id",
+                     "start_time"),
+    "trainer_node": ("task", "method", "seed", "iterations", "episodes_per_iteration", "eval_episodes", "fixed_goal",
+                     "goal", "horizon", "fit_config", "episode_dir", "output_dir", "success_threshold",
+                     "settle_frames", "bringup_timeout", "start_timeout", "episode_timeout", "record_timeout",
+                     "fit_timeout", "max_retries"),
+}
+"""Node -> the parameters it declares (besides :data:`ROS_PARAMETERS`). The launcher rejects any other
+name in a parameter file or an override, since ROS would silently ignore it; a test checks this
+list against the ``declare(...)`` calls in each node's module."""
+
+
+def node_parameters(node: str) -> tuple[str, ...]:
+    """Every parameter name ``node`` accepts (its own and rclpy's); KeyError for an unknown node."""
+    return PARAMETERS[node] + ROS_PARAMETERS

@@ -1,13 +1,31 @@
 """solar_ros.launcher: parameter overrides, command lines, and real runs (clean stop, one node dying)."""
 from __future__ import annotations
 
+import ast
 import io
+import json
+import re
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
-from solar_ros.launcher import CONFIG_DIR, PROFILES, get_profile, launch, node_command, params_yaml
+from solar_ros import launcher as launcher_module
+from solar_ros.launcher import (
+    CONFIG_DIR,
+    PROFILES,
+    LaunchError,
+    get_profile,
+    launch,
+    launch_record,
+    node_command,
+    params_yaml,
+    parse_overrides,
+    validate_params_files,
+)
+from solar_ros.nodes import contract
 
 
 def test_params_yaml_forms():
@@ -74,3 +92,151 @@ def test_launch_stops_everything_when_one_node_dies():
     assert "encoding must be one of" in text
     assert "camera_node exited with status 2; stopping the others" in text
     assert time.monotonic() - t0 < 20, "the launcher must not wait for its duration once a node died"
+
+
+# ---- what the launcher accepts ------------------------------------------------------------------
+
+@pytest.fixture
+def no_processes(monkeypatch):
+    """Fail the test if the launcher starts any process."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a node was started although the launch should have been rejected")
+    monkeypatch.setattr(launcher_module, "_Process", refuse)
+
+
+def test_parse_overrides_needs_name_and_value():
+    assert parse_overrides(["controller_node.rate:=250", "use_sim_time:=true", "trainer_node.fit_config:={a: 1}"]) \
+        == {"controller_node.rate": "250", "use_sim_time": "true", "trainer_node.fit_config": "{a: 1}"}
+    assert parse_overrides(["recorder_node.output_dir:="]) == {"recorder_node.output_dir": ""}
+    for bad in (["controller_node.rate=250"], ["sim"], [":=3"]):
+        with pytest.raises(LaunchError, match="is not NAME:=VALUE"):
+            parse_overrides(bad)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"controler_node.rate": "250"}, "profile 'sim' runs no node 'controler_node'; its nodes: sim_arm_node, "
+                                     "camera_node, encoder_node, controller_node"),
+    ({"controller_node.rat": "250"}, "controller_node has no parameter rat; its parameters: abort_on_fault, "
+                                     "command_on_latent"),
+    ({"controller_node": {"rate": 1, "bogus": 2}}, "controller_node has no parameter bogus"),
+    ({"ratee": "250"}, "no node of profile 'sim' has a parameter 'ratee'"),
+])
+def test_unknown_nodes_and_parameters_are_rejected_before_anything_starts(overrides, message, no_processes):
+    with pytest.raises(LaunchError) as err:
+        launch("sim", overrides, output=io.StringIO(), duration=0.1)
+    assert message in str(err.value)
+
+
+def test_overrides_for_a_node_of_another_profile_are_rejected(no_processes):
+    with pytest.raises(LaunchError, match="profile 'gazebo' runs no node 'trainer_node'"):
+        launch("gazebo", {"trainer_node.seed": "1"}, duration=0.1)
+    with pytest.raises(LaunchError, match="has no nodes \\['trainer'\\]; its nodes"):
+        launch("sim", {}, nodes=["trainer"], duration=0.1)
+
+
+def _config_copy(tmp_path):
+    shutil.copytree(CONFIG_DIR, tmp_path / "config")
+    return tmp_path / "config"
+
+
+def test_unknown_keys_in_a_parameter_file_are_rejected_before_anything_starts(tmp_path, no_processes):
+    config = _config_copy(tmp_path)
+    path = config / "controller_node.yaml"
+    content = yaml.safe_load(path.read_text())
+    content["controller_node"]["ros__parameters"]["max_latency"] = 0.1  # a typo'd / stale key
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(LaunchError) as err:
+        launch("sim", {}, config_dir=config, output=io.StringIO(), duration=0.1)
+    text = str(err.value)
+    assert str(path) in text and "controller_node has no parameter max_latency" in text
+    assert "its parameters: abort_on_fault" in text and "use_sim_time" in text
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"camra_node": {"ros__parameters": {"rate": 5}}}, "unknown node 'camra_node'"),
+    ({"camera_node": {"rate": 5}}, "expected exactly one key, ros__parameters"),
+    ({"/**": {"ros__parameters": {"use_sim_time": True, "bogus": 1}}},
+     "no node of profile 'sim' has a parameter 'bogus'"),
+    (["camera_node"], "expected node sections"),
+])
+def test_malformed_profile_files_are_rejected(tmp_path, content, message, no_processes):
+    config = _config_copy(tmp_path)
+    (config / "sim.yaml").write_text(yaml.safe_dump(content))
+    with pytest.raises(LaunchError, match=re.escape(message)):
+        launch("sim", {}, config_dir=config, nodes=["camera_node"], duration=0.1)
+
+
+def test_the_repository_parameter_files_are_valid():
+    for spec in PROFILES.values():
+        params = validate_params_files(spec)
+        assert set(params) == {n.name for n in spec.nodes}
+    sim = validate_params_files(PROFILES["sim"])
+    assert sim["sim_arm_node"]["control_rate"] == 250.0  # sim.yaml overrides sim_arm_node.yaml
+    assert sim["controller_node"]["rate"] == yaml.safe_load((CONFIG_DIR / "sim.yaml").read_text())[
+        "controller_node"]["ros__parameters"].get("rate", 500.0)
+
+
+def test_launch_record_has_the_command_line_and_every_node_parameter():
+    spec = PROFILES["sim"]
+    record = launch_record(spec, validate_params_files(spec), {"trainer_node.method": "dsae", "use_sim_time": "false"},
+                           ["solar-ros", "launch", "sim", "trainer_node.method:=dsae"])
+    assert record["argv"] == ["solar-ros", "launch", "sim", "trainer_node.method:=dsae"]
+    assert record["profile"] == "sim"
+    assert record["parameters"]["trainer_node"]["method"] == "dsae"
+    assert record["parameters"]["controller_node"]["use_sim_time"] is False
+    json.dumps(record)
+
+
+def test_cli_launch_errors_are_one_line_and_status_2(capsys, no_processes):
+    from solar_ros import cli
+    for args, message in ((["sim", "controller_node.rate=250"], "is not NAME:=VALUE"),
+                          (["sim", "controller_node.rte:=250"], "controller_node has no parameter rte"),
+                          (["moon"], "unknown launch profile 'moon'; available: sim, gazebo, real_sawyer")):
+        assert cli.main(["launch", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("solar-ros launch: error: ") and message in err and "Traceback" not in err
+
+
+# ---- the parameter contract matches the nodes' declarations -------------------------------------
+
+def _declared(module_path) -> list[str]:
+    """Names passed to declare(node, NAME, ...) / declare_parameter(NAME, ...) in a node module's source."""
+    names = []
+    for call in ast.walk(ast.parse(module_path.read_text())):
+        if not isinstance(call, ast.Call):
+            continue
+        func = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", None)
+        if func not in ("declare", "declare_parameter"):
+            continue
+        arg = call.args[1] if func == "declare" else call.args[0]
+        assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), \
+            f"{module_path.name}:{call.lineno}: a parameter name must be a literal for the launcher's contract"
+        names.append(arg.value)
+    return names
+
+
+def test_contract_parameters_are_what_each_node_declares():
+    nodes_dir = Path(contract.__file__).parent
+    modules = {p.stem for p in nodes_dir.glob("*_node.py")}
+    assert set(contract.PARAMETERS) == modules
+    for node, names in contract.PARAMETERS.items():
+        declared = _declared(nodes_dir / f"{node}.py")
+        assert len(declared) == len(set(declared)), f"{node} declares a parameter twice"
+        assert sorted(names) == sorted(declared), f"contract.PARAMETERS[{node!r}] differs from its declarations"
+    for spec in PROFILES.values():
+        assert {n.name for n in spec.nodes} <= set(contract.PARAMETERS)
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(60)
+def test_rclpy_declares_only_the_listed_builtin_parameters():
+    import rclpy
+    from rclpy.node import Node
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = Node("contract_probe", context=context)
+        assert set(node._parameters) == set(contract.ROS_PARAMETERS)
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
