@@ -67,3 +67,20 @@ def test_summary_json_has_provenance(tmp_path, monkeypatch):
     assert summary["config"] == {"kl_step": 1.0}
     given = _result(provenance={"commit": "abc"})
     assert given.provenance == {"commit": "abc"}
+
+
+def test_node_run_summary_records_the_launch(tmp_path, monkeypatch):
+    # the trainer node's summary.json (the main job's) is a RunResult too: inside `solar-ros launch` it
+    # also carries the launch command line and every node's parameters
+    from solar_ros.runtime.training_run import EpisodeResult, NodeRun
+    launched = {"argv": ["solar-ros", "launch", "sim", "trainer_node.method:=dsae"], "profile": "sim",
+                "parameters": {"trainer_node": {"method": "dsae", "seed": 0}}}
+    monkeypatch.setenv(prov.LAUNCH_ENV, json.dumps(launched))
+    run = NodeRun("sawyer_reach", "dsae", 0, [0.6, 0.1, 0.1], horizon=10, success_threshold=0.05,
+                  config={"iterations": 1})
+    run.add_iteration([EpisodeResult("e0", 10, 1.0, 0.01, True)])
+    run.write(tmp_path, 1.0, [1.0])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["provenance"]["launch"] == launched
+    assert summary["provenance"]["commit"] == prov.git_commit()
+    assert summary["provenance"]["argv"] == sys.argv
