@@ -7,6 +7,12 @@ writes docs/results/<name>.md (per-seed rows, the mean per task/method, and the 
 docs/results/<name>.png. Each run is its own process (`--jobs` at a time); its outputs stay in
 runs/benchmark/<name>/<task>_<method>_s<seed>/.
 
+``--set KEY=VALUE`` (repeatable) changes a setting of every run (as `solar-ros train --set`; the key
+must be one of each method's settings), ``--set METHOD:KEY=VALUE`` of one method's runs only. Runs
+with settings get their own directories (``<task>_<method>_s<seed>_set-<settings>``), so ``--reuse``
+never takes a run made with other settings; the report lists the settings, each run's commit and
+each task and method's full configuration.
+
 ``--ppo-search CAP`` (with ``solar`` among the methods) adds, per task and seed, how many training
 episodes PPO needs to reach the success rate SOLAR reached on that seed: PPO is trained and
 evaluated (10 noise-free episodes) every 100 episodes up to CAP episodes ("> CAP" when it never
@@ -15,8 +21,10 @@ gets there; a SOLAR success of 0% is not searched).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -27,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # solar_ros from this checkout, as the runs themselves
+
+from solar_ros.settings import SettingsError, changed_settings, lookup  # noqa: E402
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -49,15 +60,72 @@ def positive_int(text: str) -> int:
     return value
 
 
-def run_one(task: str, method: str, seed: int, out: Path, episodes: int | None, reuse: bool = False) -> dict:
+def method_settings(settings: list[str], method: str) -> list[str]:
+    """The ``--set`` items that apply to ``method``'s runs: plain ``KEY=VALUE`` ones and ``METHOD:KEY=VALUE``."""
+    out = []
+    for item in settings:
+        head, sep, rest = item.partition(":")
+        if sep and "=" not in head:
+            if head == method:
+                out.append(rest)
+        else:
+            out.append(item)
+    return out
+
+
+def settings_tag(settings: list[str]) -> str:
+    """A directory-name suffix naming the settings ('' for none): readable when short, else a digest."""
+    if not settings:
+        return ""
+    text = ",".join(settings)
+    tag = re.sub(r"[^A-Za-z0-9._=,+-]", "_", text)
+    if len(tag) > 60 or tag != text:
+        tag = hashlib.sha1(text.encode()).hexdigest()[:12]
+    return f"_set-{tag}"
+
+
+def check_settings(tasks: list[str], methods: list[str], settings: list[str]) -> None:
+    """Every setting must be valid for every task and method it applies to (SettingsError otherwise)."""
+    from solar_ros.cli import METHODS, method_config
+
+    for item in settings:
+        head, sep, _ = item.partition(":")
+        if sep and "=" not in head and head not in methods:
+            raise SettingsError(f"--set {item}: {head!r} is not one of the methods run here ({', '.join(methods)})"
+                                if head in METHODS else f"--set {item}: unknown method {head!r}")
+    for method in methods:
+        for task in tasks:
+            try:
+                method_config(method, task, method_settings(settings, method))
+            except SettingsError as err:
+                raise SettingsError(f"{method} on {task}: {err}") from None
+
+
+def same_settings(summary: dict, method: str, task: str, settings: list[str]) -> bool:
+    """Whether a stored run's config holds the values ``settings`` ask for."""
+    from solar_ros.cli import method_config
+
+    if not settings:
+        return True
+    wanted = changed_settings(method_config(method, task), settings)
+    config = json.loads(json.dumps(summary.get("config") or {}))
+    return all(lookup(config, k, object()) == json.loads(json.dumps(v)) for k, v in wanted.items())
+
+
+def run_one(task: str, method: str, seed: int, out: Path, episodes: int | None, reuse: bool = False,
+            settings: list[str] | None = None) -> dict:
+    settings = list(settings or [])
     if reuse and (out / "summary.json").is_file():
         summary = json.loads((out / "summary.json").read_text())
-        if summary.get("episodes") == episodes or episodes is None:
+        if (summary.get("episodes") == episodes or episodes is None) and same_settings(summary, method, task,
+                                                                                      settings):
             return summary
     cmd = [sys.executable, "-m", "solar_ros.cli", "train", "--task", task, "--method", method,
            "--seed", str(seed), "--out", str(out), "--no-progress"]
     if episodes:
         cmd += ["--episodes", str(episodes)]
+    for item in settings:
+        cmd += ["--set", item]
     return run_logged(cmd, out, "summary.json", f"{task}/{method}/seed {seed}")
 
 
@@ -73,22 +141,30 @@ def run_logged(cmd: list[str], out: Path, result_file: str, what: str) -> dict:
     return json.loads((out / result_file).read_text())
 
 
-def run_ppo_search(task: str, seed: int, target: float, cap: int, out: Path, reuse: bool = False) -> dict:
-    """PPO's episodes to ``target`` success (its own process, like the runs); writes and returns search.json."""
+def run_ppo_search(task: str, seed: int, target: float, cap: int, out: Path, reuse: bool = False,
+                   settings: list[str] | None = None) -> dict:
+    """PPO's episodes to ``target`` success (its own process, like the runs); writes and returns search.json.
+    ``settings``: ``KEY=VALUE`` settings of PPO."""
+    settings = list(settings or [])
     if reuse and (out / "search.json").is_file():
         found = json.loads((out / "search.json").read_text())
-        if found["target_success"] == target and found["cap"] == cap:
+        if found["target_success"] == target and found["cap"] == cap and found.get("settings", []) == settings:
             return found
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker-ppo-search", task, str(seed), str(target), str(cap),
-           str(out)]
+           str(out), *settings]
     return run_logged(cmd, out, "search.json", f"ppo search {task}/seed {seed}")
 
 
-def ppo_search_worker(task: str, seed: int, target: float, cap: int, out: Path) -> None:
+def ppo_search_worker(task: str, seed: int, target: float, cap: int, out: Path, settings: list[str]) -> None:
     from solar_ros.algos import ppo
-    found = ppo.episodes_to_success(task, seed, target_success=target, eval_every=100, max_episodes=cap)
+    from solar_ros.cli import method_config
+    from solar_ros.provenance import provenance
+
+    config = method_config("ppo", task, settings) if settings else None
+    found = ppo.episodes_to_success(task, seed, target_success=target, eval_every=100, max_episodes=cap,
+                                    config=config)
     result = {"task": task, "seed": seed, "target_success": target, "cap": cap, "episodes": found.episodes,
-              "evaluations": found.evaluations}
+              "evaluations": found.evaluations, "settings": settings, "provenance": provenance()}
     (out / "search.json").write_text(json.dumps(result, indent=1))
 
 
@@ -109,14 +185,29 @@ def search_lines(searches: list[dict], rows: list[dict]) -> list[str]:
     return lines
 
 
-def write_report(name: str, rows: list[dict], command: str, docs: Path, searches: list[dict] | None = None) -> None:
+def run_commit(summary: dict) -> str:
+    """The commit a run's summary records ('?' for runs from before summaries recorded it)."""
+    prov = summary.get("provenance") or {}
+    if "commit" not in prov:
+        return "?"
+    return prov["commit"] or "not a git checkout"
+
+
+def write_report(name: str, rows: list[dict], command: str, docs: Path, searches: list[dict] | None = None,
+                 settings: list[str] | None = None, commit: str | None = None) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["method"]), []).append(r)
+    commits = sorted({run_commit(r) for r in rows})
     lines = [f"# Benchmark: {name}", "", "Produced by:", "", "```bash", command, "```", "",
+             f"Commit of the report: `{commit or 'not a git checkout'}`; of the runs: "
+             + ", ".join(f"`{c}`" for c in commits) + " (per run below).", "",
+             "Settings: " + (", ".join(f"`{s}`" for s in settings) + " on top of each method's task defaults"
+                             if settings else "each method's task defaults") + " (full configurations below).", "",
              "## Summary (mean over seeds)", "",
-             "| task | method | seeds | success rate | final distance | training episodes | env steps | wall time (s) |",
+             "| task | method | seeds | success rate | final distance | training episodes | env steps "
+             "| wall time (s) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (task, method), rs in sorted(groups.items()):
         succ = np.array([r["success_rate"] for r in rs])
@@ -125,18 +216,33 @@ def write_report(name: str, rows: list[dict], command: str, docs: Path, searches
             f"{np.mean([r['final_distance'] for r in rs]):.4f} | {np.mean([r['episodes'] for r in rs]):.0f} | "
             f"{np.mean([r['env_steps'] for r in rs]):.0f} | {np.mean([r['wall_time_s'] for r in rs]):.1f} |")
     lines += ["", "## Per seed", "",
-              "| task | method | seed | goal | success rate | eval episodes | final distance | final cost | episodes | wall time (s) |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| task | method | seed | goal | success rate | eval episodes | final distance | final cost | episodes "
+              "| wall time (s) | commit |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in sorted(rows, key=lambda r: (r["task"], r["method"], r["seed"])):
         goal = ", ".join(f"{g:.3f}" for g in r["goal"])
         lines.append(f"| {r['task']} | {r['method']} | {r['seed']} | ({goal}) | {r['success_rate']:.0%} | "
                      f"{r['eval_episodes']} | {r['final_distance']:.4f} | {r['final_cost']:.3f} | {r['episodes']} | "
-                     f"{r['wall_time_s']:.1f} |")
+                     f"{r['wall_time_s']:.1f} | {run_commit(r)} |")
     if searches:
         lines += search_lines(searches, rows)
+    lines += config_lines(groups)
     lines += ["", f"![learning curves]({name}.png)", ""]
     (docs / f"{name}.md").write_text("\n".join(lines))
     plot(groups, docs / f"{name}.png")
+
+
+def config_lines(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
+    """Markdown: the full configuration of each task and method, as its runs' summaries record it."""
+    lines = ["", "## Configurations", ""]
+    for (task, method), rs in sorted(groups.items()):
+        configs: dict[str, list[dict]] = {}  # the same configuration in any key order -> its runs
+        for r in rs:
+            configs.setdefault(json.dumps(r.get("config"), sort_keys=True), []).append(r)
+        for same in configs.values():
+            which = "" if len(configs) == 1 else f" (seeds {', '.join(str(r['seed']) for r in same)})"
+            lines += [f"{task} / {method}{which}:", "", "```json", json.dumps(same[0].get("config")), "```", ""]
+    return lines
 
 
 def plot(groups: dict, path: Path) -> None:
@@ -169,7 +275,7 @@ def plot(groups: dict, path: Path) -> None:
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker-ppo-search":
         task, seed, target, cap, out = sys.argv[2:7]
-        ppo_search_worker(task, int(seed), float(target), int(cap), Path(out))
+        ppo_search_worker(task, int(seed), float(target), int(cap), Path(out), sys.argv[7:])
         return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", required=True, help="comma-separated task names")
@@ -184,13 +290,29 @@ def main() -> int:
     p.add_argument("--jobs", type=positive_int, default=2, help="runs in parallel")
     p.add_argument("--ppo-search", type=positive_int, default=0, metavar="CAP",
                    help="also find PPO's episodes to SOLAR's success per seed, up to CAP episodes")
+    p.add_argument("--set", action="append", default=[], metavar="[METHOD:]KEY=VALUE", dest="settings",
+                   help="change a setting of every run (or of one method's runs), as `solar-ros train --set`; "
+                        "repeatable")
     args = p.parse_args()
     command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    runs = [(t, m, s) for t in args.tasks.split(",") for m in args.methods.split(",") for s in args.seeds]
+    tasks, methods = args.tasks.split(","), args.methods.split(",")
+    try:
+        check_settings(tasks, methods, args.settings)
+    except SettingsError as err:
+        p.error(str(err))
+    from solar_ros.provenance import git_commit
+    commit = git_commit()
+
+    def run_dir(t: str, m: str, s: int) -> Path:
+        tag = settings_tag(method_settings(args.settings, m))
+        return ROOT / "runs" / "benchmark" / args.name / f"{t}_{m}_s{s}{tag}"
+
+    runs = [(t, m, s) for t in tasks for m in methods for s in args.seeds]
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, t, m, s, ROOT / "runs" / "benchmark" / args.name / f"{t}_{m}_s{s}",
-                               (args.ppo_episodes or args.episodes) if m == "ppo" else args.episodes, args.reuse)
+        futures = [pool.submit(run_one, t, m, s, run_dir(t, m, s),
+                               (args.ppo_episodes or args.episodes) if m == "ppo" else args.episodes, args.reuse,
+                               method_settings(args.settings, m))
                    for t, m, s in runs]
         rows = []
         for (t, m, s), f in zip(runs, futures):
@@ -200,17 +322,20 @@ def main() -> int:
                   f"{r['final_distance']:.4f}, {r['episodes']} episodes, {r['wall_time_s']:.1f} s", flush=True)
     searches = []
     if args.ppo_search:
-        targets = [(r["task"], r["seed"], r["success_rate"]) for r in rows if r["method"] == "solar" and r["success_rate"] > 0]
+        targets = [(r["task"], r["seed"], r["success_rate"]) for r in rows
+                   if r["method"] == "solar" and r["success_rate"] > 0]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            ppo_settings = method_settings(args.settings, "ppo")
             futures = [pool.submit(run_ppo_search, t, s, target, args.ppo_search,
-                                   ROOT / "runs" / "benchmark" / args.name / f"{t}_ppo-search_s{s}", args.reuse)
+                                   ROOT / "runs" / "benchmark" / args.name / f"{t}_ppo-search_s{s}"
+                                   f"{settings_tag(ppo_settings)}", args.reuse, ppo_settings)
                        for t, s, target in targets]
             for (t, s, target), f in zip(targets, futures):
                 q = f.result()
                 searches.append(q)
                 print(f"{t:>13} ppo search seed {s:>2}: {q['episodes'] or '> ' + str(q['cap'])} episodes to "
                       f"{target:.0%} success", flush=True)
-    write_report(args.name, rows, command, ROOT / "docs" / "results", searches)
+    write_report(args.name, rows, command, ROOT / "docs" / "results", searches, args.settings, commit)
     print(f"wrote docs/results/{args.name}.md and .png ({time.perf_counter() - started:.0f} s)")
     return 0
 
