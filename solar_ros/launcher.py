@@ -11,6 +11,7 @@ exits, stops the rest: SIGINT, then SIGTERM after ``grace`` seconds, then SIGKIL
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import signal
@@ -150,11 +151,15 @@ def _flat_names(params: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 def _check_names(node: str, names: Iterable[str], where: str) -> None:
     if node not in PARAMETERS:
-        raise LaunchError(f"{where}: unknown node {node!r}; nodes: {_listing(PARAMETERS)}")
+        close = difflib.get_close_matches(node, PARAMETERS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise LaunchError(f"{where}: unknown node {node!r}{hint}; nodes: {_listing(PARAMETERS)}")
     unknown = sorted(set(names) - set(node_parameters(node)))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], node_parameters(node), n=2)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise LaunchError(f"{where}: {node} has no parameter{'s' if len(unknown) > 1 else ''} "
-                          f"{', '.join(unknown)}; its parameters: {_listing(node_parameters(node))}")
+                          f"{', '.join(unknown)}{hint}; its parameters: {_listing(node_parameters(node))}")
 
 
 def validate_overrides(spec: LaunchSpec, extra_params: Mapping[str, Any]) -> None:
@@ -176,7 +181,9 @@ def validate_overrides(spec: LaunchSpec, extra_params: Mapping[str, Any]) -> Non
                                   f"{_listing(valid)}")
             continue
         if node not in profile_nodes:
-            raise LaunchError(f"override {key!r}: profile {spec.profile!r} runs no node {node!r}; its nodes: "
+            close = difflib.get_close_matches(node, profile_nodes, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise LaunchError(f"override {key!r}: profile {spec.profile!r} runs no node {node!r}{hint}; its nodes: "
                               f"{', '.join(profile_nodes)}")
         _check_names(node, names, f"override {key!r}")
 

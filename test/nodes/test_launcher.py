@@ -114,10 +114,10 @@ def test_parse_overrides_needs_name_and_value():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"controler_node.rate": "250"}, "profile 'sim' runs no node 'controler_node'; its nodes: sim_arm_node, "
-                                     "camera_node, encoder_node, controller_node"),
-    ({"controller_node.rat": "250"}, "controller_node has no parameter rat; its parameters: abort_on_fault, "
-                                     "command_on_latent"),
+    ({"controler_node.rate": "250"}, "profile 'sim' runs no node 'controler_node' (did you mean controller_node?); "
+                                     "its nodes: sim_arm_node, camera_node, encoder_node, controller_node"),
+    ({"controller_node.rat": "250"}, "controller_node has no parameter rat (did you mean rate?); its parameters: "
+                                     "abort_on_fault, command_on_latent"),
     ({"controller_node": {"rate": 1, "bogus": 2}}, "controller_node has no parameter bogus"),
     ({"ratee": "250"}, "no node of profile 'sim' has a parameter 'ratee'"),
 ])
@@ -153,7 +153,7 @@ def test_unknown_keys_in_a_parameter_file_are_rejected_before_anything_starts(tm
 
 
 @pytest.mark.parametrize("content, message", [
-    ({"camra_node": {"ros__parameters": {"rate": 5}}}, "unknown node 'camra_node'"),
+    ({"camra_node": {"ros__parameters": {"rate": 5}}}, "unknown node 'camra_node' (did you mean camera_node?)"),
     ({"camera_node": {"rate": 5}}, "expected exactly one key, ros__parameters"),
     ({"/**": {"ros__parameters": {"use_sim_time": True, "bogus": 1}}},
      "no node of profile 'sim' has a parameter 'bogus'"),
