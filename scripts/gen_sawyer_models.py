@@ -5,6 +5,8 @@
     python scripts/gen_sawyer_models.py --check         # exit 1 if urdf/sawyer.urdf is out of date
     python scripts/gen_sawyer_models.py --mjcf out.xml  # also write the MuJoCo model (for inspection;
                                                         # the environments build it in memory)
+    python scripts/gen_sawyer_models.py --stack-mjcf out.xml  # also write sawyer_stack's MuJoCo model
+                                                              # (the same arm plus gripper, blocks, camera)
 
 Both files come from solar_ros.envs.sawyer_model, so the URDF used by ROS tools and the MuJoCo model
 used for learning share one set of facts.
@@ -18,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from solar_ros.envs.sawyer_model import build_mjcf, build_urdf, load_sawyer_params  # noqa: E402
+from solar_ros.envs.sawyer_model import StackingScene, build_mjcf, build_urdf, load_sawyer_params  # noqa: E402
 
 DEFAULT_URDF = REPO / "urdf" / "sawyer.urdf"
 
@@ -28,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=None, help="Sawyer facts yaml (default: config/sawyer_parameters.yaml)")
     parser.add_argument("--urdf", type=Path, default=DEFAULT_URDF, help="where to write the URDF")
     parser.add_argument("--mjcf", type=Path, default=None, help="also write the MuJoCo model here")
+    parser.add_argument("--stack-mjcf", type=Path, default=None,
+                        help="also write the block-stacking task's MuJoCo model here")
     parser.add_argument("--controllers-config", default=None,
                         help="controller-manager parameters file; adds the gz_ros2_control Gazebo plugin to the URDF")
     parser.add_argument("--check", action="store_true", help="only check that the URDF file is up to date")
@@ -49,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         args.mjcf.parent.mkdir(parents=True, exist_ok=True)
         args.mjcf.write_text(build_mjcf(params))
         print(f"wrote {args.mjcf}")
+    if args.stack_mjcf is not None:
+        args.stack_mjcf.parent.mkdir(parents=True, exist_ok=True)
+        args.stack_mjcf.write_text(build_mjcf(params, stacking=StackingScene()))
+        print(f"wrote {args.stack_mjcf}")
     return 0
 
 

@@ -24,9 +24,10 @@ Conventions shared by every task (each task's module docstring gives its own num
   time and a whole trajectory at once agree). The gymnasium reward is ``-info["cost"]``: the learning
   code should consume costs, never negate rewards back.
 * ``info["distance"]`` is the task distance (end effector to goal) of the state *after* the step
-  (the returned observation), ``info["success"]`` is ``distance < success_threshold``; the task's
-  success criterion is ``info["success"]`` of the final step, i.e. of the state reached at the end of
-  the episode.
+  (the returned observation), ``info["success"]`` is ``is_success`` of that state, which is
+  ``distance < success_threshold`` unless a task says otherwise (``sawyer_stack`` checks a box: 1.5 cm
+  horizontally, 1 cm vertically); the task's success criterion is ``info["success"]`` of the final step,
+  i.e. of the state reached at the end of the episode.
 * The goal comes from, in order: ``reset(options={"goal": g})`` (that episode only), the constructor's
   ``goal=`` (every episode), or a random draw from the reset seed within the task's goal region. The
   random goal is drawn first (also when a given goal replaces it), then the initial state, both from
@@ -161,7 +162,7 @@ class TaskEnv(gymnasium.Env):
         self._t = 0
         x = self._state()
         distance = self.distance(x)
-        info = {"distance": distance, "success": distance < self.success_threshold, "goal": self.goal.copy()}
+        info = {"distance": distance, "success": self.is_success(x), "goal": self.goal.copy()}
         return self._observation(x), info
 
     def step(self, action):
@@ -180,7 +181,7 @@ class TaskEnv(gymnasium.Env):
         info = {
             "cost": cost,
             "distance": distance,
-            "success": distance < self.success_threshold,
+            "success": self.is_success(x_next),
             "action": u,
             "t": self._t,
         }
@@ -212,6 +213,12 @@ class TaskEnv(gymnasium.Env):
             raise ValueError(f"state must end in dimension {self.state_dim}, got shape {state.shape}")
         d = np.linalg.norm(state[..., list(self.ee_pos_idx)] - goal, axis=-1)
         return float(d) if d.ndim == 0 else d
+
+    def is_success(self, state: np.ndarray, goal: np.ndarray | None = None) -> bool | np.ndarray:
+        """The task's success criterion for a state (dx,) or states (..., dx): by default
+        ``distance(state, goal) < success_threshold``; a task with another criterion overrides this."""
+        ok = np.asarray(self.distance(state, goal)) < self.success_threshold
+        return bool(ok) if ok.ndim == 0 else ok
 
     def cost_model(self, goal: Sequence[float] | None = None) -> SumCost:
         """The task's cost model for ``goal`` (default: the current episode's goal).

@@ -19,6 +19,12 @@ link 2 relative to link 1 (counter-clockwise positive).
 * Success: the final fingertip position (after the last step) is within 0.05 m of the goal.
 * Image: 64x64x3 uint8 from a fixed orthographic camera straight above the base, x to the right and
   y up, showing 0.44 m x 0.44 m; dark floor, grey links, a yellow fingertip, the goal as a red disc.
+
+``reacher_paper`` (:class:`ReacherPaperEnv`) is the setting of the SOLAR paper's reacher runs: the same
+arm with a fixed goal (-0.1, -0.1) m, bottom left of the image, and a fixed start, ``q = (0, 0)`` (the
+arm stretched along +x, to the right of the base) at rest, for every reset (the reference code adds a
+velocity jitter of at most 0.005 rad/s, left out here, so the seed changes nothing). A goal can still
+be passed in as for ``reacher``.
 """
 from __future__ import annotations
 
@@ -147,3 +153,23 @@ class ReacherEnv(MujocoTaskEnv):
 
     def _state(self):
         return self._x
+
+
+class ReacherPaperEnv(ReacherEnv):
+    """``reacher_paper``: the reacher with the SOLAR paper's fixed goal and fixed start (see the module docstring)."""
+
+    paper_goal = (-0.1, -0.1)
+    """The fixed goal (m): bottom left of the image."""
+    paper_start = (0.0, 0.0)
+    """The fixed initial joint angles (rad), at rest."""
+    start_noise = 0.0
+
+    def _sample_goal(self, rng):
+        return np.array(self.paper_goal, dtype=np.float64)  # fixed: nothing is drawn
+
+    def _reset_physics(self, rng):
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[:] = self.paper_start
+        self.data.mocap_pos[0, :2] = self.goal
+        mujoco.mj_forward(self.model, self.data)
+        self._update_state()

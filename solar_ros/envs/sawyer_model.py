@@ -4,7 +4,9 @@ One set of facts (the kinematic chain with URDF joint origins, masses, centres o
 tensors, joint limits, torque limits, simplified collision shapes) feeds two generators:
 
 * :func:`build_mjcf` -- the MuJoCo model used by the ``sawyer_reach`` task and the MuJoCo arm driver
-  (torque ``<motor>`` actuators, gravity compensation, a fixed scene camera, a table, a target marker);
+  (torque ``<motor>`` actuators, gravity compensation, a fixed scene camera, a table, a target marker),
+  and with ``stacking=`` (:class:`StackingScene`: gripper, held and base blocks, a second camera) the
+  ``sawyer_stack`` task's;
 * :func:`build_urdf` -- ``urdf/sawyer.urdf`` for robot_state_publisher, rviz and Gazebo (with a
   ``<ros2_control>`` block for ``gz_ros2_control/GazeboSimSystem``), written by
   ``scripts/gen_sawyer_models.py``.
@@ -70,6 +72,47 @@ class SceneCamera:
 
 
 SCENE_CAMERA = SceneCamera()
+
+TABLE_TOP = TABLE_CENTER[2] + TABLE_HALF_SIZE[2]
+"""z of the table's top surface (base frame)."""
+
+
+@dataclass(frozen=True)
+class StackingScene:
+    """What ``build_mjcf(stacking=...)`` adds for block stacking (the ``sawyer_stack`` task).
+
+    * A simplified parallel gripper, body ``right_gripper`` fixed at the ``right_hand`` frame (a palm and
+      two fingers; mass ``gripper_mass``, gravity-compensated like the arm; its geoms collide with the
+      table and the base block like the arm's).
+    * The held block: a box geom ``held_block`` on ``right_gripper`` (rigidly attached, as if gripped),
+      centre at ``held_offset`` in the ``right_hand`` frame (site ``held_block`` marks it). It collides
+      with the table and the base block (contype 1) but with no arm or gripper geom (conaffinity 0, and
+      the arm's geoms have conaffinity 0).
+    * The base block: a mocap body ``base_block`` (fixed in the world, moved only by setting its mocap
+      position) with a box geom resting on the table at ``base_xy``; it takes the place of the reach
+      task's ``target`` marker (the first mocap body either way).
+    * A camera ``stack`` (``camera``) that frames the stacking area, in addition to ``scene``.
+    """
+
+    held_half_size: tuple[float, float, float] = (0.025, 0.025, 0.025)
+    held_offset: tuple[float, float, float] = (0.0, 0.0, 0.06)
+    held_rgba: tuple[float, float, float, float] = (1.0, 0.85, 0.0, 1.0)  # bright yellow
+    base_half_size: tuple[float, float, float] = (0.04, 0.04, 0.025)
+    base_xy: tuple[float, float] = (0.6, 0.05)
+    base_rgba: tuple[float, float, float, float] = (0.1, 0.25, 0.9, 1.0)  # blue
+    gripper_mass: float = 0.3
+    camera: SceneCamera = SceneCamera(pos=(0.85, -0.7, 0.42), lookat=(0.58, 0.06, -0.04), fovy=40.0)
+
+    @property
+    def base_pos(self) -> tuple[float, float, float]:
+        """Centre of the base block resting on the table."""
+        return (self.base_xy[0], self.base_xy[1], TABLE_TOP + self.base_half_size[2])
+
+    @property
+    def stacked_pos(self) -> tuple[float, float, float]:
+        """Centre of the held block resting on top of the base block, centred above it."""
+        x, y, z = self.base_pos
+        return (x, y, z + self.base_half_size[2] + self.held_half_size[2])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,6 +262,61 @@ def _mjcf_geom(link: dict[str, Any]) -> str:
     )
 
 
+def _mjcf_target(target_radius: float) -> list[str]:
+    """The reach task's goal marker: a mocap body with a non-colliding green sphere."""
+    return [
+        '    <body name="target" mocap="true" pos="0.6 0 0.1">',
+        f'      <geom name="target_marker" type="sphere" size="{_fmt(target_radius)}" rgba="0.1 0.85 0.1 1" '
+        'contype="0" conaffinity="0"/>',
+        "    </body>",
+    ]
+
+
+def _mjcf_stacking_world(stacking: StackingScene) -> list[str]:
+    """The stacking scene's world parts: the ``stack`` camera and the base block (a mocap body)."""
+    cam = stacking.camera
+    return [
+        f'    <camera name="stack" pos="{_fmt(cam.pos)}" quat="{_fmt(matrix_to_quat(cam.rotation()))}" '
+        f'fovy="{_fmt(cam.fovy)}"/>',
+        f'    <body name="base_block" mocap="true" pos="{_fmt(stacking.base_pos)}">',
+        # Static like the table: the held block and the arm collide with it (conaffinity 1).
+        f'      <geom name="base_block" type="box" size="{_fmt(stacking.base_half_size)}" '
+        f'rgba="{_fmt(stacking.base_rgba)}" contype="0" conaffinity="1"/>',
+        "    </body>",
+    ]
+
+
+def _mjcf_gripper(stacking: StackingScene, hand_joint: dict[str, Any], gravcomp: str, indent: str) -> list[str]:
+    """The gripper body at the ``right_hand`` frame, holding the block (see :class:`StackingScene`)."""
+    R = rpy_to_matrix(hand_joint["origin_rpy"])
+    pose = f'pos="{_fmt(hand_joint["origin_xyz"])}" quat="{_fmt(matrix_to_quat(R))}"'
+    hx, hy, hz = stacking.held_half_size
+    ox, oy, oz = stacking.held_offset
+    top = oz - hz  # the block's top face along the hand's z axis
+    palm_half = 0.5 * (top - 0.005)  # the palm spans hand z 0 .. 5 mm above the block
+    finger_len = 0.9 * hz  # the fingers grip the upper half of the block, well above its bottom face
+    finger_x = hx + 0.006  # the fingers close along the hand's x axis
+    dark = 'rgba="0.2 0.2 0.2 1" contype="1" conaffinity="0"'
+    m = float(stacking.gripper_mass)
+    return [
+        f'{indent}<body name="right_gripper" {pose} gravcomp="{gravcomp}">',
+        f'{indent}  <inertial pos="{_fmt([ox, oy, 0.5 * oz])}" mass="{_fmt(m)}" '
+        f'diaginertia="{_fmt([m * 1e-3, m * 1e-3, m * 7e-4])}"/>',
+        f'{indent}  <geom name="gripper_palm" type="box" size="{_fmt([hx + 0.011, hy, palm_half])}" '
+        f'pos="{_fmt([ox, oy, palm_half])}" {dark}/>',
+        *(f'{indent}  <geom name="gripper_finger_{side}" type="box" size="{_fmt([0.005, 0.4 * hy, 0.5 * finger_len])}" '
+          f'pos="{_fmt([ox + sign * finger_x, oy, top + 0.5 * finger_len - 0.005])}" {dark}/>'
+          for side, sign in (("left", 1.0), ("right", -1.0))),
+        # The held block: collides with the table and the base block (both conaffinity 1), never with the
+        # arm or the gripper (their conaffinity and its own are 0).
+        f'{indent}  <geom name="held_block" type="box" size="{_fmt(stacking.held_half_size)}" '
+        f'pos="{_fmt(stacking.held_offset)}" rgba="{_fmt(stacking.held_rgba)}" contype="1" conaffinity="0"/>',
+        f'{indent}  <site name="held_block" pos="{_fmt(stacking.held_offset)}" size="0.005" rgba="0.1 0.8 0.1 1" '
+        'group="3"/>',
+        f"{indent}</body>",
+    ]
+
+
 def build_mjcf(
     params: dict[str, Any] | None = None,
     *,
@@ -227,6 +325,7 @@ def build_mjcf(
     gravity_compensation: bool = True,
     target_radius: float = 0.04,
     camera: SceneCamera = SCENE_CAMERA,
+    stacking: StackingScene | None = None,
 ) -> str:
     """The MuJoCo model (MJCF text) of the Sawyer in its scene.
 
@@ -242,6 +341,9 @@ def build_mjcf(
       can also be changed at run time).
     * A mocap body ``target`` with a non-colliding sphere marker, a table, a floor, a pedestal and a
       fixed camera ``scene`` (``image_size`` x ``image_size`` offscreen buffer).
+    * ``stacking``: add the block-stacking scene (a gripper holding a block, a base block on the table in
+      place of the target marker, a second camera ``stack``; see :class:`StackingScene`). Without it
+      (the default) the model is the reach task's, unchanged.
     """
     params = params if params is not None else load_sawyer_params()
     if image_size < 1:
@@ -254,6 +356,9 @@ def build_mjcf(
     damping = dict(zip(ARM_JOINTS, JOINT_DAMPING))
     armature = dict(zip(ARM_JOINTS, JOINT_ARMATURE))
     gravcomp = "1" if gravity_compensation else "0"
+    hand_joint = next((j for j in params["joints"] if j["child"] == "right_hand"), None)
+    if stacking is not None and (hand_joint is None or hand_joint["parent"] not in links):
+        raise ValueError("the stacking scene needs a 'right_hand' frame fixed on an arm link")
 
     def body(joint: dict[str, Any], indent: str) -> list[str]:
         """A child body for a joint of the yaml (revolute arm joints get a hinge, the rest are rigid)."""
@@ -279,6 +384,8 @@ def build_mjcf(
             lines.append(f"{indent}  {geom}")
         for sub in children.get(child, []):
             lines += body(sub, indent + "  ")
+        if stacking is not None and child == hand_joint["parent"]:
+            lines += _mjcf_gripper(stacking, hand_joint, gravcomp, indent + "  ")
         lines.append(f"{indent}</body>")
         return lines
 
@@ -326,10 +433,7 @@ def build_mjcf(
         f'    <geom name="table" type="box" pos="{_fmt(TABLE_CENTER)}" size="{_fmt(TABLE_HALF_SIZE)}" '
         'rgba="0.62 0.48 0.32 1" contype="0" conaffinity="1"/>',
         f'    <camera name="scene" pos="{_fmt(camera.pos)}" quat="{_fmt(cam_quat)}" fovy="{_fmt(camera.fovy)}"/>',
-        '    <body name="target" mocap="true" pos="0.6 0 0.1">',
-        f'      <geom name="target_marker" type="sphere" size="{_fmt(target_radius)}" rgba="0.1 0.85 0.1 1" '
-        'contype="0" conaffinity="0"/>',
-        "    </body>",
+        *(_mjcf_target(target_radius) if stacking is None else _mjcf_stacking_world(stacking)),
         *arm,
         "  </worldbody>",
         "  <actuator>",

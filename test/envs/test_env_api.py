@@ -11,12 +11,31 @@ from gymnasium.utils.env_checker import check_env
 from solar_ros.envs import TASKS, make
 
 TASK_NAMES = sorted(TASKS)
+ENV_NAMES = [n for n in TASK_NAMES if next(m for m in TASK_NAMES if TASKS[m] is TASKS[n]) == n]
+"""One name per environment class (an alias of the same class, e.g. sawyer_stack_0, is not tested twice)."""
 EXPECTED = {  # (state_dim, action_dim, image shape, horizon, success threshold)
     "point": (4, 2, (32, 32, 3), 50, 0.1),
     "reacher": (8, 2, (64, 64, 3), 50, 0.05),
+    "reacher_paper": (8, 2, (64, 64, 3), 50, 0.05),
     "sawyer_reach": (20, 7, (64, 64, 3), 50, 0.05),
+    "sawyer_stack": (20, 7, (64, 64, 3), 50, 0.01),
+    "sawyer_stack_1": (20, 7, (64, 64, 3), 50, 0.01),
+    "sawyer_stack_2": (20, 7, (64, 64, 3), 50, 0.01),
 }
-GOAL_COLOR_CHANNEL = {"point": 0, "reacher": 0, "sawyer_reach": 1}  # red, red, green markers
+GOAL_COLOR_CHANNEL = {  # red, red, green markers; the stacking goal is shown by the blue base block under it
+    "point": 0, "reacher": 0, "reacher_paper": 0, "sawyer_reach": 1,
+    "sawyer_stack": 2, "sawyer_stack_1": 2, "sawyer_stack_2": 2,
+}
+FIXED_GOAL = {"reacher_paper", "sawyer_stack", "sawyer_stack_1", "sawyer_stack_2"}
+"""Tasks whose default goal is fixed (nothing random is drawn for it)."""
+FIXED_START = {"reacher_paper"}
+"""Tasks whose initial state does not depend on the seed."""
+STACKED_HEIGHT = {"sawyer_stack", "sawyer_stack_1", "sawyer_stack_2"}
+"""Tasks whose goals must keep the default goal's height."""
+
+
+def _name(env) -> str:
+    return next(n for n, cls in TASKS.items() if type(env) is cls)
 
 
 def _random_actions(env, seed: int, n: int | None = None) -> np.ndarray:
@@ -38,7 +57,7 @@ def _rollout(env, seed: int, actions: np.ndarray):
     return np.array(states), images, np.array(costs), np.array(rewards), infos, np.array(applied)
 
 
-@pytest.fixture(scope="module", params=TASK_NAMES)
+@pytest.fixture(scope="module", params=ENV_NAMES)
 def env(request):
     e = make(request.param)
     yield e
@@ -54,7 +73,7 @@ def test_make_rejects_unknown_task_listing_valid_names():
 
 @pytest.mark.parametrize("image_obs", [True, False])
 def test_gymnasium_env_checker_passes(env, image_obs):
-    name = next(n for n, cls in TASKS.items() if isinstance(env, cls))
+    name = _name(env)
     checked = make(name, image_obs=image_obs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # advice only (unbounded state box, non-normalised torque ranges)
@@ -63,7 +82,7 @@ def test_gymnasium_env_checker_passes(env, image_obs):
 
 
 def test_spaces_and_attributes(env):
-    name = next(n for n, cls in TASKS.items() if isinstance(env, cls))
+    name = _name(env)
     dx, du, image_shape, horizon, threshold = EXPECTED[name]
     assert (env.state_dim, env.action_dim, env.horizon, env.success_threshold) == (dx, du, horizon, threshold)
     assert len(env.state_names) == dx and env.dt == pytest.approx(0.05)
@@ -117,12 +136,15 @@ def test_cost_model_terms(env):
     # A fresh copy: changing it leaves the env's own cost alone.
     model.terms[0].target[:] = 123.0
     assert not np.any(env.cost_model().terms[0].target == 123.0)
-    other = env.cost_model(goal=env.goal * 0.5)
-    np.testing.assert_allclose(other.terms[0].target, env.goal * 0.5)
+    goal = env.goal * 0.5
+    if _name(env) in STACKED_HEIGHT:
+        goal = env.goal + [-0.05, 0.05, 0.0]
+    other = env.cost_model(goal=goal)
+    np.testing.assert_allclose(other.terms[0].target, goal)
 
 
 def test_same_seed_same_episode_different_seed_differs(env):
-    name = next(n for n, cls in TASKS.items() if isinstance(env, cls))
+    name = _name(env)
     actions = _random_actions(env, seed=7, n=10)
     twin = make(name)
     try:
@@ -133,15 +155,20 @@ def test_same_seed_same_episode_different_seed_differs(env):
         twin.close()
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[2], b[2])
     assert all(np.array_equal(x, y) for x, y in zip(a[1], b[1]))
+    if name in FIXED_START:  # the seed changes nothing
+        assert np.array_equal(a[0], c[0]) and all(np.array_equal(x, y) for x, y in zip(a[1], c[1]))
+        return
     assert not np.allclose(a[0], c[0])
     assert not all(np.array_equal(x, y) for x, y in zip(a[1], c[1]))
 
 
 def test_goal_from_options_and_constructor(env):
-    name = next(n for n, cls in TASKS.items() if isinstance(env, cls))
+    name = _name(env)
     env.reset(seed=0)
     random_goal = env.goal.copy()
     goal = random_goal * 0.9 + 0.01
+    if name in STACKED_HEIGHT:
+        goal[2] = random_goal[2]
     _, info = env.reset(seed=0, options={"goal": goal})
     np.testing.assert_array_equal(env.goal, goal)
     np.testing.assert_array_equal(info["goal"], goal)
@@ -157,12 +184,17 @@ def test_goal_from_options_and_constructor(env):
 
 
 def test_random_goals_lie_in_the_documented_region(env):
-    name = next(n for n, cls in TASKS.items() if isinstance(env, cls))
+    name = _name(env)
     goals = []
     for seed in range(40):
         env.reset(seed=seed)
         goals.append(env.goal)
     goals = np.array(goals)
+    if name in FIXED_GOAL:
+        assert np.all(goals == goals[0])
+        expected = env.paper_goal if name == "reacher_paper" else env.stacked_goal
+        np.testing.assert_array_equal(goals[0], expected)
+        return
     assert len(np.unique(goals[:, 0])) == len(goals)
     if name == "point":
         assert np.all(np.abs(goals) <= env.goal_region)
@@ -200,7 +232,7 @@ def test_actions_are_clipped_to_the_limits(env):
 
 
 def test_bad_goals_and_calls_are_rejected(env):
-    name = next(n for n, cls in TASKS.items() if isinstance(env, cls))
+    name = _name(env)
     fresh = make(name, image_obs=False)
     with pytest.raises(RuntimeError):
         fresh.step(np.zeros(fresh.action_dim))
@@ -220,7 +252,7 @@ def test_bad_goals_and_calls_are_rejected(env):
 
 
 def test_state_only_mode_omits_images_consistently(env):
-    name = next(n for n, cls in TASKS.items() if isinstance(env, cls))
+    name = _name(env)
     actions = _random_actions(env, seed=4, n=5)
     fast = make(name, image_obs=False)
     obs, _ = fast.reset(seed=9)
@@ -235,7 +267,7 @@ def test_state_only_mode_omits_images_consistently(env):
 
 def test_images_show_the_goal(env):
     """The goal-coloured pixels move with the goal (and the image is not blank)."""
-    name = next(n for n, cls in TASKS.items() if isinstance(env, cls))
+    name = _name(env)
     channel = GOAL_COLOR_CHANNEL[name]
     env.reset(seed=0)
     g0 = env.goal.copy()

@@ -87,3 +87,36 @@ def test_top_camera_is_orthographic_and_centred_on_the_base():
         col = (goal[0] / VIEW_EXTENT + 0.5) * n - 0.5
         row = (0.5 - goal[1] / VIEW_EXTENT) * n - 0.5
         np.testing.assert_allclose([rows.mean(), cols.mean()], [row, col], atol=0.75)
+
+
+def test_reacher_paper_has_the_papers_fixed_goal_and_start():
+    env = make("reacher_paper")
+    for seed in (0, 1, 2):
+        obs, info = env.reset(seed=seed)
+        np.testing.assert_array_equal(env.goal, [-0.1, -0.1])
+        np.testing.assert_array_equal(info["goal"], [-0.1, -0.1])
+        np.testing.assert_array_equal(obs["state"][:4], 0.0)  # q = (0, 0) at rest, whatever the seed
+        np.testing.assert_allclose(obs["state"][4:6], [L1 + L2, 0.0], atol=1e-12)
+    # The goal is drawn bottom left in the image (x to the right, y up).
+    img = obs["image"].astype(int)
+    n = env.image_shape[0]
+    rows, cols = np.nonzero((img[..., 0] > 150) & (img[..., 1] < 90) & (img[..., 2] < 90))
+    assert len(rows) >= 4
+    assert rows.mean() > n / 2 + 5 and cols.mean() < n / 2 - 5
+    col = (-0.1 / VIEW_EXTENT + 0.5) * n - 0.5
+    row = (0.5 + 0.1 / VIEW_EXTENT) * n - 0.5
+    np.testing.assert_allclose([rows.mean(), cols.mean()], [row, col], atol=0.75)
+    # The random-goal reacher is unchanged: goals vary with the seed.
+    plain = make("reacher", image_obs=False)
+    goals = [plain.reset(seed=s)[1]["goal"] for s in (0, 1)]
+    assert not np.allclose(goals[0], goals[1])
+
+
+def test_reacher_paper_is_solvable_by_joint_pd():
+    env = make("reacher_paper", image_obs=False)
+    obs, _ = env.reset(seed=0)
+    q_goal = planar_ik(env.goal, obs["state"][:2])
+    for _ in range(env.horizon):
+        x = obs["state"]
+        obs, _, _, _, info = env.step(0.5 * (q_goal - x[:2]) - 0.05 * x[2:4])
+    assert info["success"], f"final distance {info['distance']:.3f}"
