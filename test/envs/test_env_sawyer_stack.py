@@ -162,6 +162,22 @@ def test_goal_is_the_stacked_pose_and_fixed(env):
     env.reset(seed=0)
 
 
+@pytest.mark.parametrize("start", [0, 2])
+def test_zero_torque_holds_the_start_and_gravity_compensation_covers_the_gripper(start):
+    e = make("sawyer_stack", start=start, image_obs=False)
+    obs, _ = e.reset(seed=1)
+    block = obs["state"][14:17].copy()
+    for _ in range(e.horizon):
+        obs, *_ = e.step(np.zeros(7))
+    assert np.linalg.norm(obs["state"][14:17] - block) < 1e-3
+    gripper = e.model.body("right_gripper").id
+    assert e.gravity_compensation and e.model.body_gravcomp[gripper] == 1.0
+    e.gravity_compensation = False
+    assert e.model.body_gravcomp[gripper] == 0.0
+    off = make("sawyer_stack", start=start, image_obs=False, gravity_compensation=False)
+    assert not off.gravity_compensation and off.model.body_gravcomp[gripper] == 0.0
+
+
 # ---- the cost and the state from kinematics ----------------------------------------------------------
 
 def test_block_is_the_hand_pose_times_a_fixed_offset(env):
