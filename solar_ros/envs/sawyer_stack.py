@@ -49,7 +49,8 @@ positions are in the robot's base frame (x forward, y left, z up); the table top
   distance below it always counts as success (code that only has distances, e.g. a plot's threshold
   line, uses it), but ``info["success"]`` is the criterion. Neither the cost nor success looks at the
   block's orientation, but a block resting tilted on the base has its centre higher than the stacked
-  pose (about 1 cm at a 30 degree tilt), so it fails the vertical tolerance.
+  pose (9 mm at a 30 degree tilt about an edge, more on a corner), so it can fail the vertical
+  tolerance.
 * Image: 64x64x3 uint8 from the fixed ``stack`` camera (at the robot's right side, y < 0, looking down
   at the stacking area from about 1 m): both blocks, the gripper and the forearm.
 """
