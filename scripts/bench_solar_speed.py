@@ -22,7 +22,8 @@ import time
 import numpy as np
 import torch
 
-from solar_ros.algos.solar import TASK_DEFAULTS, initial_policy, latent_cost, SVAELatentModel
+from solar_ros.algos.common import initial_policy
+from solar_ros.algos.solar import TASK_DEFAULTS, latent_cost, SVAELatentModel
 from solar_ros.core import lqr_flm
 from solar_ros.core.dynamics import BayesianLDS, fit_dynamics
 from solar_ros.models.svae import StructuredVAE, SVAEConfig
@@ -106,7 +107,7 @@ def main() -> None:
     dynamics = fit_dynamics(stats.means, actions, prior=lds.as_prior(cfg.prior_strength))
     model.lds = lds
     cost = latent_cost(model, T)
-    policy = initial_policy(T, dx, np.full(du, 0.05), cfg.init_noise)
+    policy = initial_policy(T, dx, du, cfg.init_noise * np.full(du, 0.05))
     lqr_s = float(np.median(timed(lambda: lqr_flm.update(policy, dynamics, cost, kl_step=cfg.kl_step), 3)))
     print(f"smooth {N} rollouts (encode {N * T} frames + Kalman smoother): {stats_s:8.2f} s")
     print(f"conjugate MNIW update:                                 {conj_s * 1e3:8.2f} ms")
@@ -129,7 +130,7 @@ def main() -> None:
 
     # --- the control step -----------------------------------------------------------------------------
     frames = rng.integers(0, 256, size=(64, S, S, 3), dtype=np.uint8)
-    policy = initial_policy(T, dx, np.full(du, 0.05), cfg.init_noise)
+    policy = initial_policy(T, dx, du, cfg.init_noise * np.full(du, 0.05))
     policy.K[:] = rng.normal(size=policy.K.shape)
     noise = rng.standard_normal((args.control_steps, du))
     lat = np.empty(args.control_steps)

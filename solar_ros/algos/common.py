@@ -1,4 +1,5 @@
-"""What every learning loop shares: rollouts, the LQR-FLM iteration step and loop, evaluation, the results table, summary and plot."""
+"""What every learning loop shares: rollouts, the LQR-FLM iteration step and loop, evaluation, the results
+table, summary and plot."""
 from __future__ import annotations
 
 import json
@@ -255,7 +256,8 @@ class StepState:
             cost = lqr_flm.QuadraticCost(np.asarray(arrays["prev_cost_Cm"]), np.asarray(arrays["prev_cost_cv"]),
                                          np.asarray(arrays["prev_cost_cc"]))
             previous = (policy_from_arrays("prev_old", arrays), policy_from_arrays("prev_new", arrays), dyn, cost)
-        return cls(float(arrays["step_mult"]), float(arrays["eta"]), previous)
+        # .item(): a checkpoint's extra holds a 0-d array as one of shape (1,)
+        return cls(np.asarray(arrays["step_mult"]).item(), np.asarray(arrays["eta"]).item(), previous)
 
 
 _DYNAMICS_FIELDS = ("Fm", "fv", "dyn_covar", "x0mu", "x0sigma")
@@ -296,7 +298,8 @@ def lqr_flm_step(policy: LinearGaussianPolicy, X: np.ndarray, U: np.ndarray, pri
     is a last update), and returns the policy minimising the expected cost within
     ``kl_step * step_mult`` per step of ``policy``, the state for the next step and the diagnostics.
     """
-    if (np.shape(X)[1:], np.shape(U)[2:]) != ((policy.T, policy.dx), (policy.du,)) or np.shape(U)[:2] != np.shape(X)[:2]:
+    shapes = np.shape(X), np.shape(U)
+    if shapes[0][1:] != (policy.T, policy.dx) or shapes[1][2:] != (policy.du,) or shapes[1][:2] != shapes[0][:2]:
         raise ValueError(f"rollouts have states {np.shape(X)} and actions {np.shape(U)}, the policy "
                          f"(T, dx, du) = {(policy.T, policy.dx, policy.du)}")
     dynamics = fit_dynamics(X, U, prior=prior)

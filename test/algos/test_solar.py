@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from solar_ros.algos import solar
-from solar_ros.algos.common import rollout
+from solar_ros.algos.common import initial_policy, rollout
 from solar_ros.core import lqr_flm
+from solar_ros.core.types import LinearGaussianPolicy
 from solar_ros.envs import make
 
 # A tiny point run: 16x16 images, a 3-d latent, 20 random episodes, then 2 iterations of 6 rollouts.
@@ -67,10 +68,10 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tiny_run, tmp_path,
             raise KeyboardInterrupt("simulated crash in iteration 2")
         return real_update(*args, **kwargs)
 
-    monkeypatch.setattr(solar.lqr_flm, "update", crash_on_second_update)
+    monkeypatch.setattr(lqr_flm, "update", crash_on_second_update)
     with pytest.raises(KeyboardInterrupt):
         solar.train("point", seed=1, out=tmp_path, progress=False, config=TINY)
-    monkeypatch.setattr(solar.lqr_flm, "update", real_update)
+    monkeypatch.setattr(lqr_flm, "update", real_update)
     assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "summary.json").exists()
 
     resumed = solar.train("point", seed=1, out=tmp_path, progress=False, config=TINY, resume=True)
@@ -108,7 +109,7 @@ def test_online_filter_in_the_rollout_matches_the_smoothers_filtered_means(metho
     torch.set_num_threads(1)
     model, env, _ = _fitted_model(method)
     rng = np.random.default_rng(3)
-    policy = solar.initial_policy(env.horizon, model.dx, env.action_scale, 0.5)
+    policy = initial_policy(env.horizon, model.dx, model.du, 0.5 * env.action_scale)
     policy = type(policy)(rng.normal(size=policy.K.shape), rng.normal(size=policy.k.shape), policy.cov)
     online: list = []
     episode = rollout(env, solar.latent_actor(model, policy, rng, env.action_space.low, env.action_space.high, online),
@@ -141,7 +142,7 @@ def test_latent_cost_is_the_models_cost_as_lqr_quadratic():
 def test_reexpressed_policy_gives_the_same_actions_in_new_coordinates():
     rng = np.random.default_rng(4)
     T, dx, du = 5, 3, 2
-    policy = solar.LinearGaussianPolicy(rng.normal(size=(T, du, dx)), rng.normal(size=(T, du)),
+    policy = LinearGaussianPolicy(rng.normal(size=(T, du, dx)), rng.normal(size=(T, du)),
                                         np.tile(np.eye(du), (T, 1, 1)))
     old = rng.normal(size=(6, T, dx))
     P, p = rng.normal(size=(dx, dx)) + 3 * np.eye(dx), rng.normal(size=dx)
@@ -208,7 +209,7 @@ def test_a_short_seeded_run_learns_to_move_the_point_towards_the_goal():
     env = make("point", image_obs=False)
     env.reset(seed=seed)
     goal = env.goal.copy()
-    still = np.mean([rollout(env, lambda t, x, obs: np.zeros(2), seed=solar._seed(seed, solar._EVAL, 0, i),
+    still = np.mean([rollout(env, lambda t, x, obs: np.zeros(2), seed=solar.derive_seed(seed, solar.EVAL, 0, i),
                              options={"goal": goal}).costs.sum() for i in range(LEARNING.eval_episodes)])
     assert result.final_cost < 0.7 * still, (result.final_cost, still)
     # ... and it got there from images alone: the pretraining rollouts were no better than standing still.
@@ -225,3 +226,27 @@ def test_copy_state_prior_holds_the_previous_latent():
     nxt = M @ np.r_[x, 0.0, 0.0, 1.0]
     np.testing.assert_allclose(nxt[3:], x[:2])  # the copies take the current observed values
     np.testing.assert_allclose(nxt[:3], x[:3])  # persistence on the observed dims (SOLAR's prior mean)
+
+
+@pytest.mark.parametrize("method", ["solar", "vae"])
+def test_a_saved_model_loads_with_all_its_state(method, tmp_path):
+    torch.set_num_threads(1)
+    model, _, data = _fitted_model(method)
+    path = model.save(tmp_path / "model.pt", extra={"model_id": "m-1"})
+    other = solar.MODEL_CLASSES[method](16, 2, TINY)
+    assert isinstance(other, solar.LatentModel) and other.lds is None
+    assert other.load(path) == {"model_id": "m-1"}
+    for name in ("M", "V", "Psi", "nu"):  # the LDS posterior: the prior of the per-step dynamics
+        np.testing.assert_array_equal(getattr(other.lds, name), getattr(model.lds, name))
+    np.testing.assert_array_equal(other.smooth(data), model.smooth(data))
+    for a, b in zip(other.cost_terms(), model.cost_terms()):
+        np.testing.assert_array_equal(a, b)
+    wrong = solar.MODEL_CLASSES["vae" if method == "solar" else "solar"](16, 2, TINY)
+    with pytest.raises(ValueError, match="model"):
+        wrong.load(path)
+
+
+def test_the_latent_model_interface_is_abstract():
+    with pytest.raises(TypeError, match="abstract"):
+        solar.LatentModel()
+    assert {"fit", "smooth", "filtered_means", "filter_step", "cost_terms"} <= solar.LatentModel.__abstractmethods__

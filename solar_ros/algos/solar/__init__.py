@@ -1,0 +1,54 @@
+"""SOLAR: model-based RL from images with a linear-dynamics latent space and LQR-FLM.
+
+``solar-ros train --method solar`` (and ``--method vae``, the ablation) runs :func:`train`. The
+package, read in this order:
+
+* :mod:`.config`: the run's settings (:class:`SolarConfig`, :data:`PROJECT_SETTINGS`,
+  :data:`TASK_DEFAULTS`);
+* :mod:`.models`: the recorded rollouts (:class:`RolloutData`), the latent-model interface
+  (:class:`LatentModel`) and its two implementations (SOLAR's structured VAE, the VAE ablation),
+  the learned latent cost as LQR-FLM's quadratic;
+* :mod:`.loop`: the learning loop (its docstring describes it step by step), its iteration step
+  :func:`solar_step` and model refit :func:`refit`, which the model fitting node runs too;
+* :mod:`.persistence`: the run's rollouts and checkpoint on disk.
+"""
+from .config import PROJECT_SETTINGS, TASK_DEFAULTS, SolarConfig
+from .loop import (
+    EVAL,
+    FIT,
+    ITERATION,
+    NOISE,
+    PRETRAIN,
+    derive_seed,
+    latent_actor,
+    latent_diagnostics,
+    random_actor,
+    reexpress_policy,
+    refit,
+    solar_step,
+    task_action_weights,
+    train,
+    train_vae_ablation,
+)
+from .models import (
+    COPY_NOISE_VAR,
+    MODEL_CLASSES,
+    FitHook,
+    FitProgress,
+    LatentModel,
+    RolloutData,
+    SVAELatentModel,
+    VAELatentModel,
+    cost_r2,
+    latent_cost,
+    train_svae_weighted,
+)
+from .persistence import CHECKPOINT_NAME, DATA_DIR, load_data, load_run_checkpoint, save_data, save_run_checkpoint
+
+__all__ = [
+    "CHECKPOINT_NAME", "COPY_NOISE_VAR", "DATA_DIR", "EVAL", "FIT", "ITERATION", "MODEL_CLASSES", "NOISE", "PRETRAIN",
+    "PROJECT_SETTINGS", "TASK_DEFAULTS", "FitHook", "FitProgress", "LatentModel", "RolloutData", "SVAELatentModel",
+    "SolarConfig", "VAELatentModel", "cost_r2", "derive_seed", "latent_actor", "latent_cost", "latent_diagnostics",
+    "load_data", "load_run_checkpoint", "random_actor", "reexpress_policy", "refit", "save_data", "save_run_checkpoint",
+    "solar_step", "task_action_weights", "train", "train_svae_weighted", "train_vae_ablation",
+]

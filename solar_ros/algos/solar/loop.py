@@ -1,0 +1,397 @@
+"""SOLAR: model-based RL from images with a linear-dynamics latent space and LQR-FLM.
+
+One training run learns one task instance (a fixed goal drawn from the seed, the task's
+initial-state distribution) from camera images only: the policy never sees the true state, and the
+only other signals are the applied actions and the task's per-step costs (costs, never rewards).
+
+    pretrain:
+        collect `pretrain_episodes` rollouts with random Gaussian actions (std 0.5 action_scale)
+        fit the latent model on them (SOLAR: structured VAE whose latent follows a global LDS, with
+            the conjugate MNIW update of the LDS between network steps; the VAE ablation: a per-frame
+            VAE, then an LDS fitted by EM in its latent afterwards)
+    for each iteration:
+        collect `rollouts_per_iteration` rollouts with the time-varying linear-Gaussian policy acting
+            on the *filtered* latent mean (each frame encoded, then one Kalman step of the model's LDS)
+        [every `refit_every` iterations: refit the model on all data, re-express the policy in the
+            new latent coordinates]
+        smooth the latent trajectories of the last `buffer_size` rollouts
+        fit per-step linear-Gaussian dynamics to them with the model's LDS posterior as the
+            normal-inverse-Wishart prior (worth `prior_strength` rollouts per step)
+        adapt the KL step from the predicted vs actual improvement of the last update
+        LQR-FLM update on the learned latent cost (quadratic in the latent and the action)
+        checkpoint (atomically): the model, the LDS posterior, the policy, the step state, the logs
+    evaluate the final policy's mean (no noise) on `eval_episodes` fresh episodes of the same goal
+
+The iteration step (smoothed or filtered latents -> per-step dynamics with the model's LDS prior
+-> the learned latent cost -> step adaptation -> LQR-FLM update) is :func:`solar_step`, and the
+model refit with the policy's re-expression is :func:`refit`; the model fitting node
+(:mod:`solar_ros.runtime.solar_fit`) runs the same two functions between its episode batches.
+
+Reproducibility: every random draw comes from a generator seeded by (seed, phase, iteration, index),
+so a run resumed from its last checkpoint takes exactly the draws an uninterrupted run would have.
+
+Speed and settings (2-core CPU). The reference trains the SVAE for many thousands of steps on
+batches of 2 whole rollouts with a stride-1 first convolution. Here the encoder's first convolution
+has stride 2 (a 64x64 encode drops from ~6 ms to ~1.5 ms, training compute ~4x), and the networks
+train on short windows (5 steps, 4 per batch) cut from the rollouts: the Kalman smoother's Python loop
+costs per time step, and the number of gradient steps, not the frames per step, is what a small
+object in the image needs. Deviations from the reference objective, each a field of
+:class:`SolarConfig` with its reason: learning rate 3e-3, final beta 0.1 and a floor of 10 on the
+cost term's weight (the reference ties it to beta, which starts at 1e-4). With the reference
+weighting the point task's latent collapsed onto the LDS prior (KL -> 0, cost R^2 ~ 0) in every run
+of a few thousand steps. ``scripts/bench_solar_speed.py`` measures the fitting and control-step costs.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter1d
+from tqdm import tqdm
+
+from ...core.types import LinearGaussianPolicy
+from ...envs import make
+from ..common import (
+    Episode,
+    IterationLog,
+    RunResult,
+    StepState,
+    Stopwatch,
+    finite_or_raise,
+    format_table,
+    initial_policy,
+    lqr_flm_step,
+    plot_learning_curve,
+    policy_arrays,
+    policy_from_arrays,
+    rollout,
+    summarize,
+)
+from .config import TASK_DEFAULTS, SolarConfig
+from .models import MODEL_CLASSES, FitHook, LatentModel, RolloutData, cost_r2, latent_cost
+from .persistence import CHECKPOINT_NAME, load_data, load_run_checkpoint, save_data, save_run_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+# ================================================================================================
+# seeds: every random draw of a run comes from a generator seeded by (seed, phase, iteration, index)
+
+
+PRETRAIN, ITERATION, EVAL, FIT, NOISE = range(5)
+"""Phases of a run's seeds (see :func:`derive_seed`)."""
+
+
+def derive_seed(*keys: int) -> int:
+    """A 31-bit seed derived from integer keys (run seed, phase, iteration, index)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+# ================================================================================================
+# acting: the pretraining noise, the policy on the filtered latent
+
+
+def latent_actor(model: LatentModel, policy: LinearGaussianPolicy, rng: np.random.Generator | None,
+                 low: np.ndarray, high: np.ndarray, record: list | None = None) -> Callable:
+    """An ``act`` for :func:`~solar_ros.algos.common.rollout` that sees only the image.
+
+    Each frame is folded into the latent belief by one Kalman step of the model's LDS (with the
+    previous *applied* action); the policy acts on the filtered mean. ``rng`` None: the policy's
+    mean. ``record`` (a list) receives the filtered mean of every step.
+    """
+    belief: list = [None, None]  # (mean, cov), previous applied action
+
+    def act(t: int, _true_state: np.ndarray, obs: dict) -> np.ndarray:
+        prev = None if t == 0 else belief[0]
+        mean, cov = model.filter_step(obs["image"], prev, belief[1])
+        noise = None if rng is None else rng.standard_normal(policy.du)
+        u = np.clip(policy.act(t, mean, noise), low, high)  # rollout clips the same way; filter with what is applied
+        belief[0], belief[1] = (mean, cov), u
+        if record is not None:
+            record.append(mean)
+        return u
+
+    return act
+
+
+def random_actor(rng: np.random.Generator, std: np.ndarray, low: np.ndarray, high: np.ndarray,
+                 smoothing: float = 0.0, horizon: int | None = None) -> Callable:
+    """Gaussian actions of std ``std`` per dimension (the pretraining policy).
+
+    ``smoothing`` > 0 (needs ``horizon``): the noise sequence is filtered over time by a Gaussian of
+    that std (in steps) and rescaled to unit std, as Guided Policy Search smooths its exploration noise:
+    white noise of the same std barely moves a damped body, so its images show little of the dynamics.
+    """
+    if smoothing > 0:
+        if horizon is None:
+            raise ValueError("smoothed pretraining noise needs the horizon")
+        noise = gaussian_filter1d(rng.standard_normal((horizon, len(std))), smoothing, axis=0, mode="constant")
+        noise /= np.maximum(noise.std(0), 1e-12)
+    else:
+        noise = None
+
+    def act(t: int, _true_state: np.ndarray, obs: dict) -> np.ndarray:
+        n = rng.standard_normal(len(std)) if noise is None else noise[t]
+        return np.clip(std * n, low, high)
+    return act
+
+
+# ================================================================================================
+# learning: the iteration step and the model refit (shared with the model fitting node)
+
+
+def task_action_weights(env, cfg: SolarConfig) -> np.ndarray | None:
+    """The task's action penalty as weights on the actions (``action_cost='task'``), else None (learned)."""
+    return (env.cost_action / env.action_scale**2) if cfg.action_cost == "task" else None
+
+
+def latent_diagnostics(latents: np.ndarray, data: RolloutData, cost) -> dict[str, float]:
+    """Diagnostics of the latent on the rollouts ``data`` (``latents``: their latent trajectories), for the
+    ``extra`` of the pretraining and the iteration rows (and the node's fit metrics): how much of the
+    observed cost the latent cost explains. Further diagnostics of the latent (e.g. probes of what it
+    encodes) belong here."""
+    return {"cost_r2": cost_r2(latents, data, cost)}
+
+
+def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: RolloutData, step: StepState,
+               cfg: SolarConfig, action_weights: np.ndarray | None = None
+               ) -> tuple[LinearGaussianPolicy, StepState, dict[str, float]]:
+    """SOLAR's LQR-FLM iteration on the rollouts ``buffer`` (the last ``buffer_size``).
+
+    Their latent trajectories (``cfg.dynamics_latents``: smoothed or filtered) -> per-step dynamics
+    with the model's LDS posterior as prior (``prior_strength`` pseudo-rollouts) -> the model's
+    latent cost (``action_weights``: the task's action penalty instead of the learned one) -> the
+    step adaptation (``adapt_step``) -> the LQR-FLM update (``kl_step``). Returns the new policy, the
+    step state for the next iteration and the diagnostics (for the iteration's log row).
+    """
+    latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
+    cost = latent_cost(model, buffer.T, action_weights)
+    new_policy, step, info = lqr_flm_step(policy, latents, buffer.actions, model.lds.as_prior(cfg.prior_strength),
+                                          cost, step, kl_step=cfg.kl_step, adapt_step=cfg.adapt_step)
+    metrics: dict[str, float] = {}
+    if info.predicted_improvement is not None:
+        metrics.update({"predicted_improvement": info.predicted_improvement,
+                        "actual_improvement": info.actual_improvement})
+    metrics.update({"kl": info.kl, "kl_target": info.kl_target, "eta": info.eta, "step_mult": info.step_mult,
+                    "predicted_cost": info.expected_cost, **latent_diagnostics(latents, buffer, cost)})
+    return new_policy, step, metrics
+
+
+def reexpress_policy(policy: LinearGaussianPolicy, old_latents: np.ndarray, new_latents: np.ndarray,
+                     ridge: float = 1e-6) -> LinearGaussianPolicy:
+    """The same controller in a refitted model's latent coordinates.
+
+    Fits one affine map old ≈ P new + p over every (old, new) latent pair of the same frames
+    (N, T, dx each) and returns K' = K P, k' = K p + k (the noise is unchanged).
+    """
+    old = old_latents.reshape(-1, old_latents.shape[-1])
+    new = new_latents.reshape(-1, new_latents.shape[-1])
+    Z = np.hstack([new, np.ones((len(new), 1))])
+    W = np.linalg.solve(Z.T @ Z + ridge * len(Z) * np.eye(Z.shape[1]), Z.T @ old)  # (dx+1, dx_old)
+    P, p = W[:-1].T, W[-1]
+    return LinearGaussianPolicy(policy.K @ P, np.einsum("tij,j->ti", policy.K, p) + policy.k, policy.cov)
+
+
+def refit(model: LatentModel, data: RolloutData, buffer: RolloutData, policy: LinearGaussianPolicy, step: StepState,
+          steps: int, seed: int, on_update: FitHook | None = None
+          ) -> tuple[LinearGaussianPolicy, StepState, dict[str, float]]:
+    """Refit ``model`` on ``data`` (``steps`` more gradient steps) and re-express ``policy`` in its new
+    latent coordinates (fitted on the smoothed latents of ``buffer`` before and after). The step state
+    forgets the last update, whose predictions were in the old coordinates. Returns the policy, the
+    step state and the fit's loss terms."""
+    old_latents = model.smooth(buffer)
+    terms = model.fit(data, steps, seed, on_update=on_update)
+    policy = reexpress_policy(policy, old_latents, model.smooth(buffer))
+    return policy, step.without_previous(), terms
+
+
+# ================================================================================================
+# the loop
+
+
+
+def train(task: str, seed: int, out: Path | None = None, episodes: int | None = None, goal=None,
+          progress: bool = True, resume: bool = False, config: SolarConfig | None = None,
+          method: str = "solar") -> RunResult:
+    """Learn ``task`` from images with SOLAR (``method='solar'``) or the VAE ablation (``'vae'``).
+
+    ``episodes``: total training-episode budget (pretraining included); it sets the number of
+    iterations. ``resume``: continue from ``out/checkpoint.pt`` when it exists (same task, seed,
+    method and settings), giving the result an uninterrupted run would have. Writes
+    summary.json, learning_curve.png, the checkpoint, the rollouts (``data/``) and TensorBoard
+    scalars (``tb/``, when tensorboard is installed) to ``out``.
+    """
+    if method not in MODEL_CLASSES:
+        raise ValueError(f"unknown method {method!r}; use one of {sorted(MODEL_CLASSES)}")
+    cfg = config or TASK_DEFAULTS.get(task, SolarConfig())
+    if episodes is not None:
+        if episodes < cfg.pretrain_episodes + cfg.rollouts_per_iteration:
+            raise ValueError(f"an episode budget of {episodes} does not cover the {cfg.pretrain_episodes} pretraining "
+                             f"episodes plus one iteration of {cfg.rollouts_per_iteration}")
+        iterations = (episodes - cfg.pretrain_episodes) // cfg.rollouts_per_iteration
+        cfg = SolarConfig(**{**asdict(cfg), "iterations": iterations})
+    if resume and out is None:
+        raise ValueError("resume=True needs the run's output directory (out)")
+    torch.set_num_threads(cfg.num_threads)
+    clock = Stopwatch()
+    out = None if out is None else Path(out)
+
+    env_kwargs = {} if cfg.image_size is None else {"image_size": cfg.image_size}
+    env = make(task, image_obs=True, goal=goal, **env_kwargs)
+    env.reset(seed=seed)  # fixes the goal for the whole run (drawn from the seed unless given)
+    goal = env.goal.copy()
+    T, du = env.horizon, env.action_dim
+    low, high = env.action_space.low, env.action_space.high
+    image_size = env.image_shape[0]
+    action_weights = task_action_weights(env, cfg)
+    identity = {"task": task, "seed": int(seed), "method": method, "goal": goal.tolist(), "config": asdict(cfg)}
+
+    def collect(actor_for: Callable[[int], Callable], phase: int, it: int, n: int) -> list[Episode]:
+        return [rollout(env, actor_for(i), seed=derive_seed(seed, phase, it, i), options={"goal": goal},
+                        record_images=True)
+                for i in range(n)]
+
+    # --- state that a checkpoint restores -----------------------------------------------------------
+    torch.manual_seed(derive_seed(seed, FIT, 0, 0))
+    model = MODEL_CLASSES[method](image_size, du, cfg)
+    checkpoint = None if out is None else out / CHECKPOINT_NAME
+    start_iteration = 1
+    data_files: list[str] = []
+    rows: list[IterationLog] = []
+    policy = initial_policy(T, cfg.latent_dim, du, cfg.init_noise * env.action_scale)
+    step = StepState()
+    elapsed_before = 0.0
+    if resume and checkpoint.is_file():
+        state = load_run_checkpoint(checkpoint, model, identity)
+        torch.set_rng_state(torch.from_numpy(np.asarray(state["torch_rng"])))
+        start_iteration = state["iteration"] + 1
+        data_files, rows = state["data_files"], [IterationLog(**r) for r in state["rows"]]
+        policy, step = policy_from_arrays("policy", state), StepState.from_arrays(state)
+        elapsed_before = state["elapsed_s"]
+        log.info("resuming %s/%s seed %d after iteration %d", task, method, seed, state["iteration"])
+    elif resume:
+        log.warning("no checkpoint in %s: starting from scratch", out)
+    data = load_data(out, data_files) if data_files else None
+
+    writer = _tensorboard(out, purge_step=start_iteration)
+    bar = tqdm(total=cfg.iterations + 1, initial=start_iteration if data_files else 0,
+               desc=f"{task}/{method}", disable=not progress, unit="iter")
+
+    def report(row: IterationLog) -> None:
+        rows.append(row)
+        line = format_table([row]).splitlines()
+        (tqdm.write if progress else print)("\n".join(line if len(rows) == 1 else line[2:]))
+        bar.set_postfix(cost=f"{row.mean_cost:.3g}", dist=f"{row.final_distance:.3f}",
+                        success=f"{row.success_rate:.0%}")
+        if writer is not None:
+            for key in ("mean_cost", "final_distance", "success_rate"):
+                writer.add_scalar(f"rollouts/{key}", getattr(row, key), row.iteration)
+            for key, value in row.extra.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    writer.add_scalar(f"train/{key}", value, row.iteration)
+            writer.flush()
+
+    def checkpoint_now(iteration: int) -> None:
+        if checkpoint is None:
+            return
+        loop_state = {
+            **identity, "iteration": iteration, "data_files": data_files, "rows": [asdict(r) for r in rows],
+            **policy_arrays("policy", policy), **step.arrays(),
+            "torch_rng": torch.get_rng_state().numpy(), "elapsed_s": elapsed_before + clock(),
+        }
+        save_run_checkpoint(checkpoint, model, loop_state)
+
+    # --- 1. pretraining: random actions, then the model fit --------------------------------------------
+    if data is None:
+        std = cfg.pretrain_noise * env.action_scale
+        def random_actors(i: int) -> Callable:
+            rng = np.random.default_rng(derive_seed(seed, NOISE, 0, i))
+            return random_actor(rng, std, low, high, cfg.pretrain_smoothing, T)
+
+        episodes_now = collect(random_actors, PRETRAIN, 0, cfg.pretrain_episodes)
+        data = RolloutData.from_episodes(episodes_now)
+        data_files.append(save_data(out, "pretrain", data))
+        fit_start = time.perf_counter()
+        terms = model.fit(data, cfg.pretrain_steps, derive_seed(seed, FIT, 0, 1), progress=progress)
+        fit_s = time.perf_counter() - fit_start
+        buffer = data.last(cfg.buffer_size)
+        diagnostics = latent_diagnostics(model.smooth(buffer), buffer, latent_cost(model, T))
+        stats = summarize(episodes_now)
+        report(IterationLog(0, data.N, data.N * T, stats["mean_cost"], stats["final_distance"], stats["success_rate"],
+                            elapsed_before + clock(), {"phase": "pretrain", "model_fit_s": fit_s, **diagnostics,
+                                                       **{f"model_{k}": v for k, v in terms.items()}}))
+        bar.update(1)
+        checkpoint_now(0)
+
+    # --- 2. iterations: roll out on the filtered latent, fit dynamics, LQR-FLM ---------------------------
+    for it in range(start_iteration, cfg.iterations + 1):
+        def actors(i: int, it: int = it) -> Callable:
+            return latent_actor(model, policy, np.random.default_rng(derive_seed(seed, NOISE, it, i)), low, high)
+
+        episodes_now = collect(actors, ITERATION, it, cfg.rollouts_per_iteration)
+        new_data = RolloutData.from_episodes(episodes_now)
+        data_files.append(save_data(out, f"iter_{it:03d}", new_data))
+        data = data + new_data
+        buffer = data.last(cfg.buffer_size)
+        extra: dict = {"phase": "iteration"}
+
+        if cfg.refit_every and it % cfg.refit_every == 0:
+            fit_start = time.perf_counter()
+            policy, step, terms = refit(model, data, buffer, policy, step, cfg.refit_steps,
+                                        derive_seed(seed, FIT, it, 0))
+            extra.update({"model_fit_s": time.perf_counter() - fit_start,
+                          **{f"model_{k}": v for k, v in terms.items()}})
+
+        policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights)
+        extra.update(metrics)
+        stats = summarize(episodes_now)
+        finite_or_raise("mean cost", stats["mean_cost"])
+        report(IterationLog(it, data.N, data.N * T, stats["mean_cost"], stats["final_distance"], stats["success_rate"],
+                            elapsed_before + clock(), extra))
+        bar.update(1)
+        checkpoint_now(it)
+    bar.close()
+
+    # --- 3. evaluation: the policy's mean on fresh episodes --------------------------------------------
+    evaluation = collect(lambda i: latent_actor(model, policy, None, low, high), EVAL, 0, cfg.eval_episodes)
+    final = summarize(evaluation)
+    if writer is not None:
+        for key, value in final.items():
+            writer.add_scalar(f"eval/{key}", value, cfg.iterations)
+        writer.close()
+    n_train = cfg.training_episodes
+    result = RunResult(
+        task=task, method=method, seed=seed, episodes=n_train, env_steps=n_train * T,
+        final_cost=final["mean_cost"], final_distance=final["final_distance"], success_rate=final["success_rate"],
+        eval_episodes=cfg.eval_episodes, wall_time_s=elapsed_before + clock(), goal=goal.tolist(), config=asdict(cfg),
+        iterations=[asdict(r) for r in rows],
+    )
+    print(format_table(rows))
+    if out is not None:
+        result.write(out)
+        plot_learning_curve(rows, out / "learning_curve.png", f"{task} / {method} / seed {seed}",
+                            env.success_threshold, final)
+    return result
+
+
+def train_vae_ablation(task: str, seed: int, out: Path | None = None, episodes: int | None = None, goal=None,
+                       progress: bool = True, resume: bool = False, config: SolarConfig | None = None) -> RunResult:
+    """The VAE ablation of :func:`train`: the same loop with a per-frame VAE latent."""
+    return train(task, seed, out, episodes, goal, progress, resume, config, method="vae")
+
+
+def _tensorboard(out: Path | None, purge_step: int):
+    """A SummaryWriter under ``out/tb`` when the tensorboard package is installed (optional)."""
+    if out is None:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(out / "tb"), purge_step=purge_step)

@@ -1,0 +1,528 @@
+"""What SOLAR's loop needs from a representation, and the two it has.
+
+* :class:`RolloutData`: image rollouts (images, actions, costs), validated on construction;
+* :class:`LatentModel`: the interface of a representation with a global linear-Gaussian latent
+  dynamics model and a learned quadratic latent cost (fit, offline and online inference, the cost,
+  and saving / restoring all of its state in one file);
+* :class:`SVAELatentModel` (SOLAR's structured VAE, whose LDS is part of training) and
+  :class:`VAELatentModel` (the ablation: a per-frame VAE, then an LDS fitted by EM in its latent);
+* :func:`latent_cost`: a model's latent cost as LQR-FLM's quadratic; :func:`cost_r2`: how much of
+  the observed cost it explains.
+"""
+from __future__ import annotations
+
+import abc
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ...core.cost_fit import fit_quadratic_cost
+from ...core.dynamics import BayesianLDS, fit_lds_em
+from ...core.gaussian import LDSParams, kalman_step, rts_smoother
+from ...core.lqr_flm import QuadraticCost
+from ...models.checkpoint import load_checkpoint, save_checkpoint
+from ...models.common import check_images, to_float_images
+from ...models.lds_update import ConjugateLDSUpdate
+from ...models.svae import SmoothedStats, StructuredVAE, SVAEConfig, beta_schedule
+from ...models.train import VAETrainConfig, train_vae
+from ...models.vae import VAE, VAEConfig
+from ..common import Episode
+from .config import SolarConfig
+
+COPY_NOISE_VAR = 1e-4
+"""Prior noise variance of the latent dimensions that copy the previous step's (see SVAELatentModel.lds_prior)."""
+MODEL_STATE_KEY = "latent_model"
+"""Key of a model file's ``extra`` that holds the model's own state (see :meth:`LatentModel.save`)."""
+
+
+# ================================================================================================
+# recorded data
+
+
+
+@dataclass
+class RolloutData:
+    """Image rollouts the model is fitted on (validated on construction)."""
+
+    images: np.ndarray
+    """(N, T, H, W, C) uint8 frames seen before each action."""
+    actions: np.ndarray
+    """(N, T, du) actions applied."""
+    costs: np.ndarray
+    """(N, T) per-step costs reported by the task (lower is better)."""
+
+    def __post_init__(self) -> None:
+        self.images = np.asarray(self.images)
+        self.actions = np.asarray(self.actions, dtype=np.float64)
+        self.costs = np.asarray(self.costs, dtype=np.float64)
+        if self.images.ndim != 5 or self.images.shape[0] == 0 or self.images.shape[1] == 0:
+            raise ValueError(f"the dataset is empty or malformed: images must have shape (N>0, T>0, H, W, C), "
+                             f"got {self.images.shape}")
+        if self.images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (0..255), got dtype {self.images.dtype}")
+        N, T = self.images.shape[:2]
+        if self.actions.ndim != 3 or self.actions.shape[:2] != (N, T):
+            raise ValueError(f"actions must have shape ({N}, {T}, du), got {self.actions.shape}")
+        if self.costs.shape != (N, T):
+            raise ValueError(f"costs must have shape ({N}, {T}), got {self.costs.shape}")
+        if not np.all(np.isfinite(self.actions)):
+            raise ValueError("actions contain NaN or Inf")
+        if not np.all(np.isfinite(self.costs)):
+            bad = np.argwhere(~np.isfinite(self.costs))[0]
+            raise ValueError(f"costs contain NaN or Inf (first at rollout {bad[0]}, step {bad[1]})")
+
+    @property
+    def N(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def T(self) -> int:
+        return self.images.shape[1]
+
+    @classmethod
+    def from_episodes(cls, episodes: list[Episode]) -> "RolloutData":
+        if not episodes:
+            raise ValueError("the dataset is empty: no episodes")
+        if any(e.images is None for e in episodes):
+            raise ValueError("episodes were recorded without images")
+        return cls(np.stack([e.images for e in episodes]), np.stack([e.U for e in episodes]),
+                   np.stack([e.costs for e in episodes]))
+
+    def __add__(self, other: "RolloutData") -> "RolloutData":
+        return RolloutData(np.concatenate([self.images, other.images]), np.concatenate([self.actions, other.actions]),
+                           np.concatenate([self.costs, other.costs]))
+
+    def last(self, n: int) -> "RolloutData":
+        """The most recent ``n`` rollouts (all of them if there are fewer)."""
+        return RolloutData(self.images[-n:], self.actions[-n:], self.costs[-n:])
+
+
+
+# ================================================================================================
+# the interface
+
+
+@dataclass(frozen=True)
+class FitProgress:
+    """Where a model fit is, as the ``on_update`` hook of :meth:`LatentModel.fit` sees it."""
+
+    step: int
+    """Gradient steps done (of ``steps``)."""
+    steps: int
+    """Gradient steps of the whole fit."""
+    fraction: float
+    """Fraction of the fit done, 0..1."""
+    loss: float
+    """The fit's current loss per frame (NaN when there is none)."""
+
+
+FitHook = Callable[[FitProgress], None]
+"""``on_update(progress)``: called during a fit (e.g. to report progress); an exception stops the fit there."""
+
+
+class LatentModel(abc.ABC):
+    """A representation with a global linear-Gaussian latent dynamics model and a learned latent cost.
+
+    What SOLAR's loop (and the model fitting node) use: :meth:`fit` (train on rollouts),
+    :meth:`smooth` / :meth:`filtered_means` (offline inference), :meth:`filter_step` (online
+    inference, one frame), :attr:`lds` (the MNIW posterior, the prior of the per-step dynamics),
+    :meth:`cost_terms` (the learned latent cost), and :meth:`save` / :meth:`load` (everything the
+    model holds: the network's weights, the LDS posterior and whatever the fit computed besides).
+    """
+
+    method: ClassVar[str]
+    """The training method this model belongs to ('solar', 'vae')."""
+    cfg: SolarConfig
+    """The run's settings (architecture and fitting)."""
+    du: int
+    """Dimension of the actions."""
+    net: torch.nn.Module
+    """The network (its ``config`` has ``image_size``, ``channels`` and ``latent_dim``)."""
+    lds: BayesianLDS | None
+    """MNIW posterior of the latent dynamics (None before the first fit)."""
+
+    @property
+    def dx(self) -> int:
+        """Dimension of the latent state."""
+        return self.net.config.latent_dim
+
+    # ---- what every model implements ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def fit(self, data: RolloutData, steps: int, seed: int, progress: bool = False,
+            on_update: FitHook | None = None) -> dict[str, float]:
+        """Train on ``data`` for ``steps`` gradient steps (continuing from the current weights), seeded by
+        ``seed``; ``progress`` shows a progress bar; ``on_update`` is called as the fit goes on.
+        Returns the final loss terms."""
+
+    @abc.abstractmethod
+    def smooth(self, data: RolloutData) -> np.ndarray:
+        """(N, T, dx) smoothed latent means E[x_t | all frames of the rollout]."""
+
+    @abc.abstractmethod
+    def filtered_means(self, data: RolloutData) -> np.ndarray:
+        """(N, T, dx) filtered latent means E[x_t | frames 0..t]."""
+
+    @abc.abstractmethod
+    def filter_step(self, image: np.ndarray, prev: tuple[np.ndarray, np.ndarray] | None,
+                    action: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Belief (mean, cov) over the latent after the new frame, from the belief ``prev`` before it and
+        the ``action`` applied since (both None at t = 0)."""
+
+    @abc.abstractmethod
+    def cost_terms(self) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+        """(C, c, c0, R) of the learned cost 0.5 x^T C x + c^T x + c0 + 0.5 u^T R u."""
+
+    def _fitted_state(self) -> dict:
+        """What a fit computed besides the network's weights and :attr:`lds` (saved by :meth:`save`)."""
+        return {}
+
+    def _load_fitted_state(self, state: dict) -> None:
+        """Inverse of :meth:`_fitted_state`."""
+
+    # ---- shared ------------------------------------------------------------------------------------
+
+    def check_data(self, data: RolloutData) -> None:
+        cfg = self.net.config
+        check_images(data.images, cfg.image_size, cfg.channels, 5)
+        if data.actions.shape[2] != self.du:
+            raise ValueError(f"the model takes {self.du}-dimensional actions, the data have {data.actions.shape[2]}")
+
+    def state(self) -> dict:
+        """Everything the model holds besides the network's weights: the LDS posterior and the fitted extras."""
+        lds = None if self.lds is None else {"M": self.lds.M, "V": self.lds.V, "Psi": self.lds.Psi, "nu": self.lds.nu}
+        return {"method": self.method, "lds": lds, "fitted": self._fitted_state()}
+
+    def load_state(self, state: dict) -> None:
+        """Inverse of :meth:`state`."""
+        self._check_method(state)
+        lds = state["lds"]
+        self.lds = None if lds is None else BayesianLDS(M=lds["M"], V=lds["V"], Psi=lds["Psi"], nu=lds["nu"])
+        self._load_fitted_state(state["fitted"])
+
+    def _check_method(self, state: dict) -> None:
+        if state.get("method") != self.method:
+            raise ValueError(f"the saved state is of a {state.get('method')!r} model, this is a {self.method!r} one")
+
+    def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write the whole model to one checkpoint file (atomically): the network (kind, config,
+        weights) and :meth:`state`, plus the caller's ``extra`` (e.g. a model id, a run's loop state).
+        The file is a :mod:`~solar_ros.models.checkpoint` file, so the encoder reads the network from it."""
+        extra = dict(extra or {})
+        if MODEL_STATE_KEY in extra:
+            raise ValueError(f"{MODEL_STATE_KEY!r} is the model's own key in the checkpoint's extra")
+        return save_checkpoint(path, self.net, extra={**extra, MODEL_STATE_KEY: self.state()})
+
+    def load(self, path: str | os.PathLike) -> dict:
+        """Restore what :meth:`save` wrote into this model (same architecture); returns the caller's ``extra``."""
+        ckpt = load_checkpoint(path)
+        if MODEL_STATE_KEY not in ckpt.extra:
+            raise ValueError(f"{path} holds no {self.method} latent model state")
+        self._check_method(ckpt.extra[MODEL_STATE_KEY])
+        self.net.load_state_dict(ckpt.model.state_dict())
+        self.net.eval()
+        self.load_state(ckpt.extra[MODEL_STATE_KEY])
+        return {k: v for k, v in ckpt.extra.items() if k != MODEL_STATE_KEY}
+
+
+# ================================================================================================
+# SOLAR's structured VAE
+
+
+class SVAELatentModel(LatentModel):
+    """SOLAR's structured VAE: the LDS is part of training (conjugate MNIW updates between steps)."""
+
+    method = "solar"
+
+    def __init__(self, image_size: int, action_dim: int, cfg: SolarConfig):
+        self.cfg = cfg
+        self.du = action_dim
+        self.net = StructuredVAE(SVAEConfig(image_size=image_size, latent_dim=cfg.latent_dim, action_dim=action_dim,
+                                            first_stride=cfg.first_stride, encoder=cfg.encoder,
+                                            observed_dim=cfg.observed_dim, cost_form=cfg.cost_form))
+        self.lds = None
+        prior = self.lds_prior()
+        # Start from the prior's mean dynamics: with hidden dimensions a random-walk start would leave
+        # them uncoupled from the observed ones, and the conjugate updates would keep them so.
+        _set_lds(self.net, prior.to_lds_params(np.zeros(self.dx), np.eye(self.dx)))
+
+    @property
+    def fixed_rows(self) -> np.ndarray:
+        """LDS rows held at the prior: the hidden dimensions, exact copies of the previous observed latent."""
+        return np.arange(self.net.config.potential_dim, self.dx)
+
+    def lds_prior(self) -> BayesianLDS:
+        """SOLAR's MNIW prior centred on persistence; hidden dimension j copies observed dimension j of the
+        previous step (with noise variance COPY_NOISE_VAR), so the state is [x_t, x_{t-1}]: one frame shows a
+        position, two show its velocity, and the learned rows x_{t+1} = A1 x_t + A2 x_{t-1} + B u + c are
+        second order, as the mechanics of what the images show."""
+        cfg = self.cfg
+        prior = BayesianLDS.default_prior(self.dx, self.du, scale=cfg.lds_prior_scale)
+        observed = self.net.config.potential_dim
+        copy = self.fixed_rows
+        prior.M[copy] = 0.0
+        prior.M[copy, copy - observed] = 1.0
+        prior.Psi[copy, copy] = COPY_NOISE_VAR * (prior.nu - self.dx - 1)
+        return prior
+
+    def fit(self, data: RolloutData, steps: int, seed: int, progress: bool = False,
+            on_update: FitHook | None = None) -> dict[str, float]:
+        """Train on ``data`` (continuing from the current weights); returns the final loss terms.
+
+        ``on_update`` is called at each conjugate LDS update during training, with the negative Kalman
+        marginal log-likelihood of the encoder potentials per frame as the loss (an exception it
+        raises stops the fit there)."""
+        self.check_data(data)
+        cfg = self.cfg
+        update = ConjugateLDSUpdate(self.lds_prior(), fixed_rows=self.fixed_rows)
+        n_updates = max(1, math.ceil(steps / cfg.lds_update_every) * cfg.lds_update_iters)
+        calls = [0]
+
+        def training_update(stats: SmoothedStats) -> LDSParams:
+            params = update(stats)
+            if on_update is not None:
+                calls[0] += 1
+                loss = float(-np.mean(stats.log_z) / stats.means.shape[1])
+                on_update(FitProgress(step=min(calls[0] // cfg.lds_update_iters * cfg.lds_update_every, steps),
+                                      steps=steps, fraction=min(calls[0] / n_updates, 1.0), loss=loss))
+            return params
+
+        history = train_svae_weighted(self.net, _windows(data, cfg.train_window), steps, cfg, seed, training_update,
+                                      progress)
+        # The LDS (and the initial-state distribution the online filter starts from) from whole rollouts.
+        for _ in range(cfg.lds_update_iters):
+            _set_lds(self.net, update(self.net.smoothed_stats(data.images, data.actions)))
+        self.lds = update.posterior
+        self.net.eval()
+        return _last_terms(history)
+
+    def smooth(self, data: RolloutData) -> np.ndarray:
+        """(N, T, dx) smoothed latent means E[x_t | all frames of the rollout]."""
+        self.check_data(data)
+        return self.net.smoothed_stats(data.images, data.actions).means
+
+    def filtered_means(self, data: RolloutData) -> np.ndarray:
+        """(N, T, dx) filtered latent means E[x_t | frames 0..t] from the batch smoother's forward pass."""
+        self.check_data(data)
+        with torch.no_grad():
+            N, T = data.images.shape[:2]
+            cfg = self.net.config
+            x = to_float_images(data.images).view(N, T, cfg.channels, cfg.image_size, cfg.image_size)
+            _, _, res = self.net.infer(x, torch.from_numpy(data.actions))
+        return res.filtered_means.numpy()
+
+    def filter_step(self, image: np.ndarray, prev: tuple[np.ndarray, np.ndarray] | None,
+                    action: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Belief (mean, cov) over the latent after the new frame; ``prev`` None at t = 0."""
+        if prev is None:
+            return self.net.filter_step(image)
+        return self.net.filter_step(image, prev[0], prev[1], action)
+
+    def cost_terms(self) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+        """(C, c, c0, R) of the learned cost 0.5 x^T C x + c^T x + c0 + 0.5 u^T R u."""
+        q = self.net.latent_cost()
+        return q.C, q.c, q.c0, q.R
+
+
+def train_svae_weighted(net: StructuredVAE, data: RolloutData, steps: int, cfg: SolarConfig, seed: int,
+                        update: Callable[[SmoothedStats], LDSParams], progress: bool = False) -> dict[str, list[float]]:
+    """SVAE training as :func:`~solar_ros.models.train.train_svae` (Adam, global grad-norm clip 5, beta
+    annealed from 1e-4 to ``cfg.beta_end``, conjugate LDS update every ``cfg.lds_update_every`` steps),
+    with the cost log-likelihood weighted by max(beta, ``cfg.cost_weight_floor``) instead of beta.
+
+    Per frame the loss is -(recon_ll + w_cost cost_ll - beta KL). Minibatches of ``cfg.batch_size``
+    sequences are drawn without replacement from a generator seeded by ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    noise = torch.Generator().manual_seed(seed)
+    cost_params = list(net.cost_model.parameters())
+    others = [p for p in net.parameters() if p.requires_grad and all(p is not q for q in cost_params)]
+    opt = torch.optim.Adam([{"params": others, "lr": cfg.lr}, {"params": cost_params, "lr": cfg.cost_lr}])
+    actions = torch.from_numpy(data.actions).float()
+    costs = torch.from_numpy(data.costs).float()
+    N, T, H, W, C = data.images.shape
+    batch = min(cfg.batch_size, N)
+    anneal = int(cfg.beta_anneal_fraction * steps)
+    history: dict[str, list[float]] = {}
+    net.train()
+    for step in tqdm(range(steps), desc="svae", disable=not progress, leave=False):
+        beta = beta_schedule(step, anneal, 1e-4, cfg.beta_end)
+        cost_weight = max(beta, cfg.cost_weight_floor)
+        idx = np.sort(rng.choice(N, size=batch, replace=False))
+        x = to_float_images(data.images[idx]).view(batch, T, C, H, W)
+        terms = net.loss(x, actions[idx], costs[idx], beta=beta, generator=noise)
+        loss = terms["loss"] - (cost_weight - beta) * terms["cost_ll"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"SVAE loss became {loss.item()} at step {step}; lower the learning rate")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        for k, v in {**terms, "loss": loss.detach(), "beta": beta, "cost_weight": cost_weight}.items():
+            history.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
+        if (step + 1) % cfg.lds_update_every == 0 and step + 1 < steps:
+            for _ in range(cfg.lds_update_iters):
+                _set_lds(net, update(net.smoothed_stats(data.images, data.actions)))
+            net.train()
+    return history
+
+
+def _set_lds(net: StructuredVAE, params: LDSParams) -> None:
+    net.set_dynamics(params.A, params.B, params.b, params.Q, params.mu0, params.V0)
+
+
+# ================================================================================================
+# the ablation: a per-frame VAE
+
+
+class VAELatentModel(LatentModel):
+    """The ablation: a per-frame VAE (N(0, I) prior, no dynamics in training); afterwards an LDS is
+    fitted by EM to its encoder potentials and a quadratic cost by least squares on the smoothed latents
+    (both saved with the model: :meth:`_fitted_state`)."""
+
+    method = "vae"
+
+    def __init__(self, image_size: int, action_dim: int, cfg: SolarConfig):
+        self.cfg = cfg
+        self.du = action_dim
+        self.net = VAE(VAEConfig(image_size=image_size, latent_dim=cfg.latent_dim, first_stride=cfg.first_stride,
+                                  encoder=cfg.encoder))
+        self.lds = None
+        self.params: LDSParams | None = None
+        self.cost_fit: tuple[np.ndarray, np.ndarray, float, np.ndarray] | None = None
+
+    def _potentials(self, data: RolloutData) -> tuple[np.ndarray, np.ndarray]:
+        N, T = data.images.shape[:2]
+        mean, var = self.net.encode(data.images.reshape(N * T, *data.images.shape[2:]))
+        return mean.reshape(N, T, -1), var.reshape(N, T, -1)
+
+    def fit(self, data: RolloutData, steps: int, seed: int, progress: bool = False,
+            on_update: FitHook | None = None) -> dict[str, float]:
+        """Train the VAE on the frames of ``data``, then fit the LDS by EM and the cost by least squares.
+
+        ``on_update`` is called once the network is trained (its loss) and once the LDS and the cost are fitted."""
+        self.check_data(data)
+        cfg = self.cfg
+        # Same frames per step as the SVAE: batch_size sequences of T frames.
+        window = None if cfg.train_window is None else min(cfg.train_window, data.T)
+        history = train_vae(self.net, data.images, VAETrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                                                                  seed=seed, disable_progress=not progress,
+                                                                  window=window))
+        self.net.eval()
+        terms = _last_terms(history)
+        if on_update is not None:
+            on_update(FitProgress(steps, steps, 0.9, terms.get("loss", math.nan)))
+        m, s = self._potentials(data)
+        prior = BayesianLDS.default_prior(self.dx, self.du, scale=cfg.lds_prior_scale)
+        em = fit_lds_em(m, data.actions, _diag(s), prior, n_iter=cfg.vae_em_iterations, point="mean")
+        self.lds = em.posterior
+        self.params = em.posterior.to_lds_params(em.x0mu, em.x0sigma, "mean")
+        X = em.smoothed.means
+        q = fit_quadratic_cost(X, data.actions, data.costs, psd=True, ridge=1e-6)
+        dx = self.dx
+        # The fit couples x and u only through Cm[:dx, dx:]; keep the separable part, like the SVAE's model.
+        C, c, R = q.Cm[0, :dx, :dx], q.cv[0, :dx], _psd(q.Cm[0, dx:, dx:])
+        self.cost_fit = (C, c, float(q.cc[0]), R)
+        if on_update is not None:
+            on_update(FitProgress(steps, steps, 1.0, terms.get("loss", math.nan)))
+        return terms
+
+    def smooth(self, data: RolloutData) -> np.ndarray:
+        self.check_data(data)
+        m, s = self._potentials(data)
+        return rts_smoother(self.params, m, _diag(s), data.actions).means
+
+    def filtered_means(self, data: RolloutData) -> np.ndarray:
+        self.check_data(data)
+        m, s = self._potentials(data)
+        return rts_smoother(self.params, m, _diag(s), data.actions).filtered.filtered_means
+
+    def filter_step(self, image: np.ndarray, prev: tuple[np.ndarray, np.ndarray] | None,
+                    action: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        m, s = self.net.encode(image)
+        mean, cov, _ = kalman_step(self.params, m, np.diag(s), prev, action)  # time-invariant LDS: no t needed
+        return mean, cov
+
+    def cost_terms(self) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+        return self.cost_fit
+
+    def _fitted_state(self) -> dict:
+        p = self.params
+        if p is None:
+            return {}
+        C, c, c0, R = self.cost_fit
+        return {"A": p.A, "B": p.B, "b": p.b, "Q": p.Q, "mu0": p.mu0, "V0": p.V0,
+                "cost_C": C, "cost_c": c, "cost_c0": c0, "cost_R": R}
+
+    def _load_fitted_state(self, state: dict) -> None:
+        if not state:
+            self.params, self.cost_fit = None, None
+            return
+        self.params = LDSParams(A=state["A"], Q=state["Q"], mu0=state["mu0"], V0=state["V0"], B=state["B"],
+                                b=state["b"])
+        self.cost_fit = (state["cost_C"], state["cost_c"], float(state["cost_c0"]), state["cost_R"])
+
+
+MODEL_CLASSES: dict[str, type[LatentModel]] = {"solar": SVAELatentModel, "vae": VAELatentModel}
+"""Training method -> its latent model."""
+
+
+def _windows(data: RolloutData, window: int | None) -> RolloutData:
+    """Non-overlapping windows of ``window`` steps cut from every rollout (a tail shorter than that is dropped)."""
+    if window is None or window >= data.T:
+        return data
+    n = data.T // window
+    cut = lambda a: a[:, :n * window].reshape(data.N * n, window, *a.shape[2:])  # noqa: E731
+    return RolloutData(cut(data.images), cut(data.actions), cut(data.costs))
+
+
+def _diag(variances: np.ndarray) -> np.ndarray:
+    return variances[..., :, None] * np.eye(variances.shape[-1])
+
+
+def _psd(M: np.ndarray, floor: float = 0.0) -> np.ndarray:
+    w, V = np.linalg.eigh(0.5 * (M + M.T))
+    return (V * np.maximum(w, floor)) @ V.T
+
+
+def _last_terms(history: dict[str, list[float]]) -> dict[str, float]:
+    """Mean of each loss term over the last 10% of the steps (a stable summary for the logs)."""
+    out = {}
+    for k, v in history.items():
+        if v:
+            tail = v[-max(1, len(v) // 10):]
+            out[k] = float(np.mean(tail))
+    return out
+
+
+# ================================================================================================
+# the latent cost as LQR-FLM sees it
+
+
+def latent_cost(model: LatentModel, T: int, task_action_weights: np.ndarray | None = None) -> QuadraticCost:
+    """The model's latent cost as LQR-FLM's quadratic over z = [x; u], the same at every step.
+
+    ``task_action_weights`` (du,) replaces the learned action term by 0.5 sum_i w_i u_i^2.
+    """
+    C, c, c0, R = model.cost_terms()
+    dx, du = C.shape[0], R.shape[0]
+    if task_action_weights is not None:
+        R = np.diag(task_action_weights)
+    Cm = np.zeros((dx + du, dx + du))
+    Cm[:dx, :dx], Cm[dx:, dx:] = C, R
+    cv = np.concatenate([c, np.zeros(du)])
+    return QuadraticCost.constant(Cm, cv, c0, T)
+
+
+def cost_r2(latents: np.ndarray, data: RolloutData, cost: QuadraticCost) -> float:
+    """How much of the observed per-step cost the latent cost model explains (R^2 on the given rollouts)."""
+    pred = cost.value(latents, data.actions)
+    resid = np.sum((pred - data.costs) ** 2)
+    total = np.sum((data.costs - data.costs.mean()) ** 2)
+    return float(1.0 - resid / total) if total > 0 else float("nan")

@@ -1,0 +1,70 @@
+"""Files of a SOLAR run in its output directory.
+
+* the rollouts, ``data/<name>.npz`` (images, actions, costs), written once each, atomically;
+* the checkpoint, ``checkpoint.pt``, rewritten after every iteration: the whole latent model
+  (:meth:`~solar_ros.algos.solar.models.LatentModel.save`: network, LDS posterior, fitted extras;
+  the same file format the model fitting node writes) with the loop's state as its ``extra``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .models import LatentModel, RolloutData
+
+CHECKPOINT_NAME = "checkpoint.pt"
+DATA_DIR = "data"
+
+
+def save_data(out: Path | None, name: str, data: RolloutData) -> str:
+    """Write ``data`` as ``out/data/<name>.npz`` (nothing without ``out``); returns ``name``."""
+    if out is None:
+        return name
+    folder = out / DATA_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.npz"
+    tmp = folder / f".{name}.tmp.npz"
+    np.savez_compressed(tmp, images=data.images, actions=data.actions, costs=data.costs)
+    tmp.replace(path)
+    return name
+
+
+def load_data(out: Path, names: list[str]) -> RolloutData:
+    """The rollouts written by :func:`save_data` under ``names``, concatenated in that order."""
+    parts = []
+    for name in names:
+        path = out / DATA_DIR / f"{name}.npz"
+        if not path.is_file():
+            raise FileNotFoundError(f"cannot resume: the checkpoint lists {path}, which is missing")
+        with np.load(path) as f:
+            parts.append(RolloutData(f["images"], f["actions"], f["costs"]))
+    data = parts[0]
+    for p in parts[1:]:
+        data = data + p
+    return data
+
+
+def save_run_checkpoint(path: Path, model: LatentModel, loop_state: dict) -> None:
+    """The model and the loop's state (identity, iteration, policy, step state, logs, RNG) in one file."""
+    model.save(path, extra=loop_state)
+
+
+def load_run_checkpoint(path: Path, model: LatentModel, identity: dict) -> dict:
+    """Restore ``model`` from the checkpoint at ``path`` and return the loop's state saved with it.
+
+    ``identity`` (task, seed, method, goal, config) must be the checkpoint's: a run resumes only
+    with the settings it was started with (ValueError naming what differs)."""
+    state = model.load(path)
+    for key in ("task", "seed", "method"):
+        if state.get(key) != identity[key]:
+            raise ValueError(f"cannot resume from {path}: it was written with {key}={state.get(key)!r}, "
+                             f"this run has {key}={identity[key]!r}")
+    stored = state.get("config") or {}
+    changed = sorted(k for k in set(stored) | set(identity["config"]) if stored.get(k) != identity["config"].get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {stored.get(k)!r} -> {identity['config'].get(k)!r}" for k in changed)
+        raise ValueError(f"cannot resume from {path}: the settings differ ({diffs}); resume with the same settings")
+    if not np.allclose(state["goal"], identity["goal"]):
+        raise ValueError(f"cannot resume from {path}: its goal {state['goal']} differs from {identity['goal']}")
+    return state
