@@ -25,8 +25,20 @@ from tqdm import tqdm
 
 from ..core.types import LinearGaussianPolicy
 from ..envs import make
-from .common import (IterationLog, LQRFLMLoop, RunResult, Stopwatch, finite_or_raise, format_table, initial_policy,
-                     plot_learning_curve, policy_actor, rollout, summarize, to_batch)
+from .common import (
+    IterationLog,
+    LQRFLMLoop,
+    RunResult,
+    Stopwatch,
+    finite_or_raise,
+    format_table,
+    initial_policy,
+    plot_learning_curve,
+    policy_actor,
+    rollout,
+    summarize,
+    to_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +63,27 @@ class LQRStateConfig:
     prior_seed: int = 0
     """Seed of the mixture-prior fits."""
     adapt_step: bool = True
+    """Adapt the KL step multiplier from predicted vs actual cost improvement."""
     eval_episodes: int = 20
     """Noise-free evaluation episodes after training (success rate is measured on them)."""
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "rollouts_per_iteration", "eval_episodes"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"LQRStateConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("kl_step", "init_noise", "prior_strength"):
+            value = getattr(self, name)
+            if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating))
+                    or not math.isfinite(value) or value <= 0):
+                raise ValueError(f"LQRStateConfig.{name} must be a positive number, got {value!r}")
+        if self.dynamics_prior not in ("gmm", "global"):
+            raise ValueError(f"LQRStateConfig.dynamics_prior must be 'gmm' or 'global', got {self.dynamics_prior!r}")
+        if (isinstance(self.prior_seed, (bool, np.bool_)) or not isinstance(self.prior_seed, (int, np.integer))
+                or self.prior_seed < 0):
+            raise ValueError(f"LQRStateConfig.prior_seed must be a non-negative integer, got {self.prior_seed!r}")
+        if not isinstance(self.adapt_step, (bool, np.bool_)):
+            raise ValueError(f"LQRStateConfig.adapt_step must be true or false, got {self.adapt_step!r}")
 
 
 # Defaults per task: enough iterations for the task's difficulty, nothing tuned per seed.

@@ -60,3 +60,13 @@ def test_goal_outside_the_arena_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError):
         lqr_state.train("point", seed=0, goal=[5.0, 5.0], progress=False,
                         config=lqr_state.LQRStateConfig(iterations=1, rollouts_per_iteration=2, eval_episodes=1))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("iterations", 0), ("rollouts_per_iteration", 2.5), ("eval_episodes", -1), ("kl_step", 0.0),
+    ("init_noise", float("nan")), ("prior_strength", -1.0), ("dynamics_prior", "mixture"), ("prior_seed", -3),
+    ("adapt_step", "yes"), ("iterations", True),
+])
+def test_bad_settings_are_rejected_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=f"LQRStateConfig.{field} "):
+        lqr_state.LQRStateConfig(**{field: value})
