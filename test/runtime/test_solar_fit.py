@@ -1,0 +1,84 @@
+"""The model fitting node's SOLAR method (its ROS-free layer) computes what the in-process loop computes:
+the same recorded episodes and seed give the same model fits, refits and LQR-FLM updates, hence the same
+policy; its saved run (the model file with its LDS posterior, the step state) continues identically."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from solar_ros.algos import solar
+from solar_ros.algos.common import StepState, initial_policy, rollout
+from solar_ros.envs import make
+from solar_ros.runtime.fitting import RunSettings, TrainingData
+from solar_ros.runtime.solar_fit import SolarMethod
+
+SEED = 3
+# Tiny: 16x16 images, a 3-d latent, 6 pretraining episodes, 20 + 10 gradient steps, 4 episodes per iteration.
+TINY = dict(pretrain_episodes=6, rollouts_per_iteration=4, buffer_size=8, latent_dim=3, image_size=16,
+            pretrain_steps=20, batch_size=4, lds_update_every=10, refit_steps=10, num_threads=1, adapt_step=True)
+
+
+def _rollouts(env, goal, n: int, first_seed: int) -> solar.RolloutData:
+    rng = np.random.default_rng(first_seed)
+    low, high = env.action_space.low, env.action_space.high
+    actor = solar.random_actor(rng, 0.5 * env.action_scale, low, high)
+    return solar.RolloutData.from_episodes([rollout(env, actor, seed=first_seed + i, options={"goal": goal},
+                                                    record_images=True) for i in range(n)])
+
+
+def _recorded(data: solar.RolloutData, policy_id: str, prefix: str) -> TrainingData:
+    """The rollouts as the node reads them from the recorder's files (all run the current policy)."""
+    n = data.N
+    return TrainingData(episode_ids=[f"{prefix}{i}" for i in range(n)], policy_ids=[policy_id] * n,
+                        states=np.zeros((n, data.T, 3)), actions=data.actions, costs=data.costs, images=data.images)
+
+
+def _in_process(env, cfg: solar.SolarConfig, pretrain: solar.RolloutData, batches: list[solar.RolloutData]):
+    """The policy after the in-process loop's pretraining and iterations (as :func:`solar.train` runs them)."""
+    torch.manual_seed(solar.derive_seed(SEED, solar.FIT, 0, 0))
+    model = solar.SVAELatentModel(cfg.image_size, env.action_dim, cfg)
+    model.fit(pretrain, cfg.pretrain_steps, solar.derive_seed(SEED, solar.FIT, 0, 1))
+    policy = initial_policy(env.horizon, cfg.latent_dim, env.action_dim, cfg.init_noise * env.action_scale)
+    step, data = StepState(), pretrain
+    for it, batch in enumerate(batches, start=1):
+        data = data + batch
+        buffer = data.last(cfg.buffer_size)
+        if cfg.refit_every and it % cfg.refit_every == 0:
+            policy, step, _ = solar.refit(model, data, buffer, policy, step, cfg.refit_steps,
+                                          solar.derive_seed(SEED, solar.FIT, it, 0))
+        policy, step, _ = solar.solar_step(model, policy, buffer, step, cfg, solar.task_action_weights(env, cfg))
+    return policy, step
+
+
+@pytest.mark.parametrize("dynamics_latents, refit_every", [("smoothed", 2), ("filtered", 0)])
+def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, dynamics_latents, refit_every):
+    torch.set_num_threads(1)
+    env = make("point", image_obs=True, image_size=16)
+    env.reset(seed=SEED)
+    goal = env.goal.copy()
+    pretrain = _rollouts(env, goal, TINY["pretrain_episodes"], 100)
+    batches = [_rollouts(env, goal, TINY["rollouts_per_iteration"], 200 + 10 * i) for i in range(2)]
+    overrides = {**TINY, "dynamics_latents": dynamics_latents, "refit_every": refit_every}
+    cfg = replace(solar.TASK_DEFAULTS["point"], **overrides)
+
+    node = SolarMethod(RunSettings(task="point", goal=goal.tolist(), seed=SEED), overrides, tmp_path)
+    assert node.config == cfg
+    node.initialize()
+    node.update(_recorded(pretrain, node.policy_id, "pre-"), 1)
+    node.update(_recorded(batches[0], node.policy_id, "it1-"), 2)
+    # The fitting node restarts between iterations: its saved run continues where it stopped.
+    node.save()
+    data = node._data
+    node = SolarMethod.load(RunSettings(task="point", goal=goal.tolist(), seed=SEED), overrides, tmp_path)
+    node._data = data  # the episodes, which a restarted node rereads from the recorder's files
+    out = node.update(_recorded(batches[1], node.policy_id, "it2-"), 3)
+
+    policy, step = _in_process(env, cfg, pretrain, batches)
+    for name in ("K", "k", "cov"):
+        np.testing.assert_allclose(getattr(out.policy.policy, name), getattr(policy, name), rtol=1e-9, atol=1e-12,
+                                   err_msg=name)
+    assert np.any(policy.K != 0)
+    assert (node.step.step_mult, node.step.eta) == pytest.approx((step.step_mult, step.eta), rel=1e-9)
+    if not refit_every:  # the second update adapted its step from the first one's prediction
+        assert "predicted_improvement" in out.metrics
