@@ -177,8 +177,10 @@ class SolarMethod(FitMethod):
                          metrics={k: float(v) for k, v in metrics.items()})
 
     def _reload_data(self) -> solar.RolloutData:
-        """The buffer's episodes from the recorder's files (after the fitting node restarted)."""
-        ids = self.history[-self.config.buffer_size:]
+        """The episodes the run holds, from the recorder's files (after the fitting node restarted): all of
+        them when the model is refitted (a refit trains on every episode so far, as in the in-process loop),
+        else the buffer's."""
+        ids = self.history if self.config.refit_every else self.history[-self.config.buffer_size:]
         if not ids or not self.episode_dir:
             raise FitError("the saved solar run has no episode history to continue from")
         data = load_training_data(self.episode_dir, ids, ("images", "actions", "costs"), self.horizon)

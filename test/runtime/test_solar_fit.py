@@ -10,6 +10,7 @@ import torch
 from solar_ros.algos import solar
 from solar_ros.algos.common import StepState, initial_policy, rollout
 from solar_ros.envs import make
+from solar_ros.runtime import solar_fit
 from solar_ros.runtime.fitting import RunSettings, TrainingData
 from solar_ros.runtime.solar_fit import SolarMethod
 
@@ -31,7 +32,21 @@ def _recorded(data: solar.RolloutData, policy_id: str, prefix: str) -> TrainingD
     """The rollouts as the node reads them from the recorder's files (all run the current policy)."""
     n = data.N
     return TrainingData(episode_ids=[f"{prefix}{i}" for i in range(n)], policy_ids=[policy_id] * n,
-                        states=np.zeros((n, data.T, 3)), actions=data.actions, costs=data.costs, images=data.images)
+                        states=np.zeros((n, data.T, 3)), actions=data.actions, costs=data.costs, images=data.images,
+                        root="episodes")
+
+
+def _recorder_files(recorded: list[TrainingData]):
+    """``load_training_data`` on the recorder's files holding ``recorded`` (in memory here)."""
+    rows = {eid: (d, i) for d in recorded for i, eid in enumerate(d.episode_ids)}
+
+    def load(episode_dir, episode_ids, require, horizon):
+        assert episode_dir == "episodes" and set(require) <= {"images", "actions", "costs"}
+        picked = [rows[eid] for eid in episode_ids]
+        stack = lambda name: np.stack([getattr(d, name)[i] for d, i in picked])  # noqa: E731
+        return TrainingData(list(episode_ids), [d.policy_ids[i] for d, i in picked], stack("states"),
+                            stack("actions"), stack("costs"), images=stack("images"), root=episode_dir)
+    return load
 
 
 def _in_process(env, cfg: solar.SolarConfig, pretrain: solar.RolloutData, batches: list[solar.RolloutData]):
@@ -52,7 +67,8 @@ def _in_process(env, cfg: solar.SolarConfig, pretrain: solar.RolloutData, batche
 
 
 @pytest.mark.parametrize("dynamics_latents, refit_every", [("smoothed", 2), ("filtered", 0)])
-def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, dynamics_latents, refit_every):
+def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, monkeypatch, dynamics_latents,
+                                                                    refit_every):
     torch.set_num_threads(1)
     env = make("point", image_obs=True, image_size=16)
     env.reset(seed=SEED)
@@ -65,13 +81,16 @@ def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, d
     node = SolarMethod(RunSettings(task="point", goal=goal.tolist(), seed=SEED), overrides, tmp_path)
     assert node.config == cfg
     node.initialize()
-    node.update(_recorded(pretrain, node.policy_id, "pre-"), 1)
-    node.update(_recorded(batches[0], node.policy_id, "it1-"), 2)
-    # The fitting node restarts between iterations: its saved run continues where it stopped.
+    recorded = [_recorded(pretrain, node.policy_id, "pre-")]
+    node.update(recorded[-1], 1)
+    recorded.append(_recorded(batches[0], node.policy_id, "it1-"))
+    node.update(recorded[-1], 2)
+    # The fitting node restarts between iterations: its saved run continues where it stopped, rereading
+    # the episodes it needs from the recorder's files.
     node.save()
-    data = node._data
+    monkeypatch.setattr(solar_fit, "load_training_data", _recorder_files(recorded))
     node = SolarMethod.load(RunSettings(task="point", goal=goal.tolist(), seed=SEED), overrides, tmp_path)
-    node._data = data  # the episodes, which a restarted node rereads from the recorder's files
+    assert node._data is None
     out = node.update(_recorded(batches[1], node.policy_id, "it2-"), 3)
 
     policy, step = _in_process(env, cfg, pretrain, batches)
