@@ -101,7 +101,8 @@ def summarize(episodes: list[Episode]) -> dict:
 
 
 def format_table(rows: list[IterationLog]) -> str:
-    head = f"{'iter':>4} {'episodes':>8} {'env_steps':>9} {'mean_cost':>11} {'final_dist':>10} {'success':>7} {'time_s':>7}"
+    head = (f"{'iter':>4} {'episodes':>8} {'env_steps':>9} {'mean_cost':>11} {'final_dist':>10} {'success':>7} "
+            f"{'time_s':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r.iteration:>4} {r.episodes:>8} {r.env_steps:>9} {r.mean_cost:>11.4g} "
