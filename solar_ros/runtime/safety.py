@@ -7,7 +7,10 @@ All times are integer nanoseconds of the controller's clock (ROS time; simulated
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -15,8 +18,46 @@ import numpy as np
 SAWYER_JOINT_NAMES: tuple[str, ...] = tuple(f"right_j{i}" for i in range(7))
 """The arm's joints in command order (shoulder to wrist)."""
 
-SAWYER_TORQUE_LIMITS: tuple[float, ...] = (80.0, 80.0, 40.0, 40.0, 9.0, 9.0, 9.0)
-"""Sawyer joint torque limits, N m, in ``SAWYER_JOINT_NAMES`` order."""
+
+def _sawyer_model_module():
+    """:mod:`solar_ros.envs.sawyer_model`, the loader of ``config/sawyer_parameters.yaml``.
+
+    When the ``solar_ros.envs`` package is not imported yet, a private copy is loaded from the
+    module's file: the package's ``__init__`` imports MuJoCo, which the controller does not need and
+    the Intera relay's ROS 1 machine does not have; the module itself needs only numpy and yaml.
+    """
+    module = sys.modules.get("solar_ros.envs.sawyer_model")
+    if module is not None:
+        return module
+    name = "solar_ros.runtime._sawyer_model_file"
+    module = sys.modules.get(name)
+    if module is None:
+        path = Path(__file__).resolve().parents[1] / "envs" / "sawyer_model.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return module
+
+
+def arm_torque_limits(params_path: str | Path | None = None) -> tuple[float, ...]:
+    """The Sawyer's joint torque limits (N m, ``SAWYER_JOINT_NAMES`` order): the joints' ``effort``
+    limits in ``config/sawyer_parameters.yaml`` (or ``params_path``), read by the arm model's loader.
+
+    The one source of the limits: the controller's default ``torque_limits``, the simulated arm's
+    actuators and the Intera relay's clipping all come from it.
+    """
+    model = _sawyer_model_module()
+    effort = model.joint_limits(model.load_sawyer_params(params_path))["effort"]
+    return tuple(float(v) for v in effort)
+
+
+SAWYER_TORQUE_LIMITS: tuple[float, ...] = arm_torque_limits()
+"""Sawyer joint torque limits, N m, in ``SAWYER_JOINT_NAMES`` order (from ``sawyer_parameters.yaml``)."""
 
 STATE_SOURCES: tuple[str, ...] = ("latent", "joints", "latent+joints")
 """What the policy's state x is: the latent mean, [q, dq] of the arm, or [latent, q, dq]."""
@@ -227,7 +268,8 @@ class StateAssembler:
         if self.uses_latent:
             age = now_ns - self.latent_gate.last_ns
             if age > self.max_latent_age_ns:
-                return False, f"latent is stale: {age * 1e-9:.3f} s old (limit {self.max_latent_age_ns * 1e-9:.3f} s)", 0
+                return False, (f"latent is stale: {age * 1e-9:.3f} s old "
+                               f"(limit {self.max_latent_age_ns * 1e-9:.3f} s)"), 0
             if model_id and self.latent_model_id != model_id:
                 return False, f"latent comes from model {self.latent_model_id!r} but the policy expects {model_id!r}", 0
             n = self.latent.size
@@ -237,7 +279,8 @@ class StateAssembler:
         if self.uses_joints:
             age = now_ns - self.joint_gate.last_ns
             if age > self.max_joint_age_ns:
-                return False, f"joint state is stale: {age * 1e-9:.3f} s old (limit {self.max_joint_age_ns * 1e-9:.3f} s)", 0
+                return False, (f"joint state is stale: {age * 1e-9:.3f} s old "
+                               f"(limit {self.max_joint_age_ns * 1e-9:.3f} s)"), 0
             nj = self.q.size
             out[i:i + nj] = self.q
             out[i + nj:i + 2 * nj] = self.dq
