@@ -14,7 +14,9 @@
 * Safety: torques clipped to ``torque_limits``; stale (older than ``max_latent_age`` /
   ``max_joint_age``), NaN/Inf or mismatched inputs give zero torque and an error (and abort the
   episode when ``abort_on_fault``); /solar/controller/estop (SetBool) latches zero torque until
-  released with ``data: false``.
+  released with ``data: false``. A NaN/Inf or mismatched input and the e-stop get their zero
+  command at once, not at the next tick; a stale input is found at the next tick (within one
+  period of going stale; ``test/nodes/test_controller_fault_timing.py`` measures both).
 * Timing: every command is accompanied by a CommandInfo on /solar/controller/command_info carrying
   the stamp of the latent/joint state it was computed from (image stamp -> command latency).
   With ``command_on_latent`` (default) a fresh latent during an episode gets its command at once,
@@ -35,8 +37,13 @@ from std_srvs.srv import SetBool, Trigger
 from ..msg import CommandInfo, EpisodeEvent, LatentState, LinearGaussianPolicy, PolicyStep
 from ..runtime.policy_executor import PolicyExecutor, StepRecord
 from ..runtime.policy_msg import policy_from_msg
-from ..runtime.safety import (SAWYER_JOINT_NAMES, SAWYER_TORQUE_LIMITS, STATE_SOURCES, StateAssembler,
-                              validate_torque_limits)
+from ..runtime.safety import (
+    SAWYER_JOINT_NAMES,
+    SAWYER_TORQUE_LIMITS,
+    STATE_SOURCES,
+    StateAssembler,
+    validate_torque_limits,
+)
 from ..srv import StartEpisode
 from . import contract
 from .common import ConfigError, StackNode, Throttle, declare, run_node, set_stamp, stamp_to_ns
@@ -70,7 +77,8 @@ class ControllerNode(StackNode):
             raise ConfigError(f"rate must be positive, got {self.rate}")
         try:
             self.torque_limits = validate_torque_limits(limits, len(joint_names))
-            self.inputs = StateAssembler(self.state_source, joint_names, max_latent_age, max_joint_age, future_tolerance)
+            self.inputs = StateAssembler(self.state_source, joint_names, max_latent_age, max_joint_age,
+                                         future_tolerance)
         except ValueError as err:
             raise ConfigError(str(err)) from err
         self.n_joints = len(joint_names)
@@ -108,7 +116,8 @@ class ControllerNode(StackNode):
         self.create_service(SetBool, contract.ESTOP, self._on_estop)
         self.create_timer(1.0 / self.rate, self._on_tick)
         self.get_logger().info(
-            f"controller: state_source={self.state_source}, {self.rate:g} Hz, torque limits {self.torque_limits.tolist()}")
+            f"controller: state_source={self.state_source}, {self.rate:g} Hz, "
+            f"torque limits {self.torque_limits.tolist()}")
 
     # ---- inputs --------------------------------------------------------------------------------
 
@@ -121,16 +130,27 @@ class ControllerNode(StackNode):
         if reason is not None:
             if self._throttle.ready("latent " + Throttle.key(reason)):
                 self.get_logger().error(f"latent rejected: {reason}")
+            if self.inputs.latent_error is not None:
+                self._react_to_fault(now)
         elif self.command_on_latent and self.executor_core.running and not self.estopped:
             # Act on the new state now rather than at the next tick (up to 1/rate later).
             self._command(now, time.perf_counter_ns())
             self.latent_commands += 1
 
     def _on_joints(self, msg: JointState) -> None:
-        reason = self.inputs.update_joints(stamp_to_ns(msg.header.stamp), self._now_ns(), msg.name,
-                                           msg.position, msg.velocity)
-        if reason is not None and self._throttle.ready("joints " + Throttle.key(reason)):
-            self.get_logger().error(f"joint state rejected: {reason}")
+        now = self._now_ns()
+        reason = self.inputs.update_joints(stamp_to_ns(msg.header.stamp), now, msg.name, msg.position, msg.velocity)
+        if reason is not None:
+            if self._throttle.ready("joints " + Throttle.key(reason)):
+                self.get_logger().error(f"joint state rejected: {reason}")
+            if self.inputs.joint_error is not None:
+                self._react_to_fault(now)
+
+    def _react_to_fault(self, now: int) -> None:
+        """An input was invalidated (NaN, wrong names) during an episode: command zero torque now, not
+        at the next tick (an out-of-order message, which is only dropped, does not come here)."""
+        if self.executor_core.running and not self.estopped:
+            self._command(now, time.perf_counter_ns())
 
     def _on_policy(self, msg: LinearGaussianPolicy) -> None:
         try:
@@ -197,8 +217,11 @@ class ControllerNode(StackNode):
         if request.data:
             self.estopped = True
             self._u[:] = 0.0
+            now = self._now_ns()
             if self.executor_core.running:
-                self._end_episode(self._now_ns(), EpisodeEvent.ABORT, "e-stop")
+                self._end_episode(now, EpisodeEvent.ABORT, "e-stop")
+            # Zero torque goes out now, not at the next tick (nothing, with publish_when_estopped false).
+            self._command(now, time.perf_counter_ns())
             self.get_logger().error("E-STOP engaged: zero torque until released")
             response.message = "e-stop engaged"
         else:

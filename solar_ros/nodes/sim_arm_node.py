@@ -6,8 +6,11 @@ control rate, /camera/image_raw (rgb8, sensor-data QoS) at ``camera_rate``, and 
 node owns: it advances simulated time itself, paced at ``real_time_factor`` x real time (0: as
 fast as it can). The newest command is held (zero-order hold) until it is older than
 ``command_timeout`` simulated seconds, then the arm gets zero torque, like the robot's command
-timeout. /solar/cost (TaskCost) carries the task's cost and distance with every camera frame
-(``cost_rate``), and /sim/reset (ResetArm) resets the arm and goal from a seed.
+timeout. Commands with NaN/Inf or the wrong length are ignored (with a throttled error), and the
+applied torque is clipped to the arm's torque limits (the task's actuator limits, for the Sawyer
+``config/sawyer_parameters.yaml``'s effort limits, as the controller's). /solar/cost (TaskCost)
+carries the task's cost and distance with every camera frame (``cost_rate``), and /sim/reset
+(ResetArm) resets the arm and goal from a seed.
 
 Simulated time starts at ``start_time`` and only moves forward (a reset does not rewind it).
 """
@@ -40,7 +43,8 @@ class SimArmNode(StackNode):
         self.rtf = float(declare(self, "real_time_factor", 1.0, "simulated s per wall s (0: as fast as possible)"))
         self.command_timeout = float(declare(self, "command_timeout", 0.2, "simulated s before a command goes stale"))
         seed = int(declare(self, "seed", 0, "seed of the first reset"))
-        fixed_goal = bool(declare(self, "fixed_goal", False, "true: every reset uses `goal`; false: drawn from the seed"))
+        fixed_goal = bool(declare(self, "fixed_goal", False,
+                                  "true: every reset uses `goal`; false: drawn from the seed"))
         goal = [float(g) for g in declare(self, "goal", [0.6, 0.1, 0.1], "the fixed goal (when fixed_goal)")]
         gravity_compensation = bool(declare(self, "gravity_compensation", True, "add gravity compensation"))
         self.frame_id = declare(self, "camera_frame_id", "scene_camera_optical", "frame_id of camera images")
@@ -102,7 +106,8 @@ class SimArmNode(StackNode):
         self.get_logger().info(
             f"sim arm: task {self.task}, {self.control_rate:g} Hz control ({self.substeps} physics steps), "
             f"camera {image_size}x{image_size} at {self.camera_rate:g} Hz, real-time factor "
-            f"{self.rtf:g}{' (as fast as possible)' if self.rtf == 0 else ''}, goal {np.round(self.env.goal, 3).tolist()}")
+            f"{self.rtf:g}{' (as fast as possible)' if self.rtf == 0 else ''}, "
+            f"goal {np.round(self.env.goal, 3).tolist()}")
 
     # ---- ROS callbacks -------------------------------------------------------------------------
 
@@ -209,8 +214,8 @@ class SimArmNode(StackNode):
                 next_wall += wall_period
                 lag = time.monotonic() - next_wall
                 if lag > 0.1:
-                    self.get_logger().warning(f"simulation runs {lag:.2f} s behind real time x {self.rtf:g}; catching up "
-                                           "is skipped", throttle_duration_sec=5.0)
+                    self.get_logger().warning(f"simulation runs {lag:.2f} s behind real time x {self.rtf:g}; "
+                                              "catching up is skipped", throttle_duration_sec=5.0)
                     next_wall = time.monotonic()
             else:
                 executor.spin_once(timeout_sec=0.0)

@@ -1,5 +1,6 @@
 """sim_arm_node in its own process: contract topics (joint states, camera, clock, cost), /sim/reset,
-torque commands move the arm the commanded way, stale commands fall back to zero torque."""
+torque commands move the arm the commanded way, stale commands fall back to zero torque, torques beyond
+the arm's limits are applied clipped."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,7 @@ from std_msgs.msg import Float64MultiArray
 
 from solar_ros.msg import TaskCost
 from solar_ros.nodes import contract
-from solar_ros.runtime.safety import SAWYER_JOINT_NAMES
+from solar_ros.runtime.safety import SAWYER_JOINT_NAMES, arm_torque_limits
 from solar_ros.srv import ResetArm
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
@@ -116,3 +117,18 @@ def test_torque_moves_the_joint_the_commanded_way_and_times_out(arm, ros):
     ros.spin(0.1)
     assert a.latest().effort[6] == 0.0
     assert "ignoring torque command" in node.log()
+
+
+def test_torques_beyond_the_arms_limits_are_applied_clipped(arm, ros):
+    a, _node = arm
+    limits = np.array(arm_torque_limits())  # config/sawyer_parameters.yaml, as for the controller
+    assert a.reset(12).success
+    beyond = np.array([200.0, -200.0, 100.0, -100.0, 30.0, -30.0, 12.0])
+    a.command(beyond, 0.1)
+    applied = np.array(a.latest().effort)
+    np.testing.assert_allclose(applied, np.clip(beyond, -limits, limits), rtol=0, atol=1e-9)
+    within = np.array([1.0, -1.0, 0.5, -0.5, 0.2, -0.2, 0.1])
+    a.command(within, 0.1)
+    np.testing.assert_allclose(a.latest().effort, within, rtol=0, atol=1e-9)
+    ros.spin(0.4)  # past the command timeout: zero torque again
+    assert a.reset(12).success

@@ -4,8 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from solar_ros.runtime.safety import (SAWYER_JOINT_NAMES, JointNameError, JointStateMapper, StampGate, StateAssembler,
-                                      clip_torques, validate_torque_limits)
+from solar_ros.runtime.safety import (
+    SAWYER_JOINT_NAMES,
+    JointNameError,
+    JointStateMapper,
+    StampGate,
+    StateAssembler,
+    clip_torques,
+    validate_torque_limits,
+)
 
 MS = 1_000_000
 
@@ -113,3 +120,73 @@ def test_bad_configuration():
         StateAssembler("pixels")
     with pytest.raises(ValueError, match="max_joint_age"):
         StateAssembler("joints", max_joint_age=0.0)
+
+
+# ---- fault reaction bounds, on a fake clock ---------------------------------------------------------------------
+# The controller (controller_node) checks the assembled state at every command tick, and a message that invalidates
+# an input (NaN/Inf, wrong joint names) also gets a command at once. The loop below replays exactly those rules on
+# a fake clock: commands at every tick (period P, any phase), input messages at their own rate with a transport
+# delay. Bound required: zero torque within 2 command periods of a fault's onset. The onset of staleness is the
+# instant the newest state becomes older than the limit (its stamp + max age); of a NaN, its arrival at the
+# controller (the transport delay before it is not the controller's; the node test measures from publication).
+
+
+def _fault_reaction(source: str, fault: str, period_ns: int, msg_period_ns: int, phase_ns: int, delay_ns: int,
+                    fault_ns: int = 500 * MS, max_age_ns: int = 50 * MS) -> tuple[int, list[tuple[int, bool]]]:
+    """(onset, [(time, command ok) ...]) of a simulated run with ``fault`` ('stale' or 'nan') at ``fault_ns``."""
+    a = StateAssembler(source, SAWYER_JOINT_NAMES, max_latent_age=max_age_ns * 1e-9, max_joint_age=max_age_ns * 1e-9)
+    end = fault_ns + 300 * MS
+    events = [(phase_ns + k * period_ns, 0, None) for k in range((end - phase_ns) // period_ns + 1)]
+    last_good = 0
+    for k in range(1, end // msg_period_ns + 1):
+        stamp = k * msg_period_ns
+        if fault == "stale" and stamp > fault_ns:
+            break
+        bad = fault == "nan" and stamp >= fault_ns
+        last_good = stamp if not bad else last_good
+        events.append((stamp + delay_ns, 1, (stamp, bad)))
+    events.sort(key=lambda e: (e[0], e[1]))  # ticks before messages at the same instant: the later reaction
+    onset = last_good + max_age_ns if fault == "stale" else min(t for t, kind, p in events if kind == 1 and p[1])
+    dim = (2 if "latent" in source else 0) + (14 if "joints" in source else 0)
+    x = np.zeros(dim)
+    commands = []
+    for t, kind, payload in events:
+        if kind == 0:
+            commands.append((t, a.assemble(t, x)[0]))
+            continue
+        stamp, bad = payload
+        if "latent" in source:
+            a.update_latent(stamp, t, [np.nan, 0.0] if bad else [1.0, 2.0])
+            if a.latent_error is not None:
+                commands.append((t, a.assemble(t, x)[0]))
+        if "joints" in source:
+            q = np.full(7, np.nan) if bad else np.zeros(7)
+            a.update_joints(stamp, t, SAWYER_JOINT_NAMES, q, np.zeros(7))
+            if a.joint_error is not None:
+                commands.append((t, a.assemble(t, x)[0]))
+    return onset, commands
+
+
+@pytest.mark.parametrize("source", ["joints", "latent", "latent+joints"])
+@pytest.mark.parametrize("fault", ["stale", "nan"])
+def test_zero_torque_within_two_command_periods_of_a_fault(source, fault):
+    worst = {}
+    for period_ms in (1, 2, 4):
+        period = period_ms * MS
+        for msg_period in (2 * MS, 4 * MS, 10 * MS, 50 * MS if "latent" == source else 4 * MS):
+            for phase in np.linspace(0, period, 5, endpoint=False).astype(int):
+                for delay in (0, 300_000, 3 * MS):
+                    onset, commands = _fault_reaction(source, fault, period, msg_period, int(phase), delay,
+                                                      max_age_ns=60 * MS)
+                    warm = [ok for t, ok in commands if 100 * MS <= t < onset]
+                    assert warm and all(warm), "no zero command before the fault"
+                    i = next(i for i, (t, ok) in enumerate(commands) if t >= onset and not ok)
+                    assert not any(ok for _, ok in commands[i:]), "zero torque from then on"
+                    latency = commands[i][0] - onset
+                    assert latency <= 2 * period, (period, msg_period, phase, delay, latency)
+                    worst[period_ms] = max(worst.get(period_ms, 0), latency)
+    print(f"\n{source} {fault}: worst onset -> first zero command over rates, phases and delays: "
+          + ", ".join(f"{w / MS:.3f} ms at a {p} ms period (bound {2 * p} ms)" for p, w in sorted(worst.items())))
+    if fault == "nan":
+        # Acted on at the NaN's arrival, not at the next tick.
+        assert all(w == 0 for w in worst.values())
