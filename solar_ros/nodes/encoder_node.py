@@ -14,7 +14,8 @@
   whether it was filtered through the dynamics (SVAE during an episode). Episode boundaries come
   from /solar/episode: the SVAE filter restarts from its prior for every frame between episodes
   and filters with the commanded torques (mean of /effort_controller/commands since the previous
-  frame) during an episode. The commands are read from their queue every ``COMMAND_POLL_PERIOD``
+  frame) during an episode; NaN/Inf and wrong-length commands are left out of that mean with an
+  error. The commands are read from their queue every ``COMMAND_POLL_PERIOD``
   and when a frame arrives, rather than one callback per 500 Hz message (see
   :class:`~solar_ros.nodes.common.PolledSubscription`).
 * Diagnostics for rqt_image_view / rviz at ``diagnostics_rate`` Hz, only while someone
@@ -36,7 +37,7 @@ from std_msgs.msg import Float64MultiArray, String
 
 from ..msg import EpisodeEvent, LatentState
 from ..runtime.image import ImageFormatError, image_to_array
-from ..runtime.latent_encoder import DSAEEncoder, LatencyRing, LatentEncoder, load_encoder
+from ..runtime.latent_encoder import ActionAccumulator, DSAEEncoder, LatencyRing, LatentEncoder, load_encoder
 from . import contract
 from .common import ConfigError, PolledSubscription, StackNode, Throttle, declare, run_node
 
@@ -73,8 +74,7 @@ class EncoderNode(StackNode):
         self._pending: LatentEncoder | None = None  # loaded in the background, swapped in between frames
         self._loading: str | None = None
         self.episode_running = False
-        self._action_sum = np.zeros(0)
-        self._action_count = 0
+        self._actions = ActionAccumulator(0)
         self._commands: PolledSubscription | None = None
         self._command_timer = None
         self._throttle = Throttle(2.0)
@@ -116,8 +116,7 @@ class EncoderNode(StackNode):
             self._commands.destroy()
             self.destroy_timer(self._command_timer)
             self._commands = self._command_timer = None
-        self._action_sum = np.zeros(getattr(encoder, "action_dim", 0))
-        self._action_count = 0
+        self._actions = ActionAccumulator(getattr(encoder, "action_dim", 0))
         # The outgoing message's arrays are preallocated for this model; encode results are copied in.
         n = encoder.latent_dim
         self._msg.mean = array.array("d", bytes(8 * n))
@@ -174,19 +173,18 @@ class EncoderNode(StackNode):
             self._maybe_swap()
 
     def _read_commands(self) -> None:
-        """Add the queued torque commands to the running sum for the next frame."""
+        """Add the queued torque commands to the running sum for the next frame (NaN/Inf and
+        wrong-length commands are rejected with a throttled error and left out)."""
         for msg in self._commands.take_all():
-            if len(msg.data) == self._action_sum.size:
-                self._action_sum += msg.data
-                self._action_count += 1
+            reason = self._actions.add(msg.data)
+            if reason is not None and self._throttle.ready("command " + Throttle.key(reason)):
+                self.get_logger().error(f"torque command ignored for filtering: {reason} "
+                                        f"({self._actions.rejected} so far)")
 
     def _mean_action(self) -> np.ndarray:
         """Mean of the torque commands received since the previous frame (zeros if none); resets the sum."""
         self._read_commands()
-        mean = self._action_sum / self._action_count if self._action_count else np.zeros(self._action_sum.size)
-        self._action_sum[:] = 0.0
-        self._action_count = 0
-        return mean
+        return self._actions.take_mean()
 
     def _on_image(self, msg: Image) -> None:
         t0 = time.perf_counter_ns()

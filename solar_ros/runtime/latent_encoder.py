@@ -6,7 +6,9 @@ returns a :class:`LatentEncoder` for its kind:
 * ``svae`` (SOLAR): the latent is the *filtered* posterior of the model's LDS. Between episodes each
   frame gives the first-step belief (prior N(mu0, V0) conditioned on the frame: what the policy's
   time index 0 saw in training); during an episode each frame is one Kalman step from the previous
-  belief with the mean torque commanded since the previous frame (``filter_step``).
+  belief with the mean torque commanded since the previous frame (``filter_step``;
+  :class:`ActionAccumulator` keeps NaN/Inf and wrong-length commands out of that mean, and
+  ``encode`` refuses a non-finite action without touching the belief).
 * ``vae``: the encoder's posterior mean and (diagonal) variance of the frame, no filtering.
 * ``dsae``: the feature points (x0, y0, x1, y1, ...) in image coordinates [-1, 1], with a small
   fixed diagonal covariance (``point_variance``).
@@ -55,6 +57,42 @@ class Encoded:
     """(n, n) latent covariance (may be shared between frames: do not modify it)."""
     filtered: bool
     """True when the mean combines this frame with earlier ones through the dynamics."""
+
+
+class ActionAccumulator:
+    """Mean of the torque commands received between two frames (the action of one SVAE filter step).
+
+    A command with the wrong number of values or any NaN/Inf is rejected (counted, the reason kept)
+    and never reaches the sum: one bad command must not turn the mean, and with it the Kalman
+    filter's belief, into NaN for the rest of the episode.
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = int(dim)
+        self._sum = np.zeros(self.dim)
+        self._count = 0
+        self.rejected = 0
+        """Commands rejected so far."""
+
+    def add(self, values) -> str | None:
+        """Add one command; None if accepted, else the reason it was rejected."""
+        u = np.asarray(values, dtype=np.float64)
+        if u.shape != (self.dim,):
+            self.rejected += 1
+            return f"torque command has {u.size} values, the model takes {self.dim}"
+        if not np.all(np.isfinite(u)):
+            self.rejected += 1
+            return "torque command contains NaN or Inf"
+        self._sum += u
+        self._count += 1
+        return None
+
+    def take_mean(self) -> np.ndarray:
+        """Mean of the accepted commands since the last call (zeros if none); starts a new sum."""
+        mean = self._sum / self._count if self._count else np.zeros(self.dim)
+        self._sum[:] = 0.0
+        self._count = 0
+        return mean
 
 
 class LatentEncoder:
@@ -168,6 +206,8 @@ class SVAEEncoder(LatentEncoder):
             u = self._zero_action if action is None else np.asarray(action, dtype=np.float64)
             if u.shape != (self.action_dim,):
                 raise ValueError(f"model {self.model_id} takes {self.action_dim} actions, got {u.shape}")
+            if not np.all(np.isfinite(u)):
+                raise ValueError("the action contains NaN or Inf; the belief is kept")
         with torch.inference_mode():
             m, s = self.model.potentials(self._input.load(image))
         m, s = _numpy64(m), _numpy64(s)

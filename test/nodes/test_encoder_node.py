@@ -1,6 +1,6 @@
 """encoder_node in its own process: one LatentState per image with the image's stamp and the model's
-numbers, SVAE filtering during episodes, bad images dropped without a crash, hot reload of an
-announced model without dropping frames, diagnostics images."""
+numbers, SVAE filtering during episodes (NaN/Inf torque commands kept out), bad images dropped without
+a crash, hot reload of an announced model without dropping frames, diagnostics images."""
 from __future__ import annotations
 
 import numpy as np
@@ -157,6 +157,33 @@ def test_svae_filters_with_the_mean_of_the_torques_commanded_since_the_previous_
     mean, _ = svae.filter_step(frame(32), np.array(m1.mean), np.reshape(m1.covariance, (3, 3)), np.zeros(7))
     np.testing.assert_allclose(m2.mean, mean, rtol=1e-5, atol=1e-6)
     feed.event(EpisodeEvent.STOP, "torques")
+    ros.spin(0.5)
+    ros.node.destroy_publisher(cmd_pub)
+
+
+def test_nan_inf_and_wrong_length_torque_commands_are_not_fed_to_the_filter(rig, models, ros):
+    feed, node = rig
+    svae = models["svae"]
+    cmd_pub = ros.node.create_publisher(Float64MultiArray, contract.COMMANDS, contract.RELIABLE_QOS)
+    ros.wait_for_subscribers(cmd_pub)
+    feed.event(EpisodeEvent.START, "bad-torques")
+    ros.spin(0.5)
+    m0 = feed.latent_for(feed.image(frame(40)))
+    good = [np.linspace(-1.0, 1.0, 7), np.full(7, 2.0)]
+    for data in (good[0], [float("nan")] * 7, [0.0] * 6 + [float("inf")], [1.0] * 6, good[1], [-float("inf")] * 7):
+        cmd_pub.publish(Float64MultiArray(data=list(map(float, data))))
+    ros.spin(0.3)
+    m1 = feed.latent_for(feed.image(frame(41)))
+    assert m1.filtered and np.all(np.isfinite(m1.mean)) and np.all(np.isfinite(m1.covariance))
+    mean, _ = svae.filter_step(frame(41), np.array(m0.mean), np.reshape(m0.covariance, (3, 3)), np.mean(good, axis=0))
+    np.testing.assert_allclose(m1.mean, mean, rtol=1e-5, atol=1e-6)
+    # The filter goes on from a finite belief: the next frame is fine too.
+    m2 = feed.latent_for(feed.image(frame(42)))
+    assert np.all(np.isfinite(m2.mean))
+    log = node.log()
+    assert "torque command ignored for filtering: torque command contains NaN or Inf" in log
+    assert "has 6 values, the model takes 7" in log
+    feed.event(EpisodeEvent.STOP, "bad-torques")
     ros.spin(0.5)
     ros.node.destroy_publisher(cmd_pub)
 

@@ -10,10 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from solar_ros.models import (VAE, DeepSpatialAutoencoder, DSAEConfig, StructuredVAE, SVAEConfig, VAEConfig,
-                              save_checkpoint)
+from solar_ros.models import (
+    VAE,
+    DeepSpatialAutoencoder,
+    DSAEConfig,
+    StructuredVAE,
+    SVAEConfig,
+    VAEConfig,
+    save_checkpoint,
+)
 from solar_ros.runtime.image import ImageFormatError
-from solar_ros.runtime.latent_encoder import DSAEEncoder, SVAEEncoder, VAEEncoder, load_encoder
+from solar_ros.runtime.latent_encoder import ActionAccumulator, DSAEEncoder, SVAEEncoder, VAEEncoder, load_encoder
 
 SIZE = 32
 # Convolutions in another memory format sum in another order: float32 round-off, relative ~1e-7.
@@ -94,3 +101,36 @@ def test_load_encoder_gives_the_checkpoints_kind_and_id(svae, tmp_path):
     assert isinstance(enc, SVAEEncoder) and enc.model_id == "svae-xyz" and enc.latent_dim == 4
     image = frames(1)[0]
     np.testing.assert_allclose(enc.encode(image).mean, svae.filter_step(image)[0], rtol=1e-6, atol=1e-8)
+
+
+def test_nan_inf_and_wrong_length_torque_commands_stay_out_of_the_filter(svae):
+    acc = ActionAccumulator(7)
+    good = [np.linspace(-1.0, 2.0, 7), np.full(7, 0.5)]
+    assert acc.add(good[0]) is None
+    assert "NaN or Inf" in acc.add([np.nan] + [0.0] * 6)
+    assert "NaN or Inf" in acc.add([0.0] * 6 + [np.inf])
+    assert "NaN or Inf" in acc.add([-np.inf] * 7)
+    assert "has 6 values" in acc.add([1.0] * 6)
+    assert "has 8 values" in acc.add([1.0] * 8)
+    assert acc.add(good[1]) is None
+    assert acc.rejected == 5
+    mean = acc.take_mean()
+    np.testing.assert_allclose(mean, np.mean(good, axis=0))
+    np.testing.assert_array_equal(acc.take_mean(), np.zeros(7))  # a new sum after each frame
+    assert acc.add([np.nan] * 7) and np.all(acc.take_mean() == 0.0), "only bad commands: u = 0"
+
+    # The filter sees the mean of the good commands only, as if the bad ones were never sent.
+    enc = SVAEEncoder(copy.deepcopy(svae), "svae-a", "mem")
+    images = frames(2, seed=9)
+    enc.encode(images[0])
+    enc.begin_episode()
+    prior = enc.belief
+    out = enc.encode(images[1], mean)
+    expected, _ = svae.filter_step(images[1], prior[0], prior[1], np.mean(good, axis=0))
+    np.testing.assert_allclose(out.mean, expected, **TOL)
+    assert np.all(np.isfinite(out.mean)) and np.all(np.isfinite(out.covariance))
+    # A non-finite action handed to encode directly is refused and the belief kept.
+    belief = enc.belief
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        enc.encode(images[0], np.full(7, np.nan))
+    assert enc.belief is belief
