@@ -17,9 +17,17 @@ For a run (``task``, ``method``, ``seed``):
    stack). Any unrecoverable problem ends the node with status 1 and the reason in the log.
 
 Episode costs and distances come from the recorded episodes (the /solar/cost stream aligned to the
-controller's steps), i.e. what the fitter trained on. An aborted episode (input fault, e-stop) is
-retried with a new id up to ``max_retries`` times. The trainer's ``episode_dir`` must be the
+controller's steps), i.e. what the fitter trained on. The trainer's ``episode_dir`` must be the
 recorder's ``output_dir``.
+
+Transient faults do not end the run. When an episode fails (aborted by an input fault or the
+e-stop, recorded incomplete, or a step of it timed out because a node went away), the trainer
+waits until the stack is healthy again - fresh, valid /joint_states, /solar/cost and, for a policy
+on latents, /solar/latent from the policy's model, without a gap over ``health_max_gap`` s, for
+``recovery_settle_time`` s - and retries the episode under a new id. Each kind of fault cause is
+logged once per burst of failures, not per message or attempt. Only a burst that outlasts
+``fault_patience`` s (counted from the episode's first failure) ends the run, with the causes in
+the log and exit status 1 (``max_retries`` >= 0 also caps the number of retries; -1: no cap).
 
 The sequence runs in a worker thread; the node's own thread spins the executor (service and action
 replies, topic callbacks).
@@ -33,19 +41,42 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from ..action import FitModel
 from ..msg import EpisodeEvent, LatentState, LinearGaussianPolicy, TaskCost
 from ..runtime.episode_store import load_episode, read_index
-from ..runtime.training_run import EVAL, TRAIN, EpisodeResult, NodeRun, episode_result, episode_seed
+from ..runtime.safety import SAWYER_JOINT_NAMES, JointNameError, JointStateMapper
+from ..runtime.training_run import (
+    EVAL,
+    TRAIN,
+    EpisodeResult,
+    FaultBurst,
+    NodeRun,
+    StackHealth,
+    episode_result,
+    episode_seed,
+)
 from ..srv import ResetArm, StartEpisode
 from . import contract
-from .common import ConfigError, StackNode, declare, run_node
+from .common import ConfigError, PolledSubscription, StackNode, declare, run_node
+
+HEALTH_POLL_PERIOD = 0.1
+"""s between reads of the newest joint state (polled: no callback per 250-500 Hz message)."""
 
 
 class TrainerError(RuntimeError):
     """The run cannot go on (the message says why)."""
+
+
+class TrainerStopped(TrainerError):
+    """The node is shutting down: not a fault to ride out."""
+
+
+class EpisodeFailed(RuntimeError):
+    """One attempt at an episode failed in a way a healthy stack may not repeat (aborted, recorded
+    incomplete, a node not answering); the message says how."""
 
 
 class TrainerNode(StackNode):
@@ -59,25 +90,39 @@ class TrainerNode(StackNode):
         self.iterations = int(declare(self, "iterations", 5, "learning iterations"))
         self.episodes_per_iteration = int(declare(self, "episodes_per_iteration", 5, "episodes per iteration"))
         self.eval_episodes = int(declare(self, "eval_episodes", 5, "deterministic evaluation episodes at the end"))
-        self.fixed_goal = bool(declare(self, "fixed_goal", False, "true: use `goal`; false: the simulator's draw for the seed"))
+        self.fixed_goal = bool(declare(self, "fixed_goal", False,
+                                       "true: use `goal`; false: the simulator's draw for the seed"))
         self.goal = [float(g) for g in declare(self, "goal", [0.6, 0.1, 0.1], "goal when fixed_goal")]
         self.horizon = int(declare(self, "horizon", 0, "policy horizon (0: the task's)"))
         self.fit_config = str(declare(self, "fit_config", "", "method settings for the fitter, YAML"))
         self.episode_dir = Path(declare(self, "episode_dir", "runs/episodes", "the recorder's output_dir"))
         self.output_dir = Path(declare(self, "output_dir", "runs/node_train", "where summary.json and the plot go"))
         self.success_threshold = float(declare(self, "success_threshold", 0.0, "m; 0: the task's"))
-        self.settle_frames = int(declare(self, "settle_frames", 2, "fresh /solar/cost samples to wait for after a reset"))
+        self.settle_frames = int(declare(self, "settle_frames", 2,
+                                         "fresh /solar/cost samples to wait for after a reset"))
         self.bringup_timeout = float(declare(self, "bringup_timeout", 120.0, "s to wait for the other nodes"))
         self.start_timeout = float(declare(self, "start_timeout", 30.0, "s of retries when a start is refused"))
         self.episode_timeout = float(declare(self, "episode_timeout", 180.0, "s (wall) for one episode to end"))
         self.record_timeout = float(declare(self, "record_timeout", 60.0, "s for the recorder's index entry"))
         self.fit_timeout = float(declare(self, "fit_timeout", 3600.0, "s for one fit"))
-        self.max_retries = int(declare(self, "max_retries", 3, "retries of an aborted episode"))
+        self.max_retries = int(declare(self, "max_retries", -1,
+                                       "most retries of a failed episode (-1: no count limit, fault_patience only)"))
+        self.fault_patience = float(declare(self, "fault_patience", 180.0,
+                                            "s a burst of failures of one episode may last before the run ends"))
+        self.recovery_settle_time = float(declare(self, "recovery_settle_time", 2.0,
+                                                  "s the stack must be healthy before a failed episode is retried"))
+        self.health_max_gap = float(declare(self, "health_max_gap", 0.5,
+                                            "s without a valid message after which a stream counts as unhealthy"))
         for name in ("iterations", "episodes_per_iteration"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.eval_episodes < 0 or self.max_retries < 0 or self.settle_frames < 1:
-            raise ConfigError("eval_episodes and max_retries must be >= 0, settle_frames >= 1")
+        if self.eval_episodes < 0 or self.max_retries < -1 or self.settle_frames < 1:
+            raise ConfigError("eval_episodes must be >= 0, max_retries >= -1, settle_frames >= 1")
+        for name in ("fault_patience", "recovery_settle_time", "health_max_gap"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0) or (name == "health_max_gap" and v == 0):
+                raise ConfigError(f"{name} must be a {'positive' if name == 'health_max_gap' else 'non-negative'} "
+                                  f"number of seconds, got {v}")
         if self.fixed_goal and len(self.goal) == 0:
             raise ConfigError("fixed_goal needs a goal")
         if self.success_threshold <= 0:
@@ -95,6 +140,10 @@ class TrainerNode(StackNode):
         self._cost_count = 0
         self._cost_task = ""
         self._latent_models: dict[str, int] = {}  # model_id -> latents received so far
+        self._health_lock = threading.Lock()
+        self.health = StackHealth(self.recovery_settle_time, self.health_max_gap, ("joint_states", "cost"))
+        self._joint_mapper = JointStateMapper(SAWYER_JOINT_NAMES)
+        self._q = np.zeros(len(SAWYER_JOINT_NAMES))
 
         self.reset_cli = self.create_client(ResetArm, contract.SIM_RESET)
         self.start_cli = self.create_client(StartEpisode, contract.START_EPISODE)
@@ -105,6 +154,8 @@ class TrainerNode(StackNode):
         self.create_subscription(LinearGaussianPolicy, contract.POLICY, self._on_policy, contract.POLICY_QOS)
         self.create_subscription(TaskCost, contract.COST, self._on_cost, contract.RELIABLE_QOS)
         self.create_subscription(LatentState, contract.LATENT, self._on_latent, contract.LATEST_SENSOR_QOS)
+        self._joint_states = PolledSubscription(self, JointState, contract.JOINT_STATES, contract.LATEST_SENSOR_QOS)
+        self.create_timer(HEALTH_POLL_PERIOD, self._poll_joint_states)
         self.run_tag = time.strftime("%Y%m%d-%H%M%S")
         self.get_logger().info(
             f"trainer: {self.task} / {self.method}, seed {self.seed}, {self.iterations} iterations x "
@@ -123,9 +174,47 @@ class TrainerNode(StackNode):
     def _on_cost(self, msg: TaskCost) -> None:
         self._cost_count += 1
         self._cost_task = msg.task
+        problem = None
+        if not (math.isfinite(msg.cost) and math.isfinite(msg.distance)):
+            problem = "cost or distance is NaN or Inf"
+        elif msg.task != self.task:
+            problem = f"the simulator runs task {msg.task!r}, not {self.task!r}"
+        self._note("cost", problem)
 
     def _on_latent(self, msg: LatentState) -> None:
         self._latent_models[msg.model_id] = self._latent_models.get(msg.model_id, 0) + 1
+        problem = None
+        expected = self._policy.model_id if self._policy is not None else ""
+        if len(msg.mean) == 0 or not np.all(np.isfinite(msg.mean)):
+            problem = "latent mean is empty or contains NaN or Inf"
+        elif expected and msg.model_id != expected:
+            problem = f"latents come from model {msg.model_id!r}, the policy expects {expected!r}"
+        self._note("latent", problem)
+
+    def _poll_joint_states(self) -> None:
+        """The newest joint state since the last poll, checked like the controller checks it."""
+        msgs = self._joint_states.take_all()
+        if not msgs:
+            return
+        msg = msgs[-1]
+        problem = None
+        try:
+            self._joint_mapper.extract(msg.name, msg.position, self._q, "position")
+            if not np.all(np.isfinite(self._q)):
+                problem = "joint positions contain NaN or Inf"
+            elif len(msg.velocity) == 0:
+                problem = "joint state has no velocities"
+            else:
+                self._joint_mapper.extract(msg.name, msg.velocity, self._q, "velocity")
+                if not np.all(np.isfinite(self._q)):
+                    problem = "joint velocities contain NaN or Inf"
+        except JointNameError as err:
+            problem = str(err)
+        self._note("joint_states", problem)
+
+    def _note(self, stream: str, problem: str | None) -> None:
+        with self._health_lock:
+            self.health.note(stream, time.monotonic(), problem)
 
     # ---- waiting helpers (worker thread) -------------------------------------------------------
 
@@ -133,7 +222,7 @@ class TrainerNode(StackNode):
         end = time.monotonic() + timeout
         while not predicate():
             if self._stop.is_set():
-                raise TrainerError(f"stopped while waiting for {what}")
+                raise TrainerStopped(f"stopped while waiting for {what}")
             if time.monotonic() > end:
                 raise TrainerError(f"timed out after {timeout:g} s waiting for {what}")
             time.sleep(0.01)
@@ -243,31 +332,85 @@ class TrainerNode(StackNode):
         return matches[-1] if matches else None
 
     def _episode(self, base_id: str, seed: int, deterministic: bool, goal: list[float]) -> EpisodeResult:
-        policy = self._policy
-        for attempt in range(self.max_retries + 1):
+        """Run one episode to completion, riding out transient faults (see the module docstring)."""
+        burst = FaultBurst(self.fault_patience)
+        attempt = 0
+        while True:
             episode_id = base_id if attempt == 0 else f"{base_id}-retry{attempt}"
-            self._reset(seed, goal)
-            self._settle(policy.model_id)
-            episode_id = self._start(episode_id, deterministic, seed, policy.policy_id)
-            self._wait(lambda: self._end_event(episode_id) is not None, self.episode_timeout, f"the end of {episode_id}")
-            end = self._end_event(episode_id)
-            if end.event == EpisodeEvent.ABORT:
-                self.get_logger().warning(f"episode {episode_id} aborted ({end.reason}); retrying")
-                continue
+            attempt += 1
             try:
-                self._wait(lambda: self._index_entry(episode_id) is not None, self.record_timeout,
-                           f"the recorder to write {episode_id} (is trainer_node.episode_dir the recorder's output_dir?)")
-            except TrainerError as err:
-                raise TrainerError(f"{err}; index: {self.episode_dir / 'index.jsonl'}") from None
-            entry = self._index_entry(episode_id)
-            if entry["status"] != "complete":
-                self.get_logger().warning(f"episode {episode_id} recorded as {entry['status']} ({entry.get('reason')}); retrying")
-                continue
-            try:
-                return episode_result(episode_id, load_episode(self.episode_dir, entry), self.success_threshold)
-            except ValueError as err:
-                raise TrainerError(str(err)) from err
-        raise TrainerError(f"episode {base_id} failed {self.max_retries + 1} times; see the controller's log")
+                result = self._attempt(episode_id, seed, deterministic, goal)
+            except TrainerStopped:
+                raise
+            except (EpisodeFailed, TrainerError) as err:
+                cause = f"episode {episode_id}: {err}"
+            else:
+                if burst.active:
+                    self.get_logger().info(f"episode {episode_id} completed after {burst.attempts} failed "
+                                           f"attempt(s) over {burst.elapsed(time.monotonic()):.1f} s")
+                return result
+            if 0 <= self.max_retries < attempt:
+                raise TrainerError(f"episode {base_id} failed {attempt} times (max_retries {self.max_retries}); "
+                                   f"last: {cause}")
+            self._recover(burst, base_id, cause)
+
+    def _attempt(self, episode_id: str, seed: int, deterministic: bool, goal: list[float]) -> EpisodeResult:
+        """One try at an episode: reset, settle, start, wait for its end and its recording."""
+        policy = self._policy
+        self._reset(seed, goal)
+        self._settle(policy.model_id)
+        episode_id = self._start(episode_id, deterministic, seed, policy.policy_id)
+        self._wait(lambda: self._end_event(episode_id) is not None, self.episode_timeout, f"the end of {episode_id}")
+        end = self._end_event(episode_id)
+        if end.event == EpisodeEvent.ABORT:
+            raise EpisodeFailed(f"aborted ({end.reason})")
+        try:
+            self._wait(lambda: self._index_entry(episode_id) is not None, self.record_timeout,
+                       f"the recorder to write {episode_id} (is trainer_node.episode_dir the recorder's output_dir?)")
+        except TrainerStopped:
+            raise
+        except TrainerError as err:
+            raise TrainerError(f"{err}; index: {self.episode_dir / 'index.jsonl'}") from None
+        entry = self._index_entry(episode_id)
+        if entry["status"] != "complete":
+            raise EpisodeFailed(f"recorded as {entry['status']} ({entry.get('reason')})")
+        try:
+            return episode_result(episode_id, load_episode(self.episode_dir, entry), self.success_threshold)
+        except ValueError as err:
+            raise EpisodeFailed(str(err)) from err
+
+    def _recover(self, burst: FaultBurst, base_id: str, cause: str) -> None:
+        """After a failed attempt: wait until the stack has been healthy for ``recovery_settle_time``
+        (then return, to retry) or the burst has outlasted ``fault_patience`` (TrainerError)."""
+        log = self.get_logger()
+        now = time.monotonic()
+        if burst.report(now, cause, attempt_failed=True):
+            log.warning(f"{cause}; retrying once the stack has been healthy for {self.recovery_settle_time:g} s "
+                        f"(patience left {max(0.0, self.fault_patience - burst.elapsed(now)):.0f} s)")
+        policy = self._policy
+        needs_latent = policy is not None and "latent" in policy.state_source
+        with self._health_lock:
+            self.health.require(("joint_states", "cost") + (("latent",) if needs_latent else ()))
+        while True:
+            if self._stop.is_set():
+                raise TrainerStopped(f"stopped while recovering from: {cause}")
+            now = time.monotonic()
+            with self._health_lock:
+                faults = self.health.faults(now)
+                settled = self.health.settled(now)
+            for stream, problem in faults.items():
+                if burst.report(now, f"{stream}: {problem}"):
+                    log.warning(f"stack unhealthy: {stream}: {problem}")
+            if burst.expired(now):
+                still = "; ".join(f"{k}: {v}" for k, v in faults.items()) or "the stack looks healthy"
+                raise TrainerError(
+                    f"episode {base_id}: a fault outlasted the patience of {self.fault_patience:g} s "
+                    f"({burst.attempts} failed attempts; causes: {' | '.join(burst.causes)}; now: {still})")
+            if settled:
+                log.info(f"stack healthy for {self.recovery_settle_time:g} s, {burst.elapsed(now):.1f} s into the "
+                         f"fault; retrying episode {base_id}")
+                return
+            time.sleep(0.05)
 
     def run(self) -> None:
         """The whole run (worker thread); sets ``exit_code`` and ``finished``."""

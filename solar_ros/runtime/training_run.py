@@ -4,12 +4,19 @@ Episode statistics come from the recorded episodes (``episode.npz``: the per-ste
 ``distances`` the simulated arm published on /solar/cost, aligned to the controller's steps), so
 the trainer reports exactly what the fitter trained on. The results use the same containers,
 table, plot and ``summary.json`` keys as ``solar-ros train`` (:mod:`solar_ros.algos.common`).
+
+Riding out transient faults: :class:`StackHealth` says whether the streams an episode needs are
+healthy (valid messages, no long gap, for a settling time), :class:`FaultBurst` keeps one
+episode's run of failures (when it began, which causes were already reported) and says when it
+has outlasted the patience. Both take the time as an argument, so they are tested on a fake clock.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -123,3 +130,125 @@ def summarize(results: list[EpisodeResult]) -> dict[str, float]:
     return {"mean_cost": float(np.mean([r.total_cost for r in results])),
             "final_distance": float(np.mean([r.final_distance for r in results])),
             "success_rate": float(np.mean([r.success for r in results]))}
+
+
+# ---- riding out transient faults ------------------------------------------------------------------------------
+
+
+@dataclass
+class _StreamState:
+    last: float | None = None
+    """Arrival time of the newest valid message (None: none since the last problem)."""
+    since: float | None = None
+    """Start of the current run of valid messages without a gap over ``max_gap``."""
+    problem: str | None = "nothing received yet"
+    """Why the newest message was not valid (None: it was)."""
+
+
+class StackHealth:
+    """Whether the streams the next episode needs are healthy.
+
+    A stream is healthy when its newest message was valid and came at most ``max_gap`` s ago; it has
+    *settled* when it has been healthy without interruption (no invalid message, no gap over
+    ``max_gap``) for ``settle_time`` s. The stack is ready when every required stream has settled.
+    Times are seconds on any monotonic clock, passed in by the caller.
+    """
+
+    def __init__(self, settle_time: float, max_gap: float, required: Iterable[str] = ()) -> None:
+        if not (math.isfinite(settle_time) and settle_time >= 0):
+            raise ValueError(f"settle_time must be >= 0 s, got {settle_time}")
+        if not (math.isfinite(max_gap) and max_gap > 0):
+            raise ValueError(f"max_gap must be > 0 s, got {max_gap}")
+        self.settle_time = float(settle_time)
+        self.max_gap = float(max_gap)
+        self._streams: dict[str, _StreamState] = {}
+        self.required: tuple[str, ...] = ()
+        self.require(required)
+
+    def require(self, streams: Iterable[str]) -> None:
+        """The streams that must be healthy (e.g. ``latent`` only while the policy acts on latents)."""
+        self.required = tuple(streams)
+        for name in self.required:
+            self._streams.setdefault(name, _StreamState())
+
+    def note(self, stream: str, now: float, problem: str | None = None) -> None:
+        """A message of ``stream`` arrived at ``now``: valid (``problem`` None) or not (why)."""
+        s = self._streams.setdefault(stream, _StreamState())
+        if problem is not None:
+            s.problem, s.last, s.since = problem, None, None
+            return
+        if s.last is None or s.since is None or now - s.last > self.max_gap:
+            s.since = now
+        s.last, s.problem = now, None
+
+    def faults(self, now: float) -> dict[str, str]:
+        """Required streams that are not healthy at ``now``, with the reason."""
+        out = {}
+        for name in self.required:
+            s = self._streams[name]
+            if s.problem is not None:
+                out[name] = s.problem
+            elif now - s.last > self.max_gap:
+                out[name] = f"no message for {now - s.last:.1f} s"
+        return out
+
+    def settled(self, now: float) -> bool:
+        """Every required stream healthy, and continuously so for ``settle_time``."""
+        if self.faults(now):
+            return False
+        return all(now - self._streams[n].since >= self.settle_time for n in self.required)
+
+
+def fault_kind(cause: str) -> str:
+    """A fault cause without its numbers (ages, counts, ids with digits), to report each kind once."""
+    return re.sub(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?", "#", cause)
+
+
+class FaultBurst:
+    """One episode's run of failures, from the first failed attempt until an attempt succeeds.
+
+    :meth:`report` records a cause and says whether it is new in this burst (so the caller logs each
+    kind of cause once, however many attempts or messages repeat it); :meth:`expired` is true once
+    the burst has lasted longer than ``patience`` s: only such a fault ends the run.
+    """
+
+    def __init__(self, patience: float) -> None:
+        if not (math.isfinite(patience) and patience >= 0):
+            raise ValueError(f"patience must be >= 0 s, got {patience}")
+        self.patience = float(patience)
+        self.start: float | None = None
+        self.causes: list[str] = []
+        """Each kind of cause reported in this burst, first wording, in order."""
+        self._kinds: set[str] = set()
+        self.attempts = 0
+        """Failed attempts in this burst."""
+
+    @property
+    def active(self) -> bool:
+        return self.start is not None
+
+    def report(self, now: float, cause: str, attempt_failed: bool = False) -> bool:
+        """Record ``cause`` (starting the burst at ``now`` if none runs); True if its kind is new."""
+        if self.start is None:
+            self.start = now
+        if attempt_failed:
+            self.attempts += 1
+        kind = fault_kind(cause)
+        if kind in self._kinds:
+            return False
+        self._kinds.add(kind)
+        self.causes.append(cause)
+        return True
+
+    def elapsed(self, now: float) -> float:
+        return 0.0 if self.start is None else now - self.start
+
+    def expired(self, now: float) -> bool:
+        return self.start is not None and now - self.start > self.patience
+
+    def end(self) -> None:
+        """An attempt succeeded: the next fault starts a new burst."""
+        self.start = None
+        self.causes = []
+        self._kinds = set()
+        self.attempts = 0

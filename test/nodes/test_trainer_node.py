@@ -1,12 +1,29 @@
-"""trainer_node in its own process, on its own: bad parameters end it with status 2, a stack that
-never comes up ends it with status 1 and a message naming what is missing (the full learning run
+"""trainer_node in its own process: bad parameters end it with status 2, a stack that never comes up
+ends it with status 1 and a message naming what is missing; against a stand-in stack in the test
+process, an aborted episode is retried once the stack is healthy again, each fault cause is logged
+once, and a fault that outlasts the patience ends the run with status 1 (the full learning run
 through the stack is test_stack_e2e.py)."""
 from __future__ import annotations
 
+import math
 import subprocess
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
+import rclpy
+from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
+
+from solar_ros.action import FitModel
+from solar_ros.core.types import LinearGaussianPolicy as LGPolicy
+from solar_ros.msg import EpisodeEvent, LinearGaussianPolicy, TaskCost
+from solar_ros.nodes import contract
+from solar_ros.runtime.episode_store import append_index
+from solar_ros.runtime.policy_msg import PolicyPackage, policy_to_msg
+from solar_ros.runtime.safety import SAWYER_JOINT_NAMES
+from solar_ros.srv import ResetArm, StartEpisode
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(60)]
 
@@ -35,3 +52,165 @@ def test_missing_stack_ends_the_run_with_status_1_and_the_reason(start_node, tmp
     assert "run failed: timed out after 2 s waiting for service /sim/reset" in log, log
     assert not (tmp_path / "out" / "summary.json").exists()
     assert time.monotonic() - t0 < 40
+
+
+# ---- riding out transient faults, against a stand-in stack -------------------------------------------------------
+
+class FakeStack:
+    """The services, action, topics and recorder files the trainer talks to, in the test process: the
+    simulator (/sim/reset, /joint_states, /solar/cost), the controller (start/stop, /solar/episode),
+    the fitter (FitModel, /solar/policy) and the recorder (a node named recorder_node, index.jsonl)."""
+
+    def __init__(self, ros, episode_dir: Path):
+        from rclpy.action import ActionServer
+
+        self.ros, self.episode_dir = ros, episode_dir
+        n = ros.node
+        self.recorder = rclpy.create_node("recorder_node", context=ros.context)
+        ros.executor.add_node(self.recorder)
+        self.joints_nan = False
+        self.abort_reasons: list[str] = []
+        """Reasons for the next starts to abort with (one per start), then episodes complete."""
+        self.starts: list[str] = []
+        self._pending: list[tuple[float, str, bool, str]] = []
+        self.policy_id = ""
+        self.joint_pub = n.create_publisher(JointState, contract.JOINT_STATES, contract.RELIABLE_QOS)
+        self.cost_pub = n.create_publisher(TaskCost, contract.COST, contract.RELIABLE_QOS)
+        self.event_pub = n.create_publisher(EpisodeEvent, contract.EPISODE, contract.EVENT_QOS)
+        self.policy_pub = n.create_publisher(LinearGaussianPolicy, contract.POLICY, contract.POLICY_QOS)
+        self.services = [n.create_service(ResetArm, contract.SIM_RESET, self._reset),
+                         n.create_service(StartEpisode, contract.START_EPISODE, self._start),
+                         n.create_service(Trigger, contract.STOP_EPISODE, self._stop)]
+        self.fit_server = ActionServer(n, FitModel, contract.FIT_MODEL, self._fit)
+        self.timers = [n.create_timer(0.02, self._publish_joints), n.create_timer(0.05, self._publish_cost),
+                       n.create_timer(0.02, self._finish_episodes)]
+
+    def close(self) -> None:
+        n = self.ros.node
+        for t in self.timers:
+            n.destroy_timer(t)
+        for s in self.services:
+            n.destroy_service(s)
+        self.fit_server.destroy()
+        for p in (self.joint_pub, self.cost_pub, self.event_pub, self.policy_pub):
+            n.destroy_publisher(p)
+        self.ros.executor.remove_node(self.recorder)
+        self.recorder.destroy_node()
+
+    def _publish_joints(self) -> None:
+        js = JointState()
+        js.header.stamp = self.ros.node.get_clock().now().to_msg()
+        js.name = list(SAWYER_JOINT_NAMES)
+        js.position = [math.nan if self.joints_nan else 0.1] * 7
+        js.velocity = [0.0] * 7
+        self.joint_pub.publish(js)
+
+    def _publish_cost(self) -> None:
+        self.cost_pub.publish(TaskCost(task="sawyer_reach", cost=1.0, distance=0.2))
+
+    def _reset(self, request, response):
+        response.success, response.goal = True, [0.6, 0.1, 0.1]
+        return response
+
+    def _start(self, request, response):
+        self.starts.append(request.episode_id)
+        abort = bool(self.abort_reasons)
+        reason = self.abort_reasons.pop(0) if abort else "horizon reached"
+        self._pending.append((time.monotonic() + 0.2, request.episode_id, abort, reason))
+        self.event_pub.publish(EpisodeEvent(event=EpisodeEvent.START, episode_id=request.episode_id))
+        response.success, response.episode_id, response.policy_id = True, request.episode_id, self.policy_id
+        response.horizon, response.dt = 5, 0.05
+        return response
+
+    def _stop(self, request, response):
+        response.success = False
+        return response
+
+    def _finish_episodes(self) -> None:
+        for item in [p for p in self._pending if p[0] <= time.monotonic()]:
+            self._pending.remove(item)
+            _, episode_id, abort, reason = item
+            if not abort:  # the recorder's files, then the controller's STOP
+                (self.episode_dir / episode_id).mkdir(parents=True)
+                np.savez(self.episode_dir / episode_id / "episode.npz", costs=np.ones(5), distances=np.full(5, 0.01))
+                append_index(self.episode_dir, {"episode_id": episode_id, "path": episode_id, "status": "complete",
+                                                "npz": f"{episode_id}/episode.npz"})
+            self.event_pub.publish(EpisodeEvent(event=EpisodeEvent.ABORT if abort else EpisodeEvent.STOP,
+                                                episode_id=episode_id, reason=reason))
+
+    def _fit(self, goal_handle):
+        self.policy_id = f"policy-{goal_handle.request.iteration}"
+        package = PolicyPackage(LGPolicy.initial(5, 14, 7, 0.1), self.policy_id, 0.05, "joints",
+                                goal_handle.request.iteration)
+        self.policy_pub.publish(policy_to_msg(package, LinearGaussianPolicy()))
+        goal_handle.succeed()
+        return FitModel.Result(success=True, message="ok", policy_id=self.policy_id)
+
+
+@pytest.fixture
+def stack(ros, tmp_path):
+    s = FakeStack(ros, tmp_path / "episodes")
+    (tmp_path / "episodes").mkdir()
+    yield s
+    s.close()
+
+
+def run_trainer(start_node, ros, tmp_path, timeout: float, **params):
+    node = start_node("trainer_node", {"iterations": 1, "episodes_per_iteration": 1, "eval_episodes": 0,
+                                       "success_threshold": 0.05, "bringup_timeout": 30.0,
+                                       "episode_dir": str(tmp_path / "episodes"), "output_dir": str(tmp_path / "out"),
+                                       "recovery_settle_time": 1.0, "health_max_gap": 0.5, **params})
+    end = time.monotonic() + timeout
+    while node.alive():
+        if time.monotonic() > end:
+            raise AssertionError(f"trainer still running after {timeout} s:\n{node.log()}")
+        ros.spin(0.05)
+    return node.proc.wait(timeout=5), node.log()
+
+
+@pytest.mark.timeout(120)
+def test_an_aborted_episode_is_retried_once_the_stack_is_healthy_again(start_node, ros, tmp_path, stack):
+    stack.joints_nan = True
+    stack.abort_reasons = ["fault: joints: joint state contains NaN or Inf",
+                           "fault: joint state is stale: 0.061 s old (limit 0.050 s)",
+                           "fault: joint state is stale: 0.083 s old (limit 0.050 s)"]
+
+    def heal_later():
+        # 3 s after the first (aborted) start the joint states are valid again.
+        if stack.starts and heal_later.t0 == 0.0:
+            heal_later.t0 = time.monotonic()
+        if heal_later.t0 and time.monotonic() - heal_later.t0 > 3.0:
+            stack.joints_nan = False
+    heal_later.t0 = 0.0
+    timer = ros.node.create_timer(0.05, heal_later)
+    try:
+        status, log = run_trainer(start_node, ros, tmp_path, 90.0, fault_patience=60.0)
+    finally:
+        ros.node.destroy_timer(timer)
+    assert status == 0, log
+    assert (tmp_path / "out" / "summary.json").is_file()
+    train = [s for s in stack.starts if "-it00-" in s]
+    assert len(train) == 4 and train[1].endswith("-retry1") and train[3].endswith("-retry3"), train
+    # Each kind of cause once per burst: the NaN abort, the stale aborts (twice, with other numbers), the
+    # unhealthy joint states (seen at every 0.1 s poll for 3 s).
+    assert log.count("aborted (fault: joints: joint state contains NaN or Inf)") == 1, log
+    assert log.count("aborted (fault: joint state is stale") == 1, log
+    assert log.count("stack unhealthy: joint_states: joint positions contain NaN or Inf") == 1, log
+    assert log.count("retrying episode") == 3
+    assert "completed after 3 failed attempt(s)" in log
+
+
+@pytest.mark.timeout(120)
+def test_a_fault_that_outlasts_the_patience_ends_the_run_with_status_1(start_node, ros, tmp_path, stack):
+    stack.joints_nan = True
+    stack.abort_reasons = ["fault: joints: joint state contains NaN or Inf"] * 100
+    t0 = time.monotonic()
+    status, log = run_trainer(start_node, ros, tmp_path, 90.0, fault_patience=4.0)
+    assert status == 1, log
+    print("\n" + "\n".join(line for line in log.splitlines() if "WARN" in line or "ERROR" in line))
+    assert "run failed: episode" in log and "a fault outlasted the patience of 4 s" in log, log
+    assert "joint positions contain NaN or Inf" in log.split("run failed:")[1], "the reason names the cause"
+    assert log.count("stack unhealthy: joint_states: joint positions contain NaN or Inf") == 1, log
+    assert len([s for s in stack.starts if "-it00-" in s]) == 1, "no retry while the stack is unhealthy"
+    assert not (tmp_path / "out" / "summary.json").exists()
+    assert time.monotonic() - t0 < 60
