@@ -36,11 +36,13 @@ from torch import nn
 
 from ..core.gaussian import LDSParams
 from ..core.types import CostExpansion
-from .common import (ConvDecoder, check_images, decoded_images,
-                     images_log_likelihood, module_device, to_float_images)
+from .common import ConvDecoder, check_images, decoded_images, images_log_likelihood, module_device, to_float_images
 from .dsae import gaussian_encoder
 from .kalman_torch import SmootherResult, kalman_predict, kalman_smoother, kalman_update, kl_posterior_prior
 
+BACKGROUND_STD_FLOOR = 0.05
+"""Added to the per-pixel std of the training images before it divides the encoder's input (see
+:attr:`SVAEConfig.background`): pixels that never change are then scaled by 1/0.05, not by 1/0."""
 
 COST_FORMS = ("linear", "target")
 """Forms of the latent cost model (see :class:`QuadraticCostModel`)."""
@@ -91,6 +93,14 @@ class SVAEConfig:
     cost_form: str = "linear"
     """Latent cost model: 'linear' (the reference: 0.5 x^T C x + c^T x + c0) or 'target'
     (0.5 (x - x*)^T C (x - x*) + c0 with a learned target latent x*). See :class:`QuadraticCostModel`."""
+    background: bool = False
+    """Model the static scene explicitly (False: the reference). True: the encoder reads each frame minus
+    the training images' per-pixel mean, divided by their per-pixel std (plus ``BACKGROUND_STD_FLOOR``),
+    and the decoder's logits are offset by the mean image's, so the network only has to explain what
+    moves. The statistics are buffers, set from data by :meth:`StructuredVAE.set_background` before the
+    first fit. Without it, on a scene where the moving arm is a few percent of the pixels, the decoder's
+    best start is the mean image, the latent stays uninformative (encoder means constant to 1e-3) and
+    the cost is never explained."""
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1 or self.action_dim < 1:
@@ -249,6 +259,31 @@ class StructuredVAE(nn.Module):
         self.register_buffer("Q", torch.eye(dx, dtype=f64))
         self.register_buffer("mu0", torch.zeros(dx, dtype=f64))
         self.register_buffer("V0", torch.eye(dx, dtype=f64))
+        # The static scene (SVAEConfig.background): per-pixel mean and scale of the training images.
+        shape = (cfg.channels, cfg.image_size, cfg.image_size)
+        self.register_buffer("bg_mean", torch.zeros(shape))
+        self.register_buffer("bg_scale", torch.ones(shape))
+
+    @torch.no_grad()
+    def set_background(self, images) -> None:
+        """Set the static-scene statistics from uint8 images (..., H, W, C) (no effect on the network
+        unless ``config.background``)."""
+        cfg = self.config
+        images = np.asarray(images)
+        flat = images.reshape(-1, *images.shape[-3:])
+        check_images(flat, cfg.image_size, cfg.channels, 4)
+        x = flat.astype(np.float64) / 255.0
+        mean = torch.from_numpy(x.mean(0).transpose(2, 0, 1)).float()
+        std = torch.from_numpy(x.std(0).transpose(2, 0, 1)).float()
+        self.bg_mean.copy_(mean)
+        self.bg_scale.copy_(std + BACKGROUND_STD_FLOOR)
+
+    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder logits for latents z (B, dx): the network's, plus the mean image's with ``background``."""
+        out = self.decoder(z)
+        if self.config.background:
+            out = out + torch.logit(self.bg_mean.clamp(0.01, 0.99))
+        return out
 
     # -- the LDS --------------------------------------------------------------------------------
     def set_dynamics(self, A, B, c, Q, mu0, V0) -> None:
@@ -279,6 +314,8 @@ class StructuredVAE(nn.Module):
     # -- inference ------------------------------------------------------------------------------
     def potentials(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W) in [0, 1] -> potential means and diagonal variances, each (B, dx)."""
+        if self.config.background:
+            frames = (frames - self.bg_mean) / self.bg_scale
         mean, var = self.encoder(frames)
         hidden = self.config.latent_dim - mean.shape[-1]
         if hidden:
@@ -307,7 +344,7 @@ class StructuredVAE(nn.Module):
         # Noise drawn on the CPU generator, so a seed gives the same draws on any device.
         eps = torch.randn(res.means.shape, generator=generator, dtype=torch.float64).to(res.means.device)
         z = (res.means + (chol @ eps.unsqueeze(-1)).squeeze(-1)).to(x.dtype)  # (N, T, dx)
-        recon_ll = images_log_likelihood(self.decoder(z.flatten(0, 1)), x.flatten(0, 1), "bernoulli")
+        recon_ll = images_log_likelihood(self.decoder_output(z.flatten(0, 1)), x.flatten(0, 1), "bernoulli")
         recon_ll = recon_ll.view(N, T).sum(1)
         if costs is not None:
             cost_ll = self.cost_model.log_likelihood(costs.to(z.dtype), z, actions.to(z.dtype)).sum(1)
@@ -381,7 +418,7 @@ class StructuredVAE(nn.Module):
     def decode(self, z) -> np.ndarray:
         """Latents (B, dx) -> expected images (B, H, W, C) in [0, 1], float64 (diagnostics)."""
         z = torch.as_tensor(z, dtype=torch.float32, device=module_device(self))
-        out = decoded_images(self.decoder(z), "bernoulli")
+        out = decoded_images(self.decoder_output(z), "bernoulli")
         return out.permute(0, 2, 3, 1).double().cpu().numpy()
 
     def latent_cost(self) -> LatentQuadraticCost:

@@ -43,6 +43,16 @@ def test_a_run_logs_every_iteration_and_writes_its_outputs(tiny_run):
         assert f["images"].shape == (20, 50, 16, 16, 3) and f["images"].dtype == np.uint8
         np.testing.assert_allclose(f["costs"].sum(1).mean(), rows[0]["mean_cost"])
         assert f["actions"].std() == pytest.approx(0.5, rel=0.1)  # std 0.5 x action_scale 1 N
+    # Every row says whether the representation works: probes to the true state, cost R^2, coverage.
+    pre = rows[0]["extra"]
+    for key in ("cost_r2", "probe_ee_position", "probe_velocities", "coverage_span", "coverage_cells",
+                "coverage_nearest_goal"):
+        assert np.isfinite(pre[key]), key
+    for row in rows[1:]:
+        for key in ("cost_r2", "probe_ee_position", "heldout_cost_r2", "heldout_probe_ee_position"):
+            assert np.isfinite(row["extra"][key]), key
+    with np.load(out / "data" / "pretrain.npz") as f:
+        assert f["states"].shape == (20, 50, 4)
     for name in ("summary.json", "learning_curve.png", "checkpoint.pt", "data/iter_002.npz"):
         assert (out / name).is_file(), name
 

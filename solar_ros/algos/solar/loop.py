@@ -73,6 +73,7 @@ from ..common import (
     rollout,
     summarize,
 )
+from ..probes import coverage_report, linear_probe, probe_report, state_groups
 from .config import TASK_DEFAULTS, SolarConfig
 from .models import MODEL_CLASSES, FitHook, LatentModel, RolloutData, cost_r2, latent_cost
 from .persistence import CHECKPOINT_NAME, load_data, load_run_checkpoint, save_data, save_run_checkpoint
@@ -151,16 +152,49 @@ def task_action_weights(env, cfg: SolarConfig) -> np.ndarray | None:
     return (env.cost_action / env.action_scale**2) if cfg.action_cost == "task" else None
 
 
-def latent_diagnostics(latents: np.ndarray, data: RolloutData, cost) -> dict[str, float]:
+def latent_diagnostics(latents: np.ndarray, data: RolloutData, cost,
+                       probe_groups: dict[str, list[int]] | None = None) -> dict[str, float]:
     """Diagnostics of the latent on the rollouts ``data`` (``latents``: their latent trajectories), for the
     ``extra`` of the pretraining and the iteration rows (and the node's fit metrics): how much of the
-    observed cost the latent cost explains. Further diagnostics of the latent (e.g. probes of what it
-    encodes) belong here."""
-    return {"cost_r2": cost_r2(latents, data, cost)}
+    observed cost the latent cost explains (``cost_r2``) and, where the rollouts carry true states and
+    ``probe_groups`` is given, linear probes from the latent to those states (``probe_<group>``: R^2 on
+    the last quarter of the rollouts, held out from the probe's regression; see :mod:`..probes`)."""
+    out = {"cost_r2": cost_r2(latents, data, cost)}
+    if probe_groups and data.states is not None and data.N >= 2:
+        out.update(probe_report(latents, data.states, probe_groups))
+    return out
+
+
+def heldout_diagnostics(model: LatentModel, seen: RolloutData, new: RolloutData, cost,
+                        probe_groups: dict[str, list[int]] | None = None) -> dict[str, float]:
+    """The latent on rollouts the model was not fitted on (``new``, before any refit on them): the cost
+    R^2 there (``heldout_cost_r2``) and probes fitted on ``seen`` (rollouts the model was fitted on) and
+    scored on ``new`` (``heldout_probe_<group>``). What generalises here is what the policy can use."""
+    new_latents = model.smooth(new)
+    out = {"heldout_cost_r2": cost_r2(new_latents, new, cost)}
+    if probe_groups and seen.states is not None and new.states is not None:
+        seen_latents = model.smooth(seen)
+        flat = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731
+        for name, cols in probe_groups.items():
+            y_new = flat(new.states[..., cols])
+            r2 = linear_probe(flat(seen_latents), flat(seen.states[..., cols]), flat(new_latents), y_new)
+            sst = np.sum((y_new - y_new.mean(0)) ** 2, axis=0)
+            ok = np.isfinite(r2)
+            out[f"heldout_probe_{name}"] = (float(1.0 - np.sum((1.0 - r2[ok]) * sst[ok]) / np.sum(sst[ok]))
+                                            if ok.any() else math.nan)
+    return out
+
+
+def diagnostics_line(extra: dict) -> str:
+    """One log line of the representation diagnostics in an iteration row's ``extra`` ('' if none)."""
+    keys = [k for k in extra if k.startswith(("probe_", "heldout_", "coverage_")) or k == "cost_r2"]
+    parts = [f"{k} {extra[k]:.3g}" for k in keys if isinstance(extra[k], (int, float))]
+    return ("representation: " + ", ".join(parts)) if parts else ""
 
 
 def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: RolloutData, step: StepState,
-               cfg: SolarConfig, action_weights: np.ndarray | None = None
+               cfg: SolarConfig, action_weights: np.ndarray | None = None,
+               probe_groups: dict[str, list[int]] | None = None
                ) -> tuple[LinearGaussianPolicy, StepState, dict[str, float]]:
     """SOLAR's LQR-FLM iteration on the rollouts ``buffer`` (the last ``buffer_size``).
 
@@ -168,7 +202,8 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     with the model's LDS posterior as prior (``prior_strength`` pseudo-rollouts) -> the model's
     latent cost (``action_weights``: the task's action penalty instead of the learned one) -> the
     step adaptation (``adapt_step``) -> the LQR-FLM update (``kl_step``). Returns the new policy, the
-    step state for the next iteration and the diagnostics (for the iteration's log row).
+    step state for the next iteration and the diagnostics (for the iteration's log row; ``probe_groups``:
+    see :func:`latent_diagnostics`).
     """
     latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
     cost = latent_cost(model, buffer.T, action_weights)
@@ -179,7 +214,8 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
         metrics.update({"predicted_improvement": info.predicted_improvement,
                         "actual_improvement": info.actual_improvement})
     metrics.update({"kl": info.kl, "kl_target": info.kl_target, "eta": info.eta, "step_mult": info.step_mult,
-                    "predicted_cost": info.expected_cost, **latent_diagnostics(latents, buffer, cost)})
+                    "predicted_cost": info.expected_cost,
+                    **latent_diagnostics(latents, buffer, cost, probe_groups)})
     return new_policy, step, metrics
 
 
@@ -250,6 +286,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     low, high = env.action_space.low, env.action_space.high
     image_size = env.image_shape[0]
     action_weights = task_action_weights(env, cfg)
+    probe_groups = state_groups(env.state_names, env.ee_pos_idx)
     identity = {"task": task, "seed": int(seed), "method": method, "goal": goal.tolist(), "config": asdict(cfg)}
 
     def collect(actor_for: Callable[[int], Callable], phase: int, it: int, n: int) -> list[Episode]:
@@ -287,6 +324,8 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         rows.append(row)
         line = format_table([row]).splitlines()
         (tqdm.write if progress else print)("\n".join(line if len(rows) == 1 else line[2:]))
+        if diagnostics_line(row.extra):
+            (tqdm.write if progress else print)("    " + diagnostics_line(row.extra))
         bar.set_postfix(cost=f"{row.mean_cost:.3g}", dist=f"{row.final_distance:.3f}",
                         success=f"{row.success_rate:.0%}")
         if writer is not None:
@@ -321,7 +360,8 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         terms = model.fit(data, cfg.pretrain_steps, derive_seed(seed, FIT, 0, 1), progress=progress)
         fit_s = time.perf_counter() - fit_start
         buffer = data.last(cfg.buffer_size)
-        diagnostics = latent_diagnostics(model.smooth(buffer), buffer, latent_cost(model, T))
+        diagnostics = latent_diagnostics(model.smooth(buffer), buffer, latent_cost(model, T), probe_groups)
+        diagnostics.update(coverage_report(data.states[..., list(env.ee_pos_idx)], goal, env.success_threshold))
         stats = summarize(episodes_now)
         report(IterationLog(0, data.N, data.N * T, stats["mean_cost"], stats["final_distance"], stats["success_rate"],
                             elapsed_before + clock(), {"phase": "pretrain", "model_fit_s": fit_s, **diagnostics,
@@ -337,9 +377,11 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         episodes_now = collect(actors, ITERATION, it, cfg.rollouts_per_iteration)
         new_data = RolloutData.from_episodes(episodes_now)
         data_files.append(save_data(out, f"iter_{it:03d}", new_data))
+        extra: dict = {"phase": "iteration",
+                       **heldout_diagnostics(model, data.last(cfg.buffer_size), new_data, latent_cost(model, T),
+                                             probe_groups)}
         data = data + new_data
         buffer = data.last(cfg.buffer_size)
-        extra: dict = {"phase": "iteration"}
 
         if cfg.refit_every and it % cfg.refit_every == 0:
             fit_start = time.perf_counter()
@@ -348,7 +390,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
             extra.update({"model_fit_s": time.perf_counter() - fit_start,
                           **{f"model_{k}": v for k, v in terms.items()}})
 
-        policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights)
+        policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups)
         extra.update(metrics)
         stats = summarize(episodes_now)
         finite_or_raise("mean cost", stats["mean_cost"])

@@ -56,6 +56,9 @@ class RolloutData:
     """(N, T, du) actions applied."""
     costs: np.ndarray
     """(N, T) per-step costs reported by the task (lower is better)."""
+    states: np.ndarray | None = None
+    """(N, T, ds) true low-dimensional states, when known (simulation): never seen by the model or the
+    policy, only by the diagnostics (:mod:`~solar_ros.algos.probes`)."""
 
     def __post_init__(self) -> None:
         self.images = np.asarray(self.images)
@@ -76,6 +79,10 @@ class RolloutData:
         if not np.all(np.isfinite(self.costs)):
             bad = np.argwhere(~np.isfinite(self.costs))[0]
             raise ValueError(f"costs contain NaN or Inf (first at rollout {bad[0]}, step {bad[1]})")
+        if self.states is not None:
+            self.states = np.asarray(self.states, dtype=np.float64)
+            if self.states.ndim != 3 or self.states.shape[:2] != (N, T):
+                raise ValueError(f"states must have shape ({N}, {T}, ds), got {self.states.shape}")
 
     @property
     def N(self) -> int:
@@ -92,15 +99,18 @@ class RolloutData:
         if any(e.images is None for e in episodes):
             raise ValueError("episodes were recorded without images")
         return cls(np.stack([e.images for e in episodes]), np.stack([e.U for e in episodes]),
-                   np.stack([e.costs for e in episodes]))
+                   np.stack([e.costs for e in episodes]), np.stack([e.X for e in episodes]))
 
     def __add__(self, other: "RolloutData") -> "RolloutData":
+        both = self.states is not None and other.states is not None
         return RolloutData(np.concatenate([self.images, other.images]), np.concatenate([self.actions, other.actions]),
-                           np.concatenate([self.costs, other.costs]))
+                           np.concatenate([self.costs, other.costs]),
+                           np.concatenate([self.states, other.states]) if both else None)
 
     def last(self, n: int) -> "RolloutData":
         """The most recent ``n`` rollouts (all of them if there are fewer)."""
-        return RolloutData(self.images[-n:], self.actions[-n:], self.costs[-n:])
+        return RolloutData(self.images[-n:], self.actions[-n:], self.costs[-n:],
+                           None if self.states is None else self.states[-n:])
 
 
 
@@ -245,7 +255,8 @@ class SVAELatentModel(LatentModel):
         self.du = action_dim
         self.net = StructuredVAE(SVAEConfig(image_size=image_size, latent_dim=cfg.latent_dim, action_dim=action_dim,
                                             first_stride=cfg.first_stride, encoder=cfg.encoder,
-                                            observed_dim=cfg.observed_dim, cost_form=cfg.cost_form))
+                                            observed_dim=cfg.observed_dim, cost_form=cfg.cost_form,
+                                            background=cfg.background))
         self.lds = None
         prior = self.lds_prior()
         # Start from the prior's mean dynamics: with hidden dimensions a random-walk start would leave
@@ -293,6 +304,8 @@ class SVAELatentModel(LatentModel):
                                       steps=steps, fraction=min(calls[0] / n_updates, 1.0), loss=loss))
             return params
 
+        if cfg.background and not torch.any(self.net.bg_mean):
+            self.net.set_background(data.images)  # once, from the first data fitted (saved with the weights)
         history = train_svae_weighted(self.net, _windows(data, cfg.train_window), steps, cfg, seed, training_update,
                                       progress)
         # The LDS (and the initial-state distribution the online filter starts from) from whole rollouts.

@@ -1,6 +1,7 @@
 """Files of a SOLAR run in its output directory.
 
-* the rollouts, ``data/<name>.npz`` (images, actions, costs), written once each, atomically;
+* the rollouts, ``data/<name>.npz`` (images, actions, costs, and the true states for the diagnostics),
+  written once each, atomically;
 * the checkpoint, ``checkpoint.pt``, rewritten after every iteration: the whole latent model
   (:meth:`~solar_ros.algos.solar.models.LatentModel.save`: network, LDS posterior, fitted extras;
   the same file format the model fitting node writes) with the loop's state as its ``extra``.
@@ -25,7 +26,10 @@ def save_data(out: Path | None, name: str, data: RolloutData) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.npz"
     tmp = folder / f".{name}.tmp.npz"
-    np.savez_compressed(tmp, images=data.images, actions=data.actions, costs=data.costs)
+    arrays = {"images": data.images, "actions": data.actions, "costs": data.costs}
+    if data.states is not None:
+        arrays["states"] = data.states
+    np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
     return name
 
@@ -38,7 +42,7 @@ def load_data(out: Path, names: list[str]) -> RolloutData:
         if not path.is_file():
             raise FileNotFoundError(f"cannot resume: the checkpoint lists {path}, which is missing")
         with np.load(path) as f:
-            parts.append(RolloutData(f["images"], f["actions"], f["costs"]))
+            parts.append(RolloutData(f["images"], f["actions"], f["costs"], f["states"] if "states" in f else None))
     data = parts[0]
     for p in parts[1:]:
         data = data + p
