@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 
 RATE = 250.0
 PERIOD_MS = 1e3 / RATE
-MAX_JOINT_AGE = 0.05
+MAX_JOINT_AGE = 0.1
 SCHEDULING_MARGIN_MS = 60.0
 """Allowance for the OS scheduling the controller's timer or callback late on a shared 2-core machine."""
 BOUND_MS = 2 * PERIOD_MS + SCHEDULING_MARGIN_MS
@@ -155,18 +155,16 @@ def test_stale_joint_state_zero_torque_within_two_periods(rig, ros):
 
 def test_nan_joint_state_zero_torque_within_two_periods(rig, ros):
     rig.start("nan")
-    rig.feeding = False
-    try:
-        onset = rig.publish_joints(nan=True)
-        info = rig.first_info(CommandInfo.FAULT, onset)
-        latency_ms = (_ns(info.header.stamp) - onset) * 1e-6
-        _report("NaN joint state (publication -> zero command, transport included)", latency_ms)
-        assert latency_ms <= BOUND_MS
-        end = rig.ended("nan")
-        assert end.event == EpisodeEvent.ABORT and "NaN" in end.reason
-        assert rig.zero_after(_ns(info.header.stamp))
-    finally:
-        rig.feeding = True
+    # Valid joint states keep coming after the one NaN: the zero command (and the abort) must come from
+    # the NaN's arrival itself, since the next tick may already see a valid state again.
+    onset = rig.publish_joints(nan=True)
+    info = rig.first_info(CommandInfo.FAULT, onset)
+    latency_ms = (_ns(info.header.stamp) - onset) * 1e-6
+    _report("NaN joint state (publication -> zero command, transport included)", latency_ms)
+    assert latency_ms <= BOUND_MS
+    end = rig.ended("nan")
+    assert end.event == EpisodeEvent.ABORT and "NaN" in end.reason
+    assert rig.zero_after(_ns(info.header.stamp))
     ros.spin(0.2)
 
 
