@@ -80,9 +80,11 @@ class Rig:
     def publish_policy(self, policy_id: str, K, k, std=0.1, T=10, dt=0.05) -> None:
         pol = LGPolicy(np.broadcast_to(K, (T, 7, DX)).copy(), np.broadcast_to(k, (T, 7)).copy(),
                        np.tile(np.eye(7) * std**2, (T, 1, 1)))
-        self.policy_pub.publish(policy_to_msg(PolicyPackage(pol, policy_id, dt, "latent+joints"), LinearGaussianPolicy()))
+        package = PolicyPackage(pol, policy_id, dt, "latent+joints")
+        self.policy_pub.publish(policy_to_msg(package, LinearGaussianPolicy()))
         # The controller logs each accepted policy; wait for it so the next start sees this one.
-        self.ros.spin_until(lambda: f"policy '{policy_id}'" in self.controller.log(), 10, f"policy {policy_id} accepted")
+        self.ros.spin_until(lambda: f"policy '{policy_id}'" in self.controller.log(), 10,
+                            f"policy {policy_id} accepted")
 
     def start(self, episode_id: str, deterministic=True, seed=0):
         return self.ros.call(self.start_cli, StartEpisode.Request(
