@@ -12,11 +12,26 @@ positions are in the robot's base frame (x forward, y left, z up); the table top
   position is ``right_hand`` pose * (0, 0, 0.06): on the real robot, forward kinematics from the joint
   angles gives it (:attr:`SawyerStackEnv.held_offset`, :meth:`SawyerStackEnv.block_position_from_hand`).
 * Base block: a blue 8 x 8 x 5 cm box fixed on the table, centre (0.60, 0.05, -0.215).
-* Goal: the held block's stacked pose, centred above the base block and resting on it:
-  (0.60, 0.05, -0.165). It is fixed by the geometry, not random (``_sample_goal`` draws nothing). As in
-  the other tasks a ``goal`` can be passed to the constructor or to ``reset(options=...)``; it must be a
-  stacked pose, i.e. have z = -0.165 and x in [0.40, 0.80], y in [-0.20, 0.35]; the base block is then
-  placed under it (the starts below stay where they are).
+* Stacked pose: the held block resting centred on the base block, centre (0.60, 0.05, -0.165)
+  (:attr:`SawyerStackEnv.stacked_centre`), upright and axis-aligned with the base block, in the
+  orientation it has at the starts (the hand pointing straight down, the block's x axis along the world's
+  y, its y axis along the world's x, its z axis down: :data:`STACKED_ROTATION`), so no turn about the
+  vertical is needed.
+* Block points: the cost compares a pose, not only a position. As in Guided Policy Search (Finn et al.),
+  the block's pose is represented by 3 points rigidly attached to it (:data:`BLOCK_POINTS`, block
+  frame): its centre, a point 2.5 cm along its x axis and a point 2.5 cm along its y axis (the centres of
+  two side faces). Their positions are the ``right_hand`` pose * (``held_offset`` + point): forward
+  kinematics from the joint angles gives them on the real robot (:meth:`SawyerStackEnv.block_points_from_hand`).
+  Three non-collinear points fix the block's position and orientation; a block at the right centre but
+  tilted or turned by an angle a has its two other points sqrt(2 - 2 cos a) * 2.5 cm away from theirs.
+* Goal: the 3 points of the stacked pose, a 9-vector ``[centre, x point, y point]``
+  (:meth:`SawyerStackEnv.goal_points`); ``goal[:3]`` is the stacked centre (:attr:`SawyerStackEnv.goal_centre`).
+  It is fixed by the geometry, not random (``_sample_goal`` draws nothing). As in the other tasks a
+  ``goal`` can be passed to the constructor or to ``reset(options=...)``: either the stacked centre
+  (3 numbers, expanded to the 9-vector) or the 9-vector itself, whose points must then be those of the
+  stacked pose at its centre (to 1e-6 m). The centre must be a stacked position: z = -0.165 and x in
+  [0.40, 0.80], y in [-0.20, 0.35]; the base block is then placed under it (the starts below stay
+  where they are).
 * Starts (constructor ``start``, or the task names ``sawyer_stack_0`` .. ``_2``; ``sawyer_stack`` is
   start 0), joint angles in :data:`START_POSES`, held block centre in :data:`START_BLOCK_POSITIONS`:
 
@@ -34,23 +49,27 @@ positions are in the robot's base frame (x forward, y left, z up); the table top
   (``start_noise``), zero velocity. For start 2 the arm is then moved (a few least-norm joint steps)
   so that the block's lowest corner is again 2 mm above the table: it starts resting just above it,
   never inside it.
-* State (20): ``[q (7), dq (7), block_x, block_y, block_z, block_vx, block_vy, block_vz]``: joint angles,
-  joint velocities, the held block's centre (entries 14..16) and its linear velocity (17..19).
+* State (32): ``[q (7), dq (7), centre (3), x point (3), y point (3), centre velocity (3), x point
+  velocity (3), y point velocity (3)]``: joint angles, joint velocities, the 3 block points (entries
+  14..22, ``ee_pos_idx``; the centre is 14..16) and their linear velocities (23..31, ``ee_vel_idx``).
 * Action (7): joint torques added to gravity compensation, as in ``sawyer_reach`` (limits
   +-(80, 80, 40, 40, 9, 9, 9) N m, ``action_scale`` (2, 2, 1, 1, 0.25, 0.25, 0.25)).
 * Horizon T = 50 steps of dt = 0.05 s (physics timestep 2 ms).
-* Cost per step: 0.5 * l2 * d^2 + l1 * sqrt(1e-5 + d^2) with d the distance of the held block's centre
-  to the goal, l2 = 10, l1 = 1 (metres), plus 0.5 * 0.01 * sum_i (u_i / action_scale_i)^2 (see
-  ``TaskEnv.cost_model``), exactly the form of ``sawyer_reach`` with the block in place of the hand.
-* Distance and success: ``info["distance"]`` is the Euclidean distance d of the block's centre to the
-  goal (as in every task). Success (:meth:`SawyerStackEnv.is_success`, ``info["success"]``) is a box,
-  not a sphere: the final block centre within 1.5 cm of the goal horizontally (``success_xy``) and 1 cm
-  vertically (``success_z``). ``success_threshold`` (0.01 m) is the largest sphere inside that box: a
-  distance below it always counts as success (code that only has distances, e.g. a plot's threshold
-  line, uses it), but ``info["success"]`` is the criterion. Neither the cost nor success looks at the
-  block's orientation, but a block resting tilted on the base has its centre higher than the stacked
-  pose (9 mm at a 30 degree tilt about an edge, more on a corner), so it can fail the vertical
-  tolerance.
+* Cost per step: 0.5 * l2 * D^2 + l1 * sqrt(1e-5 + D^2) with D^2 = d_c^2 + d_x^2 + d_y^2 the summed
+  squared distances of the 3 block points to the stacked pose's (the norm of the 9-vector difference on
+  ``ee_pos_idx``), l2 = 10, l1 = 1 (metres), plus 0.5 * 0.01 * sum_i (u_i / action_scale_i)^2 (see
+  ``TaskEnv.cost_model``): the form of ``sawyer_reach`` on the block's points. A block at the right
+  centre but tilted costs more than an upright one; a pure translation e gives D = sqrt(3) |e|.
+* Distance and success: ``info["distance"]`` is D, the root of the summed squared point distances (the
+  distance the cost measures, as in every task; not the RMS D / sqrt(3) nor the mean). Success
+  (:meth:`SawyerStackEnv.is_success`, ``info["success"]``) is on the centre only, and a box, not a
+  sphere: the final block centre within 1.5 cm of the stacked centre horizontally (``success_xy``) and
+  1 cm vertically (``success_z``); orientation is not checked, but a block resting tilted on the base
+  has its centre higher than the stacked pose (9 mm at a 30 degree tilt about an edge, more on a
+  corner), so it can fail the vertical tolerance. ``success_threshold`` (0.01 m) is the largest sphere
+  inside that box: since D is at least the centre's distance, D below it always counts as success (code
+  that only has distances, e.g. a plot's threshold line, uses it), but ``info["success"]`` is the
+  criterion.
 * Image: 64x64x3 uint8 from the fixed ``stack`` camera (at the robot's right side, y < 0, looking down
   at the stacking area from about 1 m): both blocks, the gripper and the forearm.
 """
@@ -85,14 +104,33 @@ START_BLOCK_POSITIONS: tuple[tuple[float, float, float], ...] = (
 TABLE_CLEARANCE = 0.002
 """Gap (m) between the block's lowest corner and the table at start 2."""
 
+BLOCK_POINTS: tuple[tuple[float, float, float], ...] = (
+    (0.0, 0.0, 0.0),
+    (STACKING.held_half_size[0], 0.0, 0.0),
+    (0.0, STACKING.held_half_size[1], 0.0),
+)
+"""The 3 points (m, block frame) the cost compares: the block's centre and the centres of its +x and +y faces."""
+
+STACKED_ROTATION: tuple[tuple[float, float, float], ...] = ((0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, -1.0))
+"""Orientation of the block in the stacked pose (block frame to base frame; columns: its axes): upright,
+axis-aligned with the base block, as at the starts (the hand pointing straight down)."""
+
 
 class SawyerStackEnv(SawyerReachEnv):
     """Torque-controlled MuJoCo Sawyer stacking a held block onto a base block (see the module docstring)."""
 
     state_names = (
         SawyerReachEnv.state_names[:14]
-        + ("block_x", "block_y", "block_z", "block_vx", "block_vy", "block_vz")
+        + ("block_x", "block_y", "block_z", "block_ax_x", "block_ax_y", "block_ax_z",
+           "block_ay_x", "block_ay_y", "block_ay_z")
+        + ("block_vx", "block_vy", "block_vz", "block_ax_vx", "block_ax_vy", "block_ax_vz",
+           "block_ay_vx", "block_ay_vy", "block_ay_vz")
     )
+    """Joint angles and velocities, then the block's centre (``block_*``), the point on its x axis
+    (``block_ax_*``) and the one on its y axis (``block_ay_*``), then their velocities."""
+    ee_pos_idx = tuple(range(14, 23))
+    """The 3 block points (the centre first, 14..16): what the cost compares to the goal."""
+    ee_vel_idx = tuple(range(23, 32))
     success_threshold = 0.01
     success_xy = 0.015
     """Success: the block's final horizontal distance to the goal is below this (m) ..."""
@@ -104,7 +142,7 @@ class SawyerStackEnv(SawyerReachEnv):
     """The start used when the constructor's ``start`` is not given."""
     goal_low = (0.40, -0.20)
     goal_high = (0.80, 0.35)
-    """A goal passed in must have x, y in this box (m) (and z = the stacked height)."""
+    """A goal passed in must have its centre's x, y in this box (m) (and z = the stacked height)."""
     stacking = STACKING
 
     def __init__(
@@ -127,10 +165,16 @@ class SawyerStackEnv(SawyerReachEnv):
         """Which of the three starts (see the module docstring)."""
         self.start_pose = np.array(START_POSES[self.start])
         """Joint angles of this start (before the noise)."""
-        self.stacked_goal = np.array(self.stacking.stacked_pos)
-        """The default goal: the held block resting centred on the base block."""
         self.held_offset = np.array(self.stacking.held_offset)
         """Centre of the held block in the ``right_hand`` frame (m)."""
+        self.block_points_local = np.array(BLOCK_POINTS)
+        """The 3 block points (rows) in the block frame (m), see :data:`BLOCK_POINTS`."""
+        self.stacked_rotation = np.array(STACKED_ROTATION)
+        """Orientation of the block in the stacked pose, see :data:`STACKED_ROTATION`."""
+        self.stacked_centre = np.array(self.stacking.stacked_pos)
+        """Centre of the held block resting centred on the base block (m)."""
+        self.stacked_goal = self.goal_points(self.stacked_centre)
+        """The default goal: the 3 block points of the stacked pose (9)."""
         self._base_lift = self.stacking.base_half_size[2] + self.stacking.held_half_size[2]
         super().__init__(goal=goal, image_obs=image_obs, image_size=image_size,
                          gravity_compensation=gravity_compensation, params_path=params_path, **kwargs)
@@ -145,6 +189,7 @@ class SawyerStackEnv(SawyerReachEnv):
                              control_dt)
         self._block = self.model.site("held_block").id
         self._block_geom = self.model.geom("held_block").id
+        self._jacr = np.zeros((3, self.model.nv))
 
     # ---- task quantities ------------------------------------------------------------------------
 
@@ -152,6 +197,16 @@ class SawyerStackEnv(SawyerReachEnv):
     def block_position(self) -> np.ndarray:
         """Centre of the held block (m, base frame), from the simulation."""
         return self.data.site_xpos[self._block].copy()
+
+    @property
+    def block_points(self) -> np.ndarray:
+        """The 3 block points (rows: centre, x point, y point; m, base frame), from the simulation."""
+        return self._x[14:23].reshape(3, 3).copy()
+
+    @property
+    def goal_centre(self) -> np.ndarray | None:
+        """The stacked centre of the current goal (its first 3 entries); None before a goal is set."""
+        return None if self.goal is None else self.goal[:3].copy()
 
     @property
     def base_block_position(self) -> np.ndarray:
@@ -162,15 +217,30 @@ class SawyerStackEnv(SawyerReachEnv):
         """The held block's centre from the ``right_hand`` pose (what forward kinematics gives on the robot)."""
         return np.asarray(hand_position) + np.asarray(hand_rotation) @ self.held_offset
 
+    def block_points_from_hand(self, hand_position: np.ndarray, hand_rotation: np.ndarray) -> np.ndarray:
+        """The 3 block points (rows) from the ``right_hand`` pose: forward kinematics on the robot (the block's
+        frame has the hand's orientation)."""
+        local = self.held_offset + self.block_points_local
+        return np.asarray(hand_position) + local @ np.asarray(hand_rotation).T
+
+    def goal_points(self, centre: Sequence[float]) -> np.ndarray:
+        """The goal 9-vector of the stacked pose with block centre ``centre``: the 3 block points with the
+        block in :data:`STACKED_ROTATION` (no check that ``centre`` is a stacked position)."""
+        centre = np.asarray(centre, dtype=np.float64)
+        if centre.shape != (3,):
+            raise ValueError(f"centre must have shape (3,), got {centre.shape}")
+        return (centre + self.block_points_local @ self.stacked_rotation.T).ravel()
+
     def is_success(self, state: np.ndarray, goal: np.ndarray | None = None) -> bool | np.ndarray:
-        """The block's centre within ``success_xy`` horizontally and ``success_z`` vertically of the goal."""
+        """The block's centre within ``success_xy`` horizontally and ``success_z`` vertically of the goal's
+        centre (orientation is not checked); ``goal`` may be the 9-vector or its centre."""
         goal = self.goal if goal is None else np.asarray(goal, dtype=np.float64)
         if goal is None:
             raise RuntimeError("no goal yet: call reset() or pass goal")
         state = np.asarray(state, dtype=np.float64)
         if state.shape[-1] != self.state_dim:
             raise ValueError(f"state must end in dimension {self.state_dim}, got shape {state.shape}")
-        err = state[..., list(self.ee_pos_idx)] - goal
+        err = state[..., 14:17] - goal[:3]
         ok = (np.linalg.norm(err[..., :2], axis=-1) < self.success_xy) & (np.abs(err[..., 2]) < self.success_z)
         return bool(ok) if ok.ndim == 0 else ok
 
@@ -179,21 +249,43 @@ class SawyerStackEnv(SawyerReachEnv):
     def _sample_goal(self, rng):
         return self.stacked_goal.copy()  # fixed by the task's geometry: nothing is drawn
 
+    def _validated_goal(self, goal) -> np.ndarray:
+        # A goal may be given as the stacked centre (3 numbers): it stands for the stacked pose's 9-vector.
+        try:
+            g = np.asarray(goal, dtype=np.float64)
+        except (TypeError, ValueError):
+            g = None
+        if g is not None and g.shape == (3,):
+            if not np.all(np.isfinite(g)):
+                raise ValueError(f"goal contains NaN or Inf: {g}")
+            goal = self.goal_points(g)
+        elif g is not None and g.shape not in ((3,), (self.goal_dim,)):
+            raise ValueError(f"a sawyer_stack goal is the stacked centre (3,) or the stacked pose's 3 block "
+                             f"points ({self.goal_dim},), got shape {g.shape}")
+        return super()._validated_goal(goal)
+
     def _check_goal(self, goal):
-        z = self.stacked_goal[2]
-        if (abs(goal[2] - z) > 1e-6 or not self.goal_low[0] <= goal[0] <= self.goal_high[0]
-                or not self.goal_low[1] <= goal[1] <= self.goal_high[1]):
+        centre = goal[:3]
+        z = self.stacked_centre[2]
+        if (abs(centre[2] - z) > 1e-6 or not self.goal_low[0] <= centre[0] <= self.goal_high[0]
+                or not self.goal_low[1] <= centre[1] <= self.goal_high[1]):
             raise ValueError(
-                f"sawyer_stack goal {goal} is not a stacked pose: it needs z = {z:.4f} (the held block resting "
-                f"on the base block) and x in [{self.goal_low[0]}, {self.goal_high[0]}], "
+                f"sawyer_stack goal centre {centre} is not a stacked pose: it needs z = {z:.4f} (the held block "
+                f"resting on the base block) and x in [{self.goal_low[0]}, {self.goal_high[0]}], "
                 f"y in [{self.goal_low[1]}, {self.goal_high[1]}]"
+            )
+        expected = self.goal_points(centre)
+        if np.max(np.abs(goal - expected)) > 1e-6:
+            raise ValueError(
+                f"sawyer_stack goal {goal} is not a stacked pose: its block points must be "
+                f"{np.round(expected, 4).tolist()} (the block upright and axis-aligned at that centre)"
             )
 
     def _reset_physics(self, rng):
         mujoco.mj_resetData(self.model, self.data)
         q = self.start_pose + rng.uniform(-self.start_noise, self.start_noise, size=7)
         self.data.qpos[self._qpos_adr] = np.clip(q, self.limits["lower"], self.limits["upper"])
-        self.data.mocap_pos[0] = self.goal - np.array([0.0, 0.0, self._base_lift])
+        self.data.mocap_pos[0] = self.goal[:3] - np.array([0.0, 0.0, self._base_lift])
         mujoco.mj_forward(self.model, self.data)
         if self.start == 2:
             self._rest_block_above_table()
@@ -218,9 +310,12 @@ class SawyerStackEnv(SawyerReachEnv):
 
     def _update_state(self) -> None:
         d = self.data
-        mujoco.mj_jacSite(self.model, d, self._jacp, None, self._block)
+        mujoco.mj_jacSite(self.model, d, self._jacp, self._jacr, self._block)
+        centre = d.site_xpos[self._block]
+        arms = self.block_points_local @ d.geom_xmat[self._block_geom].reshape(3, 3).T  # centre to each point
+        v, w = self._jacp @ d.qvel, self._jacr @ d.qvel  # the block's linear and angular velocity
         self._x = np.concatenate([
-            d.qpos[self._qpos_adr], d.qvel[self._dof_adr], d.site_xpos[self._block], self._jacp @ d.qvel,
+            d.qpos[self._qpos_adr], d.qvel[self._dof_adr], (centre + arms).ravel(), (v + np.cross(w, arms)).ravel(),
         ])
 
 

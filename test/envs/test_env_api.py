@@ -18,9 +18,9 @@ EXPECTED = {  # (state_dim, action_dim, image shape, horizon, success threshold)
     "reacher": (8, 2, (64, 64, 3), 50, 0.05),
     "reacher_paper": (8, 2, (64, 64, 3), 50, 0.05),
     "sawyer_reach": (20, 7, (64, 64, 3), 50, 0.05),
-    "sawyer_stack": (20, 7, (64, 64, 3), 50, 0.01),
-    "sawyer_stack_1": (20, 7, (64, 64, 3), 50, 0.01),
-    "sawyer_stack_2": (20, 7, (64, 64, 3), 50, 0.01),
+    "sawyer_stack": (32, 7, (64, 64, 3), 50, 0.01),
+    "sawyer_stack_1": (32, 7, (64, 64, 3), 50, 0.01),
+    "sawyer_stack_2": (32, 7, (64, 64, 3), 50, 0.01),
 }
 GOAL_COLOR_CHANNEL = {  # red, red, green markers; the stacking goal is shown by the blue base block under it
     "point": 0, "reacher": 0, "reacher_paper": 0, "sawyer_reach": 1,
@@ -31,7 +31,7 @@ FIXED_GOAL = {"reacher_paper", "sawyer_stack", "sawyer_stack_1", "sawyer_stack_2
 FIXED_START = {"reacher_paper"}
 """Tasks whose initial state does not depend on the seed."""
 STACKED_HEIGHT = {"sawyer_stack", "sawyer_stack_1", "sawyer_stack_2"}
-"""Tasks whose goals must keep the default goal's height."""
+"""Tasks whose goals must keep the default goal's height (a stacked pose: 3 block points, moved alike)."""
 
 
 def _name(env) -> str:
@@ -138,7 +138,7 @@ def test_cost_model_terms(env):
     assert not np.any(env.cost_model().terms[0].target == 123.0)
     goal = env.goal * 0.5
     if _name(env) in STACKED_HEIGHT:
-        goal = env.goal + [-0.05, 0.05, 0.0]
+        goal = env.goal + np.tile([-0.05, 0.05, 0.0], 3)
     other = env.cost_model(goal=goal)
     np.testing.assert_allclose(other.terms[0].target, goal)
 
@@ -168,7 +168,7 @@ def test_goal_from_options_and_constructor(env):
     random_goal = env.goal.copy()
     goal = random_goal * 0.9 + 0.01
     if name in STACKED_HEIGHT:
-        goal[2] = random_goal[2]
+        goal = random_goal + np.tile([-0.05, 0.04, 0.0], 3)
     _, info = env.reset(seed=0, options={"goal": goal})
     np.testing.assert_array_equal(env.goal, goal)
     np.testing.assert_array_equal(info["goal"], goal)
@@ -273,6 +273,8 @@ def test_images_show_the_goal(env):
     g0 = env.goal.copy()
     g1 = g0.copy()
     g1[0] += -0.3 if name == "point" else -0.08  # move the goal along x (towards the robot / left)
+    if name in STACKED_HEIGHT:
+        g1[3::3] += -0.08  # a stacked pose: its other block points move with the centre
     centroids = []
     for g in (g0, g1):
         obs, _ = env.reset(seed=0, options={"goal": g})

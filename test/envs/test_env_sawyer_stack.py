@@ -1,5 +1,5 @@
-"""sawyer_stack: geometry of the starts and the goal, contacts, the success box, the cost from kinematics,
-solvability by a scripted controller, determinism and the images."""
+"""sawyer_stack: geometry of the starts and the goal, contacts, the success box, the pose cost on 3 block
+points from kinematics, solvability by a scripted controller, determinism and the images."""
 from __future__ import annotations
 
 import sys
@@ -9,9 +9,18 @@ import mujoco
 import numpy as np
 import pytest
 
+from solar_ros.algos.probes import state_groups
 from solar_ros.envs import TASKS, make
 from solar_ros.envs.sawyer_model import TABLE_TOP, build_mjcf
-from solar_ros.envs.sawyer_stack import STACKING, START_BLOCK_POSITIONS, START_POSES, TABLE_CLEARANCE, SawyerStackEnv
+from solar_ros.envs.sawyer_stack import (
+    BLOCK_POINTS,
+    STACKED_ROTATION,
+    STACKING,
+    START_BLOCK_POSITIONS,
+    START_POSES,
+    TABLE_CLEARANCE,
+    SawyerStackEnv,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sawyer_kinematics import link_poses, random_configs  # noqa: E402
@@ -20,6 +29,9 @@ HELD_HALF = np.array(STACKING.held_half_size)
 BASE_HALF = np.array(STACKING.base_half_size)
 BASE_CENTRE = np.array([0.60, 0.05, TABLE_TOP + BASE_HALF[2]])
 GOAL = BASE_CENTRE + [0.0, 0.0, BASE_HALF[2] + HELD_HALF[2]]
+"""The stacked centre."""
+GOAL_POINTS = np.r_[GOAL, GOAL + [0.0, 0.025, 0.0], GOAL + [0.025, 0.0, 0.0]]
+"""The stacked pose's 3 block points, written out: the block's x axis lies along the world's y, its y axis along x."""
 SIDE_FACE_X = BASE_CENTRE[0] - BASE_HALF[0] - HELD_HALF[0]
 """The held block's centre cannot pass this x (m) at table height: its face touches the base's side there."""
 
@@ -52,7 +64,7 @@ def _osc(env, p_des, R_des, omega=6.0, omega_r=8.0):
     mujoco.mj_fullM(m, d, M)
     M = M[:7, :7]
     x = env.state
-    p, v, dq = x[14:17], x[17:20], x[7:14]
+    p, v, dq = x[14:17], x[23:26], x[7:14]
     R = env.hand_rotation
     rot_err = 0.5 * sum(np.cross(R[:, i], R_des[:, i]) for i in range(3))
     acc = np.r_[omega**2 * (p_des - p) - 2 * omega * v, omega_r**2 * rot_err - 2 * omega_r * (jr[:, :7] @ dq)]
@@ -148,17 +160,49 @@ def test_reset_is_the_start_plus_small_noise_without_contacts(start):
 def test_goal_is_the_stacked_pose_and_fixed(env):
     for seed in range(3):
         _, info = env.reset(seed=seed)
-        np.testing.assert_allclose(env.goal, GOAL, atol=1e-12)
-        np.testing.assert_allclose(info["goal"], GOAL, atol=1e-12)
+        np.testing.assert_allclose(env.goal, GOAL_POINTS, atol=1e-12)
+        np.testing.assert_allclose(info["goal"], GOAL_POINTS, atol=1e-12)
+        np.testing.assert_allclose(env.goal_centre, GOAL, atol=1e-12)
         np.testing.assert_allclose(env.base_block_position, BASE_CENTRE, atol=1e-12)
-    np.testing.assert_allclose(env.stacked_goal, STACKING.stacked_pos)
-    # A goal passed in must be a stacked pose; the base block goes under it.
+    np.testing.assert_allclose(env.stacked_centre, STACKING.stacked_pos)
+    np.testing.assert_allclose(env.stacked_goal, GOAL_POINTS, atol=1e-12)
+    assert env.goal_dim == 9
+    # A goal passed in is a stacked centre or the stacked pose's 9-vector; the base block goes under it.
     other = GOAL + [-0.05, 0.04, 0.0]
-    env.reset(seed=0, options={"goal": other})
-    np.testing.assert_allclose(env.base_block_position, other - [0, 0, BASE_HALF[2] + HELD_HALF[2]], atol=1e-12)
-    for bad in (GOAL + [0, 0, 0.01], GOAL + [0.5, 0, 0], GOAL + [0, -0.4, 0]):
+    other_points = GOAL_POINTS + np.tile([-0.05, 0.04, 0.0], 3)
+    for given in (other, other_points, list(other)):
+        env.reset(seed=0, options={"goal": given})
+        np.testing.assert_allclose(env.goal, other_points, atol=1e-12)
+        np.testing.assert_allclose(env.base_block_position, other - [0, 0, BASE_HALF[2] + HELD_HALF[2]], atol=1e-12)
+    fixed = make("sawyer_stack", goal=other, image_obs=False)
+    fixed.reset(seed=1)
+    np.testing.assert_allclose(fixed.goal, other_points, atol=1e-12)
+    np.testing.assert_allclose(fixed.cost_model(goal=GOAL).terms[0].target, GOAL_POINTS, atol=1e-12)
+    fixed.close()
+    for bad in (GOAL + [0, 0, 0.01], GOAL + [0.5, 0, 0], GOAL + [0, -0.4, 0],
+                GOAL_POINTS + np.tile([0, 0, 0.01], 3),  # every point too high
+                GOAL_POINTS + np.r_[0, 0, 0, 0, 0, 0.01, 0, 0, 0],  # the right centre, tilted
+                np.r_[GOAL, GOAL + [0.025, 0, 0], GOAL + [0, 0.025, 0]]):  # turned 90 degrees and mirrored
         with pytest.raises(ValueError, match="stacked pose"):
             env.reset(seed=0, options={"goal": bad})
+    for bad in (GOAL[:2], np.r_[GOAL, 0.0], np.full(3, np.nan), np.full(9, np.inf)):
+        with pytest.raises(ValueError):
+            env.reset(seed=0, options={"goal": bad})
+    env.reset(seed=0)
+
+
+def test_stacked_orientation_is_the_starts_and_upright(env):
+    """The stacked pose's block orientation is a proper rotation, upright and axis-aligned, and the block's
+    orientation at every start (the hand pointing down): reaching it needs no turn about the vertical."""
+    R = np.array(STACKED_ROTATION)
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(R) == pytest.approx(1.0)
+    assert np.all(np.isin(R, (-1.0, 0.0, 1.0)))
+    env.reset(seed=0)
+    for q in START_POSES:
+        env.set_joint_state(q)
+        np.testing.assert_allclose(env.data.geom_xmat[env.model.geom("held_block").id].reshape(3, 3), R, atol=2e-3)
+    np.testing.assert_allclose(BLOCK_POINTS, [[0, 0, 0], [HELD_HALF[0], 0, 0], [0, HELD_HALF[1], 0]])
     env.reset(seed=0)
 
 
@@ -180,36 +224,103 @@ def test_zero_torque_holds_the_start_and_gravity_compensation_covers_the_gripper
 
 # ---- the cost and the state from kinematics ----------------------------------------------------------
 
-def test_block_is_the_hand_pose_times_a_fixed_offset(env):
-    """On the real robot the block's position (the cost's input) is forward kinematics times a constant."""
+def _points_from_kinematics(q, held_offset) -> np.ndarray:
+    """The 3 block points (9) by independent forward kinematics from the yaml: hand pose * (offset + point)."""
+    hand = link_poses(q)["right_hand"]
+    local = np.asarray(held_offset) + np.array([[0, 0, 0], [0.025, 0, 0], [0, 0.025, 0]])
+    return (local @ hand[:3, :3].T + hand[:3, 3]).ravel()
+
+
+def test_block_points_are_the_hand_pose_times_fixed_offsets(env):
+    """On the real robot the 3 block points (the cost's input) are forward kinematics times constants."""
     env.reset(seed=0)
     rng = np.random.default_rng(0)
+    assert env.state_dim == 32 and env.ee_pos_idx == tuple(range(14, 23)) and env.ee_vel_idx == tuple(range(23, 32))
     for q in random_configs(6, seed=11):
         dq = rng.normal(size=7)
         x = env.set_joint_state(q, dq)
-        hand = link_poses(q)["right_hand"]  # independent forward kinematics from the yaml
-        block = hand[:3, :3] @ env.held_offset + hand[:3, 3]
-        np.testing.assert_allclose(x[14:17], block, atol=1e-9)
-        np.testing.assert_allclose(env.block_position_from_hand(env.hand_position, env.hand_rotation), block,
+        points = _points_from_kinematics(q, env.held_offset)
+        np.testing.assert_allclose(x[14:23], points, atol=1e-9)
+        np.testing.assert_allclose(env.block_points, points.reshape(3, 3), atol=1e-9)
+        np.testing.assert_allclose(env.block_points_from_hand(env.hand_position, env.hand_rotation).ravel(), points,
                                    atol=1e-9)
+        np.testing.assert_allclose(env.block_position_from_hand(env.hand_position, env.hand_rotation), points[:3],
+                                   atol=1e-9)
+        # The points keep their distances (a rigid body) and their velocities are d/dt of the positions.
+        p = points.reshape(3, 3)
+        np.testing.assert_allclose(np.linalg.norm(p[1:] - p[0], axis=1), 0.025, atol=1e-12)
+        assert abs(np.dot(p[1] - p[0], p[2] - p[0])) < 1e-12
         h = 1e-6
-        pose = lambda qq: link_poses(qq)["right_hand"]  # noqa: E731
-        fd = ((pose(q + h * dq)[:3, :3] @ env.held_offset + pose(q + h * dq)[:3, 3])
-              - (pose(q - h * dq)[:3, :3] @ env.held_offset + pose(q - h * dq)[:3, 3])) / (2 * h)
-        np.testing.assert_allclose(x[17:20], fd, atol=1e-6)
+        fd = (_points_from_kinematics(q + h * dq, env.held_offset)
+              - _points_from_kinematics(q - h * dq, env.held_offset)) / (2 * h)
+        np.testing.assert_allclose(x[23:32], fd, atol=1e-6)
     np.testing.assert_allclose(env.held_offset, [0.0, 0.0, 0.06])
 
 
-def test_cost_is_the_reach_form_on_the_block(env):
+def test_probe_groups_see_the_points_as_the_end_effector(env):
+    groups = state_groups(env.state_names, env.ee_pos_idx)
+    assert groups["ee_position"] == list(range(14, 23))
+    assert groups["joint_angles"] == list(range(7))
+    assert groups["velocities"] == list(range(7, 14)) + list(range(23, 32))
+
+
+def test_cost_is_the_reach_form_on_the_three_block_points(env):
     env.reset(seed=1)
     rng = np.random.default_rng(1)
     for _ in range(5):
         u = rng.normal(size=7) * env.action_scale
         x = env.state
-        _, reward, _, _, info = env.step(u)
-        d2 = np.sum((x[14:17] - GOAL) ** 2)
+        obs, reward, _, _, info = env.step(u)
+        points = _points_from_kinematics(x[:7], env.held_offset).reshape(3, 3)
+        d2 = np.sum((points - GOAL_POINTS.reshape(3, 3)) ** 2)  # summed squared distances of the 3 points
         expected = 0.5 * 10.0 * d2 + 1.0 * np.sqrt(1e-5 + d2) + 0.5 * 0.01 * np.sum((u / env.action_scale) ** 2)
-        assert info["cost"] == pytest.approx(expected, rel=1e-12) and reward == -info["cost"]
+        assert info["cost"] == pytest.approx(expected, rel=1e-9) and reward == -info["cost"]
+        after = _points_from_kinematics(obs["state"][:7], env.held_offset).reshape(3, 3)
+        distance = np.sqrt(np.sum(np.linalg.norm(after - GOAL_POINTS.reshape(3, 3), axis=1) ** 2))
+        assert info["distance"] == pytest.approx(distance, rel=1e-9)
+
+
+def _state_with_block(env, centre, R) -> np.ndarray:
+    """A state whose block has centre ``centre`` and orientation ``R`` (block to base frame), at rest."""
+    x = env.state.copy()
+    x[14:23] = (np.asarray(centre) + np.array(BLOCK_POINTS) @ R.T).ravel()
+    x[23:32] = 0.0
+    return x
+
+
+def _rot(axis, angle) -> np.ndarray:
+    axis = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+
+
+@pytest.mark.parametrize("axis", [(1, 0, 0), (0, 1, 0), (1, 1, 0), (0, 0, 1)])
+def test_a_tilted_or_turned_block_at_the_stacked_centre_costs_more(env, axis):
+    """The cost sees the pose: at the stacked centre, a block tilted (or turned about the vertical) costs
+    more than the upright one, more the larger the angle; success, on the centre only, is unchanged."""
+    env.reset(seed=0)
+    R0 = np.array(STACKED_ROTATION)
+    cost = env.cost_model()
+    u = np.zeros((1, 7))
+    upright = _state_with_block(env, GOAL, R0)
+    assert env.distance(upright) == pytest.approx(0.0, abs=1e-12)
+    previous = cost.eval(upright[None], u).l[0]
+    for degrees in (5, 15, 29, 45):
+        a = np.radians(degrees)
+        tilted = _state_with_block(env, GOAL, _rot(axis, a) @ R0)
+        now = cost.eval(tilted[None], u).l[0]
+        assert now > previous
+        previous = now
+        assert env.is_success(tilted) and env.is_success(upright)
+        # D lies between the chord 2.5 cm * sqrt(2 - 2 cos a) and sqrt(2) times it (both points moving by it)
+        chord = 0.025 * np.sqrt(2 - 2 * np.cos(a))
+        assert chord - 1e-12 <= env.distance(tilted) <= np.sqrt(2) * chord + 1e-12
+    # The issue's case: set down tilted by 29 degrees about an edge, the centre rests 11 mm high. That fails
+    # the box (as before), and now the cost sees more than the centre's 11 mm.
+    resting = _state_with_block(env, GOAL + [0, 0, 0.011], _rot((1, 0, 0), np.radians(29)) @ R0)
+    assert not env.is_success(resting)
+    assert env.distance(resting) > 0.015
+    assert cost.eval(resting[None], u).l[0] > cost.eval(_state_with_block(env, GOAL + [0, 0, 0.011], R0)[None], u).l[0]
 
 
 # ---- success ---------------------------------------------------------------------------------------
@@ -226,13 +337,16 @@ def test_cost_is_the_reach_form_on_the_block(env):
 ])
 def test_success_is_the_box_around_the_stacked_pose(env, offset, success):
     env.reset(seed=0)
-    x = env.state.copy()
-    x[14:17] = GOAL + np.asarray(offset)
+    x = _state_with_block(env, GOAL + np.asarray(offset), np.array(STACKED_ROTATION))
     assert env.is_success(x) is success
-    if np.linalg.norm(offset) < env.success_threshold:
+    if env.distance(x) < env.success_threshold:
         assert success  # below success_threshold always counts
     batch = np.stack([x, x])
     np.testing.assert_array_equal(env.is_success(batch), [success, success])
+    # Success is on the centre only: the block's orientation does not change it.
+    turned = _state_with_block(env, GOAL + np.asarray(offset), _rot((1, 1, 0), 0.5) @ np.array(STACKED_ROTATION))
+    assert env.is_success(turned) is success
+    assert env.is_success(turned, goal=GOAL) is success and env.is_success(turned, goal=GOAL_POINTS) is success
 
 
 # ---- contacts -----------------------------------------------------------------------------------------
@@ -297,6 +411,9 @@ def test_scripted_controller_stacks_from_each_start(start):
     targets += [GOAL] * (e.horizon - len(targets))
     states, infos, peak = _drive(e, targets, R)
     assert infos[-1]["success"], f"start {start}: final error {states[-1][14:17] - GOAL}"
+    # The pose too: set down upright and not turned, the points around the centre are where the goal's are.
+    P, G = states[-1][14:23].reshape(3, 3), GOAL_POINTS.reshape(3, 3)
+    assert np.max(np.linalg.norm((P - P[0]) - (G - G[0]), axis=1)) < 0.002
     assert peak < 1.0  # never clipped
     assert e.t == e.horizon
 
