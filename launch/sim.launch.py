@@ -12,11 +12,11 @@ same description ``solar-ros launch sim`` uses where ``ros2 launch`` is not avai
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
 from solar_ros.launcher import get_profile
 
 PROFILE = "sim"
@@ -38,9 +38,11 @@ def generate_launch_description():
         DeclareLaunchArgument("output_dir", default_value="runs/episodes", description="where episodes are recorded"),
         DeclareLaunchArgument("results_dir", default_value="runs/node_train",
                               description="where the trainer writes summary.json and learning_curve.png"),
-        DeclareLaunchArgument("method", default_value="lqr_joints", description="fit method: lqr_joints, solar or dsae"),
+        DeclareLaunchArgument("method", default_value="lqr_joints",
+                              description="fit method: lqr_joints, solar or dsae"),
         DeclareLaunchArgument("state_source", default_value="joints",
-                              description="controller state: joints (lqr_joints), latent (solar) or latent+joints (dsae)"),
+                              description="controller state: joints (lqr_joints), latent (solar) "
+                                          "or latent+joints (dsae)"),
         DeclareLaunchArgument("seed", default_value="0", description="run seed"),
     ]
     spec = get_profile(PROFILE)

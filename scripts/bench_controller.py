@@ -30,10 +30,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (Bench, Proc, camera_proc, controller_proc, CpuWindow, frame_to_torque,  # noqa: E402
-                          load_text, p50_p99_max, print_frame_to_torque, stamp_ns)
-
 import rclpy  # noqa: E402
+from bench_common import (  # noqa: E402
+    Bench,
+    CpuWindow,
+    Proc,
+    camera_proc,
+    controller_proc,
+    frame_to_torque,
+    load_text,
+    p50_p99_max,
+    print_frame_to_torque,
+    stamp_ns,
+)
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
@@ -121,8 +130,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         print("\ncommand stream (controller_node, active episode, joint state input)")
-        print(f"{'target':>8} {'sent/s':>8} {'recv/s':>8} | {'gap p50':>8} {'p99':>7} {'max':>7} (ms, controller stamps)"
-              f" | {'arrival p50':>11} {'p99':>7} {'max':>7} (ms) | cpu | load (1 min)")
+        print(f"{'target':>8} {'sent/s':>8} {'recv/s':>8} | {'gap p50':>8} {'p99':>7} {'max':>7}"
+              f" (ms, controller stamps) | {'arrival p50':>11} {'p99':>7} {'max':>7} (ms) | cpu | load (1 min)")
         for rate in args.rates:
             r = bench_stream(rate, args.seconds, tmp)
             g, a = r["gap"], r["arrival_gap"]

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1:
         parser.error("--steps must be positive")
     tasks = args.task or list(TASKS)
-    header = f"{'task':<14}{'steps/s (img)':>15}{'steps/s (state)':>17}{'renders/s':>11}{'RTF (img)':>11}{'RTF (state)':>13}"
+    header = (f"{'task':<14}{'steps/s (img)':>15}{'steps/s (state)':>17}{'renders/s':>11}"
+              f"{'RTF (img)':>11}{'RTF (state)':>13}")
     print(header)
     print("-" * len(header))
     for task in tasks:

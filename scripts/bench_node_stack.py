@@ -33,8 +33,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import (REPO, Proc, camera_proc, controller_proc, cpu_seconds, frame_to_torque,  # noqa: E402
-                          load_text, print_frame_to_torque)
+from bench_common import (  # noqa: E402
+    REPO,
+    Proc,
+    camera_proc,
+    controller_proc,
+    cpu_seconds,
+    frame_to_torque,
+    load_text,
+    print_frame_to_torque,
+)
+
 
 def make_checkpoint(kind: str, path: Path) -> tuple[str, int]:
     """A 64x64 model of ``kind`` ('svae' or 'dsae'); returns (model_id, latent dim)."""
@@ -155,7 +164,8 @@ def main() -> int:
             print(f"{'run':<42} {'episodes':>8} {'wall s':>7} {'final dist':>10} {'success':>7}")
             for label, s, wall in (("nodes: solar-ros launch sim (lqr_joints)", r["nodes"], r["nodes_wall"]),
                                    ("solar-ros train --method lqr_state", r["train"], r["train_wall"])):
-                print(f"{label:<42} {s['episodes']:>8} {wall:>7.1f} {s['final_distance']:>10.4f} {s['success_rate']:>7.0%}")
+                print(f"{label:<42} {s['episodes']:>8} {wall:>7.1f} {s['final_distance']:>10.4f} "
+                      f"{s['success_rate']:>7.0%}")
             print("average CPU per node process during the node run: "
                   + ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(r["cpu"].items(), key=lambda kv: -kv[1])))
     print(f"{load_text()} at the end")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from solar_ros.algos.common import initial_policy
-from solar_ros.algos.solar import TASK_DEFAULTS, latent_cost, SVAELatentModel
+from solar_ros.algos.solar import TASK_DEFAULTS, SVAELatentModel, latent_cost
 from solar_ros.core import lqr_flm
 from solar_ros.core.dynamics import BayesianLDS, fit_dynamics
 from solar_ros.models.svae import StructuredVAE, SVAEConfig
@@ -85,7 +85,8 @@ def main() -> None:
     window = cfg.train_window or T
     step_s = gradient_step_time(S, cfg.first_stride, cfg.batch_size, dx, window, args.step_repeats, cfg.encoder,
                                 cfg.observed_dim)
-    print(f"\nSVAE gradient step, {cfg.encoder} encoder, first stride {cfg.first_stride}, {cfg.batch_size} windows of {window} steps: "
+    print(f"\nSVAE gradient step, {cfg.encoder} encoder, first stride {cfg.first_stride}, "
+          f"{cfg.batch_size} windows of {window} steps: "
           f"{step_s * 1e3:8.1f} ms ({step_s / (cfg.batch_size * window) * 1e3:.2f} ms per frame)")
     if args.reference:
         ref_s = gradient_step_time(S, 1, 2, dx, T, args.step_repeats)
@@ -103,7 +104,8 @@ def main() -> None:
     conj_s = float(np.median(timed(
         lambda: prior.posterior(BayesianLDS.sufficient_stats_from_smoother(stats, actions)), 5)))
     lds = prior.posterior(BayesianLDS.sufficient_stats_from_smoother(stats, actions))
-    fit_s = float(np.median(timed(lambda: fit_dynamics(stats.means, actions, prior=lds.as_prior(cfg.prior_strength)), 5)))
+    fit_s = float(np.median(timed(
+        lambda: fit_dynamics(stats.means, actions, prior=lds.as_prior(cfg.prior_strength)), 5)))
     dynamics = fit_dynamics(stats.means, actions, prior=lds.as_prior(cfg.prior_strength))
     model.lds = lds
     cost = latent_cost(model, T)

@@ -27,7 +27,8 @@ DEFAULT_URDF = REPO / "urdf" / "sawyer.urdf"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", type=Path, default=None, help="Sawyer facts yaml (default: config/sawyer_parameters.yaml)")
+    parser.add_argument("--params", type=Path, default=None,
+                        help="Sawyer facts yaml (default: config/sawyer_parameters.yaml)")
     parser.add_argument("--urdf", type=Path, default=DEFAULT_URDF, help="where to write the URDF")
     parser.add_argument("--mjcf", type=Path, default=None, help="also write the MuJoCo model here")
     parser.add_argument("--stack-mjcf", type=Path, default=None,

@@ -58,9 +58,24 @@ from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.dsae import DeepSpatialAutoencoder, DSAEConfig, feature_points_to_pixels
 from ..models.train import DSAETrainConfig, train_dsae
 from . import lqr_state
-from .common import (Episode, IterationLog, LQRFLMLoop, RunResult, Stopwatch, finite_or_raise, format_table,
-                     initial_policy, plot_learning_curve, policy_actor, policy_arrays, policy_from_arrays,
-                     rollout, save_npz_atomic, summarize, write_json_atomic)
+from .common import (
+    Episode,
+    IterationLog,
+    LQRFLMLoop,
+    RunResult,
+    Stopwatch,
+    finite_or_raise,
+    format_table,
+    initial_policy,
+    plot_learning_curve,
+    policy_actor,
+    policy_arrays,
+    policy_from_arrays,
+    rollout,
+    save_npz_atomic,
+    summarize,
+    write_json_atomic,
+)
 
 log = logging.getLogger(__name__)
 

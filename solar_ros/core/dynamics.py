@@ -186,7 +186,8 @@ class GlobalLinearPrior:
         self.f = _as_float("GlobalLinearPrior.f", self.f)
         self.Q = _as_float("GlobalLinearPrior.Q", self.Q)
         if self.f.shape != (dx,) or self.Q.shape != (dx, dx):
-            raise ValueError(f"GlobalLinearPrior needs f ({dx},) and Q ({dx}, {dx}); got {self.f.shape}, {self.Q.shape}")
+            raise ValueError(f"GlobalLinearPrior needs f ({dx},) and Q ({dx}, {dx}); "
+                             f"got {self.f.shape}, {self.Q.shape}")
         self.Q = _sym(self.Q)
         if not (np.isfinite(self.strength) and self.strength > 0):
             raise ValueError(f"GlobalLinearPrior.strength must be positive, got {self.strength}")
@@ -311,7 +312,8 @@ class BayesianLDS:
         self.V = _as_float("BayesianLDS.V", self.V)
         self.Psi = _as_float("BayesianLDS.Psi", self.Psi)
         if self.V.shape != (p, p) or self.Psi.shape != (dx, dx):
-            raise ValueError(f"BayesianLDS needs V ({p}, {p}) and Psi ({dx}, {dx}); got {self.V.shape}, {self.Psi.shape}")
+            raise ValueError(f"BayesianLDS needs V ({p}, {p}) and Psi ({dx}, {dx}); "
+                             f"got {self.V.shape}, {self.Psi.shape}")
         self.V, self.Psi = _sym(self.V), _sym(self.Psi)
         _logdet_pd("BayesianLDS.V", self.V)
         _logdet_pd("BayesianLDS.Psi", self.Psi)

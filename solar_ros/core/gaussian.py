@@ -399,7 +399,8 @@ def rts_smoother(params: LDSParams, Y: np.ndarray, R: np.ndarray,
         P_pred = filt.predicted_covs[:, t + 1]
         # Smoother gain G = P_f A^T P_pred^{-1}, computed as (P_pred^{-1} A P_f)^T.
         G = np.swapaxes(_solve_spd(P_pred, A @ P_f), -1, -2)
-        means[:, t] = filt.filtered_means[:, t] + (G @ (means[:, t + 1] - filt.predicted_means[:, t + 1])[..., None])[..., 0]
+        means[:, t] = (filt.filtered_means[:, t]
+                       + (G @ (means[:, t + 1] - filt.predicted_means[:, t + 1])[..., None])[..., 0])
         Gt = np.swapaxes(G, -1, -2)
         covs[:, t] = _sym(P_f + G @ (covs[:, t + 1] - P_pred) @ Gt)
         cross[:, t] = covs[:, t + 1] @ Gt

@@ -98,7 +98,8 @@ def policy_about_nominal(X_nom: np.ndarray, U_nom: np.ndarray, K: np.ndarray, no
     K = np.asarray(K, dtype=np.float64)
     if X_nom.ndim != 2 or U_nom.ndim != 2 or K.shape != (X_nom.shape[0], U_nom.shape[1], X_nom.shape[1]) \
             or U_nom.shape[0] != X_nom.shape[0]:
-        raise ValueError(f"need X_nom (T, dx), U_nom (T, du), K (T, du, dx); got {X_nom.shape}, {U_nom.shape}, {K.shape}")
+        raise ValueError(f"need X_nom (T, dx), U_nom (T, du), K (T, du, dx); "
+                         f"got {X_nom.shape}, {U_nom.shape}, {K.shape}")
     T, du = U_nom.shape
     cov = np.asarray(noise_cov, dtype=np.float64)
     if cov.ndim == 0:
@@ -180,7 +181,8 @@ def ilqr(
             else:
                 At, Bt = (np.asarray(J, dtype=np.float64) for J in jacobian_fn(X[t], U[t]))
                 if At.shape != (dx, dx) or Bt.shape != (dx, du):
-                    raise ValueError(f"jacobian_fn must return A {(dx, dx)} and B {(dx, du)}, got {At.shape} and {Bt.shape}")
+                    raise ValueError(f"jacobian_fn must return A {(dx, dx)} and B {(dx, du)}, "
+                                     f"got {At.shape} and {Bt.shape}")
                 A[t], B[t] = At, Bt
         if not (np.all(np.isfinite(A)) and np.all(np.isfinite(B))):
             raise ValueError("dynamics Jacobians contain NaN or Inf along the nominal trajectory")

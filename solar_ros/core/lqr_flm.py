@@ -104,7 +104,8 @@ class QuadraticCost:
         Z = np.concatenate([np.asarray(X, dtype=np.float64), np.asarray(U, dtype=np.float64)], axis=-1)
         if Z.shape[-2:] != (self.T, self.dxu):
             raise ValueError(f"QuadraticCost.value: [X, U] has shape {Z.shape}, expected (..., {self.T}, {self.dxu})")
-        return 0.5 * np.einsum("...ti,tij,...tj->...t", Z, self.Cm, Z) + np.einsum("...ti,ti->...t", Z, self.cv) + self.cc
+        return (0.5 * np.einsum("...ti,tij,...tj->...t", Z, self.Cm, Z)
+                + np.einsum("...ti,ti->...t", Z, self.cv) + self.cc)
 
     def expected(self, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         """Per-step expected cost (T,) under Gaussian marginals z_t ~ N(mu[t], sigma[t])."""
@@ -208,7 +209,7 @@ def _check_dynamics(dynamics: LinearGaussianDynamics) -> None:
     Fm = np.asarray(dynamics.Fm)
     if Fm.ndim != 3 or Fm.shape[2] <= Fm.shape[1] or Fm.shape[0] == 0:
         raise ValueError(f"dynamics Fm must have shape (T, dx, dx+du) with du >= 1, got {Fm.shape}")
-    T, dx, du = dynamics.T, dynamics.dx, dynamics.du
+    T, dx = dynamics.T, dynamics.dx
     shapes = {"fv": (T, dx), "dyn_covar": (T, dx, dx), "x0mu": (dx,), "x0sigma": (dx, dx)}
     for name, shape in shapes.items():
         a = np.asarray(getattr(dynamics, name))
@@ -287,7 +288,8 @@ def forward(policy: LinearGaussianPolicy, dynamics: LinearGaussianDynamics) -> t
     return mu, sigma
 
 
-def backward(dynamics: LinearGaussianDynamics, cost, prev_policy: LinearGaussianPolicy, eta: float) -> LinearGaussianPolicy:
+def backward(dynamics: LinearGaussianDynamics, cost, prev_policy: LinearGaussianPolicy,
+             eta: float) -> LinearGaussianPolicy:
     """LQR backward pass on the KL-augmented cost c/eta - log p_prev(u|x).
 
     ``cost`` is a :class:`QuadraticCost` or a tuple (Cm, cv[, cc]). With Q_t = C_t + F_t^T V_{t+1} F_t

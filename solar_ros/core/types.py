@@ -161,7 +161,8 @@ class TrajectoryBatch:
         if self.X.ndim != 3 or self.U.ndim != 3 or self.costs.ndim != 2:
             raise ValueError("TrajectoryBatch needs X (N,T,dx), U (N,T,du), costs (N,T)")
         if not (self.X.shape[:2] == self.U.shape[:2] == self.costs.shape):
-            raise ValueError(f"TrajectoryBatch shapes disagree: X {self.X.shape}, U {self.U.shape}, costs {self.costs.shape}")
+            raise ValueError(f"TrajectoryBatch shapes disagree: X {self.X.shape}, U {self.U.shape}, "
+                             f"costs {self.costs.shape}")
         if self.X.shape[0] == 0:
             raise ValueError("TrajectoryBatch is empty")
         _check_finite("TrajectoryBatch", self.X, self.U, self.costs)

@@ -131,7 +131,8 @@ class ReacherEnv(MujocoTaskEnv):
     def _check_goal(self, goal):
         r = float(np.hypot(*goal))
         if not 0.02 <= r <= sum(self.link_lengths):
-            raise ValueError(f"reacher goal must be 0.02..{sum(self.link_lengths):.2f} m from the base, got r = {r:.3f}")
+            raise ValueError(f"reacher goal must be 0.02..{sum(self.link_lengths):.2f} m from the base, "
+                             f"got r = {r:.3f}")
 
     def _reset_physics(self, rng):
         mujoco.mj_resetData(self.model, self.data)

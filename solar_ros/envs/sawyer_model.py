@@ -167,7 +167,8 @@ def load_sawyer_params(path: str | Path | None = None) -> dict[str, Any]:
 def joint_limits(params: dict[str, Any]) -> dict[str, np.ndarray]:
     """Arrays over the arm joints: lower, upper (rad), velocity (rad/s), effort (N m)."""
     joints = {j["name"]: j for j in params["joints"]}
-    out = {k: np.array([float(joints[n]["limit"][k]) for n in ARM_JOINTS]) for k in ("lower", "upper", "velocity", "effort")}
+    out = {k: np.array([float(joints[n]["limit"][k]) for n in ARM_JOINTS])
+           for k in ("lower", "upper", "velocity", "effort")}
     return out
 
 
@@ -376,7 +377,8 @@ def build_mjcf(
             lines.append(
                 f'{indent}  <joint name="{name}" type="hinge" axis="0 0 1" '
                 f'range="{_fmt([limits["lower"][i], limits["upper"][i]])}" damping="{_fmt(damping[name])}" '
-                f'armature="{_fmt(armature[name])}" actuatorgravcomp="true" actuatorfrcrange="{_fmt([-effort, effort])}"/>'
+                f'armature="{_fmt(armature[name])}" actuatorgravcomp="true" '
+                f'actuatorfrcrange="{_fmt([-effort, effort])}"/>'
             )
         lines.append(f"{indent}  {_mjcf_inertial(links[child])}")
         geom = _mjcf_geom(links[child])
@@ -541,7 +543,8 @@ def build_urdf(params: dict[str, Any] | None = None, *, controllers_config: str 
             comment = ""
             if name == "head_pan":
                 rpy = matrix_to_rpy(rpy_to_matrix(rpy) @ rpy_to_matrix([0.0, 0.0, HEAD_PAN_ANGLE]))
-                comment = "  <!-- head_pan: revolute on the robot, fixed here (nothing in the project moves the head) -->\n"
+                comment = ("  <!-- head_pan: revolute on the robot, fixed here "
+                           "(nothing in the project moves the head) -->\n")
             out.append(
                 f'{comment}  <joint name="{name}" type="fixed">\n'
                 f'    <parent link="{j["parent"]}"/>\n'

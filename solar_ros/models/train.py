@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..core.gaussian import LDSParams
 from .common import check_images, module_device, to_float_images
 from .dsae import DeepSpatialAutoencoder
-from ..core.gaussian import LDSParams
 from .svae import SmoothedStats, StructuredVAE, beta_schedule
 from .vae import VAE
 

@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import (ConvDecoder, check_images, decoded_images,
-                     images_log_likelihood, module_device, to_float_images)
+from .common import ConvDecoder, check_images, decoded_images, images_log_likelihood, module_device, to_float_images
 from .dsae import gaussian_encoder
 
 

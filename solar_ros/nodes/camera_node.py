@@ -34,7 +34,8 @@ class CameraNode(StackNode):
 
     def __init__(self) -> None:
         super().__init__("camera_node", lean=True)  # parameters are read once; fewer entities to wait on
-        self.source = str(declare(self, "source", "", "'' = subscribe to input_topic; a device index or a video/image file"))
+        self.source = str(declare(self, "source", "",
+                                  "'' = subscribe to input_topic; a device index or a video/image file"))
         self.input_topic = declare(self, "input_topic", contract.CAMERA_RAW, "driver image topic (when source is '')")
         self.width = int(declare(self, "width", 64, "output width, pixels"))
         self.height = int(declare(self, "height", 64, "output height, pixels"))

@@ -9,8 +9,8 @@ from typing import Callable
 
 import rclpy
 from rclpy.callback_groups import CallbackGroup
-from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.event_handler import PublisherEventCallbacks
+from rclpy.exceptions import InvalidTopicNameException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions

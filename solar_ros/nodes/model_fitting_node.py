@@ -37,8 +37,16 @@ from std_msgs.msg import String
 
 from ..action import FitModel
 from ..msg import LinearGaussianPolicy
-from ..runtime.fitting import (METHODS, FitCancelled, FitError, FitMethod, FitOutput, RunSettings,
-                               load_training_data, save_policy)
+from ..runtime.fitting import (
+    METHODS,
+    FitCancelled,
+    FitError,
+    FitMethod,
+    FitOutput,
+    RunSettings,
+    load_training_data,
+    save_policy,
+)
 from ..runtime.policy_msg import policy_to_msg
 from . import contract
 from .common import ConfigError, StackNode, declare, run_node

@@ -259,7 +259,8 @@ class RecorderNode(StackNode):
             self.get_logger().error(f"episode {ep.start.episode_id!r} could not be written: {err}")
             return
         self.episodes_written += 1
-        text = f"episode {entry['episode_id']!r}: {status} ({entry['steps']} steps) -> {self.output_dir / entry['path']}"
+        text = (f"episode {entry['episode_id']!r}: {status} ({entry['steps']} steps) "
+                f"-> {self.output_dir / entry['path']}")
         if status == COMPLETE:
             self.get_logger().info(text)
         else:

@@ -49,9 +49,22 @@ from ..algos.common import LQRFLMLoop, initial_policy, save_npz_atomic
 from ..core.types import LinearGaussianPolicy
 from ..models.checkpoint import save_checkpoint
 from ..models.dsae import DeepSpatialAutoencoder, DSAEConfig
-from .fitting import (METHODS, FitError, FitMethod, FitOutput, LQRJointsConfig, LQRJointsMethod, ProgressFn,
-                      RunSettings, TrainingData, _apply_overrides, _new_id, _no_progress, load_training_data,
-                      make_task)
+from .fitting import (
+    METHODS,
+    FitError,
+    FitMethod,
+    FitOutput,
+    LQRJointsConfig,
+    LQRJointsMethod,
+    ProgressFn,
+    RunSettings,
+    TrainingData,
+    _apply_overrides,
+    _new_id,
+    _no_progress,
+    load_training_data,
+    make_task,
+)
 from .policy_msg import PolicyPackage
 
 FINAL_INITS = ("exploration", "zero")
@@ -339,11 +352,13 @@ class DSAEMethod(FitMethod):
                 method.final = LQRFLMLoop.from_state_arrays(final, method._final_cost())
         except (OSError, ValueError, KeyError) as err:
             raise FitError(f"cannot read the saved dsae run in {out_dir}: {err}") from err
-        if meta["settings"]["task"] != settings.task or meta["pipeline"]["conv_channels"] != list(method.pipeline.conv_channels):
+        if (meta["settings"]["task"] != settings.task
+                or meta["pipeline"]["conv_channels"] != list(method.pipeline.conv_channels)):
             raise FitError(f"the saved run in {out_dir} is for task {meta['settings']['task']} with a "
                            f"{meta['pipeline']['conv_channels']} autoencoder, not {settings.task} with "
                            f"{list(method.pipeline.conv_channels)}")
-        method.explore = LQRJointsMethod.load(settings, method.explore_overrides, Path(out_dir) / cls.EXPLORE_DIR, device)
+        method.explore = LQRJointsMethod.load(settings, method.explore_overrides, Path(out_dir) / cls.EXPLORE_DIR,
+                                              device)
         method.iteration, method.policy_id = int(meta["iteration"]), str(meta["policy_id"])
         method.model_id, method.model_path = str(meta["model_id"]), str(meta["model_path"])
         method.history, method.episode_dir = list(meta["history"]), str(meta["episode_dir"])

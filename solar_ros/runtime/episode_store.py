@@ -227,7 +227,9 @@ class EpisodeBuffers:
             out["latent_mean"], out["latent_covariance"], out["latent_stamps"] = mean, cov, stamps
         if len(self.costs):
             stamps, (cost, distance) = self.costs.aligned(source)
-            out["costs"], out["distances"], out["cost_stamps"] = cost.astype(np.float64), distance.astype(np.float64), stamps
+            out["costs"] = cost.astype(np.float64)
+            out["distances"] = distance.astype(np.float64)
+            out["cost_stamps"] = stamps
         return out
 
 

@@ -35,8 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..algos.common import (LQRFLMLoop, initial_policy, policy_arrays, policy_from_arrays,
-                            save_npz_atomic)
+from ..algos.common import LQRFLMLoop, initial_policy, policy_arrays, policy_from_arrays, save_npz_atomic
 from ..core.types import CostExpansion
 from .episode_store import load_episode, read_index
 from .policy_msg import PolicyPackage
@@ -450,17 +449,20 @@ class LQRJointsMethod(FitMethod):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         meta = {"method": self.name, "iteration": self.iteration, "policy_id": self.policy_id,
                 "settings": asdict(self.settings), "config": asdict(self.config)}
-        save_npz_atomic(self.out_dir / self.STATE_FILE, {**self.loop.state_arrays(), "meta": np.array(json.dumps(meta))})
+        save_npz_atomic(self.out_dir / self.STATE_FILE,
+                        {**self.loop.state_arrays(), "meta": np.array(json.dumps(meta))})
 
     @classmethod
-    def load(cls, settings: RunSettings, overrides: dict[str, Any], out_dir: Path, device: str = "cpu") -> "LQRJointsMethod":
+    def load(cls, settings: RunSettings, overrides: dict[str, Any], out_dir: Path,
+             device: str = "cpu") -> "LQRJointsMethod":
         arrays, meta = cls._read_saved_state(out_dir)
         method = cls(settings, overrides, out_dir, device)
         try:
             method.loop = LQRFLMLoop.from_state_arrays(arrays, method.cost)
         except (ValueError, KeyError) as err:
             raise FitError(f"cannot read the saved run in {out_dir}: {err}") from err
-        if meta["settings"]["task"] != settings.task or not np.allclose(meta["settings"]["goal"] or [0], settings.goal or [0]):
+        if (meta["settings"]["task"] != settings.task
+                or not np.allclose(meta["settings"]["goal"] or [0], settings.goal or [0])):
             raise FitError(f"the saved run in {out_dir} is for task {meta['settings']['task']} goal "
                            f"{meta['settings']['goal']}, not {settings.task} goal {settings.goal}")
         method.iteration, method.policy_id = int(meta["iteration"]), str(meta["policy_id"])

@@ -79,7 +79,8 @@ class PolicyExecutor:
     def offer(self, package: PolicyPackage) -> None:
         """Queue a policy for the next episode (``ValueError`` if its action size is not the arm's)."""
         if package.policy.du != self.n_joints:
-            raise ValueError(f"policy {package.policy_id!r} has {package.policy.du} actions, the arm has {self.n_joints} joints")
+            raise ValueError(f"policy {package.policy_id!r} has {package.policy.du} actions, "
+                             f"the arm has {self.n_joints} joints")
         self.pending = package
 
     @property

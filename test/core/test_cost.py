@@ -71,7 +71,8 @@ def trajectory(seed):
         StateDistanceCost(target=1.0, idx=[1, 2], l1=1.0, l2=1.0, ramp="final", final_multiplier=3.0),
         ActionCost(weights=np.array([0.1, 1.0, 3.0])),
         ActionCost(weights=0.5),
-        SumCost([StateDistanceCost(target=np.ones(2), idx=[0, 3], l1=0.5, alpha=0.1), ActionCost(0.2)], scales=[2.0, 0.5]),
+        SumCost([StateDistanceCost(target=np.ones(2), idx=[0, 3], l1=0.5, alpha=0.1), ActionCost(0.2)],
+                scales=[2.0, 0.5]),
     ],
     ids=["l2", "l1-weighted", "mixed-linear-ramp", "final-ramp", "action-vector", "action-scalar", "sum"],
 )
@@ -107,7 +108,8 @@ def test_action_and_sum_values_match_closed_form():
     X, U = trajectory(2)
     w = np.array([0.1, 1.0, 3.0])
     action = ActionCost(weights=w)
-    np.testing.assert_allclose(action.eval(X, U).l, [0.5 * sum(w[i] * U[t, i] ** 2 for i in range(DU)) for t in range(T)])
+    np.testing.assert_allclose(action.eval(X, U).l,
+                               [0.5 * sum(w[i] * U[t, i] ** 2 for i in range(DU)) for t in range(T)])
     dist = StateDistanceCost(target=np.zeros(2), idx=[0, 1])
     total = SumCost([dist, action], scales=[3.0, -0.5]).eval(X, U)
     for a, b, c in zip(total.astuple(), dist.eval(X, U).astuple(), action.eval(X, U).astuple()):

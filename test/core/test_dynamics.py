@@ -215,7 +215,10 @@ def test_posterior_mean_recovers_global_lds():
     B = rng.standard_normal((dx, du))
     c = np.array([0.1, -0.2, 0.05])
     Q = random_spd(rng, dx, 0.02)
-    tile = lambda a: np.broadcast_to(a, (T - 1,) + a.shape)
+
+    def tile(a):
+        return np.broadcast_to(a, (T - 1,) + a.shape)
+
     X, U = rollouts(rng, tile(A), tile(B), tile(c), tile(Q), N=250)
     post = BayesianLDS.default_prior(dx, du).posterior(BayesianLDS.sufficient_stats(X, U))
     est = post.mean_params()
@@ -268,7 +271,8 @@ def test_log_density_matches_scipy():
     mniw = random_mniw(rng, 3, 1)
     W = rng.standard_normal((3, mniw.p))
     Q = random_spd(rng, 3)
-    ref = matrix_normal(mean=mniw.M, rowcov=Q, colcov=mniw.V).logpdf(W) + invwishart(df=mniw.nu, scale=mniw.Psi).logpdf(Q)
+    ref = (matrix_normal(mean=mniw.M, rowcov=Q, colcov=mniw.V).logpdf(W)
+           + invwishart(df=mniw.nu, scale=mniw.Psi).logpdf(Q))
     np.testing.assert_allclose(mniw.log_density(W, Q), ref, rtol=1e-10)
 
 

@@ -57,7 +57,8 @@ def dense_joint(params, U_n, R_n, T):
 
     A_t = [params.A if params.A.ndim == 2 else params.A[t] for t in range(T - 1)]
     Q_t = [params.Q if params.Q.ndim == 2 else params.Q[t] for t in range(T - 1)]
-    b_t = [np.zeros(dx) if params.b is None else (params.b if params.b.ndim == 1 else params.b[t]) for t in range(T - 1)]
+    b_t = [np.zeros(dx) if params.b is None else (params.b if params.b.ndim == 1 else params.b[t])
+           for t in range(T - 1)]
     B_t = [None if params.B is None else (params.B if params.B.ndim == 2 else params.B[t]) for t in range(T - 1)]
 
     mean = np.zeros((T, dx))

@@ -134,7 +134,8 @@ def test_mixture_rejects_bad_input():
     data = np.random.default_rng(6).standard_normal((20, 2))
     for kwargs, match in [({"n_components": 0}, "n_components"), ({"n_components": 2, "reg_covar": -1}, "reg_covar"),
                           ({"n_components": 2, "init": "kmeans"}, "unknown init"),
-                          ({"n_components": 2, "max_iter": 0}, "max_iter"), ({"n_components": 2, "n_init": 0}, "n_init")]:
+                          ({"n_components": 2, "max_iter": 0}, "max_iter"),
+                          ({"n_components": 2, "n_init": 0}, "n_init")]:
         with pytest.raises(ValueError, match=match):
             GaussianMixture(**kwargs)
     gmm = GaussianMixture(2)

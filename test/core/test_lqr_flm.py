@@ -20,7 +20,6 @@ from solar_ros.core.lqr_flm import (
 )
 from solar_ros.core.types import LinearGaussianDynamics, LinearGaussianPolicy
 
-
 # ----------------------------------------------------------------------------- test systems
 
 
@@ -57,7 +56,7 @@ def target_cost_models(goal, q, r):
 
 def target_quadratic(T, goal, q, r):
     """The same cost written directly as a QuadraticCost."""
-    dx, du = len(q), len(r)
+    du = len(r)
     C = np.diag(np.concatenate([q, r]))
     c = np.concatenate([-q * goal, np.zeros(du)])
     return QuadraticCost.constant(C, c, 0.5 * np.sum(q * goal**2), T)
@@ -395,7 +394,8 @@ def test_estimate_cost_of_quadratic_is_exact_and_passes_quadratics_through():
 def fit_time_invariant_dynamics(X, U, T):
     """Pooled least squares x_{t+1} ~ [x_t, u_t, 1] (the test's own simple model fit)."""
     N, _, dx = X.shape
-    inputs = np.concatenate([X[:, :-1], U[:, :-1], np.ones((N, T - 1, 1))], axis=2).reshape(-1, X.shape[2] + U.shape[2] + 1)
+    inputs = np.concatenate([X[:, :-1], U[:, :-1], np.ones((N, T - 1, 1))], axis=2)
+    inputs = inputs.reshape(-1, X.shape[2] + U.shape[2] + 1)
     targets = X[:, 1:].reshape(-1, dx)
     W, *_ = np.linalg.lstsq(inputs, targets, rcond=None)
     resid = targets - inputs @ W

@@ -181,7 +181,8 @@ def test_every_corner_of_the_goal_box_is_reachable_and_pd_control_gets_there():
 
 
 def test_unit_exploration_noise_moves_the_hand_moderately():
-    """White torque noise of std action_scale: the hand moves centimetres to decimetres, joints stay within speed limits."""
+    """White torque noise of std action_scale: the hand moves centimetres to decimetres, joints stay within speed
+    limits."""
     env = make("sawyer_reach", image_obs=False)
     for seed in range(4):
         obs, _ = env.reset(seed=seed)

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from solar_ros.models.dsae import (DeepSpatialAutoencoder, DSAEConfig, SpatialSoftmax,
-                                   feature_points_to_pixels)
+from solar_ros.models.dsae import DeepSpatialAutoencoder, DSAEConfig, SpatialSoftmax, feature_points_to_pixels
 from solar_ros.models.train import DSAETrainConfig, train_dsae
 
 

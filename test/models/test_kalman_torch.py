@@ -3,8 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from solar_ros.models.kalman_torch import (expected_log_potential, kalman_predict, kalman_smoother,
-                                           kalman_update, kl_posterior_prior)
+from solar_ros.models.kalman_torch import (
+    expected_log_potential,
+    kalman_predict,
+    kalman_smoother,
+    kalman_update,
+    kl_posterior_prior,
+)
 
 
 def _random_spd(rng, d, scale=1.0):

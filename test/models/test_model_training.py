@@ -6,8 +6,15 @@ import torch
 from solar_ros.core.gaussian import LDSParams
 from solar_ros.models.dsae import DeepSpatialAutoencoder, DSAEConfig
 from solar_ros.models.svae import SmoothedStats, StructuredVAE, SVAEConfig
-from solar_ros.models.train import (DSAETrainConfig, SVAETrainConfig, VAETrainConfig, _Batches, train_dsae,
-                                    train_svae, train_vae)
+from solar_ros.models.train import (
+    DSAETrainConfig,
+    SVAETrainConfig,
+    VAETrainConfig,
+    _Batches,
+    train_dsae,
+    train_svae,
+    train_vae,
+)
 from solar_ros.models.vae import VAE, VAEConfig
 
 

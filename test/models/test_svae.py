@@ -249,7 +249,9 @@ def test_dimensions_without_potentials_are_flat_and_inferred_through_the_lds():
     assert np.all(mean[:, 2:] == 0) and np.all(var[:, 2:] == cfg.hidden_var) and np.all(var[:, :2] < 1e3)
     # With x' = [x_0, x_1, copy of x_0, copy of x_1], the second filtered belief's copy dims hold the first frame's
     # observed dims (up to the small copy noise), which only the LDS can have put there.
-    A = np.zeros((4, 4)); A[:2, :2] = np.eye(2); A[2:, :2] = np.eye(2)
+    A = np.zeros((4, 4))
+    A[:2, :2] = np.eye(2)
+    A[2:, :2] = np.eye(2)
     Q = np.diag([1.0, 1.0, 1e-6, 1e-6])
     model.set_dynamics(A, np.zeros((4, 1)), np.zeros(4), Q, np.zeros(4), 100.0 * np.eye(4))
     m0, P0 = model.filter_step(images[0])

@@ -38,7 +38,8 @@ class Feeder:
         }
 
     def subscriber_gids(self) -> dict[str, set]:
-        return {pub.topic_name: {bytes(i.endpoint_gid) for i in self.ros.node.get_subscriptions_info_by_topic(pub.topic_name)}
+        return {pub.topic_name: {bytes(i.endpoint_gid)
+                                 for i in self.ros.node.get_subscriptions_info_by_topic(pub.topic_name)}
                 for pub in self.pubs.values()}
 
     def wait_matched(self, before: dict[str, set] | None = None):

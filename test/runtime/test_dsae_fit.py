@@ -148,7 +148,8 @@ def test_autoencoder_stage_gives_a_loadable_checkpoint_targets_and_the_final_con
     np.testing.assert_allclose(method.final.seen_X[1][:, :, 4:], explored.states[EPISODES:, :, LATENT:])
     # ... with the feature points the trained model's encoder publishes for its images
     kept = method.control_columns[:4]
-    published = np.stack([[encoder.encode(image).mean[kept] for image in episode] for episode in explored.images[EPISODES:]])
+    published = np.stack([[encoder.encode(image).mean[kept] for image in episode]
+                          for episode in explored.images[EPISODES:]])
     np.testing.assert_allclose(method.final.seen_X[1][:, :, :4], published, atol=1e-6)
 
 
@@ -177,7 +178,8 @@ def test_exploration_phase_resumes_too(run, tmp_path):
     first = method.initialize()
     method.save()
     loaded = DSAEMethod.load(run.settings, dict(OVERRIDES), tmp_path)
-    assert (loaded.phase, loaded.policy_id, loaded.model_id) == ("explore", first.policy.policy_id, first.policy.model_id)
+    assert (loaded.phase, loaded.policy_id, loaded.model_id) == ("explore", first.policy.policy_id,
+                                                                  first.policy.model_id)
     np.testing.assert_allclose(loaded.policy.K, first.policy.policy.K)
 
 

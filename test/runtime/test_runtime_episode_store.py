@@ -10,9 +10,17 @@ import pytest
 import yaml
 from mcap_ros2._dynamic import serialize_dynamic
 
-from solar_ros.runtime.episode_store import (EpisodeRecording, McapBagWriter, align_indices, append_index,
-                                             incomplete_episodes, iter_mcap_messages, load_episode, read_index,
-                                             safe_name)
+from solar_ros.runtime.episode_store import (
+    EpisodeRecording,
+    McapBagWriter,
+    align_indices,
+    append_index,
+    incomplete_episodes,
+    iter_mcap_messages,
+    load_episode,
+    read_index,
+    safe_name,
+)
 from solar_ros.runtime.msgdefs import field_types, message_definition
 
 
@@ -44,7 +52,8 @@ def test_mcap_round_trip_decodes_every_message(tmp_path):
     decoded = list(iter_mcap_messages(tmp_path / "b.mcap"))
     assert [(t, lt) for t, _, lt in decoded] == [("/img", 100), ("/img", 101), ("/img", 102), ("/steps", 200)]
     img = decoded[0][1]
-    assert (img.header.stamp.sec, img.header.frame_id, img.encoding, bytes(img.data)) == (3, "cam", "rgb8", bytes(range(12)))
+    assert (img.header.stamp.sec, img.header.frame_id, img.encoding, bytes(img.data)) == (3, "cam", "rgb8",
+                                                                                           bytes(range(12)))
     s = decoded[3][1]
     assert (s.episode_id, s.time_index, list(s.state), s.clipped) == ("e", 4, [1.5, -2.0], True)
     assert bag.counts == {"/img": 3, "/steps": 1} and (bag.start_ns, bag.end_ns) == (100, 200)

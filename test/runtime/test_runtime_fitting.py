@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from solar_ros.algos.common import RunResult
-from solar_ros.models import DeepSpatialAutoencoder, DSAEConfig, VAE, VAEConfig, save_checkpoint
+from solar_ros.models import VAE, DeepSpatialAutoencoder, DSAEConfig, VAEConfig, save_checkpoint
 from solar_ros.runtime.episode_store import EpisodeRecording
 from solar_ros.runtime.fitting import FitError, JointSpaceTaskCost, load_training_data, make_task
 from solar_ros.runtime.latent_encoder import LatencyRing, file_model_id, load_encoder

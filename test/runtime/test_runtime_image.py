@@ -4,8 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from solar_ros.runtime.image import (ImageFormatError, center_crop_box, convert_image_message, image_to_array,
-                                     preprocess_image)
+from solar_ros.runtime.image import (
+    ImageFormatError,
+    center_crop_box,
+    convert_image_message,
+    image_to_array,
+    preprocess_image,
+)
 
 RNG = np.random.default_rng(0)
 
