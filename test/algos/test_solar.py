@@ -227,6 +227,15 @@ def test_a_short_seeded_run_learns_to_move_the_point_towards_the_goal():
 
 
 
+def test_every_task_has_solar_settings_and_the_sawyer_models_its_background():
+    from solar_ros.envs import TASKS
+    assert set(TASKS) <= set(solar.TASK_DEFAULTS)
+    for task in ("sawyer_reach", "sawyer_stack_0", "sawyer_stack_1", "sawyer_stack_2"):
+        cfg = solar.TASK_DEFAULTS[task]
+        assert cfg.background and cfg.pretrain_smoothing > 0 and cfg.training_episodes == 500
+    assert solar.TASK_DEFAULTS["reacher_paper"].training_episodes == 500
+
+
 def test_copy_state_prior_holds_the_previous_latent():
     cfg = replace(TINY, latent_dim=5, copy_state=True, encoder="keypoints")
     model = solar.SVAELatentModel(16, 2, cfg)

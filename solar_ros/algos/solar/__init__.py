@@ -12,7 +12,7 @@ package, read in this order:
   :func:`solar_step` and model refit :func:`refit`, which the model fitting node runs too;
 * :mod:`.persistence`: the run's rollouts and checkpoint on disk.
 """
-from .config import PROJECT_SETTINGS, TASK_DEFAULTS, SolarConfig
+from .config import PROJECT_SETTINGS, SAWYER_SETTINGS, TASK_DEFAULTS, SolarConfig
 from .loop import (
     EVAL,
     FIT,
@@ -47,7 +47,8 @@ from .persistence import CHECKPOINT_NAME, DATA_DIR, load_data, load_run_checkpoi
 
 __all__ = [
     "CHECKPOINT_NAME", "COPY_NOISE_VAR", "DATA_DIR", "EVAL", "FIT", "ITERATION", "MODEL_CLASSES", "NOISE", "PRETRAIN",
-    "PROJECT_SETTINGS", "TASK_DEFAULTS", "FitHook", "FitProgress", "LatentModel", "RolloutData", "SVAELatentModel",
+    "PROJECT_SETTINGS", "SAWYER_SETTINGS", "TASK_DEFAULTS", "FitHook", "FitProgress", "LatentModel", "RolloutData",
+    "SVAELatentModel",
     "SolarConfig", "VAELatentModel", "cost_r2", "derive_seed", "latent_actor", "latent_cost", "latent_diagnostics",
     "load_data", "load_run_checkpoint", "random_actor", "reexpress_policy", "refit", "save_data", "save_run_checkpoint",
     "solar_step", "task_action_weights", "train", "train_svae_weighted", "train_vae_ablation",
