@@ -99,8 +99,7 @@ class SVAEConfig:
     and the decoder's logits are offset by the mean image's, so the network only has to explain what
     moves. The statistics are buffers, set from data by :meth:`StructuredVAE.set_background` before the
     first fit. Without it, on a scene where the moving arm is a few percent of the pixels, the decoder's
-    best start is the mean image, the latent stays uninformative (encoder means constant to 1e-3) and
-    the cost is never explained."""
+    best start is the mean image and the latent stays uninformative: the cost is never explained."""
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1 or self.action_dim < 1:

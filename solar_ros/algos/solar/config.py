@@ -55,7 +55,7 @@ class SolarConfig:
     image (scaled by their per-pixel std) and the decoder adds the mean image's logits, so the latent has
     to explain only what moves (see :attr:`~solar_ros.models.svae.SVAEConfig.background`). False: the
     reference. On ``sawyer_reach`` the arm is a few percent of the frame and without it the latent stayed
-    constant (encoder means varying by 1e-3, cost R^2 0)."""
+    uninformative (cost R^2 0.00; docs/results.md, "SOLAR on sawyer_reach")."""
     pretrain_steps: int = 3000
     """Gradient steps of the model fit after pretraining."""
     batch_size: int = 4
@@ -190,11 +190,11 @@ PROJECT_SETTINGS = dict(encoder="keypoints", copy_state=True, cost_form="target"
                         adapt_step=False)
 # On the Sawyer, in addition (measured on sawyer_reach, docs/results.md "SOLAR on sawyer_reach"):
 # * the background model: the arm is a few percent of the frame, and without it the latent stayed
-#   constant (linear probe to the hand position R^2 ~0, cost R^2 0.00); with it 0.46-0.71 and 0.89-0.91
-#   after pretraining, above 0.9 once the policy's rollouts are in the data;
+#   uninformative (cost R^2 0.00); with it the probe to the hand position reached R^2 0.46-0.71 and the
+#   cost R^2 0.89-0.91 after pretraining, 0.84-0.95 and 0.94-0.98 on held-out rollouts at the end;
 # * smoothed pretraining noise (Gaussian filter of 3 steps, std 1 x action_scale): white noise of std
-#   0.5 moved the hand by about 2.5 cm over an episode, so the images showed almost no arm motion; the
-#   smoothed noise spans about 0.6 m of the workspace.
+#   0.5 moved the hand by about 2.5 cm over an episode (tuning runs), so the images showed almost no arm
+#   motion; the smoothed noise spans about 0.6 m of the workspace (coverage_span in the runs' logs).
 SAWYER_SETTINGS = dict(PROJECT_SETTINGS, background=True, pretrain_smoothing=3.0, pretrain_noise=1.0)
 # Budgets per task, the same for every seed. point: 100 random + 10 x 10 = 200 episodes (the target
 # budget); the others: the reference 100 random + 10 x 40 = 500.
