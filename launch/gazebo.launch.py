@@ -20,7 +20,7 @@ from launch_ros.actions import Node
 
 from launch import LaunchDescription
 from solar_ros.envs.sawyer_model import build_urdf
-from solar_ros.launcher import get_profile
+from solar_ros.launcher import get_profile, validate_params_files
 
 PROFILE = "gazebo"
 
@@ -28,6 +28,9 @@ PROFILE = "gazebo"
 def generate_launch_description():
     share = get_package_share_directory("solar_ros")
     config = os.path.join(share, "config")
+    # Unknown node sections or parameter names in the parameter files stop the launch here, listing the
+    # valid ones (as `solar-ros launch` does), instead of being ignored by rclpy.
+    validate_params_files(get_profile(PROFILE), config)
     robot_description = build_urdf(controllers_config=os.path.join(config, "gazebo_controllers.yaml"))
     gz_launch = os.path.join(get_package_share_directory("ros_gz_sim"), "launch", "gz_sim.launch.py")
     actions = [

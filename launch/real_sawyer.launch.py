@@ -23,13 +23,16 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
-from solar_ros.launcher import get_profile
+from solar_ros.launcher import get_profile, validate_params_files
 
 PROFILE = "real_sawyer"
 
 
 def generate_launch_description():
     config = os.path.join(get_package_share_directory("solar_ros"), "config")
+    # Unknown node sections or parameter names in the parameter files stop the launch here, listing the
+    # valid ones (as `solar-ros launch` does), instead of being ignored by rclpy.
+    validate_params_files(get_profile(PROFILE), config)
     actions = [
         DeclareLaunchArgument("bridge", default_value="true", description="start ros1_bridge's dynamic_bridge"),
         DeclareLaunchArgument("output_dir", default_value="runs/episodes", description="where episodes are recorded"),

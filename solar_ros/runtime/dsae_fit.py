@@ -59,11 +59,11 @@ from .fitting import (
     ProgressFn,
     RunSettings,
     TrainingData,
-    _apply_overrides,
-    _new_id,
-    _no_progress,
+    apply_config_overrides,
     load_training_data,
     make_task,
+    new_id,
+    no_progress,
 )
 from .policy_msg import PolicyPackage
 
@@ -125,9 +125,9 @@ class DSAEMethod(FitMethod):
     def __init__(self, settings: RunSettings, overrides: dict[str, Any], out_dir: Path, device: str = "cpu") -> None:
         super().__init__(settings, overrides, out_dir, device)
         own, explore, pipeline = _split_overrides(overrides)
-        self.config = _apply_overrides(DSAEFitConfig(), own, "dsae")
+        self.config = apply_config_overrides(DSAEFitConfig(), own, "dsae")
         base = dsae_pipeline.TASK_DEFAULTS.get(settings.task, dsae_pipeline.DSAEPipelineConfig())
-        self.pipeline = _apply_overrides(base, pipeline, "dsae")
+        self.pipeline = apply_config_overrides(base, pipeline, "dsae")
         self.explore_overrides = explore
         self.explore = LQRJointsMethod(settings, explore, self.out_dir / self.EXPLORE_DIR, device)
         size = self.pipeline.image_size
@@ -178,7 +178,7 @@ class DSAEMethod(FitMethod):
     # ---- life cycle --------------------------------------------------------------------------------
 
     def _save_model(self, model: DeepSpatialAutoencoder, iteration: int, trained: bool) -> None:
-        self.model_id = _new_id("dsae", iteration)
+        self.model_id = new_id("dsae", iteration)
         path = self.out_dir / f"model_{iteration:03d}.pt"
         extra = {"model_id": self.model_id, "iteration": iteration, "task": self.settings.task,
                  "goal": list(self.settings.goal), "trained": trained, **self.selection}
@@ -186,10 +186,10 @@ class DSAEMethod(FitMethod):
         self.model_path = str(path.resolve())
 
     def _package(self, iteration: int) -> PolicyPackage:
-        self.policy_id = _new_id(self.name, iteration)
+        self.policy_id = new_id(self.name, iteration)
         return PolicyPackage(self.policy, self.policy_id, self.dt, self.state_source, iteration, self.model_id)
 
-    def initialize(self, progress: ProgressFn = _no_progress) -> FitOutput:
+    def initialize(self, progress: ProgressFn = no_progress) -> FitOutput:
         progress("representation", 0.2, math.nan, 0)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with torch.random.fork_rng():
@@ -219,7 +219,7 @@ class DSAEMethod(FitMethod):
             raise FitError(f"episodes have images of shape {data.images.shape[2:]}, the autoencoder reads "
                            f"{self.image_size}x{self.image_size}x3 (set the camera's width/height or image_size)")
 
-    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = _no_progress) -> FitOutput:
+    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = no_progress) -> FitOutput:
         if self.policy is None:
             raise FitError("no run in progress: start one with iteration 0")
         self.check_on_policy(data)

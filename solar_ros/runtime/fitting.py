@@ -52,8 +52,8 @@ class FitCancelled(Exception):
     """Raised from a progress callback to stop a fit early."""
 
 
-def _no_progress(stage: str, fraction: float, loss: float, step: int) -> None:
-    pass
+def no_progress(stage: str, fraction: float, loss: float, step: int) -> None:
+    """A progress callback that reports nothing (the default of the fit methods)."""
 
 
 # ================================================================================================
@@ -306,7 +306,8 @@ class LQRJointsConfig:
             raise ValueError(f"lqr_joints dynamics_prior must be 'global' or 'gmm', got {self.dynamics_prior!r}")
 
 
-def _apply_overrides(config, overrides: dict[str, Any], what: str):
+def apply_config_overrides(config, overrides: dict[str, Any], what: str):
+    """``config`` with the fields in ``overrides`` replaced (FitError naming ``what`` for unknown keys)."""
     names = {f.name for f in fields(config)}
     unknown = sorted(set(overrides) - names)
     if unknown:
@@ -317,7 +318,8 @@ def _apply_overrides(config, overrides: dict[str, Any], what: str):
         raise FitError(f"bad {what} setting: {err}") from err
 
 
-def _new_id(prefix: str, iteration: int) -> str:
+def new_id(prefix: str, iteration: int) -> str:
+    """A fresh policy or model id: ``<prefix>-it<iteration>-<8 random hex digits>``."""
     return f"{prefix}-it{iteration:03d}-{uuid.uuid4().hex[:8]}"
 
 
@@ -341,10 +343,10 @@ class FitMethod:
     def horizon(self) -> int:
         raise NotImplementedError
 
-    def initialize(self, progress: ProgressFn = _no_progress) -> FitOutput:
+    def initialize(self, progress: ProgressFn = no_progress) -> FitOutput:
         raise NotImplementedError
 
-    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = _no_progress) -> FitOutput:
+    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = no_progress) -> FitOutput:
         raise NotImplementedError
 
     def check_on_policy(self, data: TrainingData) -> None:
@@ -400,7 +402,7 @@ class LQRJointsMethod(FitMethod):
 
     def __init__(self, settings: RunSettings, overrides: dict[str, Any], out_dir: Path, device: str = "cpu") -> None:
         super().__init__(settings, overrides, out_dir, device)
-        self.config = _apply_overrides(LQRJointsConfig(), overrides, "lqr_joints")
+        self.config = apply_config_overrides(LQRJointsConfig(), overrides, "lqr_joints")
         self.env = make_task(settings.task, settings.goal)
         self.cost = JointSpaceTaskCost(self.env, self.env.cost_model())
         self.loop = None
@@ -411,10 +413,10 @@ class LQRJointsMethod(FitMethod):
         return self.settings.horizon or int(self.env.horizon)
 
     def _package(self, iteration: int) -> PolicyPackage:
-        self.policy_id = _new_id(self.name, iteration)
+        self.policy_id = new_id(self.name, iteration)
         return PolicyPackage(self.loop.policy, self.policy_id, self.dt, self.state_source, iteration)
 
-    def initialize(self, progress: ProgressFn = _no_progress) -> FitOutput:
+    def initialize(self, progress: ProgressFn = no_progress) -> FitOutput:
         progress("policy", 0.5, math.nan, 0)
         cfg = self.config
         du = self.env.action_dim
@@ -424,7 +426,7 @@ class LQRJointsMethod(FitMethod):
         self.iteration = 0
         return FitOutput(self._package(0), metrics={"state_dim": float(self.cost.dx)})
 
-    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = _no_progress) -> FitOutput:
+    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = no_progress) -> FitOutput:
         if self.loop is None:
             raise FitError("no run in progress: start one with iteration 0")
         self.check_on_policy(data)

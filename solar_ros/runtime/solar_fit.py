@@ -50,11 +50,11 @@ from .fitting import (
     ProgressFn,
     RunSettings,
     TrainingData,
-    _apply_overrides,
-    _new_id,
-    _no_progress,
+    apply_config_overrides,
     load_training_data,
     make_task,
+    new_id,
+    no_progress,
 )
 from .policy_msg import PolicyPackage
 
@@ -77,7 +77,7 @@ class SolarMethod(FitMethod):
     def __init__(self, settings: RunSettings, overrides: dict[str, Any], out_dir: Path, device: str = "cpu") -> None:
         super().__init__(settings, overrides, out_dir, device)
         base = solar.TASK_DEFAULTS.get(settings.task, solar.SolarConfig())
-        self.config = _apply_overrides(base, overrides, "solar")
+        self.config = apply_config_overrides(base, overrides, "solar")
         self.env = make_task(settings.task, settings.goal)
         self.dt = settings.dt or float(self.env.dt)
         self.image_size = int(self.config.image_size or self.env.image_shape[0])
@@ -101,7 +101,7 @@ class SolarMethod(FitMethod):
     # ---- life cycle --------------------------------------------------------------------------------
 
     def _save_model(self, iteration: int) -> str:
-        self.model_id = _new_id("svae", iteration)
+        self.model_id = new_id("svae", iteration)
         path = self.out_dir / f"model_{iteration:03d}.pt"
         self.model.save(path, extra={"model_id": self.model_id, "iteration": iteration, "task": self.settings.task,
                                      "goal": list(self.settings.goal)})
@@ -109,10 +109,10 @@ class SolarMethod(FitMethod):
         return self.model_path
 
     def _package(self, iteration: int) -> PolicyPackage:
-        self.policy_id = _new_id(self.name, iteration)
+        self.policy_id = new_id(self.name, iteration)
         return PolicyPackage(self.policy, self.policy_id, self.dt, self.state_source, iteration, self.model_id)
 
-    def initialize(self, progress: ProgressFn = _no_progress) -> FitOutput:
+    def initialize(self, progress: ProgressFn = no_progress) -> FitOutput:
         cfg = self.config
         torch.manual_seed(solar.derive_seed(self.settings.seed, solar.FIT, 0, 0))
         self.model = solar.SVAELatentModel(self.image_size, self.du, cfg)
@@ -125,7 +125,7 @@ class SolarMethod(FitMethod):
         return FitOutput(self._package(0), self.model_path, new_model=True,
                          metrics={"latent_dim": float(cfg.latent_dim)})
 
-    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = _no_progress) -> FitOutput:
+    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = no_progress) -> FitOutput:
         if self.policy is None:
             raise FitError("no run in progress: start one with iteration 0")
         self.check_on_policy(data)

@@ -105,3 +105,27 @@ def test_launch_files_and_ros1_relay_are_valid_python():
     for path in list((REPO / "launch").glob("*.launch.py")) + [REPO / "bin" / "intera_torque_relay"]:
         ast.parse(path.read_text(), filename=str(path))
     assert (REPO / "config" / "gazebo_controllers.yaml").is_file()
+
+
+@pytest.mark.parametrize("profile", sorted(LAUNCH_FILES))
+def test_launch_file_rejects_an_unknown_parameter_in_its_files(profile, monkeypatch, tmp_path):
+    import shutil
+
+    import yaml
+
+    from solar_ros.launcher import LaunchError
+
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    node = PROFILES[profile].nodes[0]
+    path = tmp_path / "config" / node.params_files[-1]
+    content = yaml.safe_load(path.read_text())
+    section = next(iter(content))
+    content[section]["ros__parameters"]["not_a_parameter_of_this_node"] = 1
+    path.write_text(yaml.safe_dump(content))
+    for name, mod in fake_modules({"solar_ros": str(tmp_path)}).items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    spec = importlib.util.spec_from_file_location("launch_file_bad", REPO / "launch" / LAUNCH_FILES[profile])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(LaunchError, match="not_a_parameter_of_this_node"):
+        module.generate_launch_description()

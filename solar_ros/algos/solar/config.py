@@ -171,8 +171,9 @@ class SolarConfig:
 
 
 # The project's settings where they differ from the reference, for every task. They were chosen in
-# tuning runs on point (not a repo command; what the benchmark shows of their effect is in
-# docs/results.md, "What limits SOLAR on point"):
+# tuning runs on point, before every setting could be given on the command line; each can be switched
+# back with `solar-ros train --set KEY=VALUE` (docs/results.md, "What limits SOLAR on point", has the
+# commands and what the benchmark shows of their effect):
 # * keypoints encoder: the reference conv encoder's latent explained the point's position much worse
 #   (position R^2 about 0.6-0.7 against above 0.99 in those runs);
 # * a copy-state latent (5 of the 10 dimensions observed): a frame shows a position, not a velocity;
