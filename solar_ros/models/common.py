@@ -78,6 +78,47 @@ class ConvGaussianEncoder(nn.Module):
         return mean, F.softplus(raw) + self.min_var
 
 
+BACKGROUND_STD_FLOOR = 0.05
+"""Added to the per-pixel std of the training images before it divides the encoder's input (see
+:class:`SceneBackground`): pixels that never change are then scaled by 1/0.05, not by 1/0."""
+
+
+class SceneBackground(nn.Module):
+    """The static scene of a camera: the per-pixel mean and scale of the training images (buffers,
+    saved with the weights). An image model that uses it reads each frame as (frame - mean) / scale and
+    adds the mean image to its decoder's output (as logits for a Bernoulli likelihood), so its networks
+    only have to explain what moves. Unset (all zeros) until :meth:`set_from` is called."""
+
+    def __init__(self, channels: int, image_size: int):
+        super().__init__()
+        shape = (channels, image_size, image_size)
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("scale", torch.ones(shape))
+
+    @property
+    def is_set(self) -> bool:
+        return bool(torch.any(self.mean))
+
+    @torch.no_grad()
+    def set_from(self, images) -> None:
+        """Set the statistics from uint8 images (..., H, W, C) of the model's size."""
+        images = np.asarray(images)
+        C, H, W = self.mean.shape
+        flat = images.reshape(-1, *images.shape[-3:])
+        check_images(flat, H, C, 4)
+        x = flat.astype(np.float64) / 255.0
+        self.mean.copy_(torch.from_numpy(x.mean(0).transpose(2, 0, 1)).float())
+        self.scale.copy_(torch.from_numpy(x.std(0).transpose(2, 0, 1) + BACKGROUND_STD_FLOOR).float())
+
+    def normalize(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames (B, C, H, W) in [0, 1] -> what the encoder reads."""
+        return (frames - self.mean) / self.scale
+
+    def decoder_offset(self, likelihood: str) -> torch.Tensor:
+        """What is added to the decoder's output: the mean image's logits (Bernoulli) or the mean image."""
+        return torch.logit(self.mean.clamp(0.01, 0.99)) if likelihood == "bernoulli" else self.mean
+
+
 class ConvDecoder(nn.Module):
     """SOLAR's decoder: fc 512 (= 8x8x8) -> transposed convs (each doubling the side) -> image logits.
 

@@ -36,13 +36,17 @@ from torch import nn
 
 from ..core.gaussian import LDSParams
 from ..core.types import CostExpansion
-from .common import ConvDecoder, check_images, decoded_images, images_log_likelihood, module_device, to_float_images
+from .common import (
+    ConvDecoder,
+    SceneBackground,
+    check_images,
+    decoded_images,
+    images_log_likelihood,
+    module_device,
+    to_float_images,
+)
 from .dsae import gaussian_encoder
 from .kalman_torch import SmootherResult, kalman_predict, kalman_smoother, kalman_update, kl_posterior_prior
-
-BACKGROUND_STD_FLOOR = 0.05
-"""Added to the per-pixel std of the training images before it divides the encoder's input (see
-:attr:`SVAEConfig.background`): pixels that never change are then scaled by 1/0.05, not by 1/0."""
 
 COST_FORMS = ("linear", "target")
 """Forms of the latent cost model (see :class:`QuadraticCostModel`)."""
@@ -95,7 +99,8 @@ class SVAEConfig:
     (0.5 (x - x*)^T C (x - x*) + c0 with a learned target latent x*). See :class:`QuadraticCostModel`."""
     background: bool = False
     """Model the static scene explicitly (False: the reference). True: the encoder reads each frame minus
-    the training images' per-pixel mean, divided by their per-pixel std (plus ``BACKGROUND_STD_FLOOR``),
+    the training images' per-pixel mean, divided by their per-pixel std (plus a floor; see
+    :class:`~solar_ros.models.common.SceneBackground`),
     and the decoder's logits are offset by the mean image's, so the network only has to explain what
     moves. The statistics are buffers, set from data by :meth:`StructuredVAE.set_background` before the
     first fit. Without it, on a scene where the moving arm is a few percent of the pixels, the decoder's
@@ -259,29 +264,18 @@ class StructuredVAE(nn.Module):
         self.register_buffer("mu0", torch.zeros(dx, dtype=f64))
         self.register_buffer("V0", torch.eye(dx, dtype=f64))
         # The static scene (SVAEConfig.background): per-pixel mean and scale of the training images.
-        shape = (cfg.channels, cfg.image_size, cfg.image_size)
-        self.register_buffer("bg_mean", torch.zeros(shape))
-        self.register_buffer("bg_scale", torch.ones(shape))
+        self.background = SceneBackground(cfg.channels, cfg.image_size)
 
-    @torch.no_grad()
     def set_background(self, images) -> None:
-        """Set the static-scene statistics from uint8 images (..., H, W, C) (no effect on the network
-        unless ``config.background``)."""
-        cfg = self.config
-        images = np.asarray(images)
-        flat = images.reshape(-1, *images.shape[-3:])
-        check_images(flat, cfg.image_size, cfg.channels, 4)
-        x = flat.astype(np.float64) / 255.0
-        mean = torch.from_numpy(x.mean(0).transpose(2, 0, 1)).float()
-        std = torch.from_numpy(x.std(0).transpose(2, 0, 1)).float()
-        self.bg_mean.copy_(mean)
-        self.bg_scale.copy_(std + BACKGROUND_STD_FLOOR)
+        """Set the static-scene statistics from uint8 images (..., H, W, C) (used only with
+        ``config.background``)."""
+        self.background.set_from(images)
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder logits for latents z (B, dx): the network's, plus the mean image's with ``background``."""
         out = self.decoder(z)
         if self.config.background:
-            out = out + torch.logit(self.bg_mean.clamp(0.01, 0.99))
+            out = out + self.background.decoder_offset("bernoulli")
         return out
 
     # -- the LDS --------------------------------------------------------------------------------
@@ -314,7 +308,7 @@ class StructuredVAE(nn.Module):
     def potentials(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W) in [0, 1] -> potential means and diagonal variances, each (B, dx)."""
         if self.config.background:
-            frames = (frames - self.bg_mean) / self.bg_scale
+            frames = self.background.normalize(frames)
         mean, var = self.encoder(frames)
         hidden = self.config.latent_dim - mean.shape[-1]
         if hidden:

@@ -13,7 +13,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .common import ConvDecoder, check_images, decoded_images, images_log_likelihood, module_device, to_float_images
+from .common import (
+    ConvDecoder,
+    SceneBackground,
+    check_images,
+    decoded_images,
+    images_log_likelihood,
+    module_device,
+    to_float_images,
+)
 from .dsae import gaussian_encoder
 
 
@@ -39,6 +47,9 @@ class VAEConfig:
     """'conv' (the reference) or 'keypoints' (as :class:`~solar_ros.models.svae.SVAEConfig`)."""
     keypoints: int = 8
     """Feature points of the 'keypoints' encoder."""
+    background: bool = False
+    """Model the static scene as :attr:`~solar_ros.models.svae.SVAEConfig.background` does (the
+    statistics set by :meth:`VAE.set_background` before the first fit)."""
 
     def __post_init__(self) -> None:
         if self.likelihood not in ("bernoulli", "gaussian"):
@@ -61,15 +72,28 @@ class VAE(nn.Module):
         # Learned per-pixel noise variance of the Gaussian likelihood (unused by Bernoulli).
         self.log_pixel_var = (nn.Parameter(torch.tensor(np.log(0.01), dtype=torch.float32))
                               if cfg.likelihood == "gaussian" else None)
+        self.background = SceneBackground(cfg.channels, cfg.image_size)
+
+    def set_background(self, images) -> None:
+        """Set the static-scene statistics from uint8 images (..., H, W, C) (used only with
+        ``config.background``)."""
+        self.background.set_from(images)
+
+    def _encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(self.background.normalize(frames) if self.config.background else frames)
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.decoder(z)
+        return out + self.background.decoder_offset(self.config.likelihood) if self.config.background else out
 
     def loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Negative ELBO per frame for x (..., C, H, W) in [0, 1]: 'loss', 'recon_ll', 'kl'."""
         frames = x.reshape(-1, *x.shape[-3:])
-        mean, var = self.encoder(frames)
+        mean, var = self._encode(frames)
         # Noise drawn on the CPU generator, so a seed gives the same draws on any device.
         eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
         z = mean + var.sqrt() * eps
-        ll = images_log_likelihood(self.decoder(z), frames, self.config.likelihood, self.log_pixel_var)
+        ll = images_log_likelihood(self._decode(z), frames, self.config.likelihood, self.log_pixel_var)
         kl = 0.5 * (var + mean.pow(2) - 1.0 - torch.log(var)).sum(-1)
         recon_ll, kl = ll.mean(), kl.mean()
         return {"loss": kl - recon_ll, "recon_ll": recon_ll, "kl": kl}
@@ -80,7 +104,7 @@ class VAE(nn.Module):
         cfg = self.config
         single = images.ndim == 3
         check_images(images, cfg.image_size, cfg.channels, 3 if single else 4)
-        mean, var = self.encoder(to_float_images(images, module_device(self)))
+        mean, var = self._encode(to_float_images(images, module_device(self)))
         mean, var = mean.double().cpu().numpy(), var.double().cpu().numpy()
         return (mean[0], var[0]) if single else (mean, var)
 
@@ -88,5 +112,5 @@ class VAE(nn.Module):
     def decode(self, z) -> np.ndarray:
         """Latents (B, dz) -> expected images (B, H, W, C) in [0, 1], float64."""
         z = torch.as_tensor(z, dtype=torch.float32, device=module_device(self))
-        out = decoded_images(self.decoder(z), self.config.likelihood)
+        out = decoded_images(self._decode(z), self.config.likelihood)
         return out.permute(0, 2, 3, 1).double().cpu().numpy()

@@ -295,17 +295,18 @@ def test_background_model_subtracts_the_mean_image_and_offsets_the_decoder():
     images = rng.integers(0, 256, size=(3, 5, 16, 16, 3), dtype=np.uint8)
     net.set_background(images)
     x = images.reshape(-1, 16, 16, 3).astype(np.float64) / 255
-    np.testing.assert_allclose(net.bg_mean.numpy(), x.mean(0).transpose(2, 0, 1), atol=1e-6)
-    np.testing.assert_allclose(net.bg_scale.numpy(), x.std(0).transpose(2, 0, 1) + 0.05, atol=1e-6)
+    bg = net.background
+    np.testing.assert_allclose(bg.mean.numpy(), x.mean(0).transpose(2, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(bg.scale.numpy(), x.std(0).transpose(2, 0, 1) + 0.05, atol=1e-6)
     # The encoder reads the standardised frame: the mean image itself reaches it as zeros.
-    mean_frame = net.bg_mean[None]
+    mean_frame = bg.mean[None]
     with torch.no_grad():
         m, v = net.potentials(mean_frame)
         m0, v0 = net.encoder(torch.zeros_like(mean_frame))
         np.testing.assert_allclose(m[:, :m0.shape[1]].numpy(), m0.numpy(), atol=1e-6)
         # The decoder's output is its own plus the mean image's logits; without the option, its own.
         z = torch.zeros(1, 4)
-        offset = torch.logit(net.bg_mean.clamp(0.01, 0.99))
+        offset = torch.logit(bg.mean.clamp(0.01, 0.99))
         np.testing.assert_allclose(net.decoder_output(z).numpy(), (net.decoder(z) + offset).numpy(), atol=1e-5)
     plain = StructuredVAE(SVAEConfig(image_size=16, latent_dim=4, action_dim=2, encoder="keypoints"))
     plain.set_background(images)
@@ -314,4 +315,4 @@ def test_background_model_subtracts_the_mean_image_and_offsets_the_decoder():
     # The statistics travel with the weights.
     copy = StructuredVAE(cfg)
     copy.load_state_dict(net.state_dict())
-    assert torch.equal(copy.bg_mean, net.bg_mean) and torch.equal(copy.bg_scale, net.bg_scale)
+    assert torch.equal(copy.background.mean, bg.mean) and torch.equal(copy.background.scale, bg.scale)

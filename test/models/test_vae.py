@@ -79,3 +79,20 @@ def test_training_lowers_negative_elbo_below_any_latent_free_model(dot_data):
     first, last = np.mean(hist["loss"][:10]), np.mean(hist["loss"][-10:])
     assert last < 0.5 * first
     assert last < 0.95 * latent_free_nll, (last, latent_free_nll)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_background_model_offsets_the_decoder_by_the_mean_image(likelihood):
+    rng = np.random.default_rng(0)
+    vae = VAE(VAEConfig(image_size=16, latent_dim=3, likelihood=likelihood, background=True))
+    images = rng.integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8)
+    vae.set_background(images)
+    mean = torch.from_numpy(images.astype(np.float64).mean(0).transpose(2, 0, 1) / 255).float()
+    np.testing.assert_allclose(vae.background.mean.numpy(), mean.numpy(), atol=1e-6)
+    z = torch.zeros(1, 3)
+    with torch.no_grad():
+        offset = torch.logit(mean.clamp(0.01, 0.99)) if likelihood == "bernoulli" else mean
+        np.testing.assert_allclose(vae._decode(z).numpy(), (vae.decoder(z) + offset).numpy(), atol=1e-5)
+        m, _ = vae._encode(mean[None])
+        m0, _ = vae.encoder(torch.zeros(1, 3, 16, 16))
+        np.testing.assert_allclose(m.numpy(), m0.numpy(), atol=1e-5)

@@ -51,11 +51,12 @@ class SolarConfig:
     (0.5 (x - x*)^T C (x - x*) + c0: its minimum is a learned latent x*, never a point far outside
     the data; see :class:`~solar_ros.models.svae.QuadraticCostModel`)."""
     background: bool = False
-    """Model the static scene (SOLAR only): the encoder reads each frame minus the pretraining images' mean
-    image (scaled by their per-pixel std) and the decoder adds the mean image's logits, so the latent has
-    to explain only what moves (see :attr:`~solar_ros.models.svae.SVAEConfig.background`). False: the
-    reference. On ``sawyer_reach`` the arm is a few percent of the frame and without it the latent stayed
-    uninformative (cost R^2 0.00; docs/results.md, "SOLAR on sawyer_reach")."""
+    """Model the static scene (SOLAR and the VAE ablation alike): the encoder reads each frame minus the
+    pretraining images' mean image (scaled by their per-pixel std) and the decoder adds the mean image's
+    logits, so the latent has to explain only what moves (see
+    :attr:`~solar_ros.models.svae.SVAEConfig.background`). False: the reference. On ``sawyer_reach``
+    the arm is a few percent of the frame and without it the latent stayed uninformative (cost R^2
+    0.00; docs/results.md, "SOLAR on sawyer_reach")."""
     pretrain_steps: int = 3000
     """Gradient steps of the model fit after pretraining."""
     batch_size: int = 4
@@ -194,8 +195,8 @@ PROJECT_SETTINGS = dict(encoder="keypoints", copy_state=True, cost_form="target"
 #   uninformative (cost R^2 0.00); with it the probe to the hand position reached R^2 0.46-0.71 and the
 #   cost R^2 0.89-0.91 after pretraining, 0.84-0.95 and 0.94-0.98 on held-out rollouts at the end;
 # * smoothed pretraining noise (Gaussian filter of 3 steps, std 1 x action_scale): white noise of std
-#   0.5 moved the hand by about 2.5 cm over an episode (tuning runs), so the images showed almost no arm
-#   motion; the smoothed noise spans about 0.6 m of the workspace (coverage_span in the runs' logs).
+#   0.5 barely moves the damped arm, so the images showed almost no arm motion; the smoothed noise
+#   spans about 0.6 m of the workspace (coverage_span in the runs' logs).
 SAWYER_SETTINGS = dict(PROJECT_SETTINGS, background=True, pretrain_smoothing=3.0, pretrain_noise=1.0)
 # Budgets per task, the same for every seed. point: 100 random + 10 x 10 = 200 episodes (the target
 # budget); the others: the reference 100 random + 10 x 40 = 500.

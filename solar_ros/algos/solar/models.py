@@ -304,7 +304,7 @@ class SVAELatentModel(LatentModel):
                                       steps=steps, fraction=min(calls[0] / n_updates, 1.0), loss=loss))
             return params
 
-        if cfg.background and not torch.any(self.net.bg_mean):
+        if cfg.background and not self.net.background.is_set:
             self.net.set_background(data.images)  # once, from the first data fitted (saved with the weights)
         history = train_svae_weighted(self.net, _windows(data, cfg.train_window), steps, cfg, seed, training_update,
                                       progress)
@@ -405,7 +405,7 @@ class VAELatentModel(LatentModel):
         self.cfg = cfg
         self.du = action_dim
         self.net = VAE(VAEConfig(image_size=image_size, latent_dim=cfg.latent_dim, first_stride=cfg.first_stride,
-                                  encoder=cfg.encoder))
+                                  encoder=cfg.encoder, background=cfg.background))
         self.lds = None
         self.params: LDSParams | None = None
         self.cost_fit: tuple[np.ndarray, np.ndarray, float, np.ndarray] | None = None
@@ -424,6 +424,8 @@ class VAELatentModel(LatentModel):
         cfg = self.cfg
         # Same frames per step as the SVAE: batch_size sequences of T frames.
         window = None if cfg.train_window is None else min(cfg.train_window, data.T)
+        if cfg.background and not self.net.background.is_set:
+            self.net.set_background(data.images)  # once, from the first data fitted (saved with the weights)
         history = train_vae(self.net, data.images, VAETrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
                                                                   seed=seed, disable_progress=not progress,
                                                                   window=window))
