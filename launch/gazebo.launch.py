@@ -13,12 +13,12 @@ evaluated from the recorded states by the learner. The node list and parameter f
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from launch import LaunchDescription
 from solar_ros.envs.sawyer_model import build_urdf
 from solar_ros.launcher import get_profile, validate_params_files
 

@@ -17,12 +17,12 @@ The node list, parameter files and remappings come from ``solar_ros.launcher.PRO
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from launch import LaunchDescription
 from solar_ros.launcher import get_profile, validate_params_files
 
 PROFILE = "real_sawyer"

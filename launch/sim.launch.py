@@ -12,11 +12,11 @@ same description ``solar-ros launch sim`` uses where ``ros2 launch`` is not avai
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from launch import LaunchDescription
 from solar_ros.launcher import get_profile, validate_params_files
 
 PROFILE = "sim"
