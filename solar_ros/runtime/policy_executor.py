@@ -5,8 +5,9 @@ Timing model. An episode starts at clock time ``start_ns``; its time index is
 computed far more often than the index advances (e.g. 500 Hz against 20 Hz): every command
 evaluates ``u = K_t x + k_t + chol(Sigma_t) eps_t`` on the latest state x, with one standard-normal
 draw ``eps_t`` per time index (the same noise for the whole step, drawn up front from the seed, so
-a seed reproduces an episode's noise exactly even if a step is skipped), then clips u to the torque
-limits. Every command is allocation-free: the noise term is folded into a per-step bias at start.
+a seed reproduces an episode's noise exactly even if a step is skipped; filtered over time when the
+policy's ``noise_smoothing`` is > 0), then clips u to the torque limits. Every command is
+allocation-free: the noise term is folded into a per-step bias at start.
 
 Each finished time index yields a :class:`StepRecord`: x_t is the state at the index's first
 command, u_t the mean of the torques actually commanded during it. These are the (x_t, u_t) pairs
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.noise import standard_normal_sequence
 from .policy_msg import PolicyPackage
 from .safety import clip_torques
 
@@ -99,7 +101,8 @@ class PolicyExecutor:
         pkg = self.active
         p = pkg.policy
         rng = np.random.default_rng(int(noise_seed))
-        self._eps = np.zeros((p.T, p.du)) if deterministic else rng.standard_normal((p.T, p.du))
+        self._eps = (np.zeros((p.T, p.du)) if deterministic
+                     else standard_normal_sequence(rng, p.T, p.du, pkg.noise_smoothing))
         self._K = np.ascontiguousarray(p.K)
         self._bias = p.k + np.einsum("tij,tj->ti", p.chol, self._eps)
         self._dt_ns = max(1, int(round(pkg.dt * 1e9)))

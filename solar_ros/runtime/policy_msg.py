@@ -33,6 +33,10 @@ class PolicyPackage:
     """Learning iteration that produced it."""
     model_id: str = ""
     """Representation model whose latents the policy expects (empty: any)."""
+    noise_smoothing: float = 0.0
+    """0: white exploration noise (LQR-FLM's policies); > 0: each episode's standard-normal draws are
+    filtered over time by a Gaussian of this std in time indices and rescaled to unit std
+    (:func:`solar_ros.core.noise.standard_normal_sequence`; SOLAR's smoothed pretraining noise)."""
 
     def __post_init__(self) -> None:
         if not self.policy_id:
@@ -43,6 +47,8 @@ class PolicyPackage:
             raise ValueError(f"policy state_source must be one of {STATE_SOURCES}, got {self.state_source!r}")
         if self.iteration < 0:
             raise ValueError(f"policy iteration must be >= 0, got {self.iteration}")
+        if not (np.isfinite(self.noise_smoothing) and self.noise_smoothing >= 0):
+            raise ValueError(f"policy noise_smoothing must be a finite number >= 0, got {self.noise_smoothing}")
 
 
 def _as_f64_array(a: np.ndarray) -> array.array:
@@ -65,6 +71,7 @@ def policy_to_msg(package: PolicyPackage, msg: Any) -> Any:
     msg.gain = _as_f64_array(p.K)
     msg.offset = _as_f64_array(p.k)
     msg.covariance = _as_f64_array(p.cov)
+    msg.noise_smoothing = float(package.noise_smoothing)
     return msg
 
 
@@ -90,4 +97,5 @@ def policy_from_msg(msg: Any) -> PolicyPackage:
     policy = LinearGaussianPolicy(K, k, cov)  # checks positive definiteness
     return PolicyPackage(policy=policy, policy_id=str(msg.policy_id), dt=float(msg.dt),
                          state_source=str(msg.state_source), iteration=int(msg.iteration),
-                         model_id=str(getattr(msg, "model_id", "")))
+                         model_id=str(getattr(msg, "model_id", "")),
+                         noise_smoothing=float(getattr(msg, "noise_smoothing", 0.0)))

@@ -6,7 +6,8 @@ Life cycle (see :mod:`solar_ros.runtime.fitting`):
 
 * iteration 0: an untrained structured VAE (so the encoder publishes latents from the first
   episode on) and a zero-gain policy on its latent with the pretraining noise
-  (``pretrain_noise`` x action_scale): random Gaussian torques, as SOLAR's pretraining;
+  (``pretrain_noise`` x action_scale, filtered over time by ``pretrain_smoothing`` as the in-process
+  loop does): random Gaussian torques, as SOLAR's pretraining;
 * iteration 1: the structured VAE (with the conjugate MNIW update of its LDS) is fitted on the
   recorded pretraining images, actions and costs; a new model is announced and the first control
   policy (zero gains, ``init_noise``) acts on its filtered latent;
@@ -110,7 +111,10 @@ class SolarMethod(FitMethod):
 
     def _package(self, iteration: int) -> PolicyPackage:
         self.policy_id = new_id(self.name, iteration)
-        return PolicyPackage(self.policy, self.policy_id, self.dt, self.state_source, iteration, self.model_id)
+        # the pretraining policy explores with the in-process loop's smoothed noise (random_actor)
+        smoothing = self.config.pretrain_smoothing if self.phase == "pretrain" else 0.0
+        return PolicyPackage(self.policy, self.policy_id, self.dt, self.state_source, iteration, self.model_id,
+                             noise_smoothing=smoothing)
 
     def initialize(self, progress: ProgressFn = no_progress) -> FitOutput:
         cfg = self.config

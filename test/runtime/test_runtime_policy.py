@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from solar_ros.core.noise import standard_normal_sequence
 from solar_ros.core.types import LinearGaussianPolicy
 from solar_ros.runtime.policy_executor import PolicyExecutor
 from solar_ros.runtime.policy_msg import PolicyPackage, policy_from_msg, policy_to_msg
@@ -147,3 +148,29 @@ def test_policies_are_swapped_only_at_episode_start():
     assert ex.start(4, "ep3", True, 0).policy_id == "B", "without a new policy the last one runs again"
     with pytest.raises(ValueError, match="actions"):
         ex.offer(package(LinearGaussianPolicy.initial(2, 3, 6, std=1.0)))
+
+
+def test_smoothed_noise_is_seeded_temporally_correlated_and_of_unit_std():
+    pol = LinearGaussianPolicy.initial(50, 3, 7, std=1.0)
+    pkg = PolicyPackage(pol, "p", 0.05, "latent", noise_smoothing=3.0)
+    assert policy_from_msg(policy_to_msg(pkg, SimpleNamespace())).noise_smoothing == 3.0
+    ex = PolicyExecutor(LIMITS)
+    ex.offer(pkg)
+    ex.start(0, "ep", deterministic=False, noise_seed=7)
+    eps = ex._eps
+    # the in-process pretraining draws the same sequence from the same generator
+    np.testing.assert_array_equal(eps, standard_normal_sequence(np.random.default_rng(7), 50, 7, 3.0))
+    np.testing.assert_allclose(eps.std(0), 1.0, rtol=1e-9)
+    lag1 = np.mean([np.corrcoef(eps[1:, j], eps[:-1, j])[0, 1] for j in range(7)])
+    assert lag1 > 0.8, lag1
+    white = np.random.default_rng(7).standard_normal((50, 7))
+    assert abs(np.mean([np.corrcoef(white[1:, j], white[:-1, j])[0, 1] for j in range(7)])) < 0.2
+    ex.finish(10**9)
+    ex.start(10**9, "ep2", deterministic=True, noise_seed=7)
+    assert not ex._eps.any()
+    with pytest.raises(ValueError, match="noise_smoothing"):
+        PolicyPackage(pol, "p", 0.05, "latent", noise_smoothing=-1.0)
+    with pytest.raises(ValueError, match="smoothing"):
+        standard_normal_sequence(np.random.default_rng(0), 5, 2, float("nan"))
+    np.testing.assert_array_equal(standard_normal_sequence(np.random.default_rng(3), 5, 2),
+                                  np.random.default_rng(3).standard_normal((5, 2)))

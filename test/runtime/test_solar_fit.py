@@ -101,3 +101,18 @@ def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, m
     assert (node.step.step_mult, node.step.eta) == pytest.approx((step.step_mult, step.eta), rel=1e-9)
     if not refit_every:  # the second update adapted its step from the first one's prediction
         assert "predicted_improvement" in out.metrics
+
+
+def test_the_nodes_pretraining_policy_explores_with_the_loops_smoothed_noise(tmp_path):
+    torch.set_num_threads(1)
+    env = make("point", image_obs=True, image_size=16)
+    env.reset(seed=SEED)
+    goal = env.goal.copy()
+    overrides = {**TINY, "pretrain_smoothing": 2.5}
+    node = SolarMethod(RunSettings(task="point", goal=goal.tolist(), seed=SEED), overrides, tmp_path)
+    first = node.initialize()
+    assert first.policy.noise_smoothing == 2.5  # the controller filters its pretraining draws like random_actor
+    pretrain = _rollouts(env, goal, TINY["pretrain_episodes"], 100)
+    after = node.update(_recorded(pretrain, node.policy_id, "pre-"), 1)
+    assert after.policy.noise_smoothing == 0.0  # LQR-FLM's policies explore with white noise
+    assert solar.TASK_DEFAULTS["sawyer_reach"].pretrain_smoothing > 0

@@ -52,9 +52,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter1d
 from tqdm import tqdm
 
+from ...core.noise import standard_normal_sequence
 from ...core.types import LinearGaussianPolicy
 from ...envs import make
 from ..common import (
@@ -132,8 +132,7 @@ def random_actor(rng: np.random.Generator, std: np.ndarray, low: np.ndarray, hig
     if smoothing > 0:
         if horizon is None:
             raise ValueError("smoothed pretraining noise needs the horizon")
-        noise = gaussian_filter1d(rng.standard_normal((horizon, len(std))), smoothing, axis=0, mode="constant")
-        noise /= np.maximum(noise.std(0), 1e-12)
+        noise = standard_normal_sequence(rng, horizon, len(std), smoothing)
     else:
         noise = None
 
