@@ -39,10 +39,14 @@ def generate_launch_description():
         Node(package="ros1_bridge", executable="dynamic_bridge", output="screen",
              arguments=["--bridge-all-topics"], condition=IfCondition(LaunchConfiguration("bridge"))),
     ]
-    for spec in get_profile(PROFILE).nodes:
+    profile = get_profile(PROFILE)
+    for spec in profile.nodes:
         params = [os.path.join(config, f) for f in spec.params_files]
         if spec.name == "recorder_node":
             params.append({"output_dir": LaunchConfiguration("output_dir")})
+        # A node that dies is started again, as `solar-ros launch` does (the profile's respawn settings).
         actions.append(Node(package="solar_ros", executable=spec.name, name=spec.name, output="screen",
-                            emulate_tty=True, parameters=params, remappings=list(spec.remappings)))
+                            emulate_tty=True, parameters=params, remappings=list(spec.remappings),
+                            respawn=profile.respawn, respawn_delay=profile.respawn_delay,
+                            respawn_max_retries=profile.max_respawns))
     return LaunchDescription(actions)

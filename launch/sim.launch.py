@@ -8,6 +8,10 @@ encoder's latent instead of the joint state).
 
 Which nodes run with which parameter files comes from ``solar_ros.launcher.PROFILES["sim"]`` (the
 same description ``solar-ros launch sim`` uses where ``ros2 launch`` is not available).
+
+Every node is respawned when it dies (``respawn``, ``respawn_delay`` and ``respawn_max_retries`` from
+the profile, as ``solar-ros launch`` does); the run ends when the trainer exits by itself (a trainer
+killed by a signal is respawned and resumes the run from its persisted state).
 """
 import os
 
@@ -53,8 +57,18 @@ def generate_launch_description():
         params = [os.path.join(config, f) for f in node.params_files]
         if node.name in overrides:
             params.append(overrides[node.name])
-        # The run is over when the trainer exits: that stops the rest of the stack.
-        on_exit = Shutdown(reason=f"{node.name} finished") if node.name == spec.main_node else None
+        # The run is over when the trainer exits by itself: that stops the rest of the stack.
+        on_exit = end_launch_unless_killed if node.name == spec.main_node else None
         actions.append(Node(package="solar_ros", executable=node.name, name=node.name, output="screen",
-                            emulate_tty=True, parameters=params, remappings=list(node.remappings), on_exit=on_exit))
+                            emulate_tty=True, parameters=params, remappings=list(node.remappings), on_exit=on_exit,
+                            respawn=spec.respawn, respawn_delay=spec.respawn_delay,
+                            respawn_max_retries=spec.max_respawns))
     return LaunchDescription(actions)
+
+
+def end_launch_unless_killed(event, _context):
+    """on_exit of the trainer: its own exit (status >= 0) ends the launch; killed by a signal
+    (negative status) it is respawned instead and resumes the run."""
+    if event.returncode is not None and event.returncode >= 0:
+        return [Shutdown(reason=f"trainer_node finished with status {event.returncode}")]
+    return None

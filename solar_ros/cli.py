@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
     launch = sub.add_parser("launch", help="start the ROS 2 node stack as separate processes")
+    launch.add_argument("--no-respawn", action="store_true",
+                        help="end the launch when a node dies instead of starting it again")
+    launch.add_argument("--respawn-delay", type=float, default=None, metavar="S",
+                        help="seconds between a node's death and its restart (default 2)")
     launch.add_argument("profile", help="which stack to start, e.g. 'sim'")
     launch.add_argument("args", nargs=argparse.REMAINDER, help="node.parameter:=value overrides")
     return parser
@@ -191,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         from .launcher import LaunchError, launch, parse_overrides
 
         try:
-            return launch(args.profile, parse_overrides(args.args), argv=["solar-ros", *argv])
+            return launch(args.profile, parse_overrides(args.args), argv=["solar-ros", *argv],
+                          respawn=False if args.no_respawn else None, respawn_delay=args.respawn_delay)
         except (LaunchError, FileNotFoundError) as err:
             return _error("launch", str(err))
     return 2

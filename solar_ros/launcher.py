@@ -6,8 +6,15 @@ objects, and a test checks that they agree.
 
 ``launch("sim")`` starts each node as ``python -m solar_ros.nodes.<node> --ros-args -r
 __node:=<node> --params-file config/<node>.yaml --params-file config/<profile>.yaml [...]``,
-prefixes every output line with ``[<node>]``, and on Ctrl-C / SIGTERM, or as soon as one node
-exits, stops the rest: SIGINT, then SIGTERM after ``grace`` seconds, then SIGKILL.
+prefixes every output line with ``[<node>]``, and on Ctrl-C / SIGTERM stops them all: SIGINT, then
+SIGTERM after ``grace`` seconds, then SIGKILL.
+
+A node that dies (killed, crashed) is started again after ``respawn_delay`` seconds, as
+``launch_ros`` does with ``respawn=True, respawn_delay=...`` in the launch files; the nodes pick up
+where they were from their own state (see docs/ros_interfaces.md, "Node crashes"). What ends the
+launch instead: the profile's main node (the trainer) exiting by itself (its status is the run's),
+a node exiting with status 2 (a configuration error, which a restart would repeat), or a node that
+died more than ``max_respawns`` times.
 """
 from __future__ import annotations
 
@@ -31,6 +38,14 @@ from .provenance import LAUNCH_ENV
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 """The repository's parameter files (a ROS install uses share/solar_ros/config instead)."""
+
+
+RESPAWN_DELAY = 2.0
+"""s between a node's death and its restart (the launch files use the same value)."""
+MAX_RESPAWNS = 20
+"""Restarts of one node before the launch gives up on it."""
+CONFIG_ERROR_STATUS = 2
+"""Exit status of a node that refused its parameters (``nodes.common.run_node``): not respawned."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +75,14 @@ class LaunchSpec:
     """What the launch file starts besides these nodes (simulators, bridges), for documentation."""
     main_node: str | None = None
     """A node whose exit ends the whole launch with that node's exit status (the trainer: its clean
-    exit is the run's success, however the other nodes had to be stopped)."""
+    exit is the run's success, however the other nodes had to be stopped). Killed by a signal, it is
+    respawned like the others (it resumes the run from its persisted state)."""
+    respawn: bool = True
+    """Start a node that died again (``launch_ros``'s ``respawn``)."""
+    respawn_delay: float = RESPAWN_DELAY
+    """Seconds between a node's death and its restart (``launch_ros``'s ``respawn_delay``)."""
+    max_respawns: int = MAX_RESPAWNS
+    """Restarts per node before its death ends the launch (``launch_ros``'s ``respawn_max_retries``)."""
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:
@@ -323,17 +345,23 @@ class _Process:
 def launch(profile: str, extra_params: Mapping[str, Any] | None = None, *,
            config_dir: str | os.PathLike = CONFIG_DIR, nodes: list[str] | None = None,
            env: Mapping[str, str] | None = None, output: IO[str] | None = None, grace: float = 5.0,
-           duration: float | None = None, argv: list[str] | None = None) -> int:
-    """Run a profile's nodes until Ctrl-C/SIGTERM, until one exits, or for ``duration`` seconds.
+           duration: float | None = None, argv: list[str] | None = None, respawn: bool | None = None,
+           respawn_delay: float | None = None, max_respawns: int | None = None) -> int:
+    """Run a profile's nodes until Ctrl-C/SIGTERM, until the run ends, or for ``duration`` seconds.
 
     ``extra_params``: overrides (see :func:`params_yaml`); ``nodes``: run only these; ``env``:
     extra environment variables for the children; ``argv``: the command line that asked for this
     launch (default ``sys.argv``), recorded with every node's parameters for the nodes' results
-    (:data:`solar_ros.provenance.LAUNCH_ENV`). Unknown nodes and parameters, in the overrides or in
-    the parameter files, raise :class:`LaunchError` before any node starts. Returns 0 after a
-    requested stop; the profile's ``main_node``'s exit status when it ended first; otherwise the exit
-    status of the node that ended first (1 if it ended with status 0 but others had to be stopped and
-    one of them failed).
+    (:data:`solar_ros.provenance.LAUNCH_ENV`); ``respawn``, ``respawn_delay``, ``max_respawns``:
+    the profile's settings unless given. Unknown nodes and parameters, in the overrides or in the
+    parameter files, raise :class:`LaunchError` before any node starts.
+
+    A node that dies is respawned (see the module docstring). The launch ends when the main node
+    exits by itself, when a node exits with status 2 (configuration error) or dies once more than
+    ``max_respawns`` times (or at all, without respawn), on a stop request, or after ``duration``.
+    Returns 0 after a requested stop or the duration; the main node's exit status when it ended the
+    launch; otherwise the exit status of the node that ended it (1 if that was 0 but others had to
+    be stopped and one of them failed).
     """
     spec = get_profile(profile)
     chosen = [n for n in spec.nodes if nodes is None or n.name in nodes]
@@ -342,6 +370,11 @@ def launch(profile: str, extra_params: Mapping[str, Any] | None = None, *,
         if unknown:
             raise LaunchError(f"profile {profile!r} has no nodes {sorted(unknown)}; its nodes: "
                               f"{', '.join(n.name for n in spec.nodes)}")
+    respawn = spec.respawn if respawn is None else bool(respawn)
+    respawn_delay = spec.respawn_delay if respawn_delay is None else float(respawn_delay)
+    max_respawns = spec.max_respawns if max_respawns is None else int(max_respawns)
+    if not (respawn_delay >= 0 and max_respawns >= 0):
+        raise LaunchError(f"respawn_delay and max_respawns must be >= 0, got {respawn_delay}, {max_respawns}")
     file_params = validate_params_files(spec, config_dir, chosen)
     validate_overrides(spec, extra_params or {})
     out = output if output is not None else sys.stdout
@@ -362,39 +395,84 @@ def launch(profile: str, extra_params: Mapping[str, Any] | None = None, *,
             handlers[s] = signal.signal(s, lambda *_: stop.set())
     lock = threading.Lock()
     width = max(len(n.name) for n in chosen)
-    procs: list[_Process] = []
+
+    def say(text: str) -> None:
+        with lock:
+            out.write(f"[launch] {text}\n")
+            out.flush()
+
+    def start(n: NodeSpec) -> _Process:
+        p = _Process(n.name, node_command(n, config_dir, extra_file), child_env, out, lock, width)
+        say(f"started {n.name} (pid {p.proc.pid})")
+        return p
+
+    procs: dict[str, _Process] = {}
+    respawns = {n.name: 0 for n in chosen}
+    pending: dict[str, float] = {}  # node -> monotonic time of its restart
     first_exit: tuple[str, int] | None = None
     try:
         for n in chosen:
-            procs.append(_Process(n.name, node_command(n, config_dir, extra_file), child_env, out, lock, width))
+            procs[n.name] = start(n)
         deadline = None if duration is None else time.monotonic() + duration
-        while not stop.is_set():
-            for p in procs:
+        while not stop.is_set() and first_exit is None:
+            now = time.monotonic()
+            for n in chosen:
+                p = procs[n.name]
+                if n.name in pending:
+                    if now >= pending[n.name]:
+                        del pending[n.name]
+                        respawns[n.name] += 1
+                        procs[n.name] = start(n)
+                    continue
                 rc = p.proc.poll()
-                if rc is not None:
-                    first_exit = (p.name, rc)
-                    break
+                if rc is None:
+                    continue
+                p.thread.join(timeout=1.0)  # its last output lines first
+                how = _describe_exit(rc)
+                if n.name == spec.main_node and rc >= 0:
+                    first_exit = (n.name, rc)
+                elif rc == CONFIG_ERROR_STATUS:
+                    say(f"{n.name} {how} (configuration error): not respawning it")
+                    first_exit = (n.name, rc)
+                elif respawn and respawns[n.name] < max_respawns:
+                    say(f"{n.name} {how}; respawning it in {respawn_delay:g} s "
+                        f"(respawn {respawns[n.name] + 1} of at most {max_respawns})")
+                    pending[n.name] = now + respawn_delay
+                    continue
+                else:
+                    if respawn:
+                        say(f"{n.name} {how} and was already respawned {respawns[n.name]} times: giving up")
+                    first_exit = (n.name, rc)
+                break
             if first_exit is not None or (deadline is not None and time.monotonic() >= deadline):
                 break
             stop.wait(0.1)
         if first_exit is not None:
-            with lock:
-                out.write(f"[launch] {first_exit[0]} exited with status {first_exit[1]}; stopping the others\n")
-        statuses = _shutdown(procs, grace)
+            say(f"{first_exit[0]} exited with status {first_exit[1]}; stopping the others")
+        statuses = _shutdown(list(procs.values()), grace)
     finally:
-        for p in procs:  # only reached with live children if something above raised
+        for p in procs.values():  # only reached with live children if something above raised
             p.signal(signal.SIGKILL)
         for s, h in handlers.items():
             signal.signal(s, h)
         if extra_file is not None:
             os.unlink(extra_file)
-    for p in procs:
+    for p in procs.values():
         p.thread.join(timeout=1.0)
     if first_exit is None:
         return 0
     if first_exit[0] == spec.main_node or first_exit[1] != 0:
         return first_exit[1]
     return 1 if any(rc not in (0, -signal.SIGINT) for name, rc in statuses.items() if name != first_exit[0]) else 0
+
+
+def _describe_exit(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"was killed by signal {-rc}"
+    return f"exited with status {rc}"
 
 
 def _shutdown(procs: list[_Process], grace: float) -> dict[str, int]:

@@ -90,6 +90,31 @@ def test_launch_file_matches_the_launcher_profile(profile, monkeypatch):
         assert [tuple(r) for r in node.kwargs.get("remappings", [])] == list(expected.remappings)
 
 
+@pytest.mark.parametrize("profile", sorted(LAUNCH_FILES))
+def test_launch_file_respawns_every_node_and_ends_with_the_trainer(profile, monkeypatch):
+    from types import SimpleNamespace
+
+    description = load_launch_file(REPO / "launch" / LAUNCH_FILES[profile], monkeypatch)
+    ours = [e for e in description.entities if type(e).__name__ == "Node" and e.kwargs.get("package") == "solar_ros"]
+    spec = PROFILES[profile]
+    assert spec.respawn and spec.respawn_delay > 0 and spec.max_respawns > 0
+    for node in ours:  # launch_ros's respawn settings, the same values `solar-ros launch` uses
+        assert node.kwargs["respawn"] is True, node.kwargs["name"]
+        assert node.kwargs["respawn_delay"] == spec.respawn_delay
+        assert node.kwargs["respawn_max_retries"] == spec.max_respawns
+        if node.kwargs["name"] != spec.main_node:
+            assert node.kwargs.get("on_exit") is None
+    if spec.main_node is None:
+        return
+    on_exit = next(n for n in ours if n.kwargs["name"] == spec.main_node).kwargs["on_exit"]
+    # launch calls on_exit(ProcessExited event, context) on every exit of the process
+    assert on_exit(SimpleNamespace(returncode=-9), None) is None, "killed: respawned, the launch goes on"
+    for status in (0, 1):
+        actions = on_exit(SimpleNamespace(returncode=status), None)
+        assert [type(a).__name__ for a in actions] == ["Shutdown"], "its own exit ends the launch"
+        assert f"status {status}" in actions[0].kwargs["reason"]
+
+
 def test_every_profile_node_has_an_executable_module_and_parameters():
     for spec in PROFILES.values():
         for node in spec.nodes:

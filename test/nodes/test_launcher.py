@@ -94,6 +94,78 @@ def test_launch_stops_everything_when_one_node_dies():
     assert time.monotonic() - t0 < 20, "the launcher must not wait for its duration once a node died"
 
 
+def _pid_of(text: str, node: str, nth: int = 1) -> int | None:
+    pids = re.findall(rf"\[launch\] started {node} \(pid (\d+)\)", text)
+    return int(pids[nth - 1]) if len(pids) >= nth else None
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(90)
+def test_a_killed_node_is_respawned_and_the_launch_goes_on(tmp_path):
+    import os
+    import signal
+    import threading
+
+    out = io.StringIO()
+    done = threading.Event()
+
+    def kill_recorder_then_stop():
+        try:
+            _wait_for(lambda: out.getvalue().count("recording episodes to") == 1, 40, "the recorder")
+            os.kill(_pid_of(out.getvalue(), "recorder_node"), signal.SIGKILL)
+            _wait_for(lambda: out.getvalue().count("recording episodes to") == 2, 40, "the respawned recorder")
+            time.sleep(0.5)
+        finally:
+            done.set()
+            os.kill(os.getpid(), signal.SIGINT)  # the launcher's own stop request (Ctrl-C)
+
+    killer = threading.Thread(target=kill_recorder_then_stop, daemon=True)
+    killer.start()
+    rc = launch("sim", {"recorder_node.output_dir": str(tmp_path / "eps")}, nodes=["camera_node", "recorder_node"],
+                output=out, duration=80.0, grace=3.0, respawn_delay=0.5)
+    killer.join(timeout=5)
+    text = out.getvalue()
+    assert done.is_set()
+    assert rc == 0, text
+    assert "[launch] recorder_node was killed by SIGKILL; respawning it in 0.5 s (respawn 1 of at most" in text, text
+    first, second = _pid_of(text, "recorder_node", 1), _pid_of(text, "recorder_node", 2)
+    assert second is not None and second != first, text
+    assert _pid_of(text, "camera_node", 2) is None, "only the dead node is restarted"
+    assert "stopping the others" not in text
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(60)
+def test_without_respawn_a_killed_node_ends_the_launch():
+    import os
+    import signal
+    import threading
+
+    out = io.StringIO()
+
+    def kill_camera():
+        _wait_for(lambda: _pid_of(out.getvalue(), "camera_node") is not None, 20, "the camera node's start")
+        time.sleep(1.0)
+        os.kill(_pid_of(out.getvalue(), "camera_node"), signal.SIGKILL)
+
+    threading.Thread(target=kill_camera, daemon=True).start()
+    t0 = time.monotonic()
+    rc = launch("sim", {}, nodes=["camera_node", "recorder_node"], output=out, duration=40.0, grace=3.0,
+                respawn=False)
+    text = out.getvalue()
+    assert rc == -signal.SIGKILL, text
+    assert "[launch] camera_node exited with status -9; stopping the others" in text
+    assert time.monotonic() - t0 < 30
+
+
 # ---- what the launcher accepts ------------------------------------------------------------------
 
 @pytest.fixture
