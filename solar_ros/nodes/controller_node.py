@@ -95,6 +95,7 @@ class ControllerNode(StackNode):
         self.latent_commands = 0
         """Commands sent on fresh latents, outside the fixed-rate stream."""
         self._throttle = Throttle(1.0)
+        self._clock_resets = 0
         # Per-command timing, kept in preallocated rings and summarised in the log.
         self._ring_n = 0
         self._gaps_ns = np.zeros(8192, dtype=np.int64)
@@ -140,6 +141,10 @@ class ControllerNode(StackNode):
     def _on_joints(self, msg: JointState) -> None:
         now = self._now_ns()
         reason = self.inputs.update_joints(stamp_to_ns(msg.header.stamp), now, msg.name, msg.position, msg.velocity)
+        if self.inputs.joint_gate.clock_resets != self._clock_resets:
+            self._clock_resets = self.inputs.joint_gate.clock_resets
+            self.get_logger().warning("the clock went backwards (a restarted simulator?): joint states of the new "
+                                      "timeline accepted")
         if reason is not None:
             if self._throttle.ready("joints " + Throttle.key(reason)):
                 self.get_logger().error(f"joint state rejected: {reason}")

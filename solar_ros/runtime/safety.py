@@ -112,16 +112,26 @@ class StampGate:
     Rejects zero stamps (unstamped data), stamps older than the last accepted one (out of order:
     a late message must not overwrite a newer state) and stamps more than ``future_tolerance_ns``
     ahead of the clock (a clock mismatch between machines, or sim vs wall time).
+
+    A clock that went backwards - the last accepted stamp is now more than ``future_tolerance_ns``
+    ahead of it, which no accepted stamp can be otherwise - starts a new timeline: a restarted
+    simulator publishes /clock and stamps from its start time again. The gate then forgets the
+    old stamps (:attr:`clock_resets` counts this), instead of refusing the new timeline for good.
     """
 
     future_tolerance_ns: int = 500_000_000
     last_ns: int = 0
     """Stamp of the last accepted message (0: none yet)."""
+    clock_resets: int = 0
+    """Times the clock was found to have gone backwards (a new timeline; see the class docstring)."""
 
     def check(self, stamp_ns: int, now_ns: int) -> str | None:
         """None if the stamp is acceptable (and records it), else the reason it is not."""
         if stamp_ns <= 0:
             return "message has no stamp (header.stamp is zero)"
+        if self.last_ns - now_ns > self.future_tolerance_ns:
+            self.last_ns = 0
+            self.clock_resets += 1
         if stamp_ns < self.last_ns:
             return (f"out-of-order stamp: {stamp_ns * 1e-9:.6f} s is older than the last accepted "
                     f"{self.last_ns * 1e-9:.6f} s")

@@ -45,6 +45,21 @@ def test_stamp_gate():
     assert gate.last_ns == 500 * MS
 
 
+def test_stamp_gate_follows_a_restarted_simulators_clock():
+    gate = StampGate(future_tolerance_ns=100 * MS)
+    assert gate.check(50_000 * MS, 50_000 * MS) is None
+    # the new simulator's first message can arrive before its first /clock: still refused as out of order
+    assert "out-of-order" in gate.check(2 * MS, 50_001 * MS)
+    assert gate.clock_resets == 0
+    # within the tolerance of the clock, an older stamp is still just out of order (no reset)
+    assert "out-of-order" in gate.check(49_950 * MS, 49_960 * MS)
+    assert gate.clock_resets == 0
+    # the node's clock went back to the new timeline: the old stamps are forgotten
+    assert gate.check(3 * MS, 4 * MS) is None
+    assert gate.clock_resets == 1 and gate.last_ns == 3 * MS
+    assert "out-of-order" in gate.check(2 * MS, 5 * MS), "and order is enforced on the new timeline"
+
+
 def test_clip_torques():
     limits = np.array([80, 80, 40, 40, 9, 9, 9.0])
     u = np.array([100, -10, -50, 0, 9, -9.5, np.nan])
