@@ -7,7 +7,16 @@ the START (so step 0's image and joint state are in the bag). A STOP/ABORT close
 the controller's last PolicyStep records have arrived (or after ``stop_grace`` seconds): the
 training ``.npz`` is built, everything is fsynced, the directory is renamed into place and a line
 is appended to ``<output_dir>/index.jsonl``. A crash (even kill -9) loses at most the episode in
-flight.
+flight: a restarted recorder indexes that one as ``aborted`` and completes the index for any episode
+it had written but not yet indexed (:func:`~solar_ros.runtime.episode_store.recover_episodes`).
+
+Messages that do not fit go into the bag as they came but not into the training arrays, with a
+throttled warning: events of unknown kind (not even into the bag), step records of another
+episode, outside the horizon, repeated, of another size than the episode's first or with NaN/Inf;
+samples stamped zero; joint states with NaN/Inf, missing joints or no velocities; latents whose
+mean, ``dim`` and covariance disagree or hold NaN/Inf; NaN/Inf costs; images that do not decode.
+Images and latents of another shape than most of the episode's are left out when it is written.
+An episode whose files cannot be written is indexed as ``aborted`` with the reason.
 
 Index ``status``: ``complete`` (stopped at the horizon), ``stopped`` (stopped early on request),
 ``aborted`` (e-stop, input fault, no STOP within ``max_episode_duration``, or shutdown).
@@ -24,7 +33,7 @@ import numpy as np
 from rclpy.serialization import deserialize_message
 
 from ..msg import EpisodeEvent, PolicyStep
-from ..runtime.episode_store import ABORTED, COMPLETE, EpisodeRecording, incomplete_episodes
+from ..runtime.episode_store import ABORTED, COMPLETE, EpisodeRecording, recover_episodes
 from ..runtime.image import ImageFormatError, image_to_array
 from ..runtime.safety import SAWYER_JOINT_NAMES, JointNameError, JointStateMapper
 from . import contract
@@ -78,6 +87,8 @@ class _Episode:
         self.stop: EpisodeEvent | None = None
         self.stop_wall = 0.0
         self.opened_wall = time.monotonic()
+        self.step_indices: set[int] = set()
+        self.step_sizes: tuple[int, int, int] | None = None
 
 
 class RecorderNode(StackNode):
@@ -127,10 +138,14 @@ class RecorderNode(StackNode):
                 qos = contract.EVENT_QOS
             self.create_subscription(cls, topic, lambda data, topic=topic: self._on_message(topic, data), qos, raw=True)
         self.create_timer(0.1, self._on_timer)
-        left = incomplete_episodes(self.output_dir)
-        if left:
-            self.get_logger().warning(f"{len(left)} incomplete episode(s) from an earlier run are not in the index "
-                                   f"and are ignored: {', '.join(p.name for p in left[:5])}")
+        try:
+            recovered = recover_episodes(self.output_dir)
+        except OSError as err:
+            raise ConfigError(f"cannot recover the episodes in {self.output_dir}: {err}") from err
+        for entry in recovered:
+            self.get_logger().warning(f"episode {entry['episode_id']!r} left by an earlier recorder process indexed "
+                                      f"as {entry['status']}" + (f" ({entry['reason']})" if entry['status'] != COMPLETE
+                                                                 else ""))
         self.get_logger().info(f"recording episodes to {self.output_dir.resolve()} "
                                f"({len(self.recorded)} topics in the bag, mcap={'on' if self.write_mcap else 'off'})")
 
@@ -140,6 +155,10 @@ class RecorderNode(StackNode):
         now = self.get_clock().now().nanoseconds
         if topic == contract.EPISODE:
             event = deserialize_message(data, EpisodeEvent)
+            if event.event not in (EpisodeEvent.START, EpisodeEvent.STOP, EpisodeEvent.ABORT):
+                self.get_logger().warning(f"ignoring an episode event of unknown kind {event.event} "
+                                          f"(episode {event.episode_id!r})", throttle_duration_sec=5.0)
+                return
             if event.event == EpisodeEvent.START:
                 self._begin(event, now)
             if self.episode is not None:
@@ -166,35 +185,59 @@ class RecorderNode(StackNode):
                 self.get_logger().warning(f"{topic}: message left out of the npz: {err}", throttle_duration_sec=5.0)
 
     def _buffer(self, topic: str, msg) -> None:
-        buf = self.episode.recording.buffers
+        """Add one message to the episode's training arrays (ValueError: it is left out, and why)."""
+        ep = self.episode
+        buf = ep.recording.buffers
         if topic == contract.STEPS:
-            if msg.episode_id != self.episode.start.episode_id:
+            if msg.episode_id != ep.start.episode_id:
                 return
+            t = int(msg.time_index)
+            state, action, noise = (np.asarray(v, dtype=np.float64) for v in (msg.state, msg.action, msg.noise))
+            sizes = (state.size, action.size, noise.size)
+            if not 0 <= t < max(int(ep.start.horizon), 1):
+                raise ValueError(f"step record with time index {t} outside the horizon {ep.start.horizon}")
+            if t in ep.step_indices:
+                raise ValueError(f"second step record for time index {t}")
+            if ep.step_sizes is not None and sizes != ep.step_sizes:
+                raise ValueError(f"step record sizes (state, action, noise) {sizes} differ from the episode's "
+                                 f"{ep.step_sizes}")
+            if not all(np.all(np.isfinite(v)) for v in (state, action, noise)):
+                raise ValueError(f"step record {t} contains NaN or Inf")
+            ep.step_indices.add(t)
+            ep.step_sizes = sizes
             buf.steps.append(SimpleNamespace(
-                time_index=int(msg.time_index), start_ns=stamp_to_ns(msg.header.stamp),
-                source_ns=stamp_to_ns(msg.source_stamp), state=np.asarray(msg.state, dtype=np.float64),
-                action=np.asarray(msg.action, dtype=np.float64), noise=np.asarray(msg.noise, dtype=np.float64),
-                commands=int(msg.commands), clipped=bool(msg.clipped)))
+                time_index=t, start_ns=stamp_to_ns(msg.header.stamp), source_ns=stamp_to_ns(msg.source_stamp),
+                state=state, action=action, noise=noise, commands=int(msg.commands), clipped=bool(msg.clipped)))
             return
         stamp = stamp_to_ns(msg.header.stamp)
+        if stamp <= 0:
+            raise ValueError("message has no stamp (header.stamp is zero)")
         if topic == contract.MODEL_IMAGE:
             img = image_to_array(msg.data, msg.height, msg.width, msg.encoding, msg.step, bool(msg.is_bigendian))
             buf.images.add(stamp, img.copy())
         elif topic == contract.JOINT_STATES:
             n = len(self.mapper.joint_names)
-            q, dq, effort = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)
+            q, dq, effort = np.zeros(n), np.zeros(n), np.full(n, np.nan)
+            if not len(msg.velocity):
+                raise ValueError("joint state has no velocities")
             self.mapper.extract(msg.name, msg.position, q, "position")
-            if len(msg.velocity):
-                self.mapper.extract(msg.name, msg.velocity, dq, "velocity")
+            self.mapper.extract(msg.name, msg.velocity, dq, "velocity")
+            if not (np.all(np.isfinite(q)) and np.all(np.isfinite(dq))):
+                raise ValueError("joint state contains NaN or Inf")
             if len(msg.effort):
                 self.mapper.extract(msg.name, msg.effort, effort, "effort")
             buf.joints.add(stamp, q, dq, effort)
         elif topic == contract.LATENT:
             mean = np.asarray(msg.mean, dtype=np.float64)
             cov = np.asarray(msg.covariance, dtype=np.float64)
-            cov = cov.reshape(mean.size, mean.size) if cov.size == mean.size ** 2 else np.full((mean.size,) * 2, np.nan)
-            buf.latents.add(stamp, mean, cov)
+            if mean.size == 0 or int(msg.dim) != mean.size or cov.size != mean.size ** 2:
+                raise ValueError(f"latent with dim {msg.dim}, {mean.size} mean and {cov.size} covariance entries")
+            if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(cov))):
+                raise ValueError("latent contains NaN or Inf")
+            buf.latents.add(stamp, mean, cov.reshape(mean.size, mean.size))
         elif topic == contract.COST:
+            if not (np.isfinite(msg.cost) and np.isfinite(msg.distance)):
+                raise ValueError("cost or distance is NaN or Inf")
             buf.costs.add(stamp, float(msg.cost), float(msg.distance))
 
     # ---- episode lifecycle ---------------------------------------------------------------------
@@ -257,6 +300,10 @@ class RecorderNode(StackNode):
             entry = ep.recording.finalize(status, reason, extra)
         except (OSError, ValueError) as err:
             self.get_logger().error(f"episode {ep.start.episode_id!r} could not be written: {err}")
+            try:
+                ep.recording.fail(str(err))  # indexed as aborted: nobody waits for it
+            except OSError as err2:
+                self.get_logger().error(f"episode {ep.start.episode_id!r} could not be indexed either: {err2}")
             return
         self.episodes_written += 1
         text = (f"episode {entry['episode_id']!r}: {status} ({entry['steps']} steps) "

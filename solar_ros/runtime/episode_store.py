@@ -8,10 +8,13 @@ Layout of a recording directory::
     <root>/<episode>/episode.npz       arrays aligned to the controller's time steps
     <root>/.<episode>.partial/         the episode being recorded
 
-Crash safety: an episode is written into its ``.partial`` directory, every file is fsynced, the
-directory is renamed to its final name (atomic) and only then is the index line appended and
-fsynced. A crash loses at most the episode in flight; readers only trust ``index.jsonl``, and
-:func:`read_index` skips a torn last line.
+Crash safety: an episode is written into its ``.partial`` directory (with ``episode.json``, its
+id and metadata, from the start), every file is fsynced, its index entry is written into the
+directory too (``entry.json``), the directory is renamed to its final name (atomic) and only then
+is the index line appended and fsynced. A crash loses at most the episode in flight; readers only
+trust ``index.jsonl``, and :func:`read_index` skips a torn last line. :func:`recover_episodes`, run
+by a restarted recorder, completes what a crash interrupted: an episode that was written but not
+yet indexed gets its index line, and the episode that was in flight is indexed as ``aborted``.
 
 Time alignment of the ``.npz``: the controller reports each time index t with the stamp of the
 data its state x_t came from (``source_stamps``). Every other stream (images, joint states, latents,
@@ -40,6 +43,10 @@ from .msgdefs import message_definition
 
 INDEX_NAME = "index.jsonl"
 NPZ_NAME = "episode.npz"
+META_NAME = "episode.json"
+"""In every episode directory from its start: the episode id and the START's metadata."""
+ENTRY_NAME = "entry.json"
+"""In a finished episode directory: its index entry (written before the rename, for recovery)."""
 COMPLETE = "complete"
 ABORTED = "aborted"
 
@@ -175,6 +182,23 @@ class Stream:
     def __len__(self) -> int:
         return len(self.stamps)
 
+    def keep_common_shape(self) -> int:
+        """Drop the samples whose arrays' shapes differ from the most common ones (e.g. a stray
+        publisher's images of another size among the camera's); returns how many were dropped."""
+        if not self.values:
+            return 0
+        shapes = [tuple(np.shape(v) for v in value) for value in self.values]
+        counts: dict[tuple, int] = {}
+        for shape in shapes:
+            counts[shape] = counts.get(shape, 0) + 1
+        common = max(counts, key=lambda k: counts[k])
+        keep = [i for i, shape in enumerate(shapes) if shape == common]
+        dropped = len(shapes) - len(keep)
+        if dropped:
+            self.stamps = [self.stamps[i] for i in keep]
+            self.values = [self.values[i] for i in keep]
+        return dropped
+
     def aligned(self, query_ns: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """(stamps of the chosen samples, one stacked array per value slot) at ``query_ns``."""
         order = np.argsort(np.asarray(self.stamps, dtype=np.int64), kind="stable")
@@ -215,6 +239,8 @@ class EpisodeBuffers:
         out["noise"] = np.stack([np.asarray(s.noise, dtype=np.float64) for s in steps])
         out["commands"] = np.array([s.commands for s in steps], dtype=np.int64)
         out["clipped"] = np.array([bool(s.clipped) for s in steps])
+        for stream in (self.images, self.latents):
+            stream.keep_common_shape()
         if len(self.images):
             stamps, (images,) = self.images.aligned(source)
             out["images"], out["image_stamps"] = images.astype(np.uint8), stamps
@@ -252,9 +278,12 @@ class EpisodeRecording:
         self.partial_dir = self.root / f".{name}.partial"
         self.partial_dir.mkdir()
         self.meta = dict(meta or {})
+        self.wall_start = time.time()
+        _write_file_synced(self.partial_dir / META_NAME, json.dumps(
+            {"episode_id": episode_id, "wall_time": self.wall_start, **self.meta}, sort_keys=True).encode())
+        _fsync_dir(self.root)
         self.buffers = EpisodeBuffers()
         self.bag = McapBagWriter(self.partial_dir / f"{name}_0.mcap") if write_mcap else None
-        self.wall_start = time.time()
 
     def write(self, topic: str, type_name: str, data: bytes, log_time_ns: int,
               publish_time_ns: int | None = None) -> None:
@@ -278,10 +307,6 @@ class EpisodeRecording:
             counts = dict(self.bag.counts)
             _write_file_synced(self.partial_dir / "metadata.yaml",
                                yaml.safe_dump(rosbag2_metadata(self.bag), sort_keys=False).encode())
-        _fsync_dir(self.partial_dir)
-        final = self.root / self.name
-        os.rename(self.partial_dir, final)
-        _fsync_dir(self.root)
         entry = {
             "episode_id": self.episode_id,
             "path": self.name,
@@ -296,8 +321,19 @@ class EpisodeRecording:
             **self.meta,
             **(extra or {}),
         }
+        _write_file_synced(self.partial_dir / ENTRY_NAME, json.dumps(entry, sort_keys=True).encode())
+        _fsync_dir(self.partial_dir)
+        os.rename(self.partial_dir, self.root / self.name)
+        _fsync_dir(self.root)
         append_index(self.root, entry)
         return entry
+
+    def fail(self, reason: str) -> dict[str, Any]:
+        """The episode could not be written (e.g. its data did not fit together): index it as aborted
+        with the reason and keep what was recorded, so nobody waits for it. Returns the entry."""
+        if self.bag is not None:
+            self.bag.abandon()
+        return _index_unfinished(self.root, self.partial_dir, f"recording failed: {reason}")
 
     def discard(self) -> None:
         """Delete the partial files (e.g. an episode that never really started)."""
@@ -361,6 +397,9 @@ def load_episode(root: str | os.PathLike, entry: dict[str, Any] | str) -> dict[s
         if not matches:
             raise ValueError(f"episode {entry!r} is not in {root / INDEX_NAME}")
         entry = matches[-1]
+    if not entry.get("npz"):
+        raise ValueError(f"episode {entry['episode_id']!r} has no arrays (status {entry.get('status')!r}: "
+                         f"{entry.get('reason', '')})")
     path = root / entry["npz"]
     if not path.is_file():
         raise ValueError(f"episode {entry['episode_id']!r}: file {path} is missing")
@@ -372,9 +411,88 @@ def load_episode(root: str | os.PathLike, entry: dict[str, Any] | str) -> dict[s
 
 
 def incomplete_episodes(root: str | os.PathLike) -> list[Path]:
-    """``.partial`` directories left by a crash (not in the index; safe to inspect or delete)."""
+    """``.partial`` directories left by a crash (not in the index; :func:`recover_episodes` indexes them)."""
     root = Path(root)
     return sorted(root.glob(".*.partial")) if root.is_dir() else []
+
+
+RECORDER_KILLED = "the recorder stopped while recording it (process killed); indexed when it restarted"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _free_name(root: Path, base: str) -> str:
+    name, n = base, 0
+    while (root / name).exists():
+        n += 1
+        name = f"{base}_{n}"
+    return name
+
+
+def _index_unfinished(root: Path, partial_dir: Path, reason: str) -> dict[str, Any]:
+    """Index an episode directory that was never finalised as ``aborted`` (``reason``), moved to its
+    final name with whatever was recorded (the bag without its summary section, no npz)."""
+    base = partial_dir.name[1:-len(".partial")] if partial_dir.name.endswith(".partial") else partial_dir.name
+    meta = _read_json(partial_dir / META_NAME) or {}
+    name = _free_name(root, base)
+    mcaps = sorted(p.name for p in partial_dir.glob("*.mcap"))
+    entry = {
+        **{k: v for k, v in meta.items() if k not in ("path", "status", "reason")},
+        "episode_id": str(meta.get("episode_id", base)),
+        "path": name,
+        "status": ABORTED,
+        "reason": reason,
+        "steps": 0,
+        "npz": None,
+        "mcap": f"{name}/{mcaps[0]}" if mcaps else None,
+        "mcap_finished": False,
+        "message_counts": {},
+        "arrays": [],
+    }
+    _write_file_synced(partial_dir / ENTRY_NAME, json.dumps(entry, sort_keys=True).encode())
+    _fsync_dir(partial_dir)
+    os.rename(partial_dir, root / name)
+    _fsync_dir(root)
+    append_index(root, entry)
+    return entry
+
+
+def recover_episodes(root: str | os.PathLike) -> list[dict[str, Any]]:
+    """Finish what a crashed recorder left undone in ``root``; returns the index entries it appended.
+
+    * an episode directory with its ``entry.json`` but no index line (killed between the rename and
+      the index append): the line is appended, the episode is kept as it was recorded;
+    * a ``.partial`` directory with its ``entry.json`` (killed just before the rename): renamed into
+      place and indexed as recorded;
+    * a ``.partial`` directory without (the episode in flight): indexed as ``aborted`` with
+      :data:`RECORDER_KILLED` as the reason, and moved to its final name with what it holds.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    indexed = {e.get("path") for e in read_index(root, status=None)}
+    added = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        entry = _read_json(d / ENTRY_NAME)
+        if entry is not None and d.name not in indexed and entry.get("path") == d.name:
+            append_index(root, entry)
+            added.append(entry)
+    for partial in incomplete_episodes(root):
+        entry = _read_json(partial / ENTRY_NAME)
+        if entry is not None and not (root / str(entry.get("path"))).exists() and entry.get("path") not in indexed:
+            os.rename(partial, root / entry["path"])
+            _fsync_dir(root)
+            append_index(root, entry)
+            added.append(entry)
+        else:
+            added.append(_index_unfinished(root, partial, RECORDER_KILLED))
+    return added
 
 
 def iter_mcap_messages(path: str | os.PathLike, topics: Iterable[str] | None = None):

@@ -142,3 +142,72 @@ def test_safe_name():
     with pytest.raises(ValueError):
         safe_name("..")
     assert json.loads(json.dumps({"k": safe_name("é")})) == {"k": "_"}
+
+
+def _finished(root, episode_id):
+    rec = EpisodeRecording(root, episode_id, {"policy_id": "p"}, write_mcap=False)
+    rec.buffers.steps.append(_step(0, 1000, 1000))
+    rec.buffers.costs.add(1000, 1.0, 0.1)
+    return rec
+
+
+def test_recover_episodes_completes_what_a_killed_recorder_left(tmp_path, monkeypatch):
+    from solar_ros.runtime import episode_store
+    from solar_ros.runtime.episode_store import RECORDER_KILLED, recover_episodes
+
+    _finished(tmp_path, "done").finalize("complete", "horizon reached")
+    # killed between the rename and the index line
+    real_append = episode_store.append_index
+    monkeypatch.setattr(episode_store, "append_index", lambda *a: None)
+    _finished(tmp_path, "renamed").finalize("complete", "horizon reached")
+    # killed between writing its entry and the rename
+    monkeypatch.setattr(episode_store.os, "rename", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        _finished(tmp_path, "written").finalize("complete", "horizon reached")
+    monkeypatch.undo()
+    assert episode_store.append_index is real_append
+    # in flight: only its start was written
+    flying = EpisodeRecording(tmp_path, "flying", {"policy_id": "p2", "horizon": 50})
+    flying.write("/img", "sensor_msgs/msg/Image", encode("sensor_msgs/msg/Image", {
+        "header": {"stamp": {"sec": 0, "nanosec": 0}, "frame_id": ""}, "height": 0, "width": 0, "encoding": "",
+        "is_bigendian": 0, "step": 0, "data": b""}), 5)
+
+    assert [e["episode_id"] for e in read_index(tmp_path, status=None)] == ["done"]
+    added = recover_episodes(tmp_path)
+    assert sorted((e["episode_id"], e["status"]) for e in added) == [
+        ("flying", "aborted"), ("renamed", "complete"), ("written", "complete")]
+    assert incomplete_episodes(tmp_path) == []
+    index = {e["episode_id"]: e for e in read_index(tmp_path, status=None)}
+    assert sorted(index) == ["done", "flying", "renamed", "written"]
+    for name in ("renamed", "written"):  # kept as recorded, usable for training
+        assert load_episode(tmp_path, name)["costs"].tolist() == [1.0]
+    fly = index["flying"]
+    assert fly["reason"] == RECORDER_KILLED and fly["steps"] == 0 and fly["policy_id"] == "p2"
+    assert (tmp_path / fly["mcap"]).is_file(), "what was recorded of it is kept"
+    with pytest.raises(ValueError, match="has no arrays"):
+        load_episode(tmp_path, "flying")
+    assert [e["episode_id"] for e in read_index(tmp_path)] == ["done", "renamed", "written"]
+    assert recover_episodes(tmp_path) == [], "nothing twice"
+
+
+def test_an_episode_that_cannot_be_written_is_indexed_as_aborted(tmp_path):
+    rec = _finished(tmp_path, "bad")
+    rec.buffers.steps.append(SimpleNamespace(**{**vars(_step(1, 1100, 1100)), "state": np.zeros(3)}))
+    with pytest.raises(ValueError):
+        rec.finalize("complete", "horizon reached")
+    entry = rec.fail("shapes differ")
+    assert entry["status"] == "aborted" and "recording failed: shapes differ" in entry["reason"]
+    assert read_index(tmp_path, status=None)[0]["episode_id"] == "bad" and incomplete_episodes(tmp_path) == []
+
+
+def test_images_and_latents_of_a_stray_shape_are_left_out(tmp_path):
+    rec = _finished(tmp_path, "mixed")
+    rec.buffers.steps.append(_step(1, 1100, 1100))
+    for s in (990, 1090):
+        rec.buffers.images.add(s, np.full((2, 2, 3), 7, np.uint8))
+        rec.buffers.latents.add(s, np.zeros(2), np.eye(2))
+    rec.buffers.images.add(1095, np.zeros((3, 3, 3), np.uint8))  # a stray publisher's frame of another size
+    rec.buffers.latents.add(1095, np.zeros(4), np.eye(4))
+    rec.finalize("complete", "horizon reached")
+    data = load_episode(tmp_path, "mixed")
+    assert data["images"].shape == (2, 2, 2, 3) and data["latent_mean"].shape == (2, 2)
