@@ -14,9 +14,14 @@ Each fit reports feedback (stage, progress 0..1, loss, step), can be cancelled, 
 new model (if any) announced on /solar/model (std_msgs/String: the checkpoint path; transient
 local, so a late encoder still loads it) *before* the new policy goes out on /solar/policy
 (transient local), so the encoder starts loading the model while the policy travels. Models,
-policies (``policy_NNN.npz``) and the method's state are written atomically to ``output_dir``; a
-restarted node continues the run from there. Bad, missing or corrupt episodes give a failed
-result with the reason, never a crash.
+policies (``policy_NNN.npz``), the method's state and ``current.json`` (the newest policy and
+model) are written atomically to ``output_dir``, in that order; a restarted node continues the run
+from there: it announces the newest model and policy again at start-up (a controller or encoder
+restarted after it still gets them), and a goal for an iteration it had already fitted (its
+answer was lost with the process, or with the trainer's) is answered with that fit's saved policy
+instead of fitting twice. While a fit runs, its last feedback is sent again every
+``HEARTBEAT_PERIOD`` s, so the trainer can tell a long fit from a fitter that died. Bad, missing or
+corrupt episodes give a failed result with the reason, never a crash.
 
 The fit runs in a worker thread of a MultiThreadedExecutor (this node has no high-rate
 subscriptions), so cancel requests are served while it computes.
@@ -37,6 +42,7 @@ from std_msgs.msg import String
 
 from ..action import FitModel
 from ..msg import LinearGaussianPolicy
+from ..runtime.atomic import read_json, write_json_atomic
 from ..runtime.fitting import (
     METHODS,
     FitCancelled,
@@ -44,6 +50,7 @@ from ..runtime.fitting import (
     FitMethod,
     FitOutput,
     RunSettings,
+    load_policy,
     load_training_data,
     save_policy,
 )
@@ -53,6 +60,10 @@ from .common import ConfigError, StackNode, declare, run_node
 
 RUN_KEYS = ("task", "goal", "horizon", "dt", "seed")
 """config_yaml keys that describe the run; every other key is a setting of the method."""
+CURRENT_FILE = "current.json"
+"""In ``output_dir``: the method, iteration, policy and model of the newest successful fit."""
+HEARTBEAT_PERIOD = 1.0
+"""s between repeats of a running fit's last feedback."""
 
 
 def _register_optional_methods() -> None:
@@ -99,13 +110,48 @@ class ModelFittingNode(StackNode):
         self.method: FitMethod | None = None
         self._busy = threading.Lock()
         self._stopping = threading.Event()
+        self._running: tuple | None = None  # (goal handle, last feedback) of the fit in progress
         self.policy_pub = self.create_publisher(LinearGaussianPolicy, contract.POLICY, contract.POLICY_QOS)
         self.model_pub = self.create_publisher(String, contract.MODEL, contract.MODEL_QOS)
         self.server = ActionServer(self, FitModel, contract.FIT_MODEL, execute_callback=self._execute,
                                    goal_callback=self._on_goal, cancel_callback=lambda _goal: CancelResponse.ACCEPT,
                                    callback_group=ReentrantCallbackGroup())
+        self.create_timer(HEARTBEAT_PERIOD, self._heartbeat)
         self.get_logger().info(f"model fitting: methods {sorted(METHODS)} (default {self.default_method}), "
                                f"device {self.device}, output {self.output_dir.resolve()}")
+        self._announce_current()
+
+    # ---- after a restart -----------------------------------------------------------------------
+
+    def _announce_current(self) -> None:
+        """Publish the newest model and policy of the run in ``output_dir`` again, if there is one."""
+        path = self.output_dir / CURRENT_FILE
+        if not path.is_file():
+            return
+        try:
+            current = read_json(path)
+            package = load_policy(Path(current["policy_path"]))
+            if package.policy_id != current["policy_id"]:
+                raise ValueError(f"{current['policy_path']} holds policy {package.policy_id}, not "
+                                 f"{current['policy_id']}")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            self.get_logger().error(f"cannot announce the saved policy of {path} again: {err}")
+            return
+        if current.get("model_path"):
+            self.model_pub.publish(String(data=str(current["model_path"])))
+        self.policy_pub.publish(policy_to_msg(package, LinearGaussianPolicy()))
+        self.get_logger().info(f"announced the saved {current.get('method')} run again: iteration "
+                               f"{current.get('iteration')}, policy {package.policy_id}"
+                               + (f", model {current['model_path']}" if current.get("model_path") else ""))
+
+    def _heartbeat(self) -> None:
+        running = self._running
+        if running is not None:
+            handle, feedback = running
+            try:
+                handle.publish_feedback(feedback)
+            except Exception:  # noqa: BLE001 - the goal may have just ended
+                pass
 
     # ---- goals ---------------------------------------------------------------------------------
 
@@ -161,6 +207,7 @@ class ModelFittingNode(StackNode):
             self.get_logger().error(f"fit for iteration {goal.iteration} ({method_name}) failed: {result.message}")
             return result
         finally:
+            self._running = None
             self._busy.release()
         result.success = True
         result.policy_id = output.policy.policy_id
@@ -182,6 +229,7 @@ class ModelFittingNode(StackNode):
                 raise FitCancelled()
             feedback = FitModel.Feedback(stage=stage, progress=float(min(max(fraction, 0.0), 1.0)),
                                          loss=float(loss), step=int(step))
+            self._running = (goal_handle, feedback)
             goal_handle.publish_feedback(feedback)
             if time.monotonic() - last[0] > 5.0:
                 last[0] = time.monotonic()
@@ -201,11 +249,13 @@ class ModelFittingNode(StackNode):
             output = self.method.initialize(progress)
         else:
             if (self.method is None or self.method.name != method_name
-                    or self.method.iteration != goal.iteration - 1):
+                    or self.method.iteration not in (goal.iteration - 1, goal.iteration)):
                 self.method = cls.load(settings, overrides, self.output_dir, self.device)
-                if self.method.iteration != goal.iteration - 1:
-                    raise FitError(f"the saved {method_name} run is at iteration {self.method.iteration}; "
-                                   f"this goal is for iteration {goal.iteration}")
+            if self.method.iteration == goal.iteration:
+                return self._repeat(goal, progress)
+            if self.method.iteration != goal.iteration - 1:
+                raise FitError(f"the saved {method_name} run is at iteration {self.method.iteration}; "
+                               f"this goal is for iteration {goal.iteration}")
             if not goal.episode_dir:
                 raise FitError("the goal names no episode_dir")
             data = load_training_data(goal.episode_dir, list(goal.episode_ids), self.method.required_arrays,
@@ -213,8 +263,14 @@ class ModelFittingNode(StackNode):
             progress("loading", 0.05, math.nan, 0)
             output = self.method.update(data, int(goal.iteration), progress)
         progress("saving", 0.95, math.nan, 0)
-        self.method.save()
+        # The policy first, then the method's state, then current.json: a process killed in between
+        # leaves a state whose policy file exists (see _repeat), or the previous iteration whole.
         policy_path = save_policy(self.output_dir / f"policy_{goal.iteration:03d}.npz", output.policy)
+        self.method.save()
+        write_json_atomic(self.output_dir / CURRENT_FILE, {
+            "method": method_name, "iteration": int(goal.iteration), "policy_id": output.policy.policy_id,
+            "policy_path": str(policy_path.resolve()),
+            "model_path": str(Path(output.model_path).resolve()) if output.model_path else ""})
         output.metrics["_policy_path"] = str(policy_path.resolve())
         if output.new_model and output.model_path:
             self.model_pub.publish(String(data=str(Path(output.model_path).resolve())))
@@ -222,6 +278,33 @@ class ModelFittingNode(StackNode):
         self.policy_pub.publish(policy_to_msg(output.policy, LinearGaussianPolicy()))
         progress("done", 1.0, math.nan, 0)
         return output
+
+    def _repeat(self, goal, progress) -> FitOutput:
+        """A goal for the iteration the saved run is already at: the answer to it was lost (the trainer
+        or this node restarted). Answer with that fit's saved policy (and model), announced again."""
+        method = self.method
+        policy_path = self.output_dir / f"policy_{goal.iteration:03d}.npz"
+        try:
+            package = load_policy(policy_path)
+        except (OSError, ValueError, KeyError) as err:
+            raise FitError(f"iteration {goal.iteration} was fitted but its policy {policy_path} cannot be read: "
+                           f"{err}") from err
+        if package.policy_id != method.policy_id:
+            raise FitError(f"iteration {goal.iteration} was fitted with policy {method.policy_id}, but "
+                           f"{policy_path} holds {package.policy_id}")
+        model_path = str(getattr(method, "model_path", "") or "")
+        write_json_atomic(self.output_dir / CURRENT_FILE, {
+            "method": method.name, "iteration": int(goal.iteration), "policy_id": package.policy_id,
+            "policy_path": str(policy_path.resolve()),
+            "model_path": str(Path(model_path).resolve()) if model_path else ""})
+        if model_path:
+            self.model_pub.publish(String(data=str(Path(model_path).resolve())))
+        self.policy_pub.publish(policy_to_msg(package, LinearGaussianPolicy()))
+        self.get_logger().warning(f"iteration {goal.iteration} was already fitted (its answer was lost): "
+                                  f"answering with its saved policy {package.policy_id}")
+        progress("done", 1.0, math.nan, 0)
+        return FitOutput(package, model_path, new_model=bool(model_path),
+                         metrics={"repeated": 1.0, "_policy_path": str(policy_path.resolve())})
 
     def _set_threads(self) -> None:
         try:

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..algos.common import LQRFLMLoop, initial_policy, policy_arrays, policy_from_arrays, save_npz_atomic
 from ..core.types import CostExpansion
+from .atomic import atomic_file
 from .episode_store import load_episode, read_index
 from .policy_msg import PolicyPackage
 
@@ -381,7 +382,8 @@ def save_policy(path: Path, package: PolicyPackage) -> Path:
     """The policy and its metadata as one npz (atomic), for offline use and the action result."""
     meta = {"policy_id": package.policy_id, "dt": package.dt, "state_source": package.state_source,
             "iteration": package.iteration, "model_id": package.model_id, "noise_smoothing": package.noise_smoothing}
-    save_npz_atomic(path, {**policy_arrays("policy", package.policy), "meta": np.array(json.dumps(meta))})
+    with atomic_file(path) as f:
+        np.savez(f, **policy_arrays("policy", package.policy), meta=np.array(json.dumps(meta)))
     return path
 
 

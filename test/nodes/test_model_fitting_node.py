@@ -80,13 +80,24 @@ class Fitter:
         return policy_from_msg([p for p in self.policies if p.policy_id == policy_id][-1])
 
 
+class Rig:
+    """What the tests share: the client side, the node process (replaced when a test restarts it) and
+    the directory of the run."""
+
+    def __init__(self, fitter, node, out):
+        self.fitter, self.node, self.out = fitter, node, out
+
+    def __iter__(self):
+        return iter((self.fitter, self.node, self.out))
+
+
 @pytest.fixture(scope="module")
 def rig(ros, start_node, tmp_path_factory):
     out = tmp_path_factory.mktemp("fit")
     node = start_node("model_fitting_node", {"output_dir": str(out / "models"), "num_threads": 1})
-    fitter = Fitter(ros)
-    yield fitter, node, out
-    assert node.alive(), node.log()
+    r = Rig(Fitter(ros), node, out)
+    yield r
+    assert r.node.alive(), r.node.log()
 
 
 def test_iteration_0_publishes_the_initial_policy(rig):
@@ -248,3 +259,26 @@ def test_a_long_fit_can_be_cancelled(rig, ros):
     # the node serves the next goal
     res = fitter.fit(0, episodes, config={})
     assert res.success, res.message
+
+
+def test_a_killed_fitter_comes_back_with_its_run(rig, ros, start_node):
+    """kill -9 after a fit whose answer is then lost: the restarted node announces the saved policy
+    again, answers the repeated goal with it (no second fit) and continues with the next iteration."""
+    fitter, node, out = rig
+    current = fitter.policies[-1]  # the last test left the lqr_joints run at iteration 0
+    ids = record_rollouts(out / "episodes", policy_from_msg(current).policy, current.policy_id, [31, 32], "k0-")
+    res = fitter.fit(1, out / "episodes", ids)
+    assert res.success, res.message
+    node.kill9()
+    seen = len(fitter.policies)
+    rig.node = start_node("model_fitting_node", {"output_dir": str(out / "models"), "num_threads": 1})
+    ros.spin_until(lambda: any(p.policy_id == res.policy_id for p in fitter.policies[seen:]), 30,
+                   "the restarted fitter's announcement of the saved policy")
+    assert "announced the saved lqr_joints run again: iteration 1" in rig.node.log()
+    again = fitter.fit(1, out / "episodes", ids)
+    assert again.success and again.policy_id == res.policy_id, again.message
+    assert dict(zip(again.metric_names, again.metric_values)) == {"repeated": 1.0}
+    ids2 = record_rollouts(out / "episodes", fitter.policy(res.policy_id).policy, res.policy_id, [33, 34], "k1-")
+    res2 = fitter.fit(2, out / "episodes", ids2)
+    assert res2.success, res2.message
+    assert fitter.policy(res2.policy_id).iteration == 2
