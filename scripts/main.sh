@@ -14,7 +14,7 @@ bash "$ROOT/scripts/setup_env.sh"
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-rm -rf "$OUT/episodes" "$OUT/models"   # a fresh run: its own episodes and models
+rm -rf "$OUT/episodes" "$OUT/models" "$OUT/trainer_state.json"   # a fresh run: its own episodes, models, state
 # Method dsae: the deep-spatial-autoencoder pipeline of Finn et al. through the nodes (12 iterations of
 # 5 episodes, each followed by a fit). Fits 1-6: an exploratory LQR-FLM controller on [q, dq] with the
 # task's cost through the arm's kinematics (sent as a latent+joints policy with zero gains on the

@@ -83,7 +83,8 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "trainer_node": ("task", "method", "seed", "iterations", "episodes_per_iteration", "eval_episodes", "fixed_goal",
                      "goal", "horizon", "fit_config", "episode_dir", "output_dir", "success_threshold",
                      "settle_frames", "bringup_timeout", "start_timeout", "episode_timeout", "record_timeout",
-                     "fit_timeout", "max_retries", "fault_patience", "recovery_settle_time", "health_max_gap"),
+                     "fit_timeout", "max_retries", "fault_patience", "recovery_settle_time", "health_max_gap",
+                     "resume", "fit_retries", "max_failed_fits", "fit_silence_timeout"),
 }
 """Node -> the parameters it declares (besides :data:`ROS_PARAMETERS`). The launcher rejects any other
 name in a parameter file or an override, since ROS would silently ignore it; a test checks this

@@ -29,6 +29,18 @@ logged once per burst of failures, not per message or attempt. Only a burst that
 ``fault_patience`` s (counted from the episode's first failure) ends the run, with the causes in
 the log and exit status 1 (``max_retries`` >= 0 also caps the number of retries; -1: no cap).
 
+Node crashes do not end the run either. The trainer saves where it is (``trainer_state.json`` in
+``output_dir``, atomically) after every episode and every fit; a trainer started with the same
+settings (respawned by the launcher after a kill) continues the run from there (``resume``): the
+iteration and episode it was in (the episode in flight is run again under a new id), the fit it
+was waiting for (asked again: the fitter answers an iteration it already fitted with the saved
+result), the results so far. A fitter that dies during a fit is noticed by its silence (no
+feedback for ``fit_silence_timeout`` s; a running fit repeats its feedback every second) and the
+fit is asked for again once it is back, within ``fault_patience``. A fit that fails (success
+false) is asked for again up to ``fit_retries`` times; then the iteration keeps the previous
+policy, logged, and only ``max_failed_fits`` such iterations in a row end the run. Policies on
+/solar/policy that do not pass validation, and episode events of unknown kind, are ignored.
+
 The sequence runs in a worker thread; the node's own thread spins the executor (service and action
 replies, topic callbacks).
 """
@@ -47,16 +59,20 @@ from std_srvs.srv import Trigger
 from ..action import FitModel
 from ..msg import EpisodeEvent, LatentState, LinearGaussianPolicy, TaskCost
 from ..runtime.episode_store import load_episode, read_index
+from ..runtime.policy_msg import policy_from_msg
 from ..runtime.safety import SAWYER_JOINT_NAMES, JointNameError, JointStateMapper
 from ..runtime.training_run import (
     EVAL,
+    STATE_FILE,
     TRAIN,
     EpisodeResult,
     FaultBurst,
     NodeRun,
     StackHealth,
+    TrainerState,
     episode_result,
     episode_seed,
+    resume_problem,
 )
 from ..srv import ResetArm, StartEpisode
 from . import contract
@@ -77,6 +93,18 @@ class TrainerStopped(TrainerError):
 class EpisodeFailed(RuntimeError):
     """One attempt at an episode failed in a way a healthy stack may not repeat (aborted, recorded
     incomplete, a node not answering); the message says how."""
+
+
+class FitterLost(RuntimeError):
+    """A fit got no answer (the fitter is gone, restarting or busy with an earlier request): ask again."""
+
+
+class FitFailed(RuntimeError):
+    """The fitter answered that the fit failed (the message is its reason)."""
+
+
+POLICIES_KEPT = 20
+"""Validated policies kept by id (the current one is looked up by the id the fitter returned)."""
 
 
 class TrainerNode(StackNode):
@@ -113,6 +141,16 @@ class TrainerNode(StackNode):
                                                   "s the stack must be healthy before a failed episode is retried"))
         self.health_max_gap = float(declare(self, "health_max_gap", 0.5,
                                             "s without a valid message after which a stream counts as unhealthy"))
+        self.resume = bool(declare(self, "resume", True,
+                                   "continue the unfinished run of the same settings saved in output_dir"))
+        self.fit_retries = int(declare(self, "fit_retries", 2, "times a failed fit is asked for again"))
+        self.max_failed_fits = int(declare(self, "max_failed_fits", 3,
+                                           "iterations in a row whose fit failed (previous policy kept) "
+                                           "before the run ends"))
+        self.fit_silence_timeout = float(declare(self, "fit_silence_timeout", 30.0,
+                                                 "s without feedback during a fit before it is asked for again"))
+        if self.fit_retries < 0 or self.max_failed_fits < 0 or not self.fit_silence_timeout > 0:
+            raise ConfigError("fit_retries and max_failed_fits must be >= 0, fit_silence_timeout > 0")
         for name in ("iterations", "episodes_per_iteration"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -137,6 +175,13 @@ class TrainerNode(StackNode):
         self._lock = threading.Lock()
         self._events: dict[str, list[EpisodeEvent]] = {}
         self._policy: LinearGaussianPolicy | None = None
+        """The policy the next episodes run (one of ``_policies``)."""
+        self._policies: dict[str, LinearGaussianPolicy] = {}
+        """Valid policies received on /solar/policy, by id (newest last)."""
+        self._last_feedback = 0.0
+        self._state: TrainerState | None = None
+        self._t0 = time.monotonic()
+        self._elapsed_before = 0.0
         self._cost_count = 0
         self._cost_task = ""
         self._latent_models: dict[str, int] = {}  # model_id -> latents received so far
@@ -165,11 +210,29 @@ class TrainerNode(StackNode):
     # ---- callbacks (executor thread) -----------------------------------------------------------
 
     def _on_event(self, msg: EpisodeEvent) -> None:
+        if msg.event not in (EpisodeEvent.START, EpisodeEvent.STOP, EpisodeEvent.ABORT) or not msg.episode_id:
+            self.get_logger().warning(f"ignoring a malformed episode event (kind {msg.event}, episode "
+                                      f"{msg.episode_id!r})", throttle_duration_sec=5.0)
+            return
         with self._lock:
             self._events.setdefault(msg.episode_id, []).append(msg)
 
     def _on_policy(self, msg: LinearGaussianPolicy) -> None:
-        self._policy = msg
+        try:
+            policy_from_msg(msg)
+        except ValueError as err:
+            self.get_logger().warning(f"ignoring an invalid policy {msg.policy_id!r} on {contract.POLICY}: {err}",
+                                      throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self._policies.pop(msg.policy_id, None)
+            self._policies[msg.policy_id] = msg
+            while len(self._policies) > POLICIES_KEPT:
+                self._policies.pop(next(iter(self._policies)))
+
+    def _received_policy(self, policy_id: str) -> LinearGaussianPolicy | None:
+        with self._lock:
+            return self._policies.get(policy_id)
 
     def _on_cost(self, msg: TaskCost) -> None:
         self._cost_count += 1
@@ -252,7 +315,7 @@ class TrainerNode(StackNode):
             raise TrainerError(f"/sim/reset refused: {reply.message}")
         return list(reply.goal)
 
-    def _fit(self, iteration: int, episode_ids: list[str], goal: list[float]) -> FitModel.Result:
+    def _fit_request(self, iteration: int, episode_ids: list[str], goal: list[float]) -> FitModel.Goal:
         import yaml
 
         config = yaml.safe_load(self.fit_config) if self.fit_config.strip() else {}
@@ -261,35 +324,109 @@ class TrainerNode(StackNode):
         config.update({"task": self.task, "goal": list(goal), "seed": self.seed})
         if self.horizon:
             config["horizon"] = self.horizon
-        request = FitModel.Goal(episode_ids=list(episode_ids), episode_dir=str(self.episode_dir.resolve()),
-                                iteration=iteration, method=self.method, config_yaml=yaml.safe_dump(config))
+        return FitModel.Goal(episode_ids=list(episode_ids), episode_dir=str(self.episode_dir.resolve()),
+                             iteration=iteration, method=self.method, config_yaml=yaml.safe_dump(config))
+
+    def _fit(self, iteration: int, episode_ids: list[str], goal: list[float]) -> FitModel.Result:
+        """One fit to its answer, asked for again while the fitter is gone, restarting or busy (within
+        ``fault_patience``); sets the new policy as the current one. FitFailed if the fitter says the
+        fit failed, TrainerError if it stays away."""
+        request = self._fit_request(iteration, episode_ids, goal)
+        burst = FaultBurst(self.fault_patience)
+        log = self.get_logger()
+        while True:
+            try:
+                result = self._fit_once(iteration, request)
+            except FitterLost as err:
+                now = time.monotonic()
+                if burst.report(now, str(err), attempt_failed=True):
+                    log.warning(f"fit {iteration}: {err}; asking again once the fitter answers (patience left "
+                                f"{max(0.0, self.fault_patience - burst.elapsed(now)):.0f} s)")
+                if burst.expired(now):
+                    raise TrainerError(f"fit {iteration}: no answer from the fitter within the patience of "
+                                       f"{self.fault_patience:g} s ({' | '.join(burst.causes)})") from None
+                self._sleep(1.0)
+                continue
+            if burst.active:
+                log.info(f"fit {iteration} answered after {burst.attempts} lost attempt(s) over "
+                         f"{burst.elapsed(time.monotonic()):.1f} s")
+            return result
+
+    def _fit_once(self, iteration: int, request: FitModel.Goal) -> FitModel.Result:
         last = [0.0]
 
         def feedback(msg) -> None:
+            self._last_feedback = time.monotonic()
             fb = msg.feedback
             if time.monotonic() - last[0] > 10.0:
                 last[0] = time.monotonic()
                 loss = "" if math.isnan(fb.loss) else f", loss {fb.loss:.4g}"
                 self.get_logger().info(f"  fit {iteration}: {fb.stage} {100 * fb.progress:.0f}%{loss}")
 
-        self._wait(self.fit_cli.server_is_ready, self.bringup_timeout, "the model fitting action server")
-        send = self.fit_cli.send_goal_async(request, feedback_callback=feedback)
-        self._wait(send.done, 30.0, "the fitter to accept the goal")
+        try:
+            self._wait(self.fit_cli.server_is_ready, 10.0, "the model fitting action server")
+            send = self.fit_cli.send_goal_async(request, feedback_callback=feedback)
+            self._wait(send.done, 10.0, "the fitter to accept the goal")
+        except TrainerStopped:
+            raise
+        except TrainerError as err:
+            raise FitterLost(str(err)) from None
         handle = send.result()
         if not handle.accepted:
-            raise TrainerError(f"the fitter rejected the goal for iteration {iteration} (busy?)")
+            raise FitterLost("the fitter refused the goal (busy with an earlier request?)")
         result_future = handle.get_result_async()
-        try:
-            self._wait(result_future.done, self.fit_timeout, f"fit {iteration}")
-        except TrainerError:
-            handle.cancel_goal_async()
-            raise
+        self._last_feedback = time.monotonic()
+        deadline = time.monotonic() + self.fit_timeout
+        while not result_future.done():
+            if self._stop.is_set():
+                raise TrainerStopped(f"stopped while waiting for fit {iteration}")
+            silent = time.monotonic() - self._last_feedback
+            if silent > self.fit_silence_timeout:
+                raise FitterLost(f"no feedback from the fitter for {silent:.0f} s (did it restart?)")
+            if time.monotonic() > deadline:
+                handle.cancel_goal_async()
+                raise TrainerError(f"fit {iteration} took longer than fit_timeout ({self.fit_timeout:g} s)")
+            time.sleep(0.02)
         result = result_future.result().result
         if not result.success:
-            raise TrainerError(f"fit {iteration} failed: {result.message}")
-        self._wait(lambda: self._policy is not None and self._policy.policy_id == result.policy_id, 30.0,
-                   f"policy {result.policy_id} on {contract.POLICY}")
+            if result.message == "a fit is already running":
+                raise FitterLost("the fitter is busy with an earlier request")
+            raise FitFailed(result.message or "no reason given")
+        try:
+            self._wait(lambda: self._received_policy(result.policy_id) is not None, 30.0,
+                       f"policy {result.policy_id} on {contract.POLICY}")
+        except TrainerStopped:
+            raise
+        except TrainerError as err:
+            raise FitterLost(str(err)) from None
+        self._policy = self._received_policy(result.policy_id)
         return result
+
+    def _update(self, state: TrainerState, goal: list[float]) -> dict[str, float]:
+        """The fit after an iteration's episodes (``state.pending_fit``): the next policy, or, when it
+        fails ``fit_retries + 1`` times, the previous one kept (TrainerError after ``max_failed_fits``
+        such iterations in a row). Returns the fit's metrics."""
+        log = self.get_logger()
+        iteration = state.fit_iteration + 1
+        for attempt in range(1, self.fit_retries + 2):
+            try:
+                result = self._fit(iteration, state.pending_fit, goal)
+            except FitFailed as err:
+                log.error(f"fit {iteration} failed (attempt {attempt} of {self.fit_retries + 1}): {err}")
+                continue
+            state.fit_iteration, state.policy_id, state.failed_fits = iteration, result.policy_id, 0
+            return dict(zip(result.metric_names, result.metric_values))
+        state.failed_fits += 1
+        if state.failed_fits > self.max_failed_fits:
+            raise TrainerError(f"the fits of {state.failed_fits} iterations in a row failed (max_failed_fits "
+                               f"{self.max_failed_fits})")
+        log.warning(f"keeping policy {state.policy_id} for the next iteration: fit {iteration} failed "
+                    f"{self.fit_retries + 1} times ({state.failed_fits} iteration(s) in a row)")
+        return {"fit_failed": 1.0}
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise TrainerStopped("stopped")
 
     def _settle(self, model_id: str) -> None:
         """Fresh state after a reset: new cost samples (the camera and joint states run with them), and a
@@ -412,47 +549,141 @@ class TrainerNode(StackNode):
                 return
             time.sleep(0.05)
 
-    def run(self) -> None:
-        """The whole run (worker thread); sets ``exit_code`` and ``finished``."""
+    # ---- the run, and its persisted state ---------------------------------------------------------
+
+    def _identity(self) -> dict:
+        """The settings that make a run this run (see TrainerState.identity)."""
+        return {"task": self.task, "method": self.method, "seed": self.seed, "iterations": self.iterations,
+                "episodes_per_iteration": self.episodes_per_iteration, "eval_episodes": self.eval_episodes,
+                "goal": list(self.goal) if self.fixed_goal else None, "horizon": self.horizon,
+                "fit_config": self.fit_config, "episode_dir": str(self.episode_dir.resolve()),
+                "success_threshold": self.success_threshold}
+
+    def _saved_state(self) -> TrainerState | None:
+        """The saved run to continue, or None (with the reason in the log if there was one)."""
         log = self.get_logger()
-        t0 = time.monotonic()
+        if not self.resume:
+            return None
         try:
-            self._wait_for_stack()
+            state = TrainerState.load(self.output_dir)
+        except ValueError as err:
+            log.warning(f"starting a new run: {err}")
+            return None
+        if state is None:
+            return None
+        done = [e["episode_id"] for e in read_index(self.episode_dir)] if self.episode_dir.is_dir() else []
+        problem = resume_problem(state, self._identity(), done)
+        if problem is not None:
+            log.warning(f"starting a new run, not continuing the one saved in {self.output_dir / STATE_FILE}: "
+                        f"{problem}")
+            return None
+        return state
+
+    def _elapsed(self) -> float:
+        return self._elapsed_before + time.monotonic() - self._t0
+
+    def _save(self, state: TrainerState) -> None:
+        state.elapsed = self._elapsed()
+        state.save(self.output_dir)
+
+    def _episode_id(self, state: TrainerState, name: str) -> str:
+        # A continued run's episodes get the restart in their id: the episode a killed trainer had in
+        # flight may still be recorded under the old one.
+        return f"{state.run_tag}-{name}" + (f"-r{state.restarts}" if state.restarts else "")
+
+    def _begin(self) -> tuple[TrainerState, list[float]]:
+        """A new run (first reset and fit), or the saved one continued."""
+        log = self.get_logger()
+        state = self._saved_state()
+        if state is None:
             goal = self._reset(self.seed, self.goal if self.fixed_goal else [])
             log.info(f"goal {np.round(goal, 3).tolist()} (seed {self.seed})")
-            self._fit(0, [], goal)
+            for attempt in range(1, self.fit_retries + 2):
+                try:
+                    result = self._fit(0, [], goal)
+                    break
+                except FitFailed as err:
+                    log.error(f"fit 0 failed (attempt {attempt} of {self.fit_retries + 1}): {err}")
+            else:
+                raise TrainerError("the first fit (iteration 0) failed every time: no policy to start with")
             run = NodeRun(self.task, self.method, self.seed, goal, self.horizon or int(self._policy.horizon),
                           self.success_threshold,
                           config={"iterations": self.iterations, "episodes_per_iteration": self.episodes_per_iteration,
                                   "fit_config": self.fit_config, "through": "ros2 nodes"})
-            wall_times = []
-            for it in range(self.iterations):
-                results = []
-                for j in range(self.episodes_per_iteration):
-                    r = self._episode(f"{self.run_tag}-it{it:02d}-ep{j:02d}", episode_seed(self.seed, TRAIN, it, j),
-                                      False, goal)
-                    results.append(r)
-                    log.info(f"iteration {it} episode {j + 1}/{self.episodes_per_iteration}: cost {r.total_cost:.4g}, "
-                             f"final distance {r.final_distance:.3f} m{' (success)' if r.success else ''}")
-                fit = self._fit(it + 1, [r.episode_id for r in results], goal)
-                metrics = dict(zip(fit.metric_names, fit.metric_values))
-                run.add_iteration(results, metrics)
-                wall_times.append(time.monotonic() - t0)
-                row = run.rows(wall_times)[-1]
+            state = TrainerState(self._identity(), self.run_tag, run, result.policy_id)
+            self._save(state)
+            return state, goal
+        state.restarts += 1
+        self.run_tag = state.run_tag
+        self._elapsed_before = state.elapsed
+        goal = list(state.run.goal)
+        where = (f"the fit after iteration {len(state.run.iterations)}" if state.pending_fit is not None else
+                 f"iteration {len(state.run.iterations)}, episode {len(state.current) + 1}"
+                 if len(state.run.iterations) < self.iterations else
+                 f"evaluation episode {len(state.run.evaluation) + 1}")
+        log.warning(f"continuing the run saved in {self.output_dir / STATE_FILE} (restart {state.restarts}) at "
+                    f"{where}, policy {state.policy_id}")
+        try:  # an episode the previous trainer process left running ends now (it is run again)
+            self._call(self.stop_cli, Trigger.Request(), timeout=10.0)
+        except TrainerError as err:
+            log.warning(f"could not stop a leftover episode: {err}")
+        if state.pending_fit is None:
+            self._wait(lambda: self._received_policy(state.policy_id) is not None, self.bringup_timeout,
+                       f"policy {state.policy_id} of the saved run on {contract.POLICY} (is model_fitting_node's "
+                       f"output_dir the one this run was started with?)")
+            self._policy = self._received_policy(state.policy_id)
+        self._save(state)
+        return state, goal
+
+    def run(self) -> None:
+        """The whole run (worker thread); sets ``exit_code`` and ``finished``."""
+        log = self.get_logger()
+        self._t0 = time.monotonic()
+        try:
+            self._wait_for_stack()
+            state, goal = self._begin()
+            self._state = state
+            run = state.run
+            while len(run.iterations) < self.iterations:
+                it = len(run.iterations)
+                if state.pending_fit is None:
+                    while len(state.current) < self.episodes_per_iteration:
+                        j = len(state.current)
+                        r = self._episode(self._episode_id(state, f"it{it:02d}-ep{j:02d}"),
+                                          episode_seed(self.seed, TRAIN, it, j), False, goal)
+                        state.current.append(r)
+                        self._save(state)
+                        log.info(f"iteration {it} episode {j + 1}/{self.episodes_per_iteration}: cost "
+                                 f"{r.total_cost:.4g}, final distance {r.final_distance:.3f} m"
+                                 f"{' (success)' if r.success else ''}")
+                    state.pending_fit = [r.episode_id for r in state.current]
+                    self._save(state)
+                metrics = self._update(state, goal)
+                run.add_iteration(state.current, metrics)
+                state.current, state.pending_fit = [], None
+                state.wall_times.append(self._elapsed())
+                self._save(state)
+                row = run.rows(state.wall_times)[-1]
                 log.info(f"iteration {it}: mean cost {row.mean_cost:.4g}, final distance {row.final_distance:.3f} m, "
-                         f"success {row.success_rate:.0%}, {run.episodes} episodes, {wall_times[-1]:.0f} s; "
-                         f"new policy {fit.policy_id}")
-            for j in range(self.eval_episodes):
-                r = self._episode(f"{self.run_tag}-eval-ep{j:02d}", episode_seed(self.seed, EVAL, 0, j), True, goal)
+                         f"success {row.success_rate:.0%}, {run.episodes} episodes, {state.wall_times[-1]:.0f} s; "
+                         f"policy {state.policy_id}")
+            while len(run.evaluation) < self.eval_episodes:
+                j = len(run.evaluation)
+                r = self._episode(self._episode_id(state, f"eval-ep{j:02d}"), episode_seed(self.seed, EVAL, 0, j),
+                                  True, goal)
                 run.evaluation.append(r)
+                self._save(state)
                 log.info(f"evaluation episode {j + 1}/{self.eval_episodes}: cost {r.total_cost:.4g}, "
                          f"final distance {r.final_distance:.3f} m{' (success)' if r.success else ''}")
-            result, table = run.write(self.output_dir, time.monotonic() - t0, wall_times)
+            result, table = run.write(self.output_dir, self._elapsed(), state.wall_times)
+            state.finished = True
+            self._save(state)
             print(table, flush=True)
             print(f"\n{self.task} / {self.method} through the nodes / seed {self.seed}: success "
                   f"{result.success_rate:.0%} over {result.eval_episodes} evaluation episodes, final distance "
                   f"{result.final_distance:.4f} m, final cost {result.final_cost:.4g}, {result.episodes} training "
-                  f"episodes, {result.wall_time_s:.0f} s", flush=True)
+                  f"episodes, {result.wall_time_s:.0f} s"
+                  + (f" (the trainer was restarted {state.restarts} time(s))" if state.restarts else ""), flush=True)
             print(f"summary: {(self.output_dir / 'summary.json').resolve()}", flush=True)
             print(f"plot:    {(self.output_dir / 'learning_curve.png').resolve()}", flush=True)
             self.exit_code = 0

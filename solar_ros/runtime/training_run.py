@@ -9,18 +9,25 @@ Riding out transient faults: :class:`StackHealth` says whether the streams an ep
 healthy (valid messages, no long gap, for a settling time), :class:`FaultBurst` keeps one
 episode's run of failures (when it began, which causes were already reported) and says when it
 has outlasted the patience. Both take the time as an argument, so they are tested on a fake clock.
+
+Surviving its own death: :class:`TrainerState` is everything the trainer needs to continue a run
+where it was - the iteration, the episodes of it already done, the fit it was waiting for, the
+policy in use, the results so far - saved atomically (``trainer_state.json`` in its output
+directory) after every episode and every fit. :func:`resume_problem` says whether a saved state
+may be continued by a trainer with given settings.
 """
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
 from ..algos.common import IterationLog, RunResult, format_table, plot_learning_curve
+from .atomic import read_json, write_json_atomic, write_with_atomic
 
 TRAIN, EVAL = 1, 2
 """Seed phases: training episodes and evaluation episodes draw from different streams."""
@@ -118,9 +125,20 @@ class NodeRun:
         result.write(out)
         rows = self.rows(wall_times)
         final = summarize(self.evaluation) if self.evaluation else None
-        plot_learning_curve(rows, out / "learning_curve.png", f"{self.task} / {self.method} through ROS 2 nodes "
-                            f"/ seed {self.seed}", self.success_threshold, final)
+        write_with_atomic(out / "learning_curve.png", lambda tmp: plot_learning_curve(
+            rows, tmp, f"{self.task} / {self.method} through ROS 2 nodes / seed {self.seed}", self.success_threshold,
+            final))
         return result, format_table(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NodeRun":
+        data = dict(data)
+        data["iterations"] = [[EpisodeResult(**r) for r in it] for it in data.get("iterations", [])]
+        data["evaluation"] = [EpisodeResult(**r) for r in data.get("evaluation", [])]
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def summarize(results: list[EpisodeResult]) -> dict[str, float]:
@@ -252,3 +270,94 @@ class FaultBurst:
         self.causes = []
         self._kinds = set()
         self.attempts = 0
+
+
+# ---- surviving the trainer's own death ------------------------------------------------------------------------
+
+STATE_FILE = "trainer_state.json"
+STATE_VERSION = 1
+
+
+@dataclass
+class TrainerState:
+    """Where a run driven through the nodes is (saved after every episode and fit)."""
+
+    identity: dict[str, Any]
+    """The settings that make a run this run (task, method, seed, budget, goal, fit settings, episode
+    directory): a trainer continues a saved run only if its own are the same."""
+    run_tag: str
+    """Prefix of the run's episode ids."""
+    run: NodeRun
+    """Results so far: finished iterations (episodes and fit metrics) and evaluation episodes."""
+    policy_id: str
+    """The policy the next episodes run (the fitter's newest successful fit)."""
+    fit_iteration: int = 0
+    """The fitter's iteration of ``policy_id``; the next fit asks for ``fit_iteration + 1``."""
+    current: list[EpisodeResult] = field(default_factory=list)
+    """Finished episodes of the iteration in progress."""
+    pending_fit: list[str] | None = None
+    """Episode ids of a fit that was asked for and not yet answered (asked again after a restart)."""
+    failed_fits: int = 0
+    """Fits in a row that failed (each time the previous policy was kept)."""
+    wall_times: list[float] = field(default_factory=list)
+    """Run wall time at the end of each iteration, s."""
+    elapsed: float = 0.0
+    """Wall time of the run up to the last save, over all of the trainer's processes, s."""
+    restarts: int = 0
+    """How often a trainer process took the run over from a previous one."""
+    finished: bool = False
+    """The results were written: nothing left to continue."""
+
+    def episode_ids(self) -> list[str]:
+        return ([r.episode_id for it in self.run.iterations for r in it] + [r.episode_id for r in self.current]
+                + [r.episode_id for r in self.run.evaluation])
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["run"] = self.run.to_dict()
+        out["current"] = [asdict(r) for r in self.current]
+        return {"version": STATE_VERSION, **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainerState":
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+            raise ValueError(f"not a trainer state of version {STATE_VERSION}")
+        data = {k: v for k, v in data.items() if k != "version"}
+        try:
+            data["run"] = NodeRun.from_dict(data["run"])
+            data["current"] = [EpisodeResult(**r) for r in data.get("current", [])]
+            return cls(**data)
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"malformed trainer state: {err}") from err
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write the state atomically to ``<out_dir>/trainer_state.json`` (never torn, even by kill -9)."""
+        path = Path(out_dir) / STATE_FILE
+        write_json_atomic(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "TrainerState | None":
+        """The saved state in ``out_dir`` (None if there is none; ValueError if it cannot be read)."""
+        path = Path(out_dir) / STATE_FILE
+        if not path.is_file():
+            return None
+        try:
+            return cls.from_dict(read_json(path))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read {path}: {err}") from err
+
+
+def resume_problem(state: TrainerState, identity: dict[str, Any], complete_episode_ids: Iterable[str]) -> str | None:
+    """Why ``state`` cannot be continued by a trainer with settings ``identity`` whose episode
+    directory holds ``complete_episode_ids`` (None: it can)."""
+    if state.finished:
+        return "its run is finished"
+    differ = sorted(k for k in set(state.identity) | set(identity) if state.identity.get(k) != identity.get(k))
+    if differ:
+        return "its settings differ: " + ", ".join(f"{k} {state.identity.get(k)!r} -> {identity.get(k)!r}"
+                                                  for k in differ)
+    missing = sorted(set(state.episode_ids()) - set(complete_episode_ids))
+    if missing:
+        return f"{len(missing)} of its episodes are not in the episode directory (e.g. {missing[0]!r})"
+    return None

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
+import rclpy.task
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
@@ -74,6 +75,13 @@ class FakeStack:
         self.starts: list[str] = []
         self._pending: list[tuple[float, str, bool, str]] = []
         self.policy_id = ""
+        self.fits: list[int] = []
+        """Iterations of the FitModel goals received, in order."""
+        self.fail_fits: list[int] = []
+        """Iterations whose next fit fails (one entry per failure)."""
+        self.silent_fits = 0
+        """Fits accepted and then never answered (a fitter that died during the fit)."""
+        self._hung: list = []
         self.joint_pub = n.create_publisher(JointState, contract.JOINT_STATES, contract.RELIABLE_QOS)
         self.cost_pub = n.create_publisher(TaskCost, contract.COST, contract.RELIABLE_QOS)
         self.event_pub = n.create_publisher(EpisodeEvent, contract.EPISODE, contract.EVENT_QOS)
@@ -91,6 +99,8 @@ class FakeStack:
             n.destroy_timer(t)
         for s in self.services:
             n.destroy_service(s)
+        for future in self._hung:
+            future.set_result(None)
         self.fit_server.destroy()
         for p in (self.joint_pub, self.cost_pub, self.event_pub, self.policy_pub):
             n.destroy_publisher(p)
@@ -138,7 +148,20 @@ class FakeStack:
             self.event_pub.publish(EpisodeEvent(event=EpisodeEvent.ABORT if abort else EpisodeEvent.STOP,
                                                 episode_id=episode_id, reason=reason))
 
-    def _fit(self, goal_handle):
+    async def _fit(self, goal_handle):
+        iteration = goal_handle.request.iteration
+        self.fits.append(iteration)
+        if self.silent_fits > 0:
+            self.silent_fits -= 1
+            never = rclpy.task.Future()
+            self._hung.append(never)
+            await never
+            goal_handle.abort()
+            return FitModel.Result(success=False, message="gone")
+        if iteration in self.fail_fits:
+            self.fail_fits.remove(iteration)
+            goal_handle.abort()
+            return FitModel.Result(success=False, message=f"LQR-FLM update failed at iteration {iteration}")
         self.policy_id = f"policy-{goal_handle.request.iteration}"
         package = PolicyPackage(LGPolicy.initial(5, 14, 7, 0.1), self.policy_id, 0.05, "joints",
                                 goal_handle.request.iteration)
@@ -213,4 +236,78 @@ def test_a_fault_that_outlasts_the_patience_ends_the_run_with_status_1(start_nod
     assert log.count("stack unhealthy: joint_states: joint positions contain NaN or Inf") == 1, log
     assert len([s for s in stack.starts if "-it00-" in s]) == 1, "no retry while the stack is unhealthy"
     assert not (tmp_path / "out" / "summary.json").exists()
+    assert time.monotonic() - t0 < 60
+
+
+
+# ---- surviving node crashes and failed fits, against the stand-in stack ------------------------------------------
+
+RUN = {"iterations": 2, "episodes_per_iteration": 3, "eval_episodes": 1}
+
+
+@pytest.mark.timeout(150)
+def test_a_killed_trainer_continues_its_run_where_it_was(start_node, ros, tmp_path, stack):
+    import json
+
+    params = {"success_threshold": 0.05, "bringup_timeout": 30.0, "episode_dir": str(tmp_path / "episodes"),
+              "output_dir": str(tmp_path / "out"), "recovery_settle_time": 1.0, **RUN}
+    first = start_node("trainer_node", params)
+    ros.spin_until(lambda: len([s for s in stack.starts if "-it01-" in s]) == 2 or not first.alive(), 60,
+                   "the second episode of iteration 1")
+    first.kill9()  # in the middle of iteration 1's second episode
+    assert stack.fits == [0, 1]
+    starts_before = len(stack.starts)
+    second = start_node("trainer_node", params)
+    end = time.monotonic() + 90
+    while second.alive():
+        assert time.monotonic() < end, second.log()
+        ros.spin(0.05)
+    log = second.log()
+    assert second.proc.wait(timeout=5) == 0, log
+    assert "continuing the run saved in" in log and "(restart 1) at iteration 1, episode 2, policy policy-1" in log
+    assert stack.fits == [0, 1, 2], "no fit asked for twice, none skipped"
+    after = stack.starts[starts_before:]
+    assert [s.split("-", 2)[-1] for s in after] == ["it01-ep01-r1", "it01-ep02-r1", "eval-ep00-r1"], after
+    tag = after[0].split("-it01")[0]
+    assert stack.starts[0].startswith(tag + "-it00-ep00"), "the run keeps its episode ids' prefix"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["episodes"] == 6 and len(summary["iterations"]) == 2 and summary["eval_episodes"] == 1
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["finished"] and state["restarts"] == 1
+    assert [r["episode_id"].split("-", 2)[-1] for r in state["run"]["iterations"][1]] == [
+        "it01-ep00", "it01-ep01-r1", "it01-ep02-r1"], "the episode done before the kill is kept"
+
+    # A new trainer with the same settings does not continue a finished run: it starts a new one.
+    third = start_node("trainer_node", {**params, "iterations": 1, "episodes_per_iteration": 1, "eval_episodes": 0})
+    end = time.monotonic() + 60
+    while third.alive():
+        assert time.monotonic() < end, third.log()
+        ros.spin(0.05)
+    assert third.proc.wait(timeout=5) == 0 and "starting a new run" in third.log(), third.log()
+    assert stack.fits[3:] == [0, 1]
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_fit_keeps_the_previous_policy_and_the_run_goes_on(start_node, ros, tmp_path, stack):
+    stack.fail_fits = [1, 1]  # the fit after iteration 0 fails twice
+    status, log = run_trainer(start_node, ros, tmp_path, 90.0, iterations=2, episodes_per_iteration=1,
+                              fit_retries=1)
+    assert status == 0, log
+    assert log.count("fit 1 failed (attempt") == 2 and "LQR-FLM update failed at iteration 1" in log
+    assert "keeping policy policy-0 for the next iteration" in log
+    assert stack.fits == [0, 1, 1, 1], "iteration 1 ran policy-0 again and its episodes were fitted as fit 1"
+    import json
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["iterations"][0]["extra"] == {"fit_failed": 1.0}
+
+
+@pytest.mark.timeout(120)
+def test_a_fitter_that_falls_silent_is_asked_again(start_node, ros, tmp_path, stack):
+    stack.silent_fits = 1  # the first fit goal is accepted and never answered, with no feedback
+    t0 = time.monotonic()
+    status, log = run_trainer(start_node, ros, tmp_path, 90.0, fit_silence_timeout=2.0)
+    assert status == 0, log
+    assert "fit 0: no feedback from the fitter for 2 s (did it restart?); asking again" in log, log
+    assert "fit 0 answered after 1 lost attempt(s)" in log
+    assert stack.fits[:2] == [0, 0]
     assert time.monotonic() - t0 < 60

@@ -1,11 +1,21 @@
 """Riding out transient faults, ROS-free on a fake clock (solar_ros.runtime.training_run): StackHealth
 (valid messages without long gaps, for a settling time, on every required stream) and FaultBurst (each
-kind of cause reported once per burst; only a burst longer than the patience ends the run)."""
+kind of cause reported once per burst; only a burst longer than the patience ends the run); the
+trainer's saved state (TrainerState: a round trip through its file, and when it may be continued)."""
 from __future__ import annotations
 
 import pytest
 
-from solar_ros.runtime.training_run import FaultBurst, StackHealth, fault_kind
+from solar_ros.runtime.training_run import (
+    STATE_FILE,
+    EpisodeResult,
+    FaultBurst,
+    NodeRun,
+    StackHealth,
+    TrainerState,
+    fault_kind,
+    resume_problem,
+)
 
 
 def feed(health: StackHealth, stream: str, t0: float, t1: float, period: float, problem=None) -> float:
@@ -124,3 +134,39 @@ def test_bad_settings():
         StackHealth(1.0, 0.0)
     with pytest.raises(ValueError, match="patience"):
         FaultBurst(float("nan"))
+
+
+def _state() -> TrainerState:
+    run = NodeRun("sawyer_reach", "lqr_joints", 3, [0.6, 0.1, 0.1], 50, 0.05, config={"iterations": 2})
+    run.add_iteration([EpisodeResult("t-it00-ep00", 50, 12.5, 0.2, False), EpisodeResult("t-it00-ep01", 50, 11.0,
+                                                                                       0.04, True)], {"kl": 0.5})
+    return TrainerState({"task": "sawyer_reach", "seed": 3, "goal": None}, "t", run, "policy-1", fit_iteration=1,
+                        current=[EpisodeResult("t-it01-ep00-r1", 50, 9.0, 0.03, True)], wall_times=[30.5],
+                        elapsed=41.0, restarts=1)
+
+
+def test_trainer_state_round_trips_through_its_file(tmp_path):
+    assert TrainerState.load(tmp_path) is None
+    state = _state()
+    path = state.save(tmp_path)
+    assert path == tmp_path / STATE_FILE
+    back = TrainerState.load(tmp_path)
+    assert back == state
+    assert back.run.rows(back.wall_times)[0].success_rate == 0.5
+    assert back.episode_ids() == ["t-it00-ep00", "t-it00-ep01", "t-it01-ep00-r1"]
+    path.write_text('{"version": 1, "run": ')  # what a non-atomic write killed midway would leave
+    with pytest.raises(ValueError, match="cannot read"):
+        TrainerState.load(tmp_path)
+    path.write_text('{"version": 99}')
+    with pytest.raises(ValueError, match="version"):
+        TrainerState.load(tmp_path)
+
+
+def test_a_saved_run_is_continued_only_with_the_same_settings_and_episodes():
+    state = _state()
+    ids = state.episode_ids()
+    assert resume_problem(state, dict(state.identity), ids + ["other"]) is None
+    assert "seed 3 -> 4" in resume_problem(state, {**state.identity, "seed": 4}, ids)
+    assert "not in the episode directory" in resume_problem(state, dict(state.identity), ids[:2])
+    state.finished = True
+    assert resume_problem(state, dict(state.identity), ids) == "its run is finished"
