@@ -74,6 +74,7 @@ class EncoderNode(StackNode):
         self._pending: LatentEncoder | None = None  # loaded in the background, swapped in between frames
         self._loading: str | None = None
         self.episode_running = False
+        self._episode_id = ""
         self._actions = ActionAccumulator(0)
         self._commands: PolledSubscription | None = None
         self._command_timer = None
@@ -164,9 +165,15 @@ class EncoderNode(StackNode):
     def _on_episode(self, msg: EpisodeEvent) -> None:
         if msg.event == EpisodeEvent.START:
             self.episode_running = True
+            self._episode_id = msg.episode_id
             if self.current is not None:
                 self.current.begin_episode()
-        else:
+        elif msg.event in (EpisodeEvent.STOP, EpisodeEvent.ABORT):
+            if self.episode_running and msg.episode_id != self._episode_id:
+                if self._throttle.ready("event"):
+                    self.get_logger().warning(f"ignoring the end of episode {msg.episode_id!r}: episode "
+                                              f"{self._episode_id!r} is running")
+                return
             self.episode_running = False
             if self.current is not None:
                 self.current.end_episode()

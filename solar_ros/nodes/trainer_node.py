@@ -36,7 +36,10 @@ iteration and episode it was in (the episode in flight is run again under a new 
 was waiting for (asked again: the fitter answers an iteration it already fitted with the saved
 result), the results so far. A fitter that dies during a fit is noticed by its silence (no
 feedback for ``fit_silence_timeout`` s; a running fit repeats its feedback every second) and the
-fit is asked for again once it is back, within ``fault_patience``. A fit that fails (success
+fit is asked for again once it is back, within ``fault_patience``. An episode whose recording did
+not start within ``RECORD_START_TIMEOUT`` s (the recorder is restarting) or that gets no step record
+for ``STEP_SILENCE_TIMEOUT`` s (the controller or the simulator is gone) is stopped and counts as a
+failed attempt, instead of being waited for until ``episode_timeout``. A fit that fails (success
 false) is asked for again up to ``fit_retries`` times; then the iteration keeps the previous
 policy, logged, and only ``max_failed_fits`` such iterations in a row end the run. Policies on
 /solar/policy that do not pass validation, and episode events of unknown kind, are ignored.
@@ -57,8 +60,8 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from ..action import FitModel
-from ..msg import EpisodeEvent, LatentState, LinearGaussianPolicy, TaskCost
-from ..runtime.episode_store import load_episode, read_index
+from ..msg import EpisodeEvent, LatentState, LinearGaussianPolicy, PolicyStep, TaskCost
+from ..runtime.episode_store import load_episode, read_index, safe_name
 from ..runtime.policy_msg import policy_from_msg
 from ..runtime.safety import SAWYER_JOINT_NAMES, JointNameError, JointStateMapper
 from ..runtime.training_run import (
@@ -103,6 +106,10 @@ class FitFailed(RuntimeError):
     """The fitter answered that the fit failed (the message is its reason)."""
 
 
+RECORD_START_TIMEOUT = 10.0
+"""s after a start within which the recorder must have begun recording the episode."""
+STEP_SILENCE_TIMEOUT = 10.0
+"""s without a step record of the running episode after which the controller counts as gone."""
 POLICIES_KEPT = 20
 """Validated policies kept by id (the current one is looked up by the id the fitter returned)."""
 
@@ -179,6 +186,8 @@ class TrainerNode(StackNode):
         self._policies: dict[str, LinearGaussianPolicy] = {}
         """Valid policies received on /solar/policy, by id (newest last)."""
         self._last_feedback = 0.0
+        self._running_id = ""
+        self._last_step = 0.0
         self._state: TrainerState | None = None
         self._t0 = time.monotonic()
         self._elapsed_before = 0.0
@@ -198,6 +207,7 @@ class TrainerNode(StackNode):
         self.create_subscription(EpisodeEvent, contract.EPISODE, self._on_event, contract.EVENT_QOS)
         self.create_subscription(LinearGaussianPolicy, contract.POLICY, self._on_policy, contract.POLICY_QOS)
         self.create_subscription(TaskCost, contract.COST, self._on_cost, contract.RELIABLE_QOS)
+        self.create_subscription(PolicyStep, contract.STEPS, self._on_step, contract.EVENT_QOS)
         self.create_subscription(LatentState, contract.LATENT, self._on_latent, contract.LATEST_SENSOR_QOS)
         self._joint_states = PolledSubscription(self, JointState, contract.JOINT_STATES, contract.LATEST_SENSOR_QOS)
         self.create_timer(HEALTH_POLL_PERIOD, self._poll_joint_states)
@@ -497,7 +507,7 @@ class TrainerNode(StackNode):
         self._reset(seed, goal)
         self._settle(policy.model_id)
         episode_id = self._start(episode_id, deterministic, seed, policy.policy_id)
-        self._wait(lambda: self._end_event(episode_id) is not None, self.episode_timeout, f"the end of {episode_id}")
+        self._watch_episode(episode_id)
         end = self._end_event(episode_id)
         if end.event == EpisodeEvent.ABORT:
             raise EpisodeFailed(f"aborted ({end.reason})")
@@ -515,6 +525,45 @@ class TrainerNode(StackNode):
             return episode_result(episode_id, load_episode(self.episode_dir, entry), self.success_threshold)
         except ValueError as err:
             raise EpisodeFailed(str(err)) from err
+
+    def _watch_episode(self, episode_id: str) -> None:
+        """Wait for the episode's end event, noticing early when a node it needs is gone: no recording
+        of it started (the recorder is restarting) or no step record for a while (the controller or
+        the simulator's clock stopped). Those end the attempt (EpisodeFailed) after stopping it."""
+        started = time.monotonic()
+        self._running_id, self._last_step = episode_id, started
+        recording = False
+        while self._end_event(episode_id) is None:
+            if self._stop.is_set():
+                raise TrainerStopped(f"stopped while waiting for the end of {episode_id}")
+            now = time.monotonic()
+            if now - started > self.episode_timeout:
+                raise TrainerError(f"timed out after {self.episode_timeout:g} s waiting for the end of {episode_id}")
+            problem = None
+            if not recording:
+                recording = self._recording_started(episode_id)
+                if not recording and now - started > RECORD_START_TIMEOUT:
+                    problem = (f"the recorder did not start recording it within {RECORD_START_TIMEOUT:g} s "
+                               "(restarting? is trainer_node.episode_dir the recorder's output_dir?)")
+            if problem is None and now - self._last_step > STEP_SILENCE_TIMEOUT:
+                problem = (f"no step records from the controller for {now - self._last_step:.0f} s (controller "
+                           f"restarting, or the simulator's clock stopped?)")
+            if problem is not None:
+                try:
+                    self._call(self.stop_cli, Trigger.Request(), timeout=5.0)
+                except TrainerError:
+                    pass
+                raise EpisodeFailed(problem)
+            time.sleep(0.01)
+
+    def _on_step(self, msg: PolicyStep) -> None:
+        if msg.episode_id == self._running_id:
+            self._last_step = time.monotonic()
+
+    def _recording_started(self, episode_id: str) -> bool:
+        name = safe_name(episode_id)
+        return ((self.episode_dir / f".{name}.partial").is_dir() or (self.episode_dir / name).is_dir()
+                or self._index_entry(episode_id) is not None)
 
     def _recover(self, burst: FaultBurst, base_id: str, cause: str) -> None:
         """After a failed attempt: wait until the stack has been healthy for ``recovery_settle_time``
