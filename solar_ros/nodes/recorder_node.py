@@ -13,7 +13,7 @@ it had written but not yet indexed (:func:`~solar_ros.runtime.episode_store.reco
 Messages that do not fit go into the bag as they came but not into the training arrays, with a
 throttled warning: events of unknown kind (not even into the bag), step records of another
 episode, outside the horizon, repeated, of another size than the episode's first or with NaN/Inf;
-samples stamped zero; joint states with NaN/Inf, missing joints or no velocities; latents whose
+samples stamped zero or over a second before the episode's start; joint states with NaN/Inf, missing joints or no velocities; latents whose
 mean, ``dim`` and covariance disagree or hold NaN/Inf; NaN/Inf costs; images that do not decode.
 Images and latents of another shape than most of the episode's are left out when it is written.
 An episode whose files cannot be written is indexed as ``aborted`` with the reason.
@@ -40,6 +40,9 @@ from . import contract
 from .common import ConfigError, StackNode, declare, run_node, stamp_to_ns
 
 STOPPED = "stopped"
+EARLIEST_SAMPLE_NS = 1_000_000_000
+"""Samples stamped longer than this before an episode's start are not that episode's (a stray or replayed
+message): left out of its arrays."""
 
 DEFAULT_TOPICS = [
     f"{contract.MODEL_IMAGE} sensor_msgs/msg/Image",
@@ -212,6 +215,9 @@ class RecorderNode(StackNode):
         stamp = stamp_to_ns(msg.header.stamp)
         if stamp <= 0:
             raise ValueError("message has no stamp (header.stamp is zero)")
+        start = stamp_to_ns(ep.start.start_stamp)
+        if start > 0 and stamp < start - EARLIEST_SAMPLE_NS:
+            raise ValueError(f"stamped {(start - stamp) * 1e-9:.1f} s before the episode began")
         if topic == contract.MODEL_IMAGE:
             img = image_to_array(msg.data, msg.height, msg.width, msg.encoding, msg.step, bool(msg.is_bigendian))
             buf.images.add(stamp, img.copy())
