@@ -13,8 +13,9 @@ it had written but not yet indexed (:func:`~solar_ros.runtime.episode_store.reco
 Messages that do not fit go into the bag as they came but not into the training arrays, with a
 throttled warning: events of unknown kind (not even into the bag), step records of another
 episode, outside the horizon, repeated, of another size than the episode's first or with NaN/Inf;
-samples stamped zero or over a second before the episode's start; joint states with NaN/Inf, missing joints or no velocities; latents whose
-mean, ``dim`` and covariance disagree or hold NaN/Inf; NaN/Inf costs; images that do not decode.
+samples stamped zero or over a second before the episode's start; joint states with NaN/Inf,
+missing joints or no velocities; latents whose mean, ``dim`` and covariance disagree or hold
+NaN/Inf; NaN/Inf costs; images that do not decode.
 Images and latents of another shape than most of the episode's are left out when it is written.
 An episode whose files cannot be written is indexed as ``aborted`` with the reason.
 

@@ -666,10 +666,14 @@ class TrainerNode(StackNode):
         self.run_tag = state.run_tag
         self._elapsed_before = state.elapsed
         goal = list(state.run.goal)
-        where = (f"the fit after iteration {len(state.run.iterations)}" if state.pending_fit is not None else
-                 f"iteration {len(state.run.iterations)}, episode {len(state.current) + 1}"
-                 if len(state.run.iterations) < self.iterations else
-                 f"evaluation episode {len(state.run.evaluation) + 1}")
+        if state.pending_fit is not None:
+            where = f"the fit after iteration {len(state.run.iterations)}"
+        elif len(state.run.iterations) < self.iterations:
+            where = f"iteration {len(state.run.iterations)}, episode {len(state.current) + 1}"
+        elif len(state.run.evaluation) < self.eval_episodes:
+            where = f"evaluation episode {len(state.run.evaluation) + 1}"
+        else:
+            where = "the end (writing the results)"
         log.warning(f"continuing the run saved in {self.output_dir / STATE_FILE} (restart {state.restarts}) at "
                     f"{where}, policy {state.policy_id}")
         try:  # an episode the previous trainer process left running ends now (it is run again)
