@@ -558,7 +558,7 @@ def table(faults: list[Fault]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--iterations", type=int, default=8)
+    parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--episodes-per-iteration", type=int, default=5)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--horizon", type=int, default=0, help="policy steps per episode (0: the task's, 50)")
