@@ -96,6 +96,7 @@ class ControllerNode(StackNode):
         """Commands sent on fresh latents, outside the fixed-rate stream."""
         self._throttle = Throttle(1.0)
         self._clock_resets = 0
+        self._rejected_policies = 0
         # Per-command timing, kept in preallocated rings and summarised in the log.
         self._ring_n = 0
         self._gaps_ns = np.zeros(8192, dtype=np.int64)
@@ -164,7 +165,10 @@ class ControllerNode(StackNode):
                 raise ValueError(f"policy state_source {package.state_source!r} != controller's {self.state_source!r}")
             self.executor_core.offer(package)
         except ValueError as err:
-            self.get_logger().error(f"rejected policy {msg.policy_id!r}: {err}")
+            self._rejected_policies += 1
+            if self._throttle.ready("policy " + Throttle.key(str(err))):  # a stray publisher must not flood the log
+                self.get_logger().error(f"rejected policy {msg.policy_id!r}: {err} ({self._rejected_policies} "
+                                        "rejected so far)")
             return
         when = "at the next episode start" if self.executor_core.running else "for the next episode"
         self.get_logger().info(f"policy {package.policy_id!r} (iteration {package.iteration}, T={package.policy.T}, "

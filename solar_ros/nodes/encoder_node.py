@@ -75,6 +75,7 @@ class EncoderNode(StackNode):
         self._loading: str | None = None
         self.episode_running = False
         self._episode_id = ""
+        self._failed_loads = 0
         self._actions = ActionAccumulator(0)
         self._commands: PolledSubscription | None = None
         self._command_timer = None
@@ -145,7 +146,10 @@ class EncoderNode(StackNode):
         try:
             encoder = load_encoder(path, self.device, self.point_variance)
         except (OSError, ValueError, RuntimeError) as err:
-            self.get_logger().error(f"cannot load announced model {path}: {err}; keeping the current one")
+            self._failed_loads += 1
+            if self._throttle.ready("load " + Throttle.key(str(err))):  # a stray publisher must not flood the log
+                self.get_logger().error(f"cannot load announced model {path}: {err}; keeping the current one "
+                                        f"({self._failed_loads} failed so far)")
         else:
             self._pending = encoder  # one reference assignment: the frame callback swaps it in
             self.get_logger().info(f"model {encoder.model_id} loaded in {time.monotonic() - t0:.2f} s; "
