@@ -24,7 +24,8 @@ Transient faults do not end the run. When an episode fails (aborted by an input 
 e-stop, recorded incomplete, or a step of it timed out because a node went away), the trainer
 waits until the stack is healthy again - fresh, valid /joint_states, /solar/cost and, for a policy
 on latents, /solar/latent from the policy's model, without a gap over ``health_max_gap`` s, for
-``recovery_settle_time`` s - and retries the episode under a new id. Each kind of fault cause is
+``recovery_settle_time`` s counted from the failure at the earliest (the fault that aborted it may
+have reached only the controller) - and retries the episode under a new id. Each kind of fault cause is
 logged once per burst of failures, not per message or attempt. Only a burst that outlasts
 ``fault_patience`` s (counted from the episode's first failure) ends the run, with the causes in
 the log and exit status 1 (``max_retries`` >= 0 also caps the number of retries; -1: no cap).
@@ -209,7 +210,8 @@ class TrainerNode(StackNode):
         self.create_subscription(TaskCost, contract.COST, self._on_cost, contract.RELIABLE_QOS)
         self.create_subscription(PolicyStep, contract.STEPS, self._on_step, contract.EVENT_QOS)
         self.create_subscription(LatentState, contract.LATENT, self._on_latent, contract.LATEST_SENSOR_QOS)
-        self._joint_states = PolledSubscription(self, JointState, contract.JOINT_STATES, contract.LATEST_SENSOR_QOS)
+        # Deep enough for every joint state between two polls (0.1 s at up to 1 kHz): each one is checked.
+        self._joint_states = PolledSubscription(self, JointState, contract.JOINT_STATES, contract.RECORDING_SENSOR_QOS)
         self.create_timer(HEALTH_POLL_PERIOD, self._poll_joint_states)
         self.run_tag = time.strftime("%Y%m%d-%H%M%S")
         self.get_logger().info(
@@ -265,25 +267,31 @@ class TrainerNode(StackNode):
         self._note("latent", problem)
 
     def _poll_joint_states(self) -> None:
-        """The newest joint state since the last poll, checked like the controller checks it."""
+        """Every joint state since the last poll, checked like the controller checks it (one bad one
+        among the valid ones makes the stream unhealthy)."""
         msgs = self._joint_states.take_all()
         if not msgs:
             return
-        msg = msgs[-1]
         problem = None
+        for msg in msgs:
+            problem = self._joint_state_problem(msg)
+            if problem is not None:
+                break
+        self._note("joint_states", problem)
+
+    def _joint_state_problem(self, msg: JointState) -> str | None:
         try:
             self._joint_mapper.extract(msg.name, msg.position, self._q, "position")
             if not np.all(np.isfinite(self._q)):
-                problem = "joint positions contain NaN or Inf"
-            elif len(msg.velocity) == 0:
-                problem = "joint state has no velocities"
-            else:
-                self._joint_mapper.extract(msg.name, msg.velocity, self._q, "velocity")
-                if not np.all(np.isfinite(self._q)):
-                    problem = "joint velocities contain NaN or Inf"
+                return "joint positions contain NaN or Inf"
+            if len(msg.velocity) == 0:
+                return "joint state has no velocities"
+            self._joint_mapper.extract(msg.name, msg.velocity, self._q, "velocity")
+            if not np.all(np.isfinite(self._q)):
+                return "joint velocities contain NaN or Inf"
         except JointNameError as err:
-            problem = str(err)
-        self._note("joint_states", problem)
+            return str(err)
+        return None
 
     def _note(self, stream: str, problem: str | None) -> None:
         with self._health_lock:
@@ -577,6 +585,7 @@ class TrainerNode(StackNode):
         needs_latent = policy is not None and "latent" in policy.state_source
         with self._health_lock:
             self.health.require(("joint_states", "cost") + (("latent",) if needs_latent else ()))
+            self.health.restart_settling(now)
         while True:
             if self._stop.is_set():
                 raise TrainerStopped(f"stopped while recovering from: {cause}")

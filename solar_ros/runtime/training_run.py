@@ -199,6 +199,13 @@ class StackHealth:
             s.since = now
         s.last, s.problem = now, None
 
+    def restart_settling(self, now: float) -> None:
+        """Count the settling time from ``now`` at the earliest (after a failed episode: a fault may have
+        hit the node that aborted it before any message here showed it)."""
+        for s in self._streams.values():
+            if s.since is not None:
+                s.since = max(s.since, now)
+
     def faults(self, now: float) -> dict[str, str]:
         """Required streams that are not healthy at ``now``, with the reason."""
         out = {}

@@ -170,3 +170,14 @@ def test_a_saved_run_is_continued_only_with_the_same_settings_and_episodes():
     assert "not in the episode directory" in resume_problem(state, dict(state.identity), ids[:2])
     state.finished = True
     assert resume_problem(state, dict(state.identity), ids) == "its run is finished"
+
+
+def test_after_a_failed_episode_the_settling_time_counts_from_the_failure():
+    h = StackHealth(settle_time=2.0, max_gap=0.5, required=("joint_states",))
+    feed(h, "joint_states", 0.0, 5.0, 0.01)
+    assert h.settled(5.0)
+    # the controller aborted on a bad message that this node never saw: no retry at once
+    h.restart_settling(5.0)
+    assert not h.settled(5.0) and h.faults(5.0) == {}
+    feed(h, "joint_states", 5.0, 7.01, 0.01)
+    assert h.settled(7.01)
