@@ -274,7 +274,9 @@ def test_a_killed_fitter_comes_back_with_its_run(rig, ros, start_node):
     rig.node = start_node("model_fitting_node", {"output_dir": str(out / "models"), "num_threads": 1})
     ros.spin_until(lambda: any(p.policy_id == res.policy_id for p in fitter.policies[seen:]), 30,
                    "the restarted fitter's announcement of the saved policy")
-    assert "announced the saved lqr_joints run again: iteration 1" in rig.node.log()
+    # (the log line follows the publication: wait for it too)
+    ros.spin_until(lambda: "announced the saved lqr_joints run again: iteration 1" in rig.node.log(), 10,
+                   "the restarted fitter's log line")
     again = fitter.fit(1, out / "episodes", ids)
     assert again.success and again.policy_id == res.policy_id, again.message
     assert dict(zip(again.metric_names, again.metric_values)) == {"repeated": 1.0}
