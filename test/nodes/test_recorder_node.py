@@ -212,7 +212,8 @@ def test_restarted_recorder_indexes_the_killed_episode_as_aborted(ros, start_nod
     before = feeder.subscriber_gids()
     recorder = start_node("recorder_node", {"output_dir": str(out_dir), "stop_grace": 0.5})
     feeder.wait_matched(before)
-    assert "episode 'ep2' left by an earlier recorder process indexed as aborted" in recorder.log()
+    ros.spin_until(lambda: "episode 'ep2' left by an earlier recorder process indexed as aborted" in recorder.log(),
+                   10, "the recovery of ep2")
     assert incomplete_episodes(out_dir) == [], "the episode in flight is no longer a stray .partial directory"
     entries = read_index(out_dir, status=None)
     assert [(e["episode_id"], e["status"], e["reason"]) for e in entries] == [
