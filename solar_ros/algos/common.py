@@ -433,11 +433,9 @@ def policy_from_arrays(prefix: str, arrays) -> LinearGaussianPolicy:
 
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write named arrays to ``path`` (.npz) through a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    """Write named arrays to ``path`` (.npz) through a uniquely named, fsynced temporary file and a rename
+    (never half-written; :func:`solar_ros.runtime.atomic.atomic_file`)."""
+    from ..runtime.atomic import atomic_file  # ROS-free; imported here to keep this module's imports light
+
+    with atomic_file(path, "wb") as f:
         np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -202,18 +202,19 @@ def test_bad_inputs_raise_clear_errors():
         solar.train("point", seed=0, progress=False, config=TINY, method="ppo")
 
 
-# A small run that learns, with the project's settings (solar.PROJECT_SETTINGS): the task's own 32x32
-# images, a 4-d copy-state latent on keypoints, the target-form cost, 40 random episodes, 600 gradient
-# steps, 3 iterations of 8 rollouts with a 50-step refit after each (~60 s on 2 cores). At this size
-# SOLAR does not learn on every seed (see docs/results.md); this seed's run does, deterministically.
-LEARNING = solar.SolarConfig(**{**solar.PROJECT_SETTINGS, **dict(
-    pretrain_episodes=40, iterations=3, rollouts_per_iteration=8, buffer_size=16, eval_episodes=8, latent_dim=4,
-    pretrain_steps=600, refit_steps=50, batch_size=4, lds_update_every=50, num_threads=1)})
+# A real learning run on the first two seeds (not chosen: the docs' benchmark runs seeds 0-4 of the same
+# configuration and one of them, seed 4, fails): the point task's own SOLAR configuration
+# (solar.TASK_DEFAULTS["point"]: 100 random episodes, 3000 gradient steps, keypoints, copy-state latent,
+# target-form cost) cut to 5 of its 10 iterations, about 3-4 minutes per seed on 2 cores. Smaller
+# configurations (40 random episodes, 600 steps) learned on one seed in four.
+LEARNING = replace(solar.TASK_DEFAULTS["point"], iterations=5, eval_episodes=10)
 
 
-def test_a_short_seeded_run_learns_to_move_the_point_towards_the_goal():
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_short_seeded_run_learns_to_move_the_point_towards_the_goal(seed):
     torch.set_num_threads(1)
-    seed = 1
     result = solar.train("point", seed=seed, progress=False, config=LEARNING)
     # Baseline on the very same evaluation episodes (same start states and goal): doing nothing.
     env = make("point", image_obs=False)
@@ -221,10 +222,9 @@ def test_a_short_seeded_run_learns_to_move_the_point_towards_the_goal():
     goal = env.goal.copy()
     still = np.mean([rollout(env, lambda t, x, obs: np.zeros(2), seed=solar.derive_seed(seed, solar.EVAL, 0, i),
                              options={"goal": goal}).costs.sum() for i in range(LEARNING.eval_episodes)])
-    assert result.final_cost < 0.7 * still, (result.final_cost, still)
+    assert result.final_cost < 0.5 * still, (result.final_cost, still)
     # ... and it got there from images alone: the pretraining rollouts were no better than standing still.
-    assert result.iterations[0]["mean_cost"] > 0.9 * still
-
+    assert result.iterations[0]["mean_cost"] > 0.8 * still
 
 
 def test_every_task_has_solar_settings_and_the_sawyer_models_its_background():
