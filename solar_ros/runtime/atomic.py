@@ -25,16 +25,15 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file next to ``path`` for writing; on a clean exit it is fsynced and renamed
-    to ``path``, on an exception it is removed and ``path`` is left as it was."""
-    path = Path(path)
+def _replacing(path: Path, prefix: str, suffix: str) -> Iterator[Path]:
+    """A temporary file's name next to ``path`` for the caller to write; on a clean exit the file is
+    fsynced and renamed to ``path`` (then the directory is fsynced), on an exception it is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -42,6 +41,15 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file next to ``path`` for writing; on a clean exit it is fsynced and renamed
+    to ``path``, on an exception it is removed and ``path`` is left as it was."""
+    path = Path(path)
+    with _replacing(path, f".{path.name}.", ".tmp") as tmp, open(tmp, mode) as f:
+        yield f
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -62,19 +70,8 @@ def write_with_atomic(path: str | os.PathLike, writer: Callable[[Path], None]) -
     the temporary file, which then replaces ``path``. The temporary name keeps ``path``'s suffix, so
     format detection by extension still works."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    with _replacing(path, f".{path.stem}.", f".tmp{path.suffix}") as tmp:
+        writer(tmp)
 
 
 def read_json(path: str | os.PathLike) -> Any:
