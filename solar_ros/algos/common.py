@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -111,12 +110,9 @@ def format_table(rows: list[IterationLog]) -> str:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from ..runtime.atomic import write_text_atomic  # ROS-free; imported here to keep this module's imports light
+
+    write_text_atomic(path, json.dumps(data, indent=2, default=_json_default))
 
 
 def _json_default(o):
