@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import importlib
 import inspect
+import os
 import re
 import sys
 import typing
@@ -157,11 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def one_blas_thread() -> None:
+    """Run numpy's linear algebra on one thread unless the environment says otherwise (set before numpy
+    loads). The benchmark runs every job so; with another thread count the same seed rounds differently,
+    and SOLAR's loop amplifies rounding: a run's result would depend on the command that started it."""
+    if "numpy" not in sys.modules:
+        for name in BLAS_THREAD_VARIABLES:
+            os.environ.setdefault(name, "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(join_negative_values(argv))
     if args.command == "train":
+        one_blas_thread()
         from .settings import SettingsError
 
         try:

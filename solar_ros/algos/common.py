@@ -227,14 +227,22 @@ class StepState:
     previous: tuple | None = None
     """(old policy, new policy, dynamics, cost) of the last update; None before the first one, or
     after the state's coordinates changed (the last update's predictions no longer apply)."""
+    anchor: LinearGaussianPolicy | None = None
+    """The policy whose rollouts cost least so far (the measured-cost trust region, see
+    :func:`measured_step`); None before any rollout was measured."""
+    anchor_cost: float = math.inf
+    """The mean episode cost of the anchor's rollouts."""
 
     def without_previous(self) -> "StepState":
         """The same state with the last update forgotten (after the state's coordinates changed)."""
         return replace(self, previous=None)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """As named arrays (``step_mult``, ``eta``, ``prev_*``), for ``np.savez`` or a checkpoint."""
+        """As named arrays (``step_mult``, ``eta``, ``prev_*``, ``anchor_*``), for ``np.savez`` or a checkpoint."""
         out = {"step_mult": np.array(self.step_mult), "eta": np.array(self.eta)}
+        if self.anchor is not None:
+            out.update(policy_arrays("anchor", self.anchor))
+            out["anchor_cost"] = np.array(self.anchor_cost)
         if self.previous is not None:
             old, new, dyn, cost = self.previous
             out.update(policy_arrays("prev_old", old))
@@ -253,8 +261,12 @@ class StepState:
             cost = lqr_flm.QuadraticCost(np.asarray(arrays["prev_cost_Cm"]), np.asarray(arrays["prev_cost_cv"]),
                                          np.asarray(arrays["prev_cost_cc"]))
             previous = (policy_from_arrays("prev_old", arrays), policy_from_arrays("prev_new", arrays), dyn, cost)
+        anchor, anchor_cost = None, math.inf
+        if "anchor_cost" in arrays:
+            anchor, anchor_cost = policy_from_arrays("anchor", arrays), np.asarray(arrays["anchor_cost"]).item()
         # .item(): a checkpoint's extra holds a 0-d array as one of shape (1,)
-        return cls(np.asarray(arrays["step_mult"]).item(), np.asarray(arrays["eta"]).item(), previous)
+        return cls(np.asarray(arrays["step_mult"]).item(), np.asarray(arrays["eta"]).item(), previous,
+                   anchor, anchor_cost)
 
 
 _DYNAMICS_FIELDS = ("Fm", "fv", "dyn_covar", "x0mu", "x0sigma")
@@ -306,9 +318,29 @@ def lqr_flm_step(policy: LinearGaussianPolicy, X: np.ndarray, U: np.ndarray, pri
         predicted, actual = lqr_flm.step_improvements(*state.previous, dynamics, cost)
         step_mult = lqr_flm.adjust_step_multiplier(step_mult, predicted, actual)
     new_policy, eta, info = lqr_flm.update(policy, dynamics, cost, kl_step=kl_step * step_mult, eta0=state.eta)
-    new_state = StepState(step_mult, eta, (policy, new_policy, dynamics, cost))
+    new_state = replace(state, step_mult=step_mult, eta=eta, previous=(policy, new_policy, dynamics, cost))
     return new_policy, new_state, StepInfo(info.kl, info.kl_target, eta, step_mult, info.expected_cost,
                                            predicted, actual, dynamics, cost)
+
+
+def measured_step(policy: LinearGaussianPolicy, rollout_cost: float, state: StepState, shrink: float = 0.5,
+                  grow: float = 2.0, min_mult: float = 0.125) -> tuple[LinearGaussianPolicy, StepState, bool]:
+    """A trust region on the *measured* cost: which policy the next LQR-FLM update starts from, and its step.
+
+    ``rollout_cost``: the mean episode cost of the rollouts ``policy`` just produced. If it is no
+    higher than the anchor's (the cheapest policy measured so far), ``policy`` becomes the anchor and
+    the step multiplier grows by ``grow`` (up to 1: the base KL step); otherwise the update starts
+    again from the anchor with the multiplier times ``shrink`` (down to ``min_mult``). The update's
+    own predictions never move the step here, only what the rollouts cost. Returns the policy to
+    update, the state (anchor and multiplier set; the caller passes it to :func:`lqr_flm_step` with
+    ``adapt_step=False``) and whether the update went back to the anchor.
+    """
+    if not math.isfinite(rollout_cost):
+        raise ValueError(f"the rollouts' mean cost is {rollout_cost}")
+    if state.anchor is None or rollout_cost <= state.anchor_cost:
+        return policy, replace(state, anchor=policy, anchor_cost=float(rollout_cost),
+                               step_mult=min(1.0, state.step_mult * grow)), False
+    return state.anchor, replace(state, step_mult=max(min_mult, state.step_mult * shrink)), True
 
 
 GMM_PRIOR_ROLLOUTS = 20

@@ -269,3 +269,22 @@ def test_the_latent_model_interface_is_abstract():
     with pytest.raises(TypeError, match="abstract"):
         solar.LatentModel()
     assert {"fit", "smooth", "filtered_means", "filter_step", "cost_terms"} <= solar.LatentModel.__abstractmethods__
+
+
+def test_measured_step_keeps_the_cheapest_policy_and_shrinks_the_step_after_a_worse_one():
+    from solar_ros.algos.common import StepState, initial_policy, measured_step
+    first, second, third = (initial_policy(3, 2, 1, s) for s in (1.0, 2.0, 3.0))
+    policy, step, reverted = measured_step(first, 10.0, StepState(step_mult=0.5))
+    assert policy is first and not reverted and step.anchor is first and step.anchor_cost == 10.0
+    assert step.step_mult == 1.0  # grew back to the base step, never above it
+    policy, step, reverted = measured_step(second, 12.0, step)
+    assert reverted and policy is first and step.anchor is first and step.step_mult == 0.5
+    for _ in range(5):
+        policy, step, reverted = measured_step(second, 12.0, step)
+    assert step.step_mult == 0.125  # the floor
+    policy, step, reverted = measured_step(third, 9.0, step)
+    assert policy is third and not reverted and step.anchor_cost == 9.0 and step.step_mult == 0.25
+    restored = StepState.from_arrays(step.arrays())
+    assert restored.anchor_cost == 9.0 and np.array_equal(restored.anchor.cov, third.cov)
+    with pytest.raises(ValueError):
+        measured_step(first, float("nan"), step)

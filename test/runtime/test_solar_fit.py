@@ -62,20 +62,25 @@ def _in_process(env, cfg: solar.SolarConfig, pretrain: solar.RolloutData, batche
         if cfg.refit_every and it % cfg.refit_every == 0:
             policy, step, _ = solar.refit(model, data, buffer, policy, step, cfg.refit_steps,
                                           solar.derive_seed(SEED, solar.FIT, it, 0))
-        policy, step, _ = solar.solar_step(model, policy, buffer, step, cfg, solar.task_action_weights(env, cfg))
+        policy, step, _ = solar.solar_step(model, policy, buffer, step, cfg, solar.task_action_weights(env, cfg),
+                                           rollout_cost=float(batch.costs.sum(1).mean()))
     return policy, step
 
 
-@pytest.mark.parametrize("dynamics_latents, refit_every", [("smoothed", 2), ("filtered", 0)])
+@pytest.mark.parametrize("dynamics_latents, refit_every, measured", [("smoothed", 2, False), ("filtered", 0, False),
+                                                                     ("smoothed", 1, True)])
 def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, monkeypatch, dynamics_latents,
-                                                                    refit_every):
+                                                                    refit_every, measured):
     torch.set_num_threads(1)
     env = make("point", image_obs=True, image_size=16)
     env.reset(seed=SEED)
     goal = env.goal.copy()
     pretrain = _rollouts(env, goal, TINY["pretrain_episodes"], 100)
     batches = [_rollouts(env, goal, TINY["rollouts_per_iteration"], 200 + 10 * i) for i in range(2)]
-    overrides = {**TINY, "dynamics_latents": dynamics_latents, "refit_every": refit_every}
+    if measured:  # the second batch costs more: the update goes back to the anchor (through a refit and a restart)
+        batches.sort(key=lambda b: b.costs.sum(1).mean())
+    overrides = {**TINY, "dynamics_latents": dynamics_latents, "refit_every": refit_every,
+                 **({"measured_step": True, "adapt_step": False} if measured else {})}
     cfg = replace(solar.TASK_DEFAULTS["point"], **overrides)
 
     node = SolarMethod(RunSettings(task="point", goal=goal.tolist(), seed=SEED), overrides, tmp_path)
@@ -99,7 +104,12 @@ def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, m
                                    err_msg=name)
     assert np.any(policy.K != 0)
     assert (node.step.step_mult, node.step.eta) == pytest.approx((step.step_mult, step.eta), rel=1e-9)
-    if not refit_every:  # the second update adapted its step from the first one's prediction
+    if measured:
+        assert out.metrics["reverted"] == 1.0 and node.step.step_mult == pytest.approx(0.5)
+        for name in ("K", "k", "cov"):
+            np.testing.assert_allclose(getattr(node.step.anchor, name), getattr(step.anchor, name), rtol=1e-9,
+                                       atol=1e-12, err_msg=f"anchor {name}")
+    elif not refit_every:  # the second update adapted its step from the first one's prediction
         assert "predicted_improvement" in out.metrics
 
 

@@ -109,6 +109,11 @@ class SolarConfig:
     """Pseudo-count of the model's LDS as the dynamics prior of the per-step fits (reference: 50)."""
     adapt_step: bool = True
     """Adapt the KL step from predicted vs actual cost improvement."""
+    measured_step: bool = False
+    """A trust region on the measured cost (:func:`~solar_ros.algos.common.measured_step`): when an
+    iteration's rollouts cost more on average than the cheapest policy's so far, the update starts
+    again from that policy (re-expressed in the current latent) with half the KL step (down to 1/8);
+    after an improvement the step doubles back up to ``kl_step``. Excludes ``adapt_step``."""
     action_cost: str = "learned"
     """'learned': the cost model's own action term; 'task': the task's known action penalty instead
     (the penalty is a design choice, not something the images say)."""
@@ -157,6 +162,9 @@ class SolarConfig:
         if self.dynamics_latents not in ("smoothed", "filtered"):
             raise ValueError(f"SolarConfig.dynamics_latents must be 'smoothed' or 'filtered', "
                              f"got {self.dynamics_latents!r}")
+        if self.measured_step and self.adapt_step:
+            raise ValueError("SolarConfig: measured_step and adapt_step are two rules for the same KL step; "
+                             "set at most one")
         if self.action_cost not in ("learned", "task"):
             raise ValueError(f"SolarConfig.action_cost must be 'learned' or 'task', got {self.action_cost!r}")
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -67,6 +67,7 @@ from ..common import (
     format_table,
     initial_policy,
     lqr_flm_step,
+    measured_step,
     plot_learning_curve,
     policy_arrays,
     policy_from_arrays,
@@ -193,22 +194,28 @@ def diagnostics_line(extra: dict) -> str:
 
 def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: RolloutData, step: StepState,
                cfg: SolarConfig, action_weights: np.ndarray | None = None,
-               probe_groups: dict[str, list[int]] | None = None
+               probe_groups: dict[str, list[int]] | None = None, rollout_cost: float | None = None
                ) -> tuple[LinearGaussianPolicy, StepState, dict[str, float]]:
     """SOLAR's LQR-FLM iteration on the rollouts ``buffer`` (the last ``buffer_size``).
 
     Their latent trajectories (``cfg.dynamics_latents``: smoothed or filtered) -> per-step dynamics
     with the model's LDS posterior as prior (``prior_strength`` pseudo-rollouts) -> the model's
     latent cost (``action_weights``: the task's action penalty instead of the learned one) -> the
-    step adaptation (``adapt_step``) -> the LQR-FLM update (``kl_step``). Returns the new policy, the
+    step rule (``adapt_step``, or ``measured_step`` on ``rollout_cost``, the mean episode cost of
+    ``policy``'s newest rollouts) -> the LQR-FLM update (``kl_step``). Returns the new policy, the
     step state for the next iteration and the diagnostics (for the iteration's log row; ``probe_groups``:
     see :func:`latent_diagnostics`).
     """
+    metrics: dict[str, float] = {}
+    if cfg.measured_step:
+        if rollout_cost is None:
+            raise ValueError("measured_step needs the mean cost of the policy's rollouts")
+        policy, step, reverted = measured_step(policy, rollout_cost, step)
+        metrics.update({"reverted": float(reverted), "anchor_cost": step.anchor_cost})
     latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
     cost = latent_cost(model, buffer.T, action_weights)
     new_policy, step, info = lqr_flm_step(policy, latents, buffer.actions, model.lds.as_prior(cfg.prior_strength),
                                           cost, step, kl_step=cfg.kl_step, adapt_step=cfg.adapt_step)
-    metrics: dict[str, float] = {}
     if info.predicted_improvement is not None:
         metrics.update({"predicted_improvement": info.predicted_improvement,
                         "actual_improvement": info.actual_improvement})
@@ -242,8 +249,12 @@ def refit(model: LatentModel, data: RolloutData, buffer: RolloutData, policy: Li
     step state and the fit's loss terms."""
     old_latents = model.smooth(buffer)
     terms = model.fit(data, steps, seed, on_update=on_update)
-    policy = reexpress_policy(policy, old_latents, model.smooth(buffer))
-    return policy, step.without_previous(), terms
+    new_latents = model.smooth(buffer)
+    policy = reexpress_policy(policy, old_latents, new_latents)
+    step = step.without_previous()
+    if step.anchor is not None:  # the measured-step anchor, in the same new coordinates
+        step = replace(step, anchor=reexpress_policy(step.anchor, old_latents, new_latents))
+    return policy, step, terms
 
 
 # ================================================================================================
@@ -389,7 +400,8 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
             extra.update({"model_fit_s": time.perf_counter() - fit_start,
                           **{f"model_{k}": v for k, v in terms.items()}})
 
-        policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups)
+        policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
+                                           rollout_cost=float(new_data.costs.sum(1).mean()))
         extra.update(metrics)
         stats = summarize(episodes_now)
         finite_or_raise("mean cost", stats["mean_cost"])
