@@ -36,6 +36,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray, String
 
 from ..msg import EpisodeEvent, LatentState
+from ..runtime.fitting import check_device
 from ..runtime.image import ImageFormatError, image_to_array
 from ..runtime.latent_encoder import ActionAccumulator, DSAEEncoder, LatencyRing, LatentEncoder, load_encoder
 from . import contract
@@ -66,9 +67,10 @@ class EncoderNode(StackNode):
             raise ConfigError("diagnostics_rate must be >= 0 and point_variance > 0")
         import torch
         torch.set_num_threads(max(1, num_threads))
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            self.get_logger().warning("device 'cuda' requested but no GPU is available: using 'cpu'")
-            self.device = "cpu"
+        try:
+            self.device = check_device(self.device)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
 
         self.current: LatentEncoder | None = None
         self._pending: LatentEncoder | None = None  # loaded in the background, swapped in between frames

@@ -50,6 +50,7 @@ from ..runtime.fitting import (
     FitMethod,
     FitOutput,
     RunSettings,
+    check_device,
     load_policy,
     load_training_data,
     save_policy,
@@ -94,13 +95,10 @@ class ModelFittingNode(StackNode):
         _register_optional_methods()
         if self.default_method not in METHODS:
             raise ConfigError(f"method must be one of {sorted(METHODS)}, got {self.default_method!r}")
-        if self.device != "cpu" and not self.device.startswith("cuda"):
-            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.device.startswith("cuda"):
-            import torch
-            if not torch.cuda.is_available():
-                self.get_logger().warning("device 'cuda' requested but no GPU is available: using 'cpu'")
-                self.device = "cpu"
+        try:
+            self.device = check_device(self.device)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
         self.base_settings = {"task": task, "horizon": horizon, "seed": seed}
         try:
             self._settings(self.default_config, "")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -51,6 +52,21 @@ class FitError(ValueError):
 
 class FitCancelled(Exception):
     """Raised from a progress callback to stop a fit early."""
+
+
+def check_device(device: str) -> str:
+    """The torch device the fits run on: 'cpu' or 'cuda[:N]' where such a GPU is present (ValueError otherwise)."""
+    if device == "cpu":
+        return device
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    import torch
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was requested but torch sees no CUDA GPU here; use device 'cpu'")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
 
 
 def no_progress(stage: str, fraction: float, loss: float, step: int) -> None:

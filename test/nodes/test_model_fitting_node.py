@@ -265,8 +265,9 @@ def test_a_killed_fitter_comes_back_with_its_run(rig, ros, start_node):
     """kill -9 after a fit whose answer is then lost: the restarted node announces the saved policy
     again, answers the repeated goal with it (no second fit) and continues with the next iteration."""
     fitter, node, out = rig
-    current = fitter.policies[-1]  # the last test left the lqr_joints run at iteration 0
-    ids = record_rollouts(out / "episodes", policy_from_msg(current).policy, current.policy_id, [31, 32], "k0-")
+    start = fitter.fit(0, out / "episodes")  # an lqr_joints run of its own at iteration 0
+    assert start.success, start.message
+    ids = record_rollouts(out / "episodes", fitter.policy(start.policy_id).policy, start.policy_id, [31, 32], "k0-")
     res = fitter.fit(1, out / "episodes", ids)
     assert res.success, res.message
     node.kill9()
@@ -275,7 +276,7 @@ def test_a_killed_fitter_comes_back_with_its_run(rig, ros, start_node):
     ros.spin_until(lambda: any(p.policy_id == res.policy_id for p in fitter.policies[seen:]), 30,
                    "the restarted fitter's announcement of the saved policy")
     # (the log line follows the publication: wait for it too)
-    ros.spin_until(lambda: "announced the saved lqr_joints run again: iteration 1" in rig.node.log(), 10,
+    ros.spin_until(lambda: "announced the saved lqr_joints run again: iteration 1" in rig.node.log(), 30,
                    "the restarted fitter's log line")
     again = fitter.fit(1, out / "episodes", ids)
     assert again.success and again.policy_id == res.policy_id, again.message

@@ -126,3 +126,18 @@ def test_the_nodes_pretraining_policy_explores_with_the_loops_smoothed_noise(tmp
     after = node.update(_recorded(pretrain, node.policy_id, "pre-"), 1)
     assert after.policy.noise_smoothing == 0.0  # LQR-FLM's policies explore with white noise
     assert solar.TASK_DEFAULTS["sawyer_reach"].pretrain_smoothing > 0
+
+
+def test_the_fit_device_is_checked_with_a_clear_error(monkeypatch):
+    from solar_ros.runtime.fitting import check_device
+    assert check_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="'cpu' or 'cuda"):
+        check_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        check_device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert check_device("cuda") == "cuda"
+    with pytest.raises(ValueError, match="sees 1 CUDA"):
+        check_device("cuda:1")

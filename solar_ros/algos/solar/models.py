@@ -27,7 +27,7 @@ from ...core.dynamics import BayesianLDS, fit_lds_em
 from ...core.gaussian import LDSParams, kalman_step, rts_smoother
 from ...core.lqr_flm import QuadraticCost
 from ...models.checkpoint import load_checkpoint, save_checkpoint
-from ...models.common import check_images, to_float_images
+from ...models.common import check_images, module_device, to_float_images
 from ...models.lds_update import ConjugateLDSUpdate
 from ...models.svae import SmoothedStats, StructuredVAE, SVAEConfig, beta_schedule
 from ...models.train import VAETrainConfig, train_vae
@@ -326,9 +326,10 @@ class SVAELatentModel(LatentModel):
         with torch.no_grad():
             N, T = data.images.shape[:2]
             cfg = self.net.config
-            x = to_float_images(data.images).view(N, T, cfg.channels, cfg.image_size, cfg.image_size)
+            x = to_float_images(data.images, module_device(self.net)).view(N, T, cfg.channels, cfg.image_size,
+                                                                           cfg.image_size)
             _, _, res = self.net.infer(x, torch.from_numpy(data.actions))
-        return res.filtered_means.numpy()
+        return res.filtered_means.cpu().numpy()
 
     def filter_step(self, image: np.ndarray, prev: tuple[np.ndarray, np.ndarray] | None,
                     action: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -357,8 +358,9 @@ def train_svae_weighted(net: StructuredVAE, data: RolloutData, steps: int, cfg: 
     cost_params = list(net.cost_model.parameters())
     others = [p for p in net.parameters() if p.requires_grad and all(p is not q for q in cost_params)]
     opt = torch.optim.Adam([{"params": others, "lr": cfg.lr}, {"params": cost_params, "lr": cfg.cost_lr}])
-    actions = torch.from_numpy(data.actions).float()
-    costs = torch.from_numpy(data.costs).float()
+    device = module_device(net)
+    actions = torch.from_numpy(data.actions).float().to(device)
+    costs = torch.from_numpy(data.costs).float().to(device)
     N, T, H, W, C = data.images.shape
     batch = min(cfg.batch_size, N)
     anneal = int(cfg.beta_anneal_fraction * steps)
@@ -368,7 +370,7 @@ def train_svae_weighted(net: StructuredVAE, data: RolloutData, steps: int, cfg: 
         beta = beta_schedule(step, anneal, 1e-4, cfg.beta_end)
         cost_weight = max(beta, cfg.cost_weight_floor)
         idx = np.sort(rng.choice(N, size=batch, replace=False))
-        x = to_float_images(data.images[idx]).view(batch, T, C, H, W)
+        x = to_float_images(data.images[idx], device).view(batch, T, C, H, W)
         terms = net.loss(x, actions[idx], costs[idx], beta=beta, generator=noise)
         loss = terms["loss"] - (cost_weight - beta) * terms["cost_ll"]
         if not torch.isfinite(loss):
