@@ -360,15 +360,36 @@ class StructuredVAE(nn.Module):
             raise ValueError(f"actions must have shape {(N, T, cfg.action_dim)}, got {actions.shape}")
         if not np.all(np.isfinite(actions)):
             raise ValueError("actions contain NaN or Inf")
+        potentials = [self.sequence_potentials(images[i:i + batch_size]) for i in range(0, N, batch_size)]
+        return self.smoothed_stats_from_potentials(torch.cat([m for m, _ in potentials]),
+                                                   torch.cat([s for _, s in potentials]), actions, batch_size)
+
+    @torch.no_grad()
+    def sequence_potentials(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 sequences (N, T, H, W, C) -> potential means and diagonal variances, each (N, T, dx).
+        A frame's potential depends on the encoder's weights only (on this CPU the same to the bit
+        whichever frames share its batch), so a caller may keep them while the weights stay."""
+        N, T = images.shape[:2]
+        m, s = self.potentials(to_float_images(images, module_device(self)))
+        return m.view(N, T, -1), s.view(N, T, -1)
+
+    @torch.no_grad()
+    def smoothed_stats_from_potentials(self, m: torch.Tensor, s: torch.Tensor, actions: np.ndarray,
+                                       batch_size: int = 32) -> SmoothedStats:
+        """:meth:`smoothed_stats` from the sequences' potentials (``sequence_potentials``), under the current LDS."""
         out = {k: [] for k in ("means", "covs", "cross_covs", "log_z")}
-        for i in range(0, N, batch_size):
-            x = to_float_images(images[i:i + batch_size], module_device(self))
-            x = x.view(-1, T, cfg.channels, cfg.image_size, cfg.image_size)
-            _, _, res = self.infer(x, torch.from_numpy(actions[i:i + batch_size]))
+        for i in range(0, m.shape[0], batch_size):
+            u = torch.from_numpy(actions[i:i + batch_size]).to(device=m.device, dtype=torch.float64)
+            res = kalman_smoother(m[i:i + batch_size], s[i:i + batch_size], self.A, self.B, self.c, self.Q, self.mu0,
+                                  self.V0, u, dtype=torch.float64)
             for k in out:
                 out[k].append(getattr(res, k).cpu().numpy())
         return SmoothedStats(*(np.concatenate(out[k]) for k in ("means", "covs", "cross_covs")),
                              actions=actions, log_z=np.concatenate(out["log_z"]))
+
+    def potential_inputs(self) -> list[torch.Tensor]:
+        """The tensors a frame's potential depends on (the encoder's and the static scene's)."""
+        return [*self.encoder.parameters(), *self.encoder.buffers(), *self.background.buffers()]
 
     # -- runtime API (uint8 arrays in, numpy out) ---------------------------------------------
     @torch.no_grad()

@@ -288,3 +288,24 @@ def test_measured_step_keeps_the_cheapest_policy_and_shrinks_the_step_after_a_wo
     assert restored.anchor_cost == 9.0 and np.array_equal(restored.anchor.cov, third.cov)
     with pytest.raises(ValueError):
         measured_step(first, float("nan"), step)
+
+
+def test_smoothing_reuses_the_encoders_potentials_only_while_its_weights_stay():
+    torch.manual_seed(0)
+    cfg = replace(TINY, background=True)
+    model = solar.SVAELatentModel(16, 2, cfg)
+    rng = np.random.default_rng(0)
+    data = solar.RolloutData(rng.integers(0, 256, (5, 6, 16, 16, 3), dtype=np.uint8), rng.normal(size=(5, 6, 2)),
+                             rng.random((5, 6)))
+    model.net.set_background(data.images)
+    direct = lambda d: model.net.smoothed_stats(d.images, d.actions).means  # noqa: E731
+    first = model.smooth(data)
+    assert np.array_equal(first, direct(data))
+    assert np.array_equal(model.smooth(data.last(2)), direct(data.last(2)))  # from the kept potentials
+    assert np.array_equal((data.last(3) + data.last(2)).ids, np.r_[data.ids[-3:], data.ids[-2:]])
+    with torch.no_grad():  # a training step changes the encoder in place
+        next(model.net.encoder.parameters()).add_(0.05)
+    changed = model.smooth(data)
+    assert np.array_equal(changed, direct(data)) and not np.allclose(changed, first)
+    model.net.set_background(data.images[:2])  # the static scene's statistics are an input too
+    assert np.array_equal(model.smooth(data), direct(data))

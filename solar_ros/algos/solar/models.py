@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import abc
+import itertools
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar
 
@@ -59,6 +60,9 @@ class RolloutData:
     states: np.ndarray | None = None
     """(N, T, ds) true low-dimensional states, when known (simulation): never seen by the model or the
     policy, only by the diagnostics (:mod:`~solar_ros.algos.probes`)."""
+    ids: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """(N,) numbers naming the rollouts within this process (new ones on construction, kept by ``+`` and
+    :meth:`last`), so that a model can keep what it computed from a rollout's frames."""
 
     def __post_init__(self) -> None:
         self.images = np.asarray(self.images)
@@ -83,6 +87,10 @@ class RolloutData:
             self.states = np.asarray(self.states, dtype=np.float64)
             if self.states.ndim != 3 or self.states.shape[:2] != (N, T):
                 raise ValueError(f"states must have shape ({N}, {T}, ds), got {self.states.shape}")
+        if self.ids is None:
+            self.ids = np.array([next(_ROLLOUT_IDS) for _ in range(N)], dtype=np.int64)
+        elif np.shape(self.ids) != (N,):
+            raise ValueError(f"ids must have shape ({N},), got {np.shape(self.ids)}")
 
     @property
     def N(self) -> int:
@@ -105,12 +113,16 @@ class RolloutData:
         both = self.states is not None and other.states is not None
         return RolloutData(np.concatenate([self.images, other.images]), np.concatenate([self.actions, other.actions]),
                            np.concatenate([self.costs, other.costs]),
-                           np.concatenate([self.states, other.states]) if both else None)
+                           np.concatenate([self.states, other.states]) if both else None,
+                           np.concatenate([self.ids, other.ids]))
 
     def last(self, n: int) -> "RolloutData":
         """The most recent ``n`` rollouts (all of them if there are fewer)."""
         return RolloutData(self.images[-n:], self.actions[-n:], self.costs[-n:],
-                           None if self.states is None else self.states[-n:])
+                           None if self.states is None else self.states[-n:], self.ids[-n:])
+
+
+_ROLLOUT_IDS = itertools.count()
 
 
 
@@ -258,6 +270,8 @@ class SVAELatentModel(LatentModel):
                                             observed_dim=cfg.observed_dim, cost_form=cfg.cost_form,
                                             background=cfg.background))
         self.lds = None
+        self._potentials: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._potentials_stamp: tuple = ()
         prior = self.lds_prior()
         # Start from the prior's mean dynamics: with hidden dimensions a random-walk start would leave
         # them uncoupled from the observed ones, and the conjugate updates would keep them so.
@@ -310,7 +324,7 @@ class SVAELatentModel(LatentModel):
                                       progress)
         # The LDS (and the initial-state distribution the online filter starts from) from whole rollouts.
         for _ in range(cfg.lds_update_iters):
-            _set_lds(self.net, update(self.net.smoothed_stats(data.images, data.actions)))
+            _set_lds(self.net, update(self.smoothed_stats(data)))
         self.lds = update.posterior
         self.net.eval()
         return _last_terms(history)
@@ -318,7 +332,27 @@ class SVAELatentModel(LatentModel):
     def smooth(self, data: RolloutData) -> np.ndarray:
         """(N, T, dx) smoothed latent means E[x_t | all frames of the rollout]."""
         self.check_data(data)
-        return self.net.smoothed_stats(data.images, data.actions).means
+        return self.smoothed_stats(data).means
+
+    POTENTIAL_BATCH = 32
+    """Rollouts encoded per forward pass."""
+
+    def smoothed_stats(self, data: RolloutData) -> SmoothedStats:
+        """The network's smoothed statistics of ``data`` under its current LDS, with each rollout's encoder
+        potentials computed once while the encoder's weights stay the same (one iteration smooths its
+        rollouts several times: held-out diagnostics, the refit's re-expression, the dynamics fit)."""
+        stamp = tuple((t.data_ptr(), t._version) for t in self.net.potential_inputs())
+        if stamp != self._potentials_stamp:
+            self._potentials, self._potentials_stamp = {}, stamp
+        missing = [i for i, rid in enumerate(data.ids) if int(rid) not in self._potentials]
+        for start in range(0, len(missing), self.POTENTIAL_BATCH):
+            rows = missing[start:start + self.POTENTIAL_BATCH]
+            m, s = self.net.sequence_potentials(data.images[rows])
+            for j, i in enumerate(rows):
+                self._potentials[int(data.ids[i])] = (m[j], s[j])
+        picked = [self._potentials[int(rid)] for rid in data.ids]
+        return self.net.smoothed_stats_from_potentials(torch.stack([m for m, _ in picked]),
+                                                       torch.stack([s for _, s in picked]), data.actions)
 
     def filtered_means(self, data: RolloutData) -> np.ndarray:
         """(N, T, dx) filtered latent means E[x_t | frames 0..t] from the batch smoother's forward pass."""
