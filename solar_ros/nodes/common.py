@@ -103,8 +103,9 @@ class PolledSubscription:
                                                      callback_group=_NotWaitedOn(), raw=raw)
 
     def take_all(self, with_info: bool = False) -> list:
-        """Every message received since the last call, oldest first (serialised bytes if created with
-        ``raw``); with ``with_info`` as (message, info) pairs, info holding the rmw's ``source_timestamp`` and ``received_timestamp`` (ns)."""
+        """Every message received since the last call, oldest first (serialised bytes if created
+        with ``raw``); with ``with_info`` as (message, info) pairs, info holding the rmw's
+        ``source_timestamp`` and ``received_timestamp`` (ns)."""
         sub = self.subscription
         out = []
         with sub.handle:  # how rclpy's own executor and wait_for_message take messages

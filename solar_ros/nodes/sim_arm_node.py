@@ -23,9 +23,9 @@ import threading
 import time
 
 import numpy as np
+from geometry_msgs.msg import PointStamped
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
-from geometry_msgs.msg import PointStamped
 from std_msgs.msg import Float64MultiArray, String
 
 from ..msg import TaskCost
