@@ -20,6 +20,7 @@ from solar_ros.nodes import contract
 from solar_ros.runtime.arm_frames import ArmFrames
 from solar_ros.runtime.foxglove_client import FoxgloveClient
 from solar_ros.runtime.inspector import FRAMES_TOPIC, GOAL_MARKER_TOPIC
+from solar_ros.runtime.inspector_layout import LAYOUT_PATH, topics_in
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(240)]
 
@@ -67,6 +68,7 @@ def test_live_images_latents_torques_and_frames_decode_with_their_content(stack,
     async def session():
         async with FoxgloveClient(stack["url"]) as c:
             await c.wait_for_channels(STACK_TOPICS, timeout=60)
+            await c.wait_for_channels(sorted(topics_in(LAYOUT_PATH.read_text())), timeout=10)  # all the layout shows
             assert c.channels[contract.LATENT].schema_name == "solar_ros/msg/LatentState"
             assert c.channels[FRAMES_TOPIC].schema_name == "foxglove.FrameTransforms"
             await c.subscribe(wanted)
