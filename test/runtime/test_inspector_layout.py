@@ -38,7 +38,7 @@ def test_the_rviz_config_shows_what_the_layout_shows():
     topics = {d["Topic"]["Value"] for d in displays if "Topic" in d}
     classes = {d["Class"] for d in displays}
     assert rviz["Visualization Manager"]["Global Options"]["Fixed Frame"] == "base"
-    assert {"rviz_default_plugins/RobotModel", "rviz_default_plugins/TF", "rviz_default_plugins/PointStamped"} <= classes
+    assert {f"rviz_default_plugins/{c}" for c in ("RobotModel", "TF", "PointStamped")} <= classes
     # the images of the Foxglove layout, and the goal its marker is drawn from
     assert {contract.CAMERA_RAW, contract.FEATURE_POINTS, contract.RECONSTRUCTION, contract.GOAL} <= topics
     assert all(d["Enabled"] for d in displays if d["Class"] != "rviz_default_plugins/Grid")
