@@ -14,6 +14,7 @@ NODES = [
     "model_fitting_node",
     "trainer_node",
     "sim_arm_node",
+    "inspector_node",
 ]
 
 setup(

@@ -1,6 +1,6 @@
 """The node stack with the Sawyer in Gazebo (Harmonic) and ros2_control, for a full ROS 2 install.
 
-    ros2 launch solar_ros gazebo.launch.py [world:=empty.sdf] [output_dir:=runs/episodes]
+    ros2 launch solar_ros gazebo.launch.py [world:=empty.sdf] [output_dir:=runs/episodes] [inspector:=false]
 
 Gazebo runs the arm with ``gz_ros2_control`` (effort command interfaces, controllers from
 config/gazebo_controllers.yaml): ``effort_controller`` (JointGroupEffortController) listens on
@@ -20,7 +20,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from solar_ros.envs.sawyer_model import build_urdf
-from solar_ros.launcher import get_profile, validate_params_files
+from solar_ros.launcher import get_profile, optional_launch_actions, validate_params_files
 
 PROFILE = "gazebo"
 
@@ -60,4 +60,6 @@ def generate_launch_description():
                             emulate_tty=True, parameters=params, remappings=list(spec.remappings),
                             respawn=profile.respawn, respawn_delay=profile.respawn_delay,
                             respawn_max_retries=profile.max_respawns))
+    # inspector:=true adds the Foxglove WebSocket inspector (docs/inspection.md)
+    actions += optional_launch_actions(get_profile(PROFILE), config)
     return LaunchDescription(actions)

@@ -1,6 +1,6 @@
 """The node stack on a physical Sawyer, reached through the Intera SDK (ROS 1) and ros1_bridge.
 
-    ros2 launch solar_ros real_sawyer.launch.py [bridge:=true] [output_dir:=runs/episodes]
+    ros2 launch solar_ros real_sawyer.launch.py [bridge:=true] [output_dir:=runs/episodes] [inspector:=false]
 
 Intera is ROS 1 only. The path (docs/ros_interfaces.md, "Real Sawyer"):
 
@@ -23,7 +23,7 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from solar_ros.launcher import get_profile, validate_params_files
+from solar_ros.launcher import get_profile, optional_launch_actions, validate_params_files
 
 PROFILE = "real_sawyer"
 
@@ -49,4 +49,6 @@ def generate_launch_description():
                             emulate_tty=True, parameters=params, remappings=list(spec.remappings),
                             respawn=profile.respawn, respawn_delay=profile.respawn_delay,
                             respawn_max_retries=profile.max_respawns))
+    # inspector:=true adds the Foxglove WebSocket inspector (docs/inspection.md)
+    actions += optional_launch_actions(get_profile(PROFILE), config)
     return LaunchDescription(actions)

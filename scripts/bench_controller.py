@@ -52,7 +52,10 @@ from solar_ros.nodes import contract  # noqa: E402
 from solar_ros.runtime.safety import SAWYER_JOINT_NAMES  # noqa: E402
 
 
-def bench_stream(rate: float, seconds: float, tmp: Path) -> dict:
+def bench_stream(rate: float, seconds: float, tmp: Path, extra=None) -> dict:
+    """The command stream of controller_node at ``rate`` for ``seconds``. ``extra(bench)``, called once
+    the episode runs and before the window, starts what else should run meanwhile and returns those
+    processes (their CPU use is reported too; the caller stops them)."""
     ctrl = controller_proc(tmp, "joints", rate)
     b = Bench("bench_controller")
     try:
@@ -72,9 +75,10 @@ def bench_stream(rate: float, seconds: float, tmp: Path) -> dict:
         b.spin(0.5)
         b.start_episode(np.zeros((7, 14)), "joints", policy_id="bench-joints")
         b.spin(1.0)
+        others = extra(b) if extra is not None else []
         arrivals.clear()
         stamps.clear()
-        cpu = CpuWindow([ctrl])
+        cpu = CpuWindow([ctrl, *others])
         b.spin(seconds)
         return {"rate": rate, "commands_per_s": len(stamps) / seconds, "received_per_s": len(arrivals) / seconds,
                 "gap": p50_p99_max(np.diff(np.array(stamps)) * 1e-6),

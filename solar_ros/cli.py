@@ -4,6 +4,8 @@
   solar-ros train --task point --method solar --out runs/p --set kl_step=1.5 --set refit_every=2
   solar-ros train --task point --method solar --list-settings      (the method's settings and their values)
   solar-ros launch sim            (the node stack, where ``ros2 launch`` is not available)
+  solar-ros launch sim inspector:=true   (... with the Foxglove WebSocket inspector on port 8765)
+  solar-ros inspect --seconds 5   (what the inspector serves: topics, rates, latest values)
 """
 from __future__ import annotations
 
@@ -154,7 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--respawn-delay", type=float, default=None, metavar="S",
                         help="seconds between a node's death and its restart (default 2)")
     launch.add_argument("profile", help="which stack to start, e.g. 'sim'")
-    launch.add_argument("args", nargs=argparse.REMAINDER, help="node.parameter:=value overrides")
+    launch.add_argument("args", nargs=argparse.REMAINDER,
+                        help="node.parameter:=value overrides; inspector:=true adds the Foxglove inspector")
+
+    inspect_ = sub.add_parser("inspect", help="watch the inspector's topics (a Foxglove WebSocket client)")
+    inspect_.add_argument("--url", default="ws://127.0.0.1:8765", help="the inspector's WebSocket address")
+    inspect_.add_argument("--seconds", type=float, default=5.0, help="how long to listen")
+    inspect_.add_argument("topics", nargs="*", help="topics to subscribe to (default: every advertised one)")
     return parser
 
 
@@ -213,6 +221,17 @@ def main(argv: list[str] | None = None) -> int:
                           respawn=False if args.no_respawn else None, respawn_delay=args.respawn_delay)
         except (LaunchError, FileNotFoundError) as err:
             return _error("launch", str(err))
+    if args.command == "inspect":
+        import asyncio
+
+        from websockets.exceptions import WebSocketException
+
+        from .runtime.foxglove_client import watch
+
+        try:
+            return asyncio.run(watch(args.url, args.topics or None, args.seconds))
+        except (OSError, TimeoutError, KeyError, WebSocketException) as err:
+            return _error("inspect", f"{args.url}: {err}")
     return 2
 
 

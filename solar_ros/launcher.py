@@ -83,9 +83,11 @@ class LaunchSpec:
     """Seconds between a node's death and its restart (``launch_ros``'s ``respawn_delay``)."""
     max_respawns: int = MAX_RESPAWNS
     """Restarts per node before its death ends the launch (``launch_ros``'s ``respawn_max_retries``)."""
+    optional: tuple[NodeSpec, ...] = field(default=())
+    """Nodes started only when their launch argument asks for them (:data:`OPTIONAL_NODES`)."""
 
     def node(self, name: str) -> NodeSpec:
-        for n in self.nodes:
+        for n in self.nodes + self.optional:
             if n.name == name:
                 return n
         raise KeyError(f"profile {self.profile!r} has no node {name!r}")
@@ -101,23 +103,34 @@ _INTERA_REMAPS = {
     "camera_node": (("/camera/image_raw", "/io/internal_camera/right_hand_camera/image_raw"),),
     "controller_node": (("/joint_states", "/robot/joint_states"),),
     "recorder_node": (("/joint_states", "/robot/joint_states"),),
+    "inspector_node": (("/joint_states", "/robot/joint_states"),),
 }
+
+OPTIONAL_NODES: dict[str, str] = {"inspector": "inspector_node"}
+"""Launch argument -> the optional node it starts in every profile (``inspector:=true``: the Foxglove
+WebSocket inspector); the launch files declare the same arguments (default false)."""
+
+
+def _optional(profile: str, remappings: Mapping[str, tuple[tuple[str, str], ...]] | None = None):
+    return _nodes(profile, list(OPTIONAL_NODES.values()), remappings)
 
 PROFILES: dict[str, LaunchSpec] = {
     "sim": LaunchSpec(
         "sim", "MuJoCo Sawyer (sim_arm_node owns /clock) with the full node stack, learning until the trainer is done",
         _nodes("sim", ["sim_arm_node", "camera_node", "encoder_node", "controller_node", "recorder_node",
                        "model_fitting_node", "trainer_node"]),
-        main_node="trainer_node"),
+        main_node="trainer_node", optional=_optional("sim")),
     "gazebo": LaunchSpec(
         "gazebo", "Gazebo + ros2_control Sawyer with the node stack (needs a full ROS 2 install)",
         _nodes("gazebo", ["camera_node", "controller_node", "recorder_node"]),
         external=("gz sim", "ros_gz_sim create", "ros_gz_bridge (/clock)", "robot_state_publisher",
-                  "controller_manager spawner: joint_state_broadcaster, effort_controller")),
+                  "controller_manager spawner: joint_state_broadcaster, effort_controller"),
+        optional=_optional("gazebo")),
     "real_sawyer": LaunchSpec(
         "real_sawyer", "a physical Sawyer through the Intera SDK (ros1_bridge + bin/intera_torque_relay)",
         _nodes("real_sawyer", ["camera_node", "controller_node", "recorder_node"], _INTERA_REMAPS),
-        external=("ros1_bridge dynamic_bridge", "intera_torque_relay (ROS 1 side)")),
+        external=("ros1_bridge dynamic_bridge", "intera_torque_relay (ROS 1 side)"),
+        optional=_optional("real_sawyer", _INTERA_REMAPS)),
 }
 """Profile name -> what runs. ``sim`` is the whole learning stack and ends when its trainer does; the
 robot profiles run the stack without a trainer (episodes are started by a person or a script)."""
@@ -132,6 +145,44 @@ def get_profile(profile: str) -> LaunchSpec:
     if profile not in PROFILES:
         raise LaunchError(f"unknown launch profile {profile!r}; available: {', '.join(PROFILES)}")
     return PROFILES[profile]
+
+
+def split_optional(spec: LaunchSpec, extra_params: Mapping[str, Any]) -> tuple[list[NodeSpec], dict[str, Any]]:
+    """Take the launch arguments of :data:`OPTIONAL_NODES` (``inspector:=true``) out of the overrides;
+    returns the optional nodes they switch on and the remaining overrides."""
+    rest = dict(extra_params)
+    started = []
+    for arg, node in OPTIONAL_NODES.items():
+        if arg not in rest:
+            continue
+        value = rest.pop(arg)
+        value = _parse_value(value) if isinstance(value, str) else value
+        if not isinstance(value, bool):
+            raise LaunchError(f"{arg}:={value!r}: expected true or false")
+        if value:
+            started.append(spec.node(node))
+    return started, rest
+
+
+def optional_launch_actions(spec: LaunchSpec, config_dir: str) -> list:
+    """For the launch files (needs ``launch`` and ``launch_ros``): per optional node, its launch
+    argument (default false) and its ``Node`` action, started only when the argument is true."""
+    from launch.actions import DeclareLaunchArgument
+    from launch.conditions import IfCondition
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    actions = []
+    for arg, name in OPTIONAL_NODES.items():
+        node = spec.node(name)
+        actions += [
+            DeclareLaunchArgument(arg, default_value="false", description=f"true: also start {name}"),
+            Node(package="solar_ros", executable=node.name, name=node.name, output="screen", emulate_tty=True,
+                 parameters=[os.path.join(config_dir, f) for f in node.params_files],
+                 remappings=list(node.remappings), respawn=spec.respawn, respawn_delay=spec.respawn_delay,
+                 respawn_max_retries=spec.max_respawns, condition=IfCondition(LaunchConfiguration(arg))),
+        ]
+    return actions
 
 
 def parse_overrides(args: Iterable[str]) -> dict[str, str]:
@@ -187,7 +238,7 @@ def _check_names(node: str, names: Iterable[str], where: str) -> None:
 def validate_overrides(spec: LaunchSpec, extra_params: Mapping[str, Any]) -> None:
     """Reject overrides naming a node the profile does not run or a parameter the node does not declare;
     a parameter for every node must be one that at least one of the profile's nodes declares."""
-    profile_nodes = [n.name for n in spec.nodes]
+    profile_nodes = [n.name for n in spec.nodes + spec.optional]
     for key, value in extra_params.items():
         if isinstance(value, Mapping):
             node, names = key, _flat_names(value)
@@ -240,7 +291,7 @@ def validate_params_files(spec: LaunchSpec, config_dir: str | os.PathLike = CONF
                 names = _flat_names(body["ros__parameters"])
                 node = str(section).lstrip("/")
                 if node in ("**", "*"):
-                    valid = {p for n2 in spec.nodes for p in node_parameters(n2.name)}
+                    valid = {p for n2 in spec.nodes + spec.optional for p in node_parameters(n2.name)}
                     unknown = sorted(set(names) - valid)
                     if unknown:
                         raise LaunchError(f"{where}: no node of profile {spec.profile!r} has a parameter "
@@ -349,7 +400,8 @@ def launch(profile: str, extra_params: Mapping[str, Any] | None = None, *,
            respawn_delay: float | None = None, max_respawns: int | None = None) -> int:
     """Run a profile's nodes until Ctrl-C/SIGTERM, until the run ends, or for ``duration`` seconds.
 
-    ``extra_params``: overrides (see :func:`params_yaml`); ``nodes``: run only these; ``env``:
+    ``extra_params``: overrides (see :func:`params_yaml`), and ``inspector: true`` to start the
+    optional inspector (:data:`OPTIONAL_NODES`); ``nodes``: run only these; ``env``:
     extra environment variables for the children; ``argv``: the command line that asked for this
     launch (default ``sys.argv``), recorded with every node's parameters for the nodes' results
     (:data:`solar_ros.provenance.LAUNCH_ENV`); ``respawn``, ``respawn_delay``, ``max_respawns``:
@@ -364,12 +416,14 @@ def launch(profile: str, extra_params: Mapping[str, Any] | None = None, *,
     be stopped and one of them failed).
     """
     spec = get_profile(profile)
-    chosen = [n for n in spec.nodes if nodes is None or n.name in nodes]
+    optional, extra_params = split_optional(spec, extra_params or {})
+    available = list(spec.nodes) + optional
+    chosen = [n for n in available if nodes is None or n.name in nodes]
     if nodes is not None:
-        unknown = set(nodes) - {n.name for n in spec.nodes}
+        unknown = set(nodes) - {n.name for n in available}
         if unknown:
             raise LaunchError(f"profile {profile!r} has no nodes {sorted(unknown)}; its nodes: "
-                              f"{', '.join(n.name for n in spec.nodes)}")
+                              f"{', '.join(n.name for n in available)}")
     respawn = spec.respawn if respawn is None else bool(respawn)
     respawn_delay = spec.respawn_delay if respawn_delay is None else float(respawn_delay)
     max_respawns = spec.max_respawns if max_respawns is None else int(max_respawns)

@@ -97,14 +97,15 @@ class PolledSubscription:
     QoS depth must hold the messages that arrive between two reads (older ones are dropped).
     """
 
-    def __init__(self, node: Node, msg_type, topic: str, qos_profile) -> None:
+    def __init__(self, node: Node, msg_type, topic: str, qos_profile, raw: bool = False) -> None:
         self.node = node
         self.subscription = node.create_subscription(msg_type, topic, _ignore, qos_profile,
-                                                     callback_group=_NotWaitedOn())
+                                                     callback_group=_NotWaitedOn(), raw=raw)
 
     def take_all(self, with_info: bool = False) -> list:
-        """Every message received since the last call, oldest first; with ``with_info`` as (message,
-        info) pairs, info holding the rmw's ``source_timestamp`` and ``received_timestamp`` (ns)."""
+        """Every message received since the last call, oldest first (serialised bytes if created
+        with ``raw``); with ``with_info`` as (message, info) pairs, info holding the rmw's
+        ``source_timestamp`` and ``received_timestamp`` (ns)."""
         sub = self.subscription
         out = []
         with sub.handle:  # how rclpy's own executor and wait_for_message take messages

@@ -28,6 +28,8 @@ CLOCK = "/clock"                                    # rosgraph_msgs/msg/Clock
 MODEL = "/solar/model"                              # std_msgs/msg/String: path of the newest model checkpoint
 RECONSTRUCTION = "/solar/encoder/reconstruction"    # sensor_msgs/msg/Image: the model's reconstruction (diagnostics)
 FEATURE_POINTS = "/solar/encoder/feature_points"    # sensor_msgs/msg/Image: feature points drawn on the input
+GOAL = "/solar/goal"                                # geometry_msgs/msg/PointStamped: the task's goal (base frame)
+ROBOT_DESCRIPTION = "/robot_description"            # std_msgs/msg/String: the URDF
 
 # ---- services and actions -----------------------------------------------------------------------
 START_EPISODE = "/solar/controller/start_episode"   # solar_ros/srv/StartEpisode
@@ -63,6 +65,9 @@ POLICY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 MODEL_QOS = POLICY_QOS
 """Reliable + transient local, depth 1: an encoder that starts late still learns the newest model."""
 
+LATCHED_QOS = POLICY_QOS
+"""Reliable + transient local, depth 1: the goal and the robot description (late joiners get them)."""
+
 # ---- parameters ---------------------------------------------------------------------------------
 ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
 """Parameters every rclpy node declares itself."""
@@ -73,6 +78,8 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "controller_node": ("state_source", "rate", "joint_names", "torque_limits", "max_latent_age", "max_joint_age",
                         "future_tolerance", "abort_on_fault", "publish_command_info", "stats_period",
                         "command_on_latent", "publish_when_estopped"),
+    "inspector_node": ("host", "port", "max_rate", "message_backlog", "discovery_period", "exclude_topics",
+                       "robot_description_file", "goal_radius"),
     "encoder_node": ("model_path", "device", "num_threads", "diagnostics_rate", "point_variance",
                      "swap_during_episode", "stats_period"),
     "model_fitting_node": ("method", "output_dir", "device", "num_threads", "task", "horizon", "seed", "config_yaml"),

@@ -19,6 +19,13 @@ NaN/Inf; NaN/Inf costs; images that do not decode.
 Images and latents of another shape than most of the episode's are left out when it is written.
 An episode whose files cannot be written is indexed as ``aborted`` with the reason.
 
+The torque commands (``/effort_controller/commands``, 250-1000 Hz) are recorded whole, each
+with the time it was received: they are read from a queue every 0.1 s and before each episode event
+instead of one callback per message (:class:`~solar_ros.nodes.common.PolledSubscription`), which
+keeps a fast stream cheap for this node. The goal and the robot description (transient local) go
+into every episode's bag too, so a recording replays in Foxglove with the arm, its goal and its
+torques.
+
 Index ``status``: ``complete`` (stopped at the horizon), ``stopped`` (stopped early on request),
 ``aborted`` (e-stop, input fault, no STOP within ``max_episode_duration``, or shutdown).
 """
@@ -31,6 +38,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
 from ..msg import EpisodeEvent, PolicyStep
@@ -38,7 +46,7 @@ from ..runtime.episode_store import ABORTED, COMPLETE, EpisodeRecording, recover
 from ..runtime.image import ImageFormatError, image_to_array
 from ..runtime.safety import SAWYER_JOINT_NAMES, JointNameError, JointStateMapper
 from . import contract
-from .common import ConfigError, StackNode, declare, run_node, stamp_to_ns
+from .common import ConfigError, PolledSubscription, StackNode, declare, run_node, stamp_to_ns
 
 STOPPED = "stopped"
 EARLIEST_SAMPLE_NS = 1_000_000_000
@@ -53,11 +61,20 @@ DEFAULT_TOPICS = [
     f"{contract.STEPS} solar_ros/msg/PolicyStep",
     f"{contract.EPISODE} solar_ros/msg/EpisodeEvent",
     f"{contract.POLICY} solar_ros/msg/LinearGaussianPolicy",
+    f"{contract.COMMANDS} std_msgs/msg/Float64MultiArray",
+    f"{contract.GOAL} geometry_msgs/msg/PointStamped",
+    f"{contract.ROBOT_DESCRIPTION} std_msgs/msg/String",
 ]
 """``"topic type"`` pairs recorded into the MCAP bag by default. Left out: raw camera images, and the
-500 Hz command stream and its CommandInfo (the per-step actions and timing are in the step records;
-add ``/effort_controller/commands std_msgs/msg/Float64MultiArray`` and
-``/solar/controller/command_info solar_ros/msg/CommandInfo`` to record every command)."""
+controller's CommandInfo (its timing per command; add ``/solar/controller/command_info
+solar_ros/msg/CommandInfo`` to record it, polled like the commands)."""
+
+POLLED_TOPICS = frozenset({contract.COMMANDS, contract.COMMAND_INFO})
+"""Fast streams read in batches (see the module docstring), never one callback per message."""
+POLLED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2000, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.VOLATILE)
+"""Room for 2 s of a 1 kHz stream between two reads."""
+LATCHED_TOPICS = frozenset({contract.POLICY, contract.GOAL, contract.ROBOT_DESCRIPTION})
 
 # Streams the training arrays are built from (always subscribed, recorded in the bag only if listed).
 NPZ_TOPICS = {
@@ -133,9 +150,13 @@ class RecorderNode(StackNode):
         self._preroll: dict[str, deque[tuple[bytes, int]]] = {
             topic: deque(maxlen=1000 if topic == contract.STEPS else 1) for topic in self._types}
         self.episodes_written = 0
+        self._polled: dict[str, PolledSubscription] = {}
         for topic, (type_name, cls) in self._types.items():
-            if topic == contract.POLICY:
-                qos = contract.POLICY_QOS
+            if topic in POLLED_TOPICS:
+                self._polled[topic] = PolledSubscription(self, cls, topic, POLLED_QOS, raw=True)
+                continue
+            if topic in LATCHED_TOPICS:
+                qos = contract.LATCHED_QOS
             elif type_name in _BEST_EFFORT_TYPES:
                 qos = contract.RECORDING_SENSOR_QOS
             else:
@@ -155,9 +176,20 @@ class RecorderNode(StackNode):
 
     # ---- messages ------------------------------------------------------------------------------
 
-    def _on_message(self, topic: str, data: bytes) -> None:
-        now = self.get_clock().now().nanoseconds
+    def _drain(self) -> None:
+        """The polled streams: every message received since the last call, at the time it arrived."""
+        if not self._polled:
+            return
+        now, wall = self.get_clock().now().nanoseconds, time.time_ns()
+        for topic, poll in self._polled.items():
+            for data, info in poll.take_all(with_info=True):
+                self._on_message(topic, bytes(data), now - max(0, wall - int(info["received_timestamp"])))
+
+    def _on_message(self, topic: str, data: bytes, now: int | None = None) -> None:
+        if now is None:
+            now = self.get_clock().now().nanoseconds
         if topic == contract.EPISODE:
+            self._drain()  # the commands before this event belong to the episode before it
             event = deserialize_message(data, EpisodeEvent)
             if event.event not in (EpisodeEvent.START, EpisodeEvent.STOP, EpisodeEvent.ABORT):
                 self.get_logger().warning(f"ignoring an episode event of unknown kind {event.event} "
@@ -321,6 +353,7 @@ class RecorderNode(StackNode):
             self.get_logger().warning(text)
 
     def _on_timer(self) -> None:
+        self._drain()
         ep = self.episode
         if ep is None:
             return
@@ -331,6 +364,7 @@ class RecorderNode(StackNode):
 
     def on_shutdown(self) -> None:
         """Close the episode in flight (as aborted unless its STOP already arrived)."""
+        self._drain()
         if self.episode is not None:
             if self.episode.stop is not None:
                 self._finish_from_stop()

@@ -10,7 +10,10 @@ timeout. Commands with NaN/Inf or the wrong length are ignored (with a throttled
 applied torque is clipped to the arm's torque limits (the task's actuator limits, for the Sawyer
 ``config/sawyer_parameters.yaml``'s effort limits, as the controller's). /solar/cost (TaskCost)
 carries the task's cost and distance with every camera frame (``cost_rate``), and /sim/reset
-(ResetArm) resets the arm and goal from a seed.
+(ResetArm) resets the arm and goal from a seed. The goal (PointStamped in the ``base`` frame) is
+published on /solar/goal after every reset, and the Sawyer tasks' robot description (the URDF the
+MuJoCo model is built from) once on /robot_description, both transient local, so a 3D view or a
+recording that starts later still gets them.
 
 Simulated time starts at ``start_time`` and only moves forward (a reset does not rewind it).
 """
@@ -20,9 +23,10 @@ import threading
 import time
 
 import numpy as np
+from geometry_msgs.msg import PointStamped
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
 
 from ..msg import TaskCost
 from ..srv import ResetArm
@@ -90,6 +94,12 @@ class SimArmNode(StackNode):
         self.joint_pub = self.create_publisher(JointState, contract.JOINT_STATES, contract.RELIABLE_QOS)
         self.image_pub = self.create_publisher(Image, contract.CAMERA_RAW, contract.SENSOR_QOS)
         self.cost_pub = self.create_publisher(TaskCost, contract.COST, contract.RELIABLE_QOS)
+        self.goal_pub = self.create_publisher(PointStamped, contract.GOAL, contract.LATCHED_QOS)
+        if self.task.startswith("sawyer"):
+            from ..envs.sawyer_model import build_urdf
+
+            self.create_publisher(String, contract.ROBOT_DESCRIPTION, contract.LATCHED_QOS).publish(
+                String(data=build_urdf()))
         self.create_subscription(Float64MultiArray, contract.COMMANDS, self._on_command, contract.RELIABLE_QOS)
         self.create_service(ResetArm, contract.SIM_RESET, self._on_reset)
 
@@ -144,6 +154,12 @@ class SimArmNode(StackNode):
         self.command[:] = 0.0
         self.command_ns = None  # commands sent before the reset do not carry over
         self.next_camera_ns = self.sim_ns  # a fresh frame right away
+        goal = PointStamped()
+        goal.header.frame_id = "base"  # the tasks' world frame is the robot's base frame
+        set_stamp(goal.header.stamp, self.sim_ns)
+        g = np.asarray(self.env.goal, dtype=np.float64).ravel()
+        goal.point.x, goal.point.y, goal.point.z = (float(v) for v in np.pad(g[:3], (0, 3 - min(g.size, 3))))
+        self.goal_pub.publish(goal)
 
     # ---- simulation ----------------------------------------------------------------------------
 

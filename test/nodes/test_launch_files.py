@@ -81,8 +81,17 @@ def test_launch_file_matches_the_launcher_profile(profile, monkeypatch):
     description = load_launch_file(REPO / "launch" / LAUNCH_FILES[profile], monkeypatch)
     ours = [e for e in description.entities if type(e).__name__ == "Node" and e.kwargs.get("package") == "solar_ros"]
     spec = PROFILES[profile]
+    optional = [n for n in ours if n.kwargs.get("condition") is not None]
+    ours = [n for n in ours if n.kwargs.get("condition") is None]
     assert [n.kwargs["executable"] for n in ours] == [n.name for n in spec.nodes]
-    for node, expected in zip(ours, spec.nodes):
+    assert [n.kwargs["executable"] for n in optional] == [n.name for n in spec.optional] == ["inspector_node"]
+    switches = {e.args[0]: e.kwargs["default_value"] for e in description.entities
+                if type(e).__name__ == "DeclareLaunchArgument"}
+    for node in optional:  # started only with inspector:=true (default false), as `solar-ros launch`
+        condition = node.kwargs["condition"]
+        assert type(condition).__name__ == "IfCondition"
+        assert condition.args[0].args == ("inspector",) and switches["inspector"] == "false"
+    for node, expected in zip(ours + optional, spec.nodes + spec.optional):
         assert node.kwargs["name"] == expected.name
         files = [p for p in node.kwargs["parameters"] if isinstance(p, str)]
         assert files == [str(REPO / "config" / f) for f in expected.params_files]
@@ -117,7 +126,7 @@ def test_launch_file_respawns_every_node_and_ends_with_the_trainer(profile, monk
 
 def test_every_profile_node_has_an_executable_module_and_parameters():
     for spec in PROFILES.values():
-        for node in spec.nodes:
+        for node in spec.nodes + spec.optional:
             script = REPO / "bin" / node.name
             assert script.is_file() and os.access(script, os.X_OK), f"bin/{node.name} missing or not executable"
             assert f"from solar_ros.nodes.{node.name} import main" in script.read_text()

@@ -312,3 +312,33 @@ def test_rclpy_declares_only_the_listed_builtin_parameters():
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_the_inspector_is_optional_in_every_profile(no_processes):
+    from solar_ros.launcher import split_optional
+
+    for spec in PROFILES.values():
+        assert [n.name for n in spec.optional] == ["inspector_node"]
+        assert validate_params_files(spec, nodes=spec.optional)["inspector_node"]["port"] == 8765
+        assert split_optional(spec, {"inspector": "true", "seed": "1"}) == ([spec.node("inspector_node")],
+                                                                            {"seed": "1"})
+        assert split_optional(spec, {"inspector": "false"}) == ([], {})
+        assert split_optional(spec, {}) == ([], {})
+    assert PROFILES["real_sawyer"].node("inspector_node").remappings == (("/joint_states", "/robot/joint_states"),)
+    with pytest.raises(LaunchError, match="inspector:='yes please': expected true or false"):
+        launch("sim", {"inspector": "yes please"}, duration=0.1)
+    with pytest.raises(LaunchError, match="inspector_node has no parameter prot"):
+        launch("sim", {"inspector": "true", "inspector_node.prot": "1"}, duration=0.1)
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(60)
+def test_launch_with_inspector_true_starts_the_inspector(tmp_path):
+    out = io.StringIO()
+    rc = launch("gazebo", {"inspector": "true", "inspector_node.port": 0}, nodes=["inspector_node"], output=out,
+                duration=6.0)
+    text = out.getvalue()
+    assert rc == 0, text
+    assert "[launch] started inspector_node" in text
+    assert re.search(r"\[inspector_node\].*Foxglove WebSocket server on ws://127\.0\.0\.1:\d+", text), text
+    assert "Traceback" not in text

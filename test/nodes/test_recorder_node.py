@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 import yaml
+from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray, String
 
 from solar_ros.msg import EpisodeEvent, LatentState, PolicyStep, TaskCost
 from solar_ros.nodes import contract
@@ -25,6 +27,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.timeout(120)]
 
 S0 = 100_000_000_000  # episode start stamp, ns
 DT = 100_000_000
+COMMANDS_PER_STEP = 10
 
 
 def stamp(msg, ns: int) -> None:
@@ -42,6 +45,9 @@ class Feeder:
             "joints": n.create_publisher(JointState, contract.JOINT_STATES, contract.RELIABLE_QOS),
             "latent": n.create_publisher(LatentState, contract.LATENT, contract.SENSOR_QOS),
             "cost": n.create_publisher(TaskCost, contract.COST, contract.RELIABLE_QOS),
+            "commands": n.create_publisher(Float64MultiArray, contract.COMMANDS, contract.RELIABLE_QOS),
+            "goal": n.create_publisher(PointStamped, contract.GOAL, contract.LATCHED_QOS),
+            "description": n.create_publisher(String, contract.ROBOT_DESCRIPTION, contract.LATCHED_QOS),
         }
 
     def subscriber_gids(self) -> dict[str, set]:
@@ -115,6 +121,9 @@ class Feeder:
             self.latent(src, t)
             self.cost(src, t)
             self.step(episode_id, t, src)
+            for k in range(COMMANDS_PER_STEP):
+                self.pubs["commands"].publish(Float64MultiArray(data=[t + k / 100] * 7))
+                self.ros.spin(0.002)
             self.ros.spin(0.02)
 
 
@@ -146,6 +155,10 @@ def test_episode_is_written_as_mcap_npz_and_index(ros, start_node, feeder, out_d
     feeder.image(S0 - 30_000_000, 99)
     feeder.image(S0 - 10_000_000, 250)
     feeder.joints(S0 - 5_000_000, -1)
+    goal = PointStamped()
+    goal.header.frame_id, goal.point.x = "base", 0.6
+    feeder.pubs["goal"].publish(goal)
+    feeder.pubs["description"].publish(String(data="<robot name='sawyer'/>"))
     ros.spin(0.3)
     feeder.event(EpisodeEvent.START, "ep1")
     ros.spin(0.2)
@@ -173,8 +186,14 @@ def test_episode_is_written_as_mcap_npz_and_index(ros, start_node, feeder, out_d
 
     bag = out_dir / entry["mcap"]
     counts: dict[str, int] = {}
-    image_values = []
+    image_values, commands = [], []
     for topic, msg, _t in iter_mcap_messages(bag):
+        if topic == contract.COMMANDS:
+            commands.append(msg.data[0])
+        if topic == contract.GOAL:
+            assert msg.point.x == 0.6 and msg.header.frame_id == "base"
+        if topic == contract.ROBOT_DESCRIPTION:
+            assert msg.data == "<robot name='sawyer'/>"
         counts[topic] = counts.get(topic, 0) + 1
         if topic == contract.MODEL_IMAGE:
             image_values.append(msg.data[0])
@@ -182,6 +201,9 @@ def test_episode_is_written_as_mcap_npz_and_index(ros, start_node, feeder, out_d
             assert list(msg.name)[-1] == "head_pan"
     assert counts[contract.EPISODE] == 2 and counts[contract.STEPS] == 5
     assert image_values == [250, 0, 10, 20, 30, 40], "pre-roll image, then the episode's images"
+    # every torque command, in order (read in batches by the recorder), and the latched goal and URDF
+    assert commands == [t + k / 100 for t in range(5) for k in range(COMMANDS_PER_STEP)]
+    assert counts[contract.GOAL] == 1 and counts[contract.ROBOT_DESCRIPTION] == 1
     meta = yaml.safe_load((out_dir / entry["path"] / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert meta["storage_identifier"] == "mcap"
     assert meta["message_count"] == sum(counts.values())
