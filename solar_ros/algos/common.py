@@ -232,6 +232,8 @@ class StepState:
     :func:`measured_step`); None before any rollout was measured."""
     anchor_cost: float = math.inf
     """The mean episode cost of the anchor's rollouts."""
+    anchor_se: float = 0.0
+    """The standard error of that mean."""
 
     def without_previous(self) -> "StepState":
         """The same state with the last update forgotten (after the state's coordinates changed)."""
@@ -242,7 +244,7 @@ class StepState:
         out = {"step_mult": np.array(self.step_mult), "eta": np.array(self.eta)}
         if self.anchor is not None:
             out.update(policy_arrays("anchor", self.anchor))
-            out["anchor_cost"] = np.array(self.anchor_cost)
+            out["anchor_cost"], out["anchor_se"] = np.array(self.anchor_cost), np.array(self.anchor_se)
         if self.previous is not None:
             old, new, dyn, cost = self.previous
             out.update(policy_arrays("prev_old", old))
@@ -261,12 +263,13 @@ class StepState:
             cost = lqr_flm.QuadraticCost(np.asarray(arrays["prev_cost_Cm"]), np.asarray(arrays["prev_cost_cv"]),
                                          np.asarray(arrays["prev_cost_cc"]))
             previous = (policy_from_arrays("prev_old", arrays), policy_from_arrays("prev_new", arrays), dyn, cost)
-        anchor, anchor_cost = None, math.inf
+        anchor, anchor_cost, anchor_se = None, math.inf, 0.0
         if "anchor_cost" in arrays:
-            anchor, anchor_cost = policy_from_arrays("anchor", arrays), np.asarray(arrays["anchor_cost"]).item()
+            anchor = policy_from_arrays("anchor", arrays)
+            anchor_cost, anchor_se = (np.asarray(arrays[k]).item() for k in ("anchor_cost", "anchor_se"))
         # .item(): a checkpoint's extra holds a 0-d array as one of shape (1,)
         return cls(np.asarray(arrays["step_mult"]).item(), np.asarray(arrays["eta"]).item(), previous,
-                   anchor, anchor_cost)
+                   anchor, anchor_cost, anchor_se)
 
 
 _DYNAMICS_FIELDS = ("Fm", "fv", "dyn_covar", "x0mu", "x0sigma")
@@ -323,22 +326,27 @@ def lqr_flm_step(policy: LinearGaussianPolicy, X: np.ndarray, U: np.ndarray, pri
                                            predicted, actual, dynamics, cost)
 
 
-def measured_step(policy: LinearGaussianPolicy, rollout_cost: float, state: StepState, shrink: float = 0.5,
-                  grow: float = 2.0, min_mult: float = 0.125) -> tuple[LinearGaussianPolicy, StepState, bool]:
+def measured_step(policy: LinearGaussianPolicy, episode_costs, state: StepState, z: float = 0.0,
+                  shrink: float = 0.5, grow: float = 2.0, min_mult: float = 0.125
+                  ) -> tuple[LinearGaussianPolicy, StepState, bool]:
     """A trust region on the *measured* cost: which policy the next LQR-FLM update starts from, and its step.
 
-    ``rollout_cost``: the mean episode cost of the rollouts ``policy`` just produced. If it is no
-    higher than the anchor's (the cheapest policy measured so far), ``policy`` becomes the anchor and
-    the step multiplier grows by ``grow`` (up to 1: the base KL step); otherwise the update starts
-    again from the anchor with the multiplier times ``shrink`` (down to ``min_mult``). The update's
-    own predictions never move the step here, only what the rollouts cost. Returns the policy to
-    update, the state (anchor and multiplier set; the caller passes it to :func:`lqr_flm_step` with
-    ``adapt_step=False``) and whether the update went back to the anchor.
+    ``episode_costs``: the costs of the episodes ``policy`` just produced (one per episode). Unless
+    their mean exceeds the anchor's (the policy kept so far) by more than ``z`` standard errors of
+    the difference, ``policy`` becomes the anchor and the step multiplier grows by ``grow`` (up to 1:
+    the base KL step); otherwise the update starts again from the anchor with the multiplier times
+    ``shrink`` (down to ``min_mult``). The update's own predictions never move the step here, only
+    what the rollouts cost. Returns the policy to update, the state (anchor and multiplier set; the
+    caller passes it to :func:`lqr_flm_step` with ``adapt_step=False``) and whether the update went
+    back to the anchor.
     """
-    if not math.isfinite(rollout_cost):
-        raise ValueError(f"the rollouts' mean cost is {rollout_cost}")
-    if state.anchor is None or rollout_cost <= state.anchor_cost:
-        return policy, replace(state, anchor=policy, anchor_cost=float(rollout_cost),
+    costs = np.asarray(episode_costs, dtype=np.float64).ravel()
+    if costs.size == 0 or not np.all(np.isfinite(costs)):
+        raise ValueError(f"the rollouts' costs must be finite and not empty, got {costs}")
+    mean = float(costs.mean())
+    se = float(costs.std(ddof=1) / math.sqrt(costs.size)) if costs.size > 1 else 0.0
+    if state.anchor is None or mean <= state.anchor_cost + z * math.hypot(se, state.anchor_se):
+        return policy, replace(state, anchor=policy, anchor_cost=mean, anchor_se=se,
                                step_mult=min(1.0, state.step_mult * grow)), False
     return state.anchor, replace(state, step_mult=max(min_mult, state.step_mult * shrink)), True
 

@@ -172,7 +172,7 @@ class SolarMethod(FitMethod):
             progress("dynamics", 0.7, math.nan, 0)
             self.policy, self.step, step_metrics = solar.solar_step(
                 self.model, self.policy, buffer, self.step, cfg, solar.task_action_weights(self.env, cfg),
-                rollout_cost=metrics["mean_episode_cost"])
+                episode_costs=rollouts.costs.sum(1))
             progress("policy", 0.85, math.nan, 0)
             metrics.update(step_metrics)
         self.history += data.episode_ids

@@ -274,20 +274,30 @@ def test_the_latent_model_interface_is_abstract():
 def test_measured_step_keeps_the_cheapest_policy_and_shrinks_the_step_after_a_worse_one():
     from solar_ros.algos.common import StepState, initial_policy, measured_step
     first, second, third = (initial_policy(3, 2, 1, s) for s in (1.0, 2.0, 3.0))
-    policy, step, reverted = measured_step(first, 10.0, StepState(step_mult=0.5))
+    policy, step, reverted = measured_step(first, [9.0, 11.0], StepState(step_mult=0.5))
     assert policy is first and not reverted and step.anchor is first and step.anchor_cost == 10.0
-    assert step.step_mult == 1.0  # grew back to the base step, never above it
-    policy, step, reverted = measured_step(second, 12.0, step)
+    assert step.anchor_se == pytest.approx(1.0) and step.step_mult == 1.0  # grew back to the base step, never above
+    policy, step, reverted = measured_step(second, [12.0, 12.0], step)
     assert reverted and policy is first and step.anchor is first and step.step_mult == 0.5
     for _ in range(5):
-        policy, step, reverted = measured_step(second, 12.0, step)
+        policy, step, reverted = measured_step(second, [12.0, 12.0], step)
     assert step.step_mult == 0.125  # the floor
-    policy, step, reverted = measured_step(third, 9.0, step)
+    policy, step, reverted = measured_step(third, [9.0], step)
     assert policy is third and not reverted and step.anchor_cost == 9.0 and step.step_mult == 0.25
     restored = StepState.from_arrays(step.arrays())
     assert restored.anchor_cost == 9.0 and np.array_equal(restored.anchor.cov, third.cov)
     with pytest.raises(ValueError):
-        measured_step(first, float("nan"), step)
+        measured_step(first, [float("nan")], step)
+
+
+def test_measured_step_goes_back_only_when_significantly_worse():
+    from solar_ros.algos.common import StepState, initial_policy, measured_step
+    first, second = initial_policy(3, 2, 1, 1.0), initial_policy(3, 2, 1, 2.0)
+    _, step, _ = measured_step(first, [8.0, 12.0, 8.0, 12.0], StepState(), z=2.0)  # mean 10, se 1.15
+    policy, kept, reverted = measured_step(second, [9.0, 13.0, 9.0, 13.0], step, z=2.0)  # 1 worse: noise
+    assert not reverted and policy is second and kept.anchor_cost == 11.0
+    policy, _, reverted = measured_step(second, [12.0, 16.0, 12.0, 16.0], step, z=2.0)  # 4 worse: > 2 x 1.63
+    assert reverted and policy is first
 
 
 def test_smoothing_reuses_the_encoders_potentials_only_while_its_weights_stay():

@@ -114,6 +114,10 @@ class SolarConfig:
     iteration's rollouts cost more on average than the cheapest policy's so far, the update starts
     again from that policy (re-expressed in the current latent) with half the KL step (down to 1/8);
     after an improvement the step doubles back up to ``kl_step``. Excludes ``adapt_step``."""
+    measured_step_z: float = 0.0
+    """With ``measured_step``: how many standard errors (of the difference of the two mean episode
+    costs) the rollouts must cost more than the anchor's before the update goes back to it (0: any
+    increase; the anchor's cost is then the lowest of noisy means, which later policies rarely beat)."""
     action_cost: str = "learned"
     """'learned': the cost model's own action term; 'task': the task's known action penalty instead
     (the penalty is a design choice, not something the images say)."""
@@ -162,6 +166,8 @@ class SolarConfig:
         if self.dynamics_latents not in ("smoothed", "filtered"):
             raise ValueError(f"SolarConfig.dynamics_latents must be 'smoothed' or 'filtered', "
                              f"got {self.dynamics_latents!r}")
+        if not (math.isfinite(self.measured_step_z) and self.measured_step_z >= 0):
+            raise ValueError(f"SolarConfig.measured_step_z must be >= 0, got {self.measured_step_z!r}")
         if self.measured_step and self.adapt_step:
             raise ValueError("SolarConfig: measured_step and adapt_step are two rules for the same KL step; "
                              "set at most one")

@@ -194,23 +194,23 @@ def diagnostics_line(extra: dict) -> str:
 
 def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: RolloutData, step: StepState,
                cfg: SolarConfig, action_weights: np.ndarray | None = None,
-               probe_groups: dict[str, list[int]] | None = None, rollout_cost: float | None = None
+               probe_groups: dict[str, list[int]] | None = None, episode_costs: np.ndarray | None = None
                ) -> tuple[LinearGaussianPolicy, StepState, dict[str, float]]:
     """SOLAR's LQR-FLM iteration on the rollouts ``buffer`` (the last ``buffer_size``).
 
     Their latent trajectories (``cfg.dynamics_latents``: smoothed or filtered) -> per-step dynamics
     with the model's LDS posterior as prior (``prior_strength`` pseudo-rollouts) -> the model's
     latent cost (``action_weights``: the task's action penalty instead of the learned one) -> the
-    step rule (``adapt_step``, or ``measured_step`` on ``rollout_cost``, the mean episode cost of
-    ``policy``'s newest rollouts) -> the LQR-FLM update (``kl_step``). Returns the new policy, the
+    step rule (``adapt_step``, or ``measured_step`` on ``episode_costs``, the costs of ``policy``'s
+    newest episodes) -> the LQR-FLM update (``kl_step``). Returns the new policy, the
     step state for the next iteration and the diagnostics (for the iteration's log row; ``probe_groups``:
     see :func:`latent_diagnostics`).
     """
     metrics: dict[str, float] = {}
     if cfg.measured_step:
-        if rollout_cost is None:
-            raise ValueError("measured_step needs the mean cost of the policy's rollouts")
-        policy, step, reverted = measured_step(policy, rollout_cost, step)
+        if episode_costs is None:
+            raise ValueError("measured_step needs the costs of the policy's episodes")
+        policy, step, reverted = measured_step(policy, episode_costs, step, cfg.measured_step_z)
         metrics.update({"reverted": float(reverted), "anchor_cost": step.anchor_cost})
     latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
     cost = latent_cost(model, buffer.T, action_weights)
@@ -401,7 +401,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
                           **{f"model_{k}": v for k, v in terms.items()}})
 
         policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
-                                           rollout_cost=float(new_data.costs.sum(1).mean()))
+                                           episode_costs=new_data.costs.sum(1))
         extra.update(metrics)
         stats = summarize(episodes_now)
         finite_or_raise("mean cost", stats["mean_cost"])
