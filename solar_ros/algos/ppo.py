@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..envs import make
+from ..runtime.atomic import atomic_file
 from .common import IterationLog, RunResult, Stopwatch, format_table, plot_learning_curve, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -275,12 +275,8 @@ class _PPORun:
         """Write the model (zip) and then the state that points at it, each atomically."""
         directory.mkdir(parents=True, exist_ok=True)
         name = f"ppo_{self.episodes:08d}.zip"
-        tmp = directory / (name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_file(directory / name) as f:
             self.model.save(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, directory / name)
         np_state = np.random.get_state()
         state = {
             "task": self.task, "seed": self.seed, "goal": self.goal.tolist(), "config": _identity(self.cfg),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..runtime.atomic import atomic_file
 from .dsae import DeepSpatialAutoencoder, DSAEConfig
 from .svae import StructuredVAE, SVAEConfig
 from .vae import VAE, VAEConfig
@@ -99,18 +99,8 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, config=None
         "extra": _pack(dict(extra or {})),
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        torch.save(payload, f)
     return path
 
 

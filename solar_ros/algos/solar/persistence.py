@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...runtime.atomic import atomic_file
 from .models import LatentModel, RolloutData
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -24,13 +25,11 @@ def save_data(out: Path | None, name: str, data: RolloutData) -> str:
         return name
     folder = out / DATA_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.npz"
-    tmp = folder / f".{name}.tmp.npz"
     arrays = {"images": data.images, "actions": data.actions, "costs": data.costs}
     if data.states is not None:
         arrays["states"] = data.states
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_file(folder / f"{name}.npz") as f:
+        np.savez_compressed(f, **arrays)
     return name
 
 
