@@ -2,7 +2,7 @@
 """Benchmark of the learning node stack.
 
     python scripts/bench_node_stack.py [--seconds 10] [--iterations 6] [--episodes-per-iteration 5]
-                                       [--skip-latency] [--skip-learning]
+                                       [--skip-latency] [--skip-learning] [--during-fit]
 
 1. Camera-frame-to-torque latency through the real nodes: 64x64 rgb8 frames at 20 Hz on
    /camera/image_raw -> camera_node (on_arrival) -> encoder_node with a real 64x64 model -> controller_node
@@ -67,7 +67,22 @@ def make_checkpoint(kind: str, path: Path) -> tuple[str, int]:
     return model_id, dim
 
 
-def bench_latency(kind: str, seconds: float, tmp: Path) -> dict:
+def fit_load() -> None:
+    """Run a SOLAR model fit until killed (``--fit-load``): sawyer_reach's settings, 1 torch thread as the
+    fitting node's default, on 40 random 50-step rollouts of 64x64 images; the load of a fit beside the stack."""
+    import torch
+
+    from solar_ros.algos.solar import TASK_DEFAULTS, RolloutData, SVAELatentModel
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    data = RolloutData(rng.integers(0, 256, (40, 50, 64, 64, 3), dtype=np.uint8), rng.normal(size=(40, 50, 7)),
+                       rng.random((40, 50)))
+    SVAELatentModel(64, 7, TASK_DEFAULTS["sawyer_reach"]).fit(data, 10**9, 0)
+
+
+def bench_latency(kind: str, seconds: float, tmp: Path, during_fit: bool = False) -> dict:
     model_id, dim = make_checkpoint(kind, tmp / f"{kind}.pt")
     encoder = Proc.node("encoder_node", {"model_path": str(tmp / f"{kind}.pt"), "stats_period": 1.0,
                                          "diagnostics_rate": 0.0}, tmp)
@@ -76,8 +91,10 @@ def bench_latency(kind: str, seconds: float, tmp: Path) -> dict:
         lines = [line for line in encoder.log_path.read_text().splitlines() if "encode latency" in line]
         return lines[-1].split("]: ", 1)[-1] if lines else "(no encoder statistics)"
 
-    return frame_to_torque([camera_proc(tmp), encoder, controller_proc(tmp, "latent")], dim, model_id,
-                           frame_hz=20.0, seconds=seconds, log_tail=encoder_stats)
+    procs = [camera_proc(tmp), encoder, controller_proc(tmp, "latent")]
+    if during_fit:
+        procs.append(Proc([str(Path(__file__).resolve()), "--fit-load"], "model_fit", None, tmp))
+    return frame_to_torque(procs, dim, model_id, frame_hz=20.0, seconds=seconds, log_tail=encoder_stats)
 
 
 def _node_pids(parent: int) -> dict[str, int]:
@@ -146,7 +163,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-learning", action="store_true")
+    parser.add_argument("--during-fit", action="store_true",
+                        help="measure the latency twice: idle, and with a SOLAR model fit running beside the nodes")
+    parser.add_argument("--fit-load", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fit_load:
+        fit_load()
+        return 0
     os.environ.setdefault("MUJOCO_GL", "egl")
     print(f"machine: {os.cpu_count()} CPUs, {load_text()} at start")
     with tempfile.TemporaryDirectory() as d:
@@ -156,6 +179,8 @@ def main() -> int:
                   f"(500 Hz), 20 Hz frames, {args.seconds:g} s")
             for kind in ("svae", "dsae"):
                 print_frame_to_torque(kind, bench_latency(kind, args.seconds, tmp))
+                if args.during_fit:
+                    print_frame_to_torque(f"{kind}, during a model fit", bench_latency(kind, args.seconds, tmp, True))
         if not args.skip_learning:
             n = args.iterations * args.episodes_per_iteration
             print(f"\nlearning sawyer_reach (seed {args.seed}, {n} training episodes, {args.eval_episodes} evaluation "
