@@ -42,9 +42,6 @@ from .recorder_node import message_class
 NEWEST_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                         durability=DurabilityPolicy.VOLATILE)
 """Best effort, depth 1: the inspector only ever sends the newest message; never slows a publisher."""
-LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-"""For topics whose publishers keep their last message for late joiners."""
 
 
 @dataclass
@@ -156,7 +153,7 @@ class InspectorNode(StackNode):
         if wanted and topic.poll is None:
             infos = self.get_publishers_info_by_topic(topic.name)
             topic.latched = any(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
-            qos = LATCHED_QOS if topic.latched else NEWEST_QOS
+            qos = contract.LATCHED_QOS if topic.latched else NEWEST_QOS
             topic.poll = PolledSubscription(self, topic.msg_type, topic.name, qos, raw=True)
             self.get_logger().info(f"a client listens to {topic.name}: subscribed")
         elif not wanted and topic.poll is not None:
