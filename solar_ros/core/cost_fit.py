@@ -147,7 +147,7 @@ def _flatten(X, U, costs, weights):
         if not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
             raise ValueError("sample_weights must be finite, non-negative and not all zero")
         w = w.reshape(-1)
-    return X.reshape(-1, X.shape[-1]), U.reshape(-1, U.shape[-1]), costs.reshape(-1), w, batch_T
+    return X.reshape(costs.size, X.shape[-1]), U.reshape(costs.size, U.shape[-1]), costs.reshape(-1), w, batch_T
 
 
 def _ridge_lstsq(Phi: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: float) -> np.ndarray:

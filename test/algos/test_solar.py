@@ -149,6 +149,25 @@ def test_latent_cost_is_the_models_cost_as_lqr_quadratic():
     np.testing.assert_allclose(task.value(X, U), direct, rtol=1e-10)
 
 
+def test_local_cost_recovers_a_quadratic_state_cost_and_keeps_the_tasks_action_term():
+    rng = np.random.default_rng(3)
+    N, T, dx, du = 6, 8, 3, 2
+    X, U = rng.normal(size=(N, T, dx)), rng.normal(size=(N, T, du))
+    A = rng.normal(size=(dx, dx))
+    C_true, x_goal, w = A @ A.T + np.eye(dx), np.array([0.5, -1.0, 2.0]), np.array([0.3, 0.7])
+    d = X - x_goal
+    costs = 0.5 * np.einsum("nti,ij,ntj->nt", d, C_true, d) + 0.1 + 0.5 * (U**2) @ w
+    data = solar.RolloutData(np.zeros((N, T, 4, 4, 3), np.uint8), U, costs)
+    cost = solar.local_latent_cost(X, data, w, ridge=0.0)
+    np.testing.assert_allclose(cost.Cm[0, :dx, :dx], C_true, atol=1e-8)
+    np.testing.assert_allclose(cost.Cm[0, dx:, dx:], np.diag(w), atol=1e-12)
+    np.testing.assert_allclose(cost.Cm[0, :dx, dx:], 0.0, atol=1e-12)
+    np.testing.assert_allclose(cost.value(X, U), costs, atol=1e-8)
+    # A cone (a distance) has no curvature at its tip; the fit stays convex (PSD) all the same.
+    cone = solar.RolloutData(data.images, U, np.linalg.norm(d, axis=-1) + 0.5 * (U**2) @ w)
+    assert np.linalg.eigvalsh(solar.local_latent_cost(X, cone, w).Cm[0]).min() >= -1e-10
+
+
 def test_reexpressed_policy_gives_the_same_actions_in_new_coordinates():
     rng = np.random.default_rng(4)
     T, dx, du = 5, 3, 2
@@ -184,6 +203,10 @@ def test_bad_inputs_raise_clear_errors():
         solar.SolarConfig(kl_step=0.0)
     with pytest.raises(ValueError, match="action_cost"):
         solar.SolarConfig(action_cost="free")
+    with pytest.raises(ValueError, match="cost_fit"):
+        solar.SolarConfig(cost_fit="global")
+    with pytest.raises(ValueError, match="action_cost='task'"):
+        solar.SolarConfig(cost_fit="local")
     with pytest.raises(ValueError, match="encoder"):
         solar.SolarConfig(encoder="resnet")
     with pytest.raises(ValueError, match="copy_state"):

@@ -41,6 +41,7 @@ from .models import (
     VAELatentModel,
     cost_r2,
     latent_cost,
+    local_latent_cost,
     train_svae_weighted,
 )
 from .persistence import CHECKPOINT_NAME, DATA_DIR, load_data, load_run_checkpoint, save_data, save_run_checkpoint
@@ -50,6 +51,7 @@ __all__ = [
     "PROJECT_SETTINGS", "SAWYER_SETTINGS", "TASK_DEFAULTS", "FitHook", "FitProgress", "LatentModel", "RolloutData",
     "SVAELatentModel",
     "SolarConfig", "VAELatentModel", "cost_r2", "derive_seed", "latent_actor", "latent_cost", "latent_diagnostics",
-    "load_data", "load_run_checkpoint", "random_actor", "reexpress_policy", "refit", "save_data", "save_run_checkpoint",
+    "load_data", "load_run_checkpoint", "local_latent_cost",
+    "random_actor", "reexpress_policy", "refit", "save_data", "save_run_checkpoint",
     "solar_step", "task_action_weights", "train", "train_svae_weighted", "train_vae_ablation",
 ]

@@ -121,6 +121,13 @@ class SolarConfig:
     action_cost: str = "learned"
     """'learned': the cost model's own action term; 'task': the task's known action penalty instead
     (the penalty is a design choice, not something the images say)."""
+    cost_fit: str = "model"
+    """The latent cost LQR-FLM minimises. 'model': the cost the latent model learns with the
+    representation, on all data. 'local': at each iteration a quadratic of the latent fitted by least
+    squares to the buffer's observed costs minus the task's action penalty (the reference's LQR-FLM
+    does this), its curvature projected onto the positive semi-definite cone; it follows the cost's
+    shape where the policy now is (a distance cost is a cone, which one global quadratic flattens
+    near the goal). Needs ``action_cost='task'``."""
 
     # --- compute ---------------------------------------------------------------------------------
     num_threads: int = 1
@@ -173,6 +180,11 @@ class SolarConfig:
                              "set at most one")
         if self.action_cost not in ("learned", "task"):
             raise ValueError(f"SolarConfig.action_cost must be 'learned' or 'task', got {self.action_cost!r}")
+        if self.cost_fit not in ("model", "local"):
+            raise ValueError(f"SolarConfig.cost_fit must be 'model' or 'local', got {self.cost_fit!r}")
+        if self.cost_fit == "local" and self.action_cost != "task":
+            raise ValueError("SolarConfig: cost_fit='local' fits the state cost to the observed costs minus the "
+                             "task's action penalty; set action_cost='task' with it")
 
     @property
     def observed_dim(self) -> int | None:

@@ -76,7 +76,7 @@ from ..common import (
 )
 from ..probes import coverage_report, linear_probe, probe_report, state_groups
 from .config import TASK_DEFAULTS, SolarConfig
-from .models import MODEL_CLASSES, FitHook, LatentModel, RolloutData, cost_r2, latent_cost
+from .models import MODEL_CLASSES, FitHook, LatentModel, RolloutData, cost_r2, latent_cost, local_latent_cost
 from .persistence import CHECKPOINT_NAME, load_data, load_run_checkpoint, save_data, save_run_checkpoint
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,8 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
 
     Their latent trajectories (``cfg.dynamics_latents``: smoothed or filtered) -> per-step dynamics
     with the model's LDS posterior as prior (``prior_strength`` pseudo-rollouts) -> the model's
-    latent cost (``action_weights``: the task's action penalty instead of the learned one) -> the
+    latent cost (``cfg.cost_fit``: the model's, or one fitted to ``buffer``; ``action_weights``: the
+    task's action penalty instead of the learned one) -> the
     step rule (``adapt_step``, or ``measured_step`` on ``episode_costs``, the costs of ``policy``'s
     newest episodes) -> the LQR-FLM update (``kl_step``). Returns the new policy, the
     step state for the next iteration and the diagnostics (for the iteration's log row; ``probe_groups``:
@@ -213,7 +214,10 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
         policy, step, reverted = measured_step(policy, episode_costs, step, cfg.measured_step_z)
         metrics.update({"reverted": float(reverted), "anchor_cost": step.anchor_cost})
     latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
-    cost = latent_cost(model, buffer.T, action_weights)
+    if cfg.cost_fit == "local":
+        cost = local_latent_cost(latents, buffer, action_weights)
+    else:
+        cost = latent_cost(model, buffer.T, action_weights)
     new_policy, step, info = lqr_flm_step(policy, latents, buffer.actions, model.lds.as_prior(cfg.prior_strength),
                                           cost, step, kl_step=cfg.kl_step, adapt_step=cfg.adapt_step)
     if info.predicted_improvement is not None:

@@ -571,6 +571,24 @@ def latent_cost(model: LatentModel, T: int, task_action_weights: np.ndarray | No
     return QuadraticCost.constant(Cm, cv, c0, T)
 
 
+def local_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: np.ndarray,
+                      ridge: float = 1e-4) -> QuadraticCost:
+    """A quadratic of the latent fitted to the rollouts ``data`` where they are (``cost_fit='local'``).
+
+    Least squares on ``latents`` (N, T, dx) against the observed costs minus the task's action
+    penalty 0.5 sum_i w_i u_i^2 (``action_weights``: w), with the curvature projected onto the PSD
+    cone and the linear terms refitted; the action term is the task's. The same at every step.
+    """
+    w = np.asarray(action_weights, dtype=np.float64)
+    state_costs = data.costs - 0.5 * np.einsum("nti,i,nti->nt", data.actions, w, data.actions)
+    N, T, dx = latents.shape
+    q = fit_quadratic_cost(latents, np.zeros((N, T, 0)), state_costs, psd=True, ridge=ridge)
+    du = w.shape[0]
+    Cm = np.zeros((dx + du, dx + du))
+    Cm[:dx, :dx], Cm[dx:, dx:] = q.Cm[0], np.diag(w)
+    return QuadraticCost.constant(Cm, np.concatenate([q.cv[0], np.zeros(du)]), float(q.cc[0]), T)
+
+
 def cost_r2(latents: np.ndarray, data: RolloutData, cost: QuadraticCost) -> float:
     """How much of the observed per-step cost the latent cost model explains (R^2 on the given rollouts)."""
     pred = cost.value(latents, data.actions)
