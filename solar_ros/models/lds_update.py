@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.dynamics import BayesianLDS
+from ..core.dynamics import BayesianLDS, LDSStats
 from ..core.gaussian import LDSParams
 from .svae import SmoothedStats
 
@@ -46,11 +46,17 @@ class ConjugateLDSUpdate:
         self.posterior: BayesianLDS | None = None
         """The MNIW posterior of the latest update (None before the first)."""
 
-    def __call__(self, stats: SmoothedStats) -> LDSParams:
+    def __call__(self, stats: SmoothedStats, weight: float = 1.0) -> LDSParams:
+        """The LDS from ``stats``, whose transition statistics count ``weight`` times (a sample of the
+        data standing for all of it)."""
         dx, du = stats.means.shape[-1], stats.actions.shape[-1]
         if (dx, du) != (self.prior.dx, self.prior.du):
             raise ValueError(f"prior is for dx={self.prior.dx}, du={self.prior.du}; statistics have dx={dx}, du={du}")
+        if not (np.isfinite(weight) and weight > 0):
+            raise ValueError(f"weight must be a positive number, got {weight!r}")
         suff = BayesianLDS.sufficient_stats_from_smoother(stats, stats.actions)
+        if weight != 1.0:
+            suff = LDSStats(suff.Szz * weight, suff.Sxz * weight, suff.Sxx * weight, suff.n * weight)
         self.posterior = self.prior.posterior(suff)
         self.posterior.M[self.fixed_rows] = self.prior.M[self.fixed_rows]
         mu0, V0 = initial_state_moments(stats, self.x0_var_floor)

@@ -168,6 +168,29 @@ def test_local_cost_recovers_a_quadratic_state_cost_and_keeps_the_tasks_action_t
     assert np.linalg.eigvalsh(solar.local_latent_cost(X, cone, w).Cm[0]).min() >= -1e-10
 
 
+def test_lds_updates_smooth_a_bounded_weighted_sample_of_the_rollouts(monkeypatch):
+    model, _, data = _fitted_model("solar")
+    sample, weight = data.sample(3, seed=5)
+    assert sample.N == 3 and weight == data.N / 3 and len(set(sample.ids)) == 3
+    assert set(sample.ids) <= set(data.ids) and np.array_equal(data.sample(3, seed=5)[0].ids, sample.ids)
+    for n in (0, data.N):
+        everything, one = data.sample(n, seed=5)
+        assert everything is data and one == 1.0
+    encoded, weights = [], []
+    net_potentials = model.net.sequence_potentials
+    monkeypatch.setattr(model.net, "sequence_potentials", lambda images: (encoded.append(len(images)),
+                                                                          net_potentials(images))[1])
+    update_call = solar.models.ConjugateLDSUpdate.__call__
+    monkeypatch.setattr(solar.models.ConjugateLDSUpdate, "__call__",
+                        lambda self, stats, weight=1.0: (weights.append(weight), update_call(self, stats, weight))[1])
+    model.cfg = replace(model.cfg, lds_fit_rollouts=3)
+    model.fit(data, steps=2, seed=1)
+    assert sum(encoded) == 3 and weights == [data.N / 3]  # the closing update: 3 of the 8 rollouts, weighted
+    weights.clear()
+    model.fit(data, steps=model.cfg.lds_update_every + 1, seed=1)  # one update during training, one closing
+    assert weights == [data.N / 3, data.N / 3]
+
+
 def test_reexpressed_policy_gives_the_same_actions_in_new_coordinates():
     rng = np.random.default_rng(4)
     T, dx, du = 5, 3, 2

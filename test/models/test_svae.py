@@ -237,6 +237,16 @@ def test_conjugate_update_recovers_known_dynamics_from_exact_states():
     np.testing.assert_allclose(lds.V0, np.cov(X[:, 0].T, bias=True) + 1e-6 * np.eye(dx), atol=1e-9)
     with pytest.raises(ValueError, match="dx=4"):
         ConjugateLDSUpdate(BayesianLDS.default_prior(4, du))(stats)
+    # Weight 2 on the statistics is the same posterior as the data twice over.
+    twice = SmoothedStats(*(np.concatenate([a, a]) for a in (stats.means, stats.covs, stats.cross_covs,
+                                                             stats.actions, stats.log_z)))
+    weighted, doubled = ConjugateLDSUpdate(update.prior), ConjugateLDSUpdate(update.prior)
+    weighted(stats, 2.0)
+    doubled(twice)
+    for name in ("M", "V", "Psi", "nu"):
+        np.testing.assert_allclose(getattr(weighted.posterior, name), getattr(doubled.posterior, name), rtol=1e-10)
+    with pytest.raises(ValueError, match="weight"):
+        update(stats, 0.0)
 
 
 def test_dimensions_without_potentials_are_flat_and_inferred_through_the_lds():

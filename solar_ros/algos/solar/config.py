@@ -88,6 +88,11 @@ class SolarConfig:
     """Network steps between conjugate LDS updates of the SVAE (each smooths the whole dataset)."""
     lds_update_iters: int = 1
     """Alternations of smoothing and conjugate update per LDS update (EM-style)."""
+    lds_fit_rollouts: int = 0
+    """Each conjugate LDS update of the SVAE smooths at most this many rollouts (or their windows),
+    drawn at random (seeded), their statistics weighted to stand for all the data (0: every rollout).
+    After a refit's gradient steps every rollout has to be encoded again, so without a bound a refit
+    grows with the data."""
     lds_prior_scale: float = 1.0
     """Scale of the MNIW prior centred on x' = x: Psi = V = scale * I, nu = dx + 2."""
     refit_every: int = 0
@@ -150,7 +155,7 @@ class SolarConfig:
                 raise ValueError(f"SolarConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if not (math.isfinite(self.pretrain_smoothing) and self.pretrain_smoothing >= 0):
             raise ValueError(f"SolarConfig.pretrain_smoothing must be >= 0, got {self.pretrain_smoothing!r}")
-        for name in ("pretrain_steps", "refit_every", "refit_steps"):
+        for name in ("pretrain_steps", "refit_every", "refit_steps", "lds_fit_rollouts"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"SolarConfig.{name} must be a non-negative integer, got {value!r}")

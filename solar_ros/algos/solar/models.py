@@ -121,6 +121,19 @@ class RolloutData:
         return RolloutData(self.images[-n:], self.actions[-n:], self.costs[-n:],
                            None if self.states is None else self.states[-n:], self.ids[-n:])
 
+    def take(self, rows: np.ndarray) -> "RolloutData":
+        """The rollouts at ``rows`` (their ids kept)."""
+        return RolloutData(self.images[rows], self.actions[rows], self.costs[rows],
+                           None if self.states is None else self.states[rows], self.ids[rows])
+
+    def sample(self, n: int, seed: int) -> tuple["RolloutData", float]:
+        """At most ``n`` of the rollouts, drawn without replacement by ``seed`` (0 or at least N: all), and
+        N / their number: the weight that makes their statistics stand for the whole data's."""
+        if n <= 0 or n >= self.N:
+            return self, 1.0
+        rows = np.sort(np.random.default_rng([seed, 0x1D5]).choice(self.N, size=n, replace=False))
+        return self.take(rows), self.N / n
+
 
 _ROLLOUT_IDS = itertools.count()
 
@@ -309,8 +322,8 @@ class SVAELatentModel(LatentModel):
         n_updates = max(1, math.ceil(steps / cfg.lds_update_every) * cfg.lds_update_iters)
         calls = [0]
 
-        def training_update(stats: SmoothedStats) -> LDSParams:
-            params = update(stats)
+        def training_update(stats: SmoothedStats, weight: float = 1.0) -> LDSParams:
+            params = update(stats, weight)
             if on_update is not None:
                 calls[0] += 1
                 loss = float(-np.mean(stats.log_z) / stats.means.shape[1])
@@ -320,11 +333,14 @@ class SVAELatentModel(LatentModel):
 
         if cfg.background and not self.net.background.is_set:
             self.net.set_background(data.images)  # once, from the first data fitted (saved with the weights)
-        history = train_svae_weighted(self.net, _windows(data, cfg.train_window), steps, cfg, seed, training_update,
-                                      progress)
-        # The LDS (and the initial-state distribution the online filter starts from) from whole rollouts.
+        windows = _windows(data, cfg.train_window)
+        history = train_svae_weighted(self.net, windows, steps, cfg, seed, training_update, progress,
+                                      lds_sequences=cfg.lds_fit_rollouts * (windows.N // data.N))
+        # The LDS (and the initial-state distribution the online filter starts from) from whole rollouts
+        # (at most cfg.lds_fit_rollouts of them, weighted to stand for all).
+        lds_data, weight = data.sample(cfg.lds_fit_rollouts, seed)
         for _ in range(cfg.lds_update_iters):
-            _set_lds(self.net, update(self.smoothed_stats(data)))
+            _set_lds(self.net, update(self.smoothed_stats(lds_data), weight))
         self.lds = update.posterior
         self.net.eval()
         return _last_terms(history)
@@ -379,13 +395,16 @@ class SVAELatentModel(LatentModel):
 
 
 def train_svae_weighted(net: StructuredVAE, data: RolloutData, steps: int, cfg: SolarConfig, seed: int,
-                        update: Callable[[SmoothedStats], LDSParams], progress: bool = False) -> dict[str, list[float]]:
+                        update: Callable[[SmoothedStats, float], LDSParams], progress: bool = False,
+                        lds_sequences: int = 0) -> dict[str, list[float]]:
     """SVAE training as :func:`~solar_ros.models.train.train_svae` (Adam, global grad-norm clip 5, beta
     annealed from 1e-4 to ``cfg.beta_end``, conjugate LDS update every ``cfg.lds_update_every`` steps),
     with the cost log-likelihood weighted by max(beta, ``cfg.cost_weight_floor``) instead of beta.
 
     Per frame the loss is -(recon_ll + w_cost cost_ll - beta KL). Minibatches of ``cfg.batch_size``
-    sequences are drawn without replacement from a generator seeded by ``seed``.
+    sequences are drawn without replacement from a generator seeded by ``seed``. Each LDS update smooths
+    at most ``lds_sequences`` of the sequences (drawn afresh each time; 0: all) and calls
+    ``update(stats, weight)`` with the weight that makes them stand for all of ``data``.
     """
     rng = np.random.default_rng(seed)
     noise = torch.Generator().manual_seed(seed)
@@ -416,8 +435,9 @@ def train_svae_weighted(net: StructuredVAE, data: RolloutData, steps: int, cfg: 
         for k, v in {**terms, "loss": loss.detach(), "beta": beta, "cost_weight": cost_weight}.items():
             history.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
         if (step + 1) % cfg.lds_update_every == 0 and step + 1 < steps:
+            part, weight = data.sample(lds_sequences, seed + step + 1)
             for _ in range(cfg.lds_update_iters):
-                _set_lds(net, update(net.smoothed_stats(data.images, data.actions)))
+                _set_lds(net, update(net.smoothed_stats(part.images, part.actions), weight))
             net.train()
     return history
 
