@@ -13,11 +13,15 @@ Prints, at the reference data sizes (40 rollouts x 50 steps of 64x64x3 images, l
 
     python scripts/bench_solar_speed.py                # the defaults of `solar-ros train --task reacher`
     python scripts/bench_solar_speed.py --reference    # also the reference network settings
+    python scripts/bench_solar_speed.py --refit-sizes 140,300,500 --lds-fit-rollouts 0
+                                                       # real refits as the data grows, and peak memory
 """
 from __future__ import annotations
 
 import argparse
+import resource
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -62,6 +66,25 @@ def gradient_step_time(image_size: int, first_stride: int, batch_size: int, late
     return float(np.median(timed(step, repeats)))
 
 
+def refit_times(cfg, sizes: list[int], T: int, S: int, du: int) -> None:
+    """Time one real refit (``cfg.refit_steps`` gradient steps and the closing LDS update) on each number of
+    rollouts in ``sizes`` (random frames), with the process's peak resident memory after it."""
+    print(f"\nrefit: {cfg.refit_steps} gradient steps + the closing LDS update, lds_fit_rollouts "
+          f"{cfg.lds_fit_rollouts or 'all'}")
+    print("rollouts  refit s  peak RSS MB")
+    rng = np.random.default_rng(1)
+    torch.manual_seed(0)
+    model = SVAELatentModel(S, du, cfg)
+    for n in sorted(sizes):
+        data = RolloutData(rng.integers(0, 256, size=(n, T, S, S, 3), dtype=np.uint8), rng.normal(size=(n, T, du)),
+                           rng.random((n, T)))
+        start = time.perf_counter()
+        model.fit(data, cfg.refit_steps, seed=n)
+        seconds = time.perf_counter() - start
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"{n:8d} {seconds:8.1f} {peak_mb:12.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="reacher", help="whose default SolarConfig to measure")
@@ -72,9 +95,15 @@ def main() -> None:
     parser.add_argument("--step-repeats", type=int, default=5, help="gradient steps timed per setting")
     parser.add_argument("--control-steps", type=int, default=500, help="control steps timed")
     parser.add_argument("--reference", action="store_true", help="also time the reference network settings")
+    parser.add_argument("--refit-sizes", default="",
+                        help="comma-separated rollout counts: time one real refit (the config's refit_steps) on each")
+    parser.add_argument("--lds-fit-rollouts", type=int, default=None,
+                        help="rollouts each LDS update smooths in those refits (0: all; default: the config's)")
     args = parser.parse_args()
 
     cfg = TASK_DEFAULTS[args.task]
+    if args.lds_fit_rollouts is not None:
+        cfg = replace(cfg, lds_fit_rollouts=args.lds_fit_rollouts)
     threads = args.threads or cfg.num_threads
     torch.set_num_threads(threads)
     N, T, S, dx, du = args.rollouts, args.horizon, args.image_size, cfg.latent_dim, 2
@@ -133,6 +162,9 @@ def main() -> None:
           f"{fit_time(cfg.refit_steps, N):.0f} s")
     print(f"pretraining fit ({cfg.pretrain_steps} steps on {cfg.pretrain_episodes} rollouts): "
           f"{fit_time(cfg.pretrain_steps, cfg.pretrain_episodes):.0f} s")
+
+    if args.refit_sizes:
+        refit_times(cfg, [int(n) for n in args.refit_sizes.split(",")], T, S, du)
 
     # --- the control step -----------------------------------------------------------------------------
     frames = rng.integers(0, 256, size=(64, S, S, 3), dtype=np.uint8)
