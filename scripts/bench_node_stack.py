@@ -2,7 +2,7 @@
 """Benchmark of the learning node stack.
 
     python scripts/bench_node_stack.py [--seconds 10] [--iterations 6] [--episodes-per-iteration 5]
-                                       [--skip-latency] [--skip-learning] [--during-fit]
+                                       [--skip-latency] [--skip-learning] [--during-fit [--fit-niceness 10]]
 
 1. Camera-frame-to-torque latency through the real nodes: 64x64 rgb8 frames at 20 Hz on
    /camera/image_raw -> camera_node (on_arrival) -> encoder_node with a real 64x64 model -> controller_node
@@ -67,13 +67,16 @@ def make_checkpoint(kind: str, path: Path) -> tuple[str, int]:
     return model_id, dim
 
 
-def fit_load() -> None:
-    """Run a SOLAR model fit until killed (``--fit-load``): sawyer_reach's settings, 1 torch thread as the
-    fitting node's default, on 40 random 50-step rollouts of 64x64 images; the load of a fit beside the stack."""
+def fit_load(niceness: int) -> None:
+    """Run a SOLAR model fit until killed (``--fit-load``): sawyer_reach's settings, at the fitting node's
+    default torch threads (1) and the given CPU niceness (the node's default is 10), on 40 random 50-step
+    rollouts of 64x64 images; the load of a fit beside the stack."""
     import torch
 
     from solar_ros.algos.solar import TASK_DEFAULTS, RolloutData, SVAELatentModel
+    from solar_ros.runtime.fitting import set_thread_niceness
 
+    set_thread_niceness(niceness)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -82,7 +85,7 @@ def fit_load() -> None:
     SVAELatentModel(64, 7, TASK_DEFAULTS["sawyer_reach"]).fit(data, 10**9, 0)
 
 
-def bench_latency(kind: str, seconds: float, tmp: Path, during_fit: bool = False) -> dict:
+def bench_latency(kind: str, seconds: float, tmp: Path, during_fit: bool = False, fit_niceness: int = 10) -> dict:
     model_id, dim = make_checkpoint(kind, tmp / f"{kind}.pt")
     encoder = Proc.node("encoder_node", {"model_path": str(tmp / f"{kind}.pt"), "stats_period": 1.0,
                                          "diagnostics_rate": 0.0}, tmp)
@@ -93,7 +96,8 @@ def bench_latency(kind: str, seconds: float, tmp: Path, during_fit: bool = False
 
     procs = [camera_proc(tmp), encoder, controller_proc(tmp, "latent")]
     if during_fit:
-        procs.append(Proc([str(Path(__file__).resolve()), "--fit-load"], "model_fit", None, tmp))
+        procs.append(Proc([str(Path(__file__).resolve()), "--fit-load", "--fit-niceness", str(fit_niceness)],
+                          "model_fit", None, tmp))
     return frame_to_torque(procs, dim, model_id, frame_hz=20.0, seconds=seconds, log_tail=encoder_stats)
 
 
@@ -165,10 +169,12 @@ def main() -> int:
     parser.add_argument("--skip-learning", action="store_true")
     parser.add_argument("--during-fit", action="store_true",
                         help="measure the latency twice: idle, and with a SOLAR model fit running beside the nodes")
+    parser.add_argument("--fit-niceness", type=int, default=10,
+                        help="CPU niceness of the fit with --during-fit (model_fitting_node's niceness, default 10)")
     parser.add_argument("--fit-load", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fit_load:
-        fit_load()
+        fit_load(args.fit_niceness)
         return 0
     os.environ.setdefault("MUJOCO_GL", "egl")
     print(f"machine: {os.cpu_count()} CPUs, {load_text()} at start")
@@ -180,7 +186,8 @@ def main() -> int:
             for kind in ("svae", "dsae"):
                 print_frame_to_torque(kind, bench_latency(kind, args.seconds, tmp))
                 if args.during_fit:
-                    print_frame_to_torque(f"{kind}, during a model fit", bench_latency(kind, args.seconds, tmp, True))
+                    print_frame_to_torque(f"{kind}, during a model fit (niceness {args.fit_niceness})",
+                                          bench_latency(kind, args.seconds, tmp, True, args.fit_niceness))
         if not args.skip_learning:
             n = args.iterations * args.episodes_per_iteration
             print(f"\nlearning sawyer_reach (seed {args.seed}, {n} training episodes, {args.eval_episodes} evaluation "

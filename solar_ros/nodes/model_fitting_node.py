@@ -29,6 +29,7 @@ subscriptions), so cancel requests are served while it computes.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -54,6 +55,7 @@ from ..runtime.fitting import (
     load_policy,
     load_training_data,
     save_policy,
+    set_thread_niceness,
 )
 from ..runtime.policy_msg import policy_to_msg
 from . import contract
@@ -87,7 +89,9 @@ class ModelFittingNode(StackNode):
         self.default_method = declare(self, "method", "lqr_joints", "fit method when a goal names none")
         self.output_dir = Path(declare(self, "output_dir", "runs/models", "where models, policies and run state go"))
         self.device = declare(self, "device", "cpu", "torch device for model fits ('cpu', 'cuda')")
-        self.num_threads = int(declare(self, "num_threads", 2, "torch intra-op threads"))
+        self.num_threads = int(declare(self, "num_threads", 1, "torch intra-op threads"))
+        self.niceness = int(declare(self, "niceness", 10, "CPU niceness of the fits (0..19: higher yields "
+                                                          "the cores to the real-time nodes)"))
         task = declare(self, "task", "sawyer_reach", "simulated task (cost model, horizon, action scale)")
         horizon = int(declare(self, "horizon", 0, "policy horizon T (0: the task's)"))
         seed = int(declare(self, "seed", 0, "seed of initial weights and fits"))
@@ -99,6 +103,13 @@ class ModelFittingNode(StackNode):
             self.device = check_device(self.device)
         except ValueError as err:
             raise ConfigError(str(err)) from err
+        try:
+            set_thread_niceness(self.niceness)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        except PermissionError:
+            self.get_logger().warning(f"niceness {self.niceness} needs privileges this process lacks; fits run at "
+                                      f"niceness {os.getpriority(os.PRIO_PROCESS, 0)}")
         self.base_settings = {"task": task, "horizon": horizon, "seed": seed}
         try:
             self._settings(self.default_config, "")
@@ -305,6 +316,10 @@ class ModelFittingNode(StackNode):
                          metrics={"repeated": 1.0, "_policy_path": str(policy_path.resolve())})
 
     def _set_threads(self) -> None:
+        try:  # in the worker thread the fit runs in (the executor's threads may predate the setting)
+            set_thread_niceness(self.niceness)
+        except PermissionError:
+            pass  # warned at start-up
         try:
             import torch
             torch.set_num_threads(max(1, self.num_threads))

@@ -141,3 +141,26 @@ def test_the_fit_device_is_checked_with_a_clear_error(monkeypatch):
     assert check_device("cuda") == "cuda"
     with pytest.raises(ValueError, match="sees 1 CUDA"):
         check_device("cuda:1")
+
+
+def test_a_fit_thread_lowers_its_own_cpu_priority_and_not_the_callers():
+    import os
+    import threading
+
+    from solar_ros.runtime.fitting import set_thread_niceness
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    seen = {}
+
+    def fit_thread():
+        seen["set"] = set_thread_niceness(min(19, before + 5))
+        child = threading.Thread(target=lambda: seen.update(child=os.getpriority(os.PRIO_PROCESS, 0)))
+        child.start()
+        child.join()
+
+    worker = threading.Thread(target=fit_thread)
+    worker.start()
+    worker.join()
+    assert seen == {"set": min(19, before + 5), "child": min(19, before + 5)}  # threads it starts inherit it
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
+    with pytest.raises(ValueError, match="niceness"):
+        set_thread_niceness(25)
