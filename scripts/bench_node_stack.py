@@ -17,13 +17,16 @@
    controller, recorder, model fitting, trainer; method lqr_joints on sawyer_reach) against
    ``solar-ros train --method lqr_state`` on the same task and seed with the same number of
    episodes: training episodes, wall time, final distance and success of the evaluation episodes,
-   and the average CPU use of each node process during the node run.
+   the average CPU use of each node process during the node run, and the controller's command rate
+   and gaps over the run from its own timing summaries (``--rate`` sets the command and joint-state
+   rate, default the sim profile's).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -121,14 +124,32 @@ def _node_pids(parent: int) -> dict[str, int]:
     return out
 
 
-def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed: int, tmp: Path) -> dict:
+TIMING = re.compile(r"timing over (\d+) commands: (\d+) Hz \(wall\), gap p50 ([\d.]+) ms, p99 ([\d.]+) ms, "
+                    r"max ([\d.]+) ms")
+
+
+def controller_timing(log_text: str) -> dict | None:
+    """The controller's periodic timing summaries in a launch log (each over its last <= 8192 commands):
+    how many, the lowest and median command rate, the worst gap p99 and max."""
+    rows = [tuple(float(g) for g in m.groups()) for m in TIMING.finditer(log_text)]
+    rows = [r for r in rows if r[0] >= 100]  # summaries over a full window, not the first few commands
+    if not rows:
+        return None
+    hz, p99, gap_max = (np.array([r[i] for r in rows]) for i in (1, 3, 4))
+    return {"summaries": len(rows), "hz_min": float(hz.min()), "hz_median": float(np.median(hz)),
+            "gap_p99_worst": float(p99.max()), "gap_p99_median": float(np.median(p99)), "gap_max": float(gap_max.max())}
+
+
+def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed: int, tmp: Path,
+                   rate: float | None = None) -> dict:
     out = tmp / "node_run"
+    rates = [] if rate is None else [f"controller_node.rate:={rate}", f"sim_arm_node.control_rate:={rate}"]
     cmd = [sys.executable, "-m", "solar_ros.cli", "launch", "sim",
            f"recorder_node.output_dir:={out / 'episodes'}", f"trainer_node.episode_dir:={out / 'episodes'}",
            f"model_fitting_node.output_dir:={out / 'models'}", f"trainer_node.output_dir:={out}",
            "trainer_node.method:=lqr_joints", "controller_node.state_source:=joints", f"trainer_node.seed:={seed}",
            f"trainer_node.iterations:={iterations}", f"trainer_node.episodes_per_iteration:={per_iteration}",
-           f"trainer_node.eval_episodes:={eval_episodes}"]
+           f"trainer_node.eval_episodes:={eval_episodes}", "controller_node.stats_period:=2.0", *rates]
     log = open(tmp / "node_run.log", "w")
     t0 = time.monotonic()
     launcher = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -155,7 +176,8 @@ def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed
     direct = json.loads((tmp / "train_run" / "summary.json").read_text())
     # CPU seconds of each node (last sample before it exited) over the node run's wall time
     return {"nodes": nodes, "nodes_wall": node_wall, "train": direct, "train_wall": train_wall,
-            "cpu": {n: last_cpu[n] / node_wall for n in last_cpu}}
+            "cpu": {n: last_cpu[n] / node_wall for n in last_cpu},
+            "timing": controller_timing((tmp / "node_run.log").read_text())}
 
 
 def main() -> int:
@@ -167,6 +189,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-learning", action="store_true")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="command and joint-state rate of the learning run (default: the sim profile's)")
     parser.add_argument("--during-fit", action="store_true",
                         help="measure the latency twice: idle, and with a SOLAR model fit running beside the nodes")
     parser.add_argument("--fit-niceness", type=int, default=10,
@@ -192,7 +216,8 @@ def main() -> int:
             n = args.iterations * args.episodes_per_iteration
             print(f"\nlearning sawyer_reach (seed {args.seed}, {n} training episodes, {args.eval_episodes} evaluation "
                   "episodes): through the nodes vs solar-ros train")
-            r = bench_learning(args.iterations, args.episodes_per_iteration, args.eval_episodes, args.seed, tmp)
+            r = bench_learning(args.iterations, args.episodes_per_iteration, args.eval_episodes, args.seed, tmp,
+                               args.rate)
             print(f"{'run':<42} {'episodes':>8} {'wall s':>7} {'final dist':>10} {'success':>7}")
             for label, s, wall in (("nodes: solar-ros launch sim (lqr_joints)", r["nodes"], r["nodes_wall"]),
                                    ("solar-ros train --method lqr_state", r["train"], r["train_wall"])):
@@ -200,6 +225,15 @@ def main() -> int:
                       f"{s['success_rate']:>7.0%}")
             print("average CPU per node process during the node run: "
                   + ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(r["cpu"].items(), key=lambda kv: -kv[1])))
+            t = r["timing"]
+            if t is None:
+                print("controller timing: no summaries in the log")
+            else:
+                rate = args.rate or "the sim profile's"
+                print(f"controller during the node run ({rate} Hz; {t['summaries']} summaries "
+                      f"of its last <= 8192 commands): {t['hz_min']:.0f} Hz lowest, {t['hz_median']:.0f} median; "
+                      f"gap p99 {t['gap_p99_median']:.2f} ms median, {t['gap_p99_worst']:.2f} worst; "
+                      f"max gap {t['gap_max']:.2f} ms")
     print(f"{load_text()} at the end")
     return 0
 
