@@ -28,6 +28,9 @@ Conventions shared by every task (each task's module docstring gives its own num
   ``distance < success_threshold`` unless a task says otherwise (``sawyer_stack`` checks a box: 1.5 cm
   horizontally, 1 cm vertically); the task's success criterion is ``info["success"]`` of the final step,
   i.e. of the state reached at the end of the episode.
+* ``reset(options={"wide_start": True})`` starts from the task's wide start distribution instead of its
+  own (where it has one: ``reacher``, ``reacher_paper``, ``sawyer_reach``): states spread over the
+  workspace, for exploration.
 * The goal comes from, in order: ``reset(options={"goal": g})`` (that episode only), the constructor's
   ``goal=`` (every episode), or a random draw from the reset seed within the task's goal region. The
   random goal is drawn first (also when a given goal replaces it), then the initial state, both from
@@ -146,9 +149,9 @@ class TaskEnv(gymnasium.Env):
         options = {} if options is None else options
         if not isinstance(options, dict):
             raise ValueError(f"options must be a dict, got {type(options).__name__}")
-        unknown = set(options) - {"goal"}
+        unknown = set(options) - {"goal", "wide_start"}
         if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; supported: ['goal']")
+            raise ValueError(f"unknown reset options {sorted(unknown)}; supported: ['goal', 'wide_start']")
         # The random goal is always drawn, so a seed gives the same initial state whatever the goal's source.
         random_goal = np.asarray(self._sample_goal(self.np_random), dtype=np.float64)
         if options.get("goal") is not None:
@@ -158,7 +161,10 @@ class TaskEnv(gymnasium.Env):
         else:
             self.goal = random_goal
         self._cost = self._build_cost(self.goal)
-        self._reset_physics(self.np_random)
+        if options.get("wide_start"):
+            self._reset_physics_wide(self.np_random)
+        else:
+            self._reset_physics(self.np_random)
         self._t = 0
         x = self._state()
         distance = self.distance(x)
@@ -283,6 +289,11 @@ class TaskEnv(gymnasium.Env):
 
     def _reset_physics(self, rng: np.random.Generator) -> None:
         raise NotImplementedError
+
+    def _reset_physics_wide(self, rng: np.random.Generator) -> None:
+        """The initial state of ``reset(options={"wide_start": True})``: spread over the task's workspace,
+        for exploration (e.g. a model's pretraining data), where the task's own start is narrow."""
+        raise ValueError(f"{type(self).__name__} has no wide start (reset option 'wide_start')")
 
     def _advance(self, u: np.ndarray) -> None:
         raise NotImplementedError

@@ -11,7 +11,8 @@ link 2 relative to link 1 (counter-clockwise positive).
   position 4, 5 and velocity 6, 7, world frame).
 * Action (2): joint torques in N m, limits +-0.1 N m each (clipped); ``action_scale`` 0.05 N m.
 * Horizon T = 50 steps of dt = 0.05 s (physics timestep 5 ms, 10 sub-steps).
-* Initial state: ``q`` uniform in [-0.1, 0.1]^2 (arm stretched along +x), zero velocity.
+* Initial state: ``q`` uniform in [-0.1, 0.1]^2 (arm stretched along +x), zero velocity. Wide start
+  (reset option ``wide_start``): ``q1`` uniform in [-pi, pi], ``q2`` over its range, at rest.
 * Goal region: uniform over the area of the annulus 0.05 m <= r <= 0.19 m around the base (drawn from
   the reset seed before the initial state); a goal passed in must have 0.02 m <= r <= 0.21 m.
 * Cost per step: 0.5 * l2 * |tip - goal|^2 + l1 * sqrt(1e-5 + |tip - goal|^2) with l2 = 10, l1 = 1
@@ -38,6 +39,8 @@ from .mujoco_base import MujocoTaskEnv
 LINK_LENGTHS = (0.10, 0.11)
 LINK_MASSES = (0.10, 0.08)
 TORQUE_LIMIT = 0.1
+Q2_LIMIT = 3.0
+"""Range of the elbow joint q2: [-Q2_LIMIT, Q2_LIMIT] rad."""
 JOINT_DAMPING = 0.03
 JOINT_ARMATURE = 2e-4
 VIEW_EXTENT = 0.44
@@ -71,7 +74,7 @@ def reacher_mjcf(image_size: int = 64, timestep: float = 0.005, goal_radius: flo
       <joint name="joint1" type="hinge" axis="0 0 1"/>
       <geom name="link1" type="capsule" fromto="0 0 0 {l1} 0 0" size="0.01" mass="{m1}" rgba="0.7 0.7 0.75 1"/>
       <body name="link2" pos="{l1} 0 0">
-        <joint name="joint2" type="hinge" axis="0 0 1" range="-3 3"/>
+        <joint name="joint2" type="hinge" axis="0 0 1" range="{-Q2_LIMIT} {Q2_LIMIT}"/>
         <geom name="link2" type="capsule" fromto="0 0 0 {l2} 0 0" size="0.01" mass="{m2}" rgba="0.55 0.6 0.7 1"/>
         <site name="fingertip" pos="{l2} 0 0" size="0.012" rgba="0.95 0.85 0.1 1"/>
       </body>
@@ -137,6 +140,15 @@ class ReacherEnv(MujocoTaskEnv):
     def _reset_physics(self, rng):
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[:] = rng.uniform(-self.start_noise, self.start_noise, size=2)
+        self.data.mocap_pos[0, :2] = self.goal
+        mujoco.mj_forward(self.model, self.data)
+        self._update_state()
+
+    def _reset_physics_wide(self, rng):
+        """Wide start: q1 uniform in [-pi, pi], q2 uniform over its range [-3, 3], at rest (the reference's
+        random starts)."""
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[:] = [rng.uniform(-np.pi, np.pi), rng.uniform(-Q2_LIMIT, Q2_LIMIT)]
         self.data.mocap_pos[0, :2] = self.goal
         mujoco.mj_forward(self.model, self.data)
         self._update_state()

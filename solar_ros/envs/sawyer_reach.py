@@ -64,6 +64,9 @@ class SawyerReachEnv(MujocoTaskEnv):
     """Random goals are uniform in the box [goal_low, goal_high] (m, base frame)."""
     start_noise = 0.02
     """Initial joint angles are the neutral pose plus uniform noise in [-start_noise, start_noise] (rad)."""
+    wide_start_noise = 0.5
+    """Wide start (reset option ``wide_start``): the neutral pose plus uniform noise in
+    [-wide_start_noise, wide_start_noise] (rad) per joint, within the joint limits."""
     max_reach = 1.0
     """A goal must lie within this distance (m) of the shoulder."""
     min_goal_z = -0.2
@@ -144,6 +147,14 @@ class SawyerReachEnv(MujocoTaskEnv):
     def _reset_physics(self, rng):
         mujoco.mj_resetData(self.model, self.data)
         q = self.neutral_pose + rng.uniform(-self.start_noise, self.start_noise, size=7)
+        self.data.qpos[self._qpos_adr] = np.clip(q, self.limits["lower"], self.limits["upper"])
+        self.data.mocap_pos[0] = self.goal
+        mujoco.mj_forward(self.model, self.data)
+        self._update_state()
+
+    def _reset_physics_wide(self, rng):
+        mujoco.mj_resetData(self.model, self.data)
+        q = self.neutral_pose + rng.uniform(-self.wide_start_noise, self.wide_start_noise, size=7)
         self.data.qpos[self._qpos_adr] = np.clip(q, self.limits["lower"], self.limits["upper"])
         self.data.mocap_pos[0] = self.goal
         mujoco.mj_forward(self.model, self.data)

@@ -281,6 +281,9 @@ class SawyerStackEnv(SawyerReachEnv):
                 f"{np.round(expected, 4).tolist()} (the block upright and axis-aligned at that centre)"
             )
 
+    def _reset_physics_wide(self, rng):
+        raise ValueError(f"{type(self).__name__} has no wide start (reset option 'wide_start')")
+
     def _reset_physics(self, rng):
         mujoco.mj_resetData(self.model, self.data)
         q = self.start_pose + rng.uniform(-self.start_noise, self.start_noise, size=7)

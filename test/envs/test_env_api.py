@@ -286,3 +286,24 @@ def test_images_show_the_goal(env):
         rows, cols = np.nonzero(mask)
         centroids.append(np.array([rows.mean(), cols.mean()]))
     assert np.linalg.norm(centroids[1] - centroids[0]) > 1.0
+
+
+WIDE_START = {"reacher", "reacher_paper", "sawyer_reach"}
+
+
+def test_wide_start_spreads_the_initial_state_seeded_and_keeps_the_goal(env):
+    name = _name(env)
+    if name not in WIDE_START:
+        with pytest.raises(ValueError, match="no wide start"):
+            env.reset(seed=0, options={"wide_start": True})
+        return
+    own = np.array([env.reset(seed=s)[0]["state"] for s in range(6)])
+    goals = [env.reset(seed=s)[1]["goal"] for s in range(6)]
+    wide = np.array([env.reset(seed=s, options={"wide_start": True})[0]["state"] for s in range(6)])
+    for s in range(6):  # the goal is drawn as without the option; the same seed gives the same wide start
+        _, info = env.reset(seed=s, options={"wide_start": True})
+        np.testing.assert_array_equal(info["goal"], goals[s])
+        np.testing.assert_array_equal(env.reset(seed=s, options={"wide_start": True})[0]["state"], wide[s])
+    joints = slice(0, 2 if name.startswith("reacher") else 7)
+    assert wide[:, joints].std(0).min() > 5 * own[:, joints].std(0).max() + 0.1
+    np.testing.assert_array_equal(wide[:, 2 if name.startswith("reacher") else 7], 0.0)  # at rest

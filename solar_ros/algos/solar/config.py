@@ -27,6 +27,11 @@ class SolarConfig:
     """Noise-free evaluation episodes of the final policy (the success rate is measured on them)."""
     pretrain_noise: float = 0.5
     """Std of the random pretraining actions, in units of the task's ``action_scale`` (reference: 0.5)."""
+    pretrain_wide_start: bool = False
+    """Start the pretraining rollouts from the task's wide start distribution (reset option
+    ``wide_start``: e.g. the reacher's joints anywhere in their range) instead of its own initial state,
+    so the model sees the arm across the workspace; the reference's reacher pretraining used random
+    starts. The iterations and the evaluation start as the task does."""
     pretrain_smoothing: float = 0.0
     """Std (in steps) of the Gaussian filter over time applied to the pretraining noise, which is then
     rescaled to ``pretrain_noise`` (0: white noise, the reference). See :func:`random_actor`."""
@@ -150,7 +155,7 @@ class SolarConfig:
                 raise ValueError(f"SolarConfig.{name} must be a positive integer, got {value!r}")
         if self.encoder not in ("conv", "keypoints"):
             raise ValueError(f"SolarConfig.encoder must be 'conv' or 'keypoints', got {self.encoder!r}")
-        for name in ("copy_state", "background"):
+        for name in ("copy_state", "background", "pretrain_wide_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"SolarConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if not (math.isfinite(self.pretrain_smoothing) and self.pretrain_smoothing >= 0):
