@@ -19,7 +19,8 @@
    episodes: training episodes, wall time, final distance and success of the evaluation episodes,
    the average CPU use of each node process during the node run, and the controller's command rate
    and gaps over the run from its own timing summaries (``--rate`` sets the command and joint-state
-   rate, default the sim profile's).
+   rate, default the sim profile's). With ``--during-fit`` a SOLAR model fit (as the fitting node runs
+   it) takes a core beside the stack for the whole run, as on a robot whose fitter trains meanwhile.
 """
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ def controller_timing(log_text: str) -> dict | None:
 
 
 def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed: int, tmp: Path,
-                   rate: float | None = None) -> dict:
+                   rate: float | None = None, fit_niceness: int | None = None) -> dict:
     out = tmp / "node_run"
     rates = [] if rate is None else [f"controller_node.rate:={rate}", f"sim_arm_node.control_rate:={rate}"]
     cmd = [sys.executable, "-m", "solar_ros.cli", "launch", "sim",
@@ -153,14 +154,20 @@ def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed
     log = open(tmp / "node_run.log", "w")
     t0 = time.monotonic()
     launcher = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    fit = None if fit_niceness is None else Proc([str(Path(__file__).resolve()), "--fit-load", "--fit-niceness",
+                                                  str(fit_niceness)], "model_fit", None, tmp)
     last_cpu: dict[str, float] = {}
     while launcher.poll() is None:
         for name, pid in _node_pids(launcher.pid).items():
             cpu = cpu_seconds(pid)
             if cpu is not None:
                 last_cpu[name] = cpu
+        if fit is not None:
+            last_cpu["SOLAR fit beside the stack"] = fit.cpu_seconds()
         time.sleep(1.0)
     node_wall = time.monotonic() - t0
+    if fit is not None:
+        fit.stop()
     log.close()
     if launcher.returncode != 0:
         raise RuntimeError(f"the node run failed (status {launcher.returncode}); log: {tmp / 'node_run.log'}\n"
@@ -192,7 +199,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=None,
                         help="command and joint-state rate of the learning run (default: the sim profile's)")
     parser.add_argument("--during-fit", action="store_true",
-                        help="measure the latency twice: idle, and with a SOLAR model fit running beside the nodes")
+                        help="measure the latency twice: idle, and with a SOLAR model fit running beside the nodes; "
+                             "and run such a fit beside the whole stack through its learning run")
     parser.add_argument("--fit-niceness", type=int, default=10,
                         help="CPU niceness of the fit with --during-fit (model_fitting_node's niceness, default 10)")
     parser.add_argument("--fit-load", action="store_true", help=argparse.SUPPRESS)
@@ -217,9 +225,10 @@ def main() -> int:
             print(f"\nlearning sawyer_reach (seed {args.seed}, {n} training episodes, {args.eval_episodes} evaluation "
                   "episodes): through the nodes vs solar-ros train")
             r = bench_learning(args.iterations, args.episodes_per_iteration, args.eval_episodes, args.seed, tmp,
-                               args.rate)
+                               args.rate, args.fit_niceness if args.during_fit else None)
             print(f"{'run':<42} {'episodes':>8} {'wall s':>7} {'final dist':>10} {'success':>7}")
-            for label, s, wall in (("nodes: solar-ros launch sim (lqr_joints)", r["nodes"], r["nodes_wall"]),
+            node_label = "nodes: launch sim (lqr_joints)" + (", fit beside" if args.during_fit else "")
+            for label, s, wall in ((node_label, r["nodes"], r["nodes_wall"]),
                                    ("solar-ros train --method lqr_state", r["train"], r["train_wall"])):
                 print(f"{label:<42} {s['episodes']:>8} {wall:>7.1f} {s['final_distance']:>10.4f} "
                       f"{s['success_rate']:>7.0%}")
