@@ -10,7 +10,8 @@ timeout. Commands with NaN/Inf or the wrong length are ignored (with a throttled
 applied torque is clipped to the arm's torque limits (the task's actuator limits, for the Sawyer
 ``config/sawyer_parameters.yaml``'s effort limits, as the controller's). /solar/cost (TaskCost)
 carries the task's cost and distance with every camera frame (``cost_rate``), and /sim/reset
-(ResetArm) resets the arm and goal from a seed. The goal (PointStamped in the ``base`` frame) is
+(ResetArm) resets the arm and goal from a seed (from the task's wide start distribution when asked).
+The goal (PointStamped in the ``base`` frame) is
 published on /solar/goal after every reset, and the Sawyer tasks' robot description (the URDF the
 MuJoCo model is built from) once on /robot_description, both transient local, so a 3D view or a
 recording that starts later still gets them.
@@ -135,7 +136,7 @@ class SimArmNode(StackNode):
     def _on_reset(self, request: ResetArm.Request, response: ResetArm.Response):
         goal = list(request.goal) if len(request.goal) else None
         try:
-            self._reset(int(request.seed) if request.seed >= 0 else None, goal)
+            self._reset(int(request.seed) if request.seed >= 0 else None, goal, bool(request.wide_start))
         except ValueError as err:
             response.success, response.message = False, str(err)
             return response
@@ -143,13 +144,13 @@ class SimArmNode(StackNode):
         response.joint_names = list(self.joint_names)
         response.joint_positions = self.data.qpos[:self.n_joints].tolist()
         response.goal = np.asarray(self.env.goal, dtype=np.float64).tolist()
-        self.get_logger().info(f"reset (seed {request.seed}): goal {np.round(self.env.goal, 3).tolist()}")
+        self.get_logger().info(f"reset (seed {request.seed}{', wide start' if request.wide_start else ''}): "
+                               f"goal {np.round(self.env.goal, 3).tolist()}")
         return response
 
-    def _reset(self, seed: int | None, goal) -> None:
+    def _reset(self, seed: int | None, goal, wide_start: bool = False) -> None:
         goal = goal if goal is not None else self.fixed_goal
-        options = {"goal": goal} if goal is not None else None
-        self.env.reset(seed=seed, options=options)
+        self.env.reset(seed=seed, options={"goal": goal, "wide_start": wide_start})
         self.cost_model = self.env.cost_model()
         self.command[:] = 0.0
         self.command_ns = None  # commands sent before the reset do not carry over

@@ -327,8 +327,8 @@ class TrainerNode(StackNode):
 
     # ---- the steps of a run --------------------------------------------------------------------
 
-    def _reset(self, seed: int, goal: list[float]) -> list[float]:
-        reply = self._call(self.reset_cli, ResetArm.Request(seed=int(seed), goal=list(goal)))
+    def _reset(self, seed: int, goal: list[float], wide_start: bool = False) -> list[float]:
+        reply = self._call(self.reset_cli, ResetArm.Request(seed=int(seed), goal=list(goal), wide_start=wide_start))
         if not reply.success:
             raise TrainerError(f"/sim/reset refused: {reply.message}")
         return list(reply.goal)
@@ -512,7 +512,7 @@ class TrainerNode(StackNode):
     def _attempt(self, episode_id: str, seed: int, deterministic: bool, goal: list[float]) -> EpisodeResult:
         """One try at an episode: reset, settle, start, wait for its end and its recording."""
         policy = self._policy
-        self._reset(seed, goal)
+        self._reset(seed, goal, policy.wide_start)
         self._settle(policy.model_id)
         episode_id = self._start(episode_id, deterministic, seed, policy.policy_id)
         self._watch_episode(episode_id)

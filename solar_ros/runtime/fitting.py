@@ -410,7 +410,8 @@ class FitMethod:
 def save_policy(path: Path, package: PolicyPackage) -> Path:
     """The policy and its metadata as one npz (atomic), for offline use and the action result."""
     meta = {"policy_id": package.policy_id, "dt": package.dt, "state_source": package.state_source,
-            "iteration": package.iteration, "model_id": package.model_id, "noise_smoothing": package.noise_smoothing}
+            "iteration": package.iteration, "model_id": package.model_id, "noise_smoothing": package.noise_smoothing,
+            "wide_start": package.wide_start}
     with atomic_file(path) as f:
         np.savez(f, **policy_arrays("policy", package.policy), meta=np.array(json.dumps(meta)))
     return path

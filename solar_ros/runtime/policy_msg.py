@@ -37,6 +37,9 @@ class PolicyPackage:
     """0: white exploration noise (LQR-FLM's policies); > 0: each episode's standard-normal draws are
     filtered over time by a Gaussian of this std in time indices and rescaled to unit std
     (:func:`solar_ros.core.noise.standard_normal_sequence`; SOLAR's smoothed pretraining noise)."""
+    wide_start: bool = False
+    """Episodes of this policy start from the task's wide start distribution (a simulator reset option;
+    SOLAR's pretraining with ``pretrain_wide_start``)."""
 
     def __post_init__(self) -> None:
         if not self.policy_id:
@@ -72,6 +75,7 @@ def policy_to_msg(package: PolicyPackage, msg: Any) -> Any:
     msg.offset = _as_f64_array(p.k)
     msg.covariance = _as_f64_array(p.cov)
     msg.noise_smoothing = float(package.noise_smoothing)
+    msg.wide_start = bool(package.wide_start)
     return msg
 
 
@@ -98,4 +102,5 @@ def policy_from_msg(msg: Any) -> PolicyPackage:
     return PolicyPackage(policy=policy, policy_id=str(msg.policy_id), dt=float(msg.dt),
                          state_source=str(msg.state_source), iteration=int(msg.iteration),
                          model_id=str(getattr(msg, "model_id", "")),
-                         noise_smoothing=float(getattr(msg, "noise_smoothing", 0.0)))
+                         noise_smoothing=float(getattr(msg, "noise_smoothing", 0.0)),
+                         wide_start=bool(getattr(msg, "wide_start", False)))

@@ -111,10 +111,12 @@ class SolarMethod(FitMethod):
 
     def _package(self, iteration: int) -> PolicyPackage:
         self.policy_id = new_id(self.name, iteration)
-        # the pretraining policy explores with the in-process loop's smoothed noise (random_actor)
-        smoothing = self.config.pretrain_smoothing if self.phase == "pretrain" else 0.0
+        # the pretraining policy explores as the in-process loop's pretraining: smoothed noise (random_actor)
+        # from the task's wide start where the settings ask for it
+        pretrain = self.phase == "pretrain"
         return PolicyPackage(self.policy, self.policy_id, self.dt, self.state_source, iteration, self.model_id,
-                             noise_smoothing=smoothing)
+                             noise_smoothing=self.config.pretrain_smoothing if pretrain else 0.0,
+                             wide_start=pretrain and self.config.pretrain_wide_start)
 
     def initialize(self, progress: ProgressFn = no_progress) -> FitOutput:
         cfg = self.config

@@ -35,8 +35,9 @@ class Arm:
         self.cmd_pub = n.create_publisher(Float64MultiArray, contract.COMMANDS, contract.RELIABLE_QOS)
         self.reset_cli = n.create_client(ResetArm, contract.SIM_RESET)
 
-    def reset(self, seed: int, goal=()):
-        return self.ros.call(self.reset_cli, ResetArm.Request(seed=seed, goal=list(goal)), timeout=20)
+    def reset(self, seed: int, goal=(), wide_start: bool = False):
+        return self.ros.call(self.reset_cli, ResetArm.Request(seed=seed, goal=list(goal), wide_start=wide_start),
+                             timeout=20)
 
     def command(self, torque, seconds: float):
         """Publish a constant torque at ~100 Hz for ``seconds`` (wall)."""
@@ -93,6 +94,12 @@ def test_reset_sets_goal_and_start_pose(arm):
     assert np.all(np.abs(np.array(r.joint_positions) - NEUTRAL) <= 0.02 + 1e-9)
     bad = a.reset(5, goal=[5.0, 0.0, 0.0])
     assert not bad.success and "reach" in bad.message
+    wide = a.reset(5, goal=[0.6, 0.1, 0.15], wide_start=True)  # the task's wide start: spread, seeded
+    assert wide.success, wide.message
+    spread = np.abs(np.array(wide.joint_positions) - NEUTRAL)
+    assert spread.max() > 0.1 and np.all(spread <= 0.5 + 1e-9)
+    np.testing.assert_array_equal(a.reset(5, goal=[0.6, 0.1, 0.15], wide_start=True).joint_positions,
+                                  wide.joint_positions)
 
 
 def test_torque_moves_the_joint_the_commanded_way_and_times_out(arm, ros):

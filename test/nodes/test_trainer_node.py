@@ -81,6 +81,11 @@ class FakeStack:
         """Iterations whose next fit fails (one entry per failure)."""
         self.silent_fits = 0
         """Fits accepted and then never answered (a fitter that died during the fit)."""
+        self.wide_fits: set[int] = set()
+        """Iterations whose policy asks for the task's wide start (as SOLAR's pretraining policy can)."""
+        self._wide_reset = False
+        self.started_wide: dict[str, tuple[str, bool]] = {}
+        """Episode id -> (policy running, whether the reset before its start asked for the wide start)."""
         self._hung: list = []
         self.joint_pub = n.create_publisher(JointState, contract.JOINT_STATES, contract.RELIABLE_QOS)
         self.cost_pub = n.create_publisher(TaskCost, contract.COST, contract.RELIABLE_QOS)
@@ -119,11 +124,13 @@ class FakeStack:
         self.cost_pub.publish(TaskCost(task="sawyer_reach", cost=1.0, distance=0.2))
 
     def _reset(self, request, response):
+        self._wide_reset = bool(request.wide_start)
         response.success, response.goal = True, [0.6, 0.1, 0.1]
         return response
 
     def _start(self, request, response):
         self.starts.append(request.episode_id)
+        self.started_wide[request.episode_id] = (self.policy_id, self._wide_reset)
         abort = bool(self.abort_reasons)
         reason = self.abort_reasons.pop(0) if abort else "horizon reached"
         self._pending.append((time.monotonic() + 0.2, request.episode_id, abort, reason))
@@ -164,7 +171,7 @@ class FakeStack:
             return FitModel.Result(success=False, message=f"LQR-FLM update failed at iteration {iteration}")
         self.policy_id = f"policy-{goal_handle.request.iteration}"
         package = PolicyPackage(LGPolicy.initial(5, 14, 7, 0.1), self.policy_id, 0.05, "joints",
-                                goal_handle.request.iteration)
+                                goal_handle.request.iteration, wide_start=iteration in self.wide_fits)
         self.policy_pub.publish(policy_to_msg(package, LinearGaussianPolicy()))
         goal_handle.succeed()
         return FitModel.Result(success=True, message="ok", policy_id=self.policy_id)
@@ -299,6 +306,14 @@ def test_a_failed_fit_keeps_the_previous_policy_and_the_run_goes_on(start_node, 
     import json
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["iterations"][0]["extra"] == {"fit_failed": 1.0}
+
+
+@pytest.mark.timeout(120)
+def test_episodes_start_from_the_wide_start_while_their_policy_asks_for_it(start_node, ros, tmp_path, stack):
+    stack.wide_fits = {0}  # the first policy (SOLAR's pretraining with pretrain_wide_start), not the next
+    status, log = run_trainer(start_node, ros, tmp_path, 90.0, iterations=2, episodes_per_iteration=2)
+    assert status == 0, log
+    assert sorted(set(stack.started_wide.values())) == [("policy-0", True), ("policy-1", False)], stack.started_wide
 
 
 @pytest.mark.timeout(120)

@@ -1,6 +1,7 @@
 """Policy message (de)serialisation and the controller's policy executor, against direct computations."""
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -154,6 +155,8 @@ def test_smoothed_noise_is_seeded_temporally_correlated_and_of_unit_std():
     pol = LinearGaussianPolicy.initial(50, 3, 7, std=1.0)
     pkg = PolicyPackage(pol, "p", 0.05, "latent", noise_smoothing=3.0)
     assert policy_from_msg(policy_to_msg(pkg, SimpleNamespace())).noise_smoothing == 3.0
+    for wide in (False, True):  # the reset option of the policy's episodes travels with it
+        assert policy_from_msg(policy_to_msg(replace(pkg, wide_start=wide), SimpleNamespace())).wide_start == wide
     ex = PolicyExecutor(LIMITS)
     ex.offer(pkg)
     ex.start(0, "ep", deterministic=False, noise_seed=7)

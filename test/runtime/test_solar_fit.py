@@ -11,7 +11,7 @@ from solar_ros.algos import solar
 from solar_ros.algos.common import StepState, initial_policy, rollout
 from solar_ros.envs import make
 from solar_ros.runtime import solar_fit
-from solar_ros.runtime.fitting import RunSettings, TrainingData
+from solar_ros.runtime.fitting import RunSettings, TrainingData, load_policy, save_policy
 from solar_ros.runtime.solar_fit import SolarMethod
 
 SEED = 3
@@ -122,6 +122,11 @@ def test_the_nodes_pretraining_policy_explores_with_the_loops_smoothed_noise(tmp
     node = SolarMethod(RunSettings(task="point", goal=goal.tolist(), seed=SEED), overrides, tmp_path)
     first = node.initialize()
     assert first.policy.noise_smoothing == 2.5  # the controller filters its pretraining draws like random_actor
+    assert not first.policy.wide_start
+    wide = SolarMethod(RunSettings(task="reacher_paper", seed=SEED), {**TINY, "pretrain_wide_start": True},
+                       tmp_path / "wide").initialize()
+    assert wide.policy.wide_start  # the trainer resets the simulator to the task's wide start for these episodes
+    assert load_policy(save_policy(tmp_path / "p.npz", wide.policy)).wide_start
     pretrain = _rollouts(env, goal, TINY["pretrain_episodes"], 100)
     after = node.update(_recorded(pretrain, node.policy_id, "pre-"), 1)
     assert after.policy.noise_smoothing == 0.0  # LQR-FLM's policies explore with white noise
