@@ -123,7 +123,7 @@ def test_the_nodes_pretraining_policy_explores_with_the_loops_smoothed_noise(tmp
     first = node.initialize()
     assert first.policy.noise_smoothing == 2.5  # the controller filters its pretraining draws like random_actor
     assert not first.policy.wide_start
-    wide = SolarMethod(RunSettings(task="reacher_paper", seed=SEED), {**TINY, "pretrain_wide_start": True},
+    wide = SolarMethod(RunSettings(task="reacher_paper", seed=SEED), {**TINY, "measured_step": False},
                        tmp_path / "wide").initialize()
     assert wide.policy.wide_start  # the trainer resets the simulator to the task's wide start for these episodes
     assert load_policy(save_policy(tmp_path / "p.npz", wide.policy)).wide_start
