@@ -89,6 +89,11 @@ def fit_load(niceness: int) -> None:
     SVAELatentModel(64, 7, TASK_DEFAULTS["sawyer_reach"]).fit(data, 10**9, 0)
 
 
+def fit_proc(tmp: Path, niceness: int) -> Proc:
+    """A process running :func:`fit_load` at ``niceness``."""
+    return Proc([str(Path(__file__).resolve()), "--fit-load", "--fit-niceness", str(niceness)], "model_fit", None, tmp)
+
+
 def bench_latency(kind: str, seconds: float, tmp: Path, during_fit: bool = False, fit_niceness: int = 10) -> dict:
     model_id, dim = make_checkpoint(kind, tmp / f"{kind}.pt")
     encoder = Proc.node("encoder_node", {"model_path": str(tmp / f"{kind}.pt"), "stats_period": 1.0,
@@ -100,8 +105,7 @@ def bench_latency(kind: str, seconds: float, tmp: Path, during_fit: bool = False
 
     procs = [camera_proc(tmp), encoder, controller_proc(tmp, "latent")]
     if during_fit:
-        procs.append(Proc([str(Path(__file__).resolve()), "--fit-load", "--fit-niceness", str(fit_niceness)],
-                          "model_fit", None, tmp))
+        procs.append(fit_proc(tmp, fit_niceness))
     return frame_to_torque(procs, dim, model_id, frame_hz=20.0, seconds=seconds, log_tail=encoder_stats)
 
 
@@ -154,8 +158,7 @@ def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed
     log = open(tmp / "node_run.log", "w")
     t0 = time.monotonic()
     launcher = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    fit = None if fit_niceness is None else Proc([str(Path(__file__).resolve()), "--fit-load", "--fit-niceness",
-                                                  str(fit_niceness)], "model_fit", None, tmp)
+    fit = None if fit_niceness is None else fit_proc(tmp, fit_niceness)
     last_cpu: dict[str, float] = {}
     while launcher.poll() is None:
         for name, pid in _node_pids(launcher.pid).items():

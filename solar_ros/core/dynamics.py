@@ -244,6 +244,10 @@ class LDSStats:
     def __add__(self, other: "LDSStats") -> "LDSStats":
         return LDSStats(self.Szz + other.Szz, self.Sxz + other.Sxz, self.Sxx + other.Sxx, self.n + other.n)
 
+    def __mul__(self, weight: float) -> "LDSStats":
+        """The statistics counted ``weight`` times (a sample standing for more data)."""
+        return LDSStats(self.Szz * weight, self.Sxz * weight, self.Sxx * weight, self.n * weight)
+
     @classmethod
     def zeros(cls, dx: int, du: int) -> "LDSStats":
         p = dx + du + 1

@@ -137,21 +137,21 @@ class ReacherEnv(MujocoTaskEnv):
             raise ValueError(f"reacher goal must be 0.02..{sum(self.link_lengths):.2f} m from the base, "
                              f"got r = {r:.3f}")
 
-    def _reset_physics(self, rng):
+    def _start_at(self, q) -> None:
+        """The arm at rest at joint angles ``q``, the goal marker at the goal."""
         mujoco.mj_resetData(self.model, self.data)
-        self.data.qpos[:] = rng.uniform(-self.start_noise, self.start_noise, size=2)
+        self.data.qpos[:] = q
         self.data.mocap_pos[0, :2] = self.goal
         mujoco.mj_forward(self.model, self.data)
         self._update_state()
 
+    def _reset_physics(self, rng):
+        self._start_at(rng.uniform(-self.start_noise, self.start_noise, size=2))
+
     def _reset_physics_wide(self, rng):
         """Wide start: q1 uniform in [-pi, pi], q2 uniform over its range [-3, 3], at rest (the reference's
         random starts)."""
-        mujoco.mj_resetData(self.model, self.data)
-        self.data.qpos[:] = [rng.uniform(-np.pi, np.pi), rng.uniform(-Q2_LIMIT, Q2_LIMIT)]
-        self.data.mocap_pos[0, :2] = self.goal
-        mujoco.mj_forward(self.model, self.data)
-        self._update_state()
+        self._start_at([rng.uniform(-np.pi, np.pi), rng.uniform(-Q2_LIMIT, Q2_LIMIT)])
 
     def _advance(self, u):
         self._physics_step(u)
@@ -181,8 +181,4 @@ class ReacherPaperEnv(ReacherEnv):
         return np.array(self.paper_goal, dtype=np.float64)  # fixed: nothing is drawn
 
     def _reset_physics(self, rng):
-        mujoco.mj_resetData(self.model, self.data)
-        self.data.qpos[:] = self.paper_start
-        self.data.mocap_pos[0, :2] = self.goal
-        mujoco.mj_forward(self.model, self.data)
-        self._update_state()
+        self._start_at(self.paper_start)

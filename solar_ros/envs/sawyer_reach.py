@@ -144,21 +144,20 @@ class SawyerReachEnv(MujocoTaskEnv):
                 f"{np.round(self._shoulder_pos, 3)} (got {r:.3f} m) and above z = {self.min_goal_z}"
             )
 
-    def _reset_physics(self, rng):
+    def _start_near_neutral(self, rng, noise: float) -> None:
+        """The neutral pose plus uniform noise in [-noise, noise] per joint (within the limits), at rest."""
         mujoco.mj_resetData(self.model, self.data)
-        q = self.neutral_pose + rng.uniform(-self.start_noise, self.start_noise, size=7)
+        q = self.neutral_pose + rng.uniform(-noise, noise, size=7)
         self.data.qpos[self._qpos_adr] = np.clip(q, self.limits["lower"], self.limits["upper"])
         self.data.mocap_pos[0] = self.goal
         mujoco.mj_forward(self.model, self.data)
         self._update_state()
 
+    def _reset_physics(self, rng):
+        self._start_near_neutral(rng, self.start_noise)
+
     def _reset_physics_wide(self, rng):
-        mujoco.mj_resetData(self.model, self.data)
-        q = self.neutral_pose + rng.uniform(-self.wide_start_noise, self.wide_start_noise, size=7)
-        self.data.qpos[self._qpos_adr] = np.clip(q, self.limits["lower"], self.limits["upper"])
-        self.data.mocap_pos[0] = self.goal
-        mujoco.mj_forward(self.model, self.data)
-        self._update_state()
+        self._start_near_neutral(rng, self.wide_start_noise)
 
     def _advance(self, u):
         self._physics_step(u)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.dynamics import BayesianLDS, LDSStats
+from ..core.dynamics import BayesianLDS
 from ..core.gaussian import LDSParams
 from .svae import SmoothedStats
 
@@ -56,7 +56,7 @@ class ConjugateLDSUpdate:
             raise ValueError(f"weight must be a positive number, got {weight!r}")
         suff = BayesianLDS.sufficient_stats_from_smoother(stats, stats.actions)
         if weight != 1.0:
-            suff = LDSStats(suff.Szz * weight, suff.Sxz * weight, suff.Sxx * weight, suff.n * weight)
+            suff = suff * weight
         self.posterior = self.prior.posterior(suff)
         self.posterior.M[self.fixed_rows] = self.prior.M[self.fixed_rows]
         mu0, V0 = initial_state_moments(stats, self.x0_var_floor)

@@ -118,10 +118,9 @@ class RolloutData:
 
     def last(self, n: int) -> "RolloutData":
         """The most recent ``n`` rollouts (all of them if there are fewer)."""
-        return RolloutData(self.images[-n:], self.actions[-n:], self.costs[-n:],
-                           None if self.states is None else self.states[-n:], self.ids[-n:])
+        return self.take(slice(-n, None))
 
-    def take(self, rows: np.ndarray) -> "RolloutData":
+    def take(self, rows: np.ndarray | slice) -> "RolloutData":
         """The rollouts at ``rows`` (their ids kept)."""
         return RolloutData(self.images[rows], self.actions[rows], self.costs[rows],
                            None if self.states is None else self.states[rows], self.ids[rows])
@@ -582,13 +581,17 @@ def latent_cost(model: LatentModel, T: int, task_action_weights: np.ndarray | No
     ``task_action_weights`` (du,) replaces the learned action term by 0.5 sum_i w_i u_i^2.
     """
     C, c, c0, R = model.cost_terms()
-    dx, du = C.shape[0], R.shape[0]
     if task_action_weights is not None:
         R = np.diag(task_action_weights)
+    return _separable_cost(C, c, c0, R, T)
+
+
+def _separable_cost(C: np.ndarray, c: np.ndarray, c0: float, R: np.ndarray, T: int) -> QuadraticCost:
+    """0.5 x^T C x + c^T x + c0 + 0.5 u^T R u as LQR-FLM's quadratic over z = [x; u], the same at every step."""
+    dx, du = C.shape[0], R.shape[0]
     Cm = np.zeros((dx + du, dx + du))
     Cm[:dx, :dx], Cm[dx:, dx:] = C, R
-    cv = np.concatenate([c, np.zeros(du)])
-    return QuadraticCost.constant(Cm, cv, c0, T)
+    return QuadraticCost.constant(Cm, np.concatenate([c, np.zeros(du)]), c0, T)
 
 
 def local_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: np.ndarray,
@@ -601,12 +604,9 @@ def local_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: np
     """
     w = np.asarray(action_weights, dtype=np.float64)
     state_costs = data.costs - 0.5 * np.einsum("nti,i,nti->nt", data.actions, w, data.actions)
-    N, T, dx = latents.shape
+    N, T, _ = latents.shape
     q = fit_quadratic_cost(latents, np.zeros((N, T, 0)), state_costs, psd=True, ridge=ridge)
-    du = w.shape[0]
-    Cm = np.zeros((dx + du, dx + du))
-    Cm[:dx, :dx], Cm[dx:, dx:] = q.Cm[0], np.diag(w)
-    return QuadraticCost.constant(Cm, np.concatenate([q.cv[0], np.zeros(du)]), float(q.cc[0]), T)
+    return _separable_cost(q.Cm[0], q.cv[0], float(q.cc[0]), np.diag(w), T)
 
 
 def cost_r2(latents: np.ndarray, data: RolloutData, cost: QuadraticCost) -> float:
