@@ -10,6 +10,9 @@ the policy:
   near 0: it does not, whatever LQR-FLM then does.
 * **coverage**: how much of the workspace the (pretraining) rollouts visited, and how close they
   came to the goal. A model can only be asked about states its data shows.
+* **cost ranking**: whether the learned latent cost puts its low values where the task's are. A cost
+  can explain most of the cost's variance (R^2) and still rank the data's frames near the goal above
+  frames farther away; LQR-FLM then settles where the learned cost is lowest, not at the goal.
 
 Everything here is plain numpy on arrays the loops already have: latents (N, T, dx), true states
 (N, T, ds) with the task's ``state_names``, end-effector positions.
@@ -125,6 +128,51 @@ def coverage_report(positions: np.ndarray, goal: np.ndarray, cell: float) -> dic
         "coverage_nearest_goal": float(np.min(np.linalg.norm(flat - goal, axis=-1))),
         "coverage_final_spread": float(np.mean(np.linalg.norm(final - final.mean(0), axis=-1))),
     }
+
+
+def cost_ranking_report(learned: np.ndarray, positions: np.ndarray, goal: np.ndarray,
+                        fraction: float = 0.01) -> dict[str, float]:
+    """Does the learned cost rank the frames as the distance to the goal does?
+
+    ``learned`` (N, T): the learned cost of each frame's latent (its state part); ``positions`` (N, T, k)
+    the true end-effector positions of the same frames.
+
+    * ``cost_rank_corr``: Spearman rank correlation of the learned cost with the distance to the goal
+      (1: the same order);
+    * ``cost_min_distance``: mean distance to the goal of the ``fraction`` of frames the learned cost
+      rates lowest (at least one): where the learned cost would lead the policy among the states the
+      data shows;
+    * ``cost_min_ideal``: the same for the ``fraction`` of frames nearest the goal, what a cost that
+      ranks them perfectly would give (data dense away from the goal raise both).
+    """
+    learned = np.asarray(learned, dtype=np.float64).reshape(-1)
+    positions = np.asarray(positions, dtype=np.float64)
+    goal = np.asarray(goal, dtype=np.float64)
+    if positions.ndim < 2 or positions.shape[-1] != goal.shape[-1] or learned.size != positions[..., 0].size:
+        raise ValueError(f"positions {positions.shape} must hold one position of size {goal.shape[-1]} per cost")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    dist = np.linalg.norm(positions.reshape(-1, goal.shape[-1]) - goal, axis=-1)
+    n = max(1, int(round(fraction * len(dist))))
+    lowest = np.argsort(learned, kind="stable")[:n]
+    return {"cost_rank_corr": _spearman(learned, dist), "cost_min_distance": float(dist[lowest].mean()),
+            "cost_min_ideal": float(np.sort(dist)[:n].mean())}
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); nan when either is constant."""
+    ra, rb = _ranks(a), _ranks(b)
+    sa, sb = ra.std(), rb.std()
+    return float(np.mean((ra - ra.mean()) * (rb - rb.mean())) / (sa * sb)) if sa > 0 and sb > 0 else float("nan")
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    order = np.argsort(a, kind="stable")
+    ranks = np.empty(len(a))
+    ranks[order] = np.arange(len(a), dtype=np.float64)
+    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / counts)[inverse]
 
 
 def _as_2d(a: np.ndarray) -> np.ndarray:

@@ -6,8 +6,9 @@ For a run (``task``, ``method``, ``seed``):
 2. resets the arm with the run seed: the goal in use from then on is the one the simulator drew for
    that seed (or ``goal`` when ``fixed_goal``);
 3. FitModel iteration 0: the fitter publishes the first policy (zero gains, exploration noise);
-4. for each of ``iterations``: ``episodes_per_iteration`` times: reset the arm (/sim/reset, the run's
-   goal, a per-episode seed), wait for fresh state, start an episode on the controller
+4. for each of ``iterations``: ``episodes_per_iteration`` times (the first iteration:
+   ``first_iteration_episodes`` when set, e.g. SOLAR's random pretraining episodes): reset the arm
+   (/sim/reset, the run's goal, a per-episode seed), wait for fresh state, start an episode on the controller
    (/solar/controller/start_episode, seeded exploration noise), wait for its STOP on /solar/episode
    and for the recorder's index entry; then FitModel with those episodes and wait for the new
    policy. One progress line per episode and per iteration;
@@ -125,6 +126,9 @@ class TrainerNode(StackNode):
         self.seed = int(declare(self, "seed", 0, "run seed (goal, episode seeds, noise)"))
         self.iterations = int(declare(self, "iterations", 5, "learning iterations"))
         self.episodes_per_iteration = int(declare(self, "episodes_per_iteration", 5, "episodes per iteration"))
+        self.first_iteration_episodes = int(declare(
+            self, "first_iteration_episodes", 0,
+            "episodes of the first iteration (solar: the random pretraining episodes); 0: episodes_per_iteration"))
         self.eval_episodes = int(declare(self, "eval_episodes", 5, "deterministic evaluation episodes at the end"))
         self.fixed_goal = bool(declare(self, "fixed_goal", False,
                                        "true: use `goal`; false: the simulator's draw for the seed"))
@@ -162,6 +166,8 @@ class TrainerNode(StackNode):
         for name in ("iterations", "episodes_per_iteration"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.first_iteration_episodes < 0:
+            raise ConfigError(f"first_iteration_episodes must be >= 0, got {self.first_iteration_episodes}")
         if self.eval_episodes < 0 or self.max_retries < -1 or self.settle_frames < 1:
             raise ConfigError("eval_episodes must be >= 0, max_retries >= -1, settle_frames >= 1")
         for name in ("fault_patience", "recovery_settle_time", "health_max_gap"):
@@ -216,7 +222,9 @@ class TrainerNode(StackNode):
         self.run_tag = time.strftime("%Y%m%d-%H%M%S")
         self.get_logger().info(
             f"trainer: {self.task} / {self.method}, seed {self.seed}, {self.iterations} iterations x "
-            f"{self.episodes_per_iteration} episodes, {self.eval_episodes} evaluation episodes; "
+            f"{self.episodes_per_iteration} episodes"
+            + (f" (the first: {self.first_iteration_episodes})" if self.first_iteration_episodes else "")
+            + f", {self.eval_episodes} evaluation episodes; "
             f"episodes from {self.episode_dir.resolve()}, results to {self.output_dir.resolve()}")
 
     # ---- callbacks (executor thread) -----------------------------------------------------------
@@ -613,6 +621,7 @@ class TrainerNode(StackNode):
         """The settings that make a run this run (see TrainerState.identity)."""
         return {"task": self.task, "method": self.method, "seed": self.seed, "iterations": self.iterations,
                 "episodes_per_iteration": self.episodes_per_iteration, "eval_episodes": self.eval_episodes,
+                "first_iteration_episodes": self.first_iteration_episodes,
                 "goal": list(self.goal) if self.fixed_goal else None, "horizon": self.horizon,
                 "fit_config": self.fit_config, "episode_dir": str(self.episode_dir.resolve()),
                 "success_threshold": self.success_threshold}
@@ -667,6 +676,7 @@ class TrainerNode(StackNode):
             run = NodeRun(self.task, self.method, self.seed, goal, self.horizon or int(self._policy.horizon),
                           self.success_threshold,
                           config={"iterations": self.iterations, "episodes_per_iteration": self.episodes_per_iteration,
+                                  "first_iteration_episodes": self.first_iteration_episodes,
                                   "fit_config": self.fit_config, "through": "ros2 nodes"})
             state = TrainerState(self._identity(), self.run_tag, run, result.policy_id)
             self._save(state)
@@ -697,6 +707,12 @@ class TrainerNode(StackNode):
         self._save(state)
         return state, goal
 
+    def _episodes_in(self, iteration: int) -> int:
+        """Training episodes of ``iteration`` (0-based)."""
+        if iteration == 0 and self.first_iteration_episodes:
+            return self.first_iteration_episodes
+        return self.episodes_per_iteration
+
     def run(self) -> None:
         """The whole run (worker thread); sets ``exit_code`` and ``finished``."""
         log = self.get_logger()
@@ -709,13 +725,14 @@ class TrainerNode(StackNode):
             while len(run.iterations) < self.iterations:
                 it = len(run.iterations)
                 if state.pending_fit is None:
-                    while len(state.current) < self.episodes_per_iteration:
+                    wanted = self._episodes_in(it)
+                    while len(state.current) < wanted:
                         j = len(state.current)
                         r = self._episode(self._episode_id(state, f"it{it:02d}-ep{j:02d}"),
                                           episode_seed(self.seed, TRAIN, it, j), False, goal)
                         state.current.append(r)
                         self._save(state)
-                        log.info(f"iteration {it} episode {j + 1}/{self.episodes_per_iteration}: cost "
+                        log.info(f"iteration {it} episode {j + 1}/{wanted}: cost "
                                  f"{r.total_cost:.4g}, final distance {r.final_distance:.3f} m"
                                  f"{' (success)' if r.success else ''}")
                     state.pending_fit = [r.episode_id for r in state.current]

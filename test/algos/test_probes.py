@@ -1,9 +1,9 @@
 """The representation diagnostics: linear probes, state groups, coverage (checked against numbers
-worked out by hand or by an independent least-squares solve)."""
+worked out by hand or by an independent least-squares solve), cost ranking."""
 import numpy as np
 import pytest
 
-from solar_ros.algos.probes import coverage_report, linear_probe, probe_report, state_groups
+from solar_ros.algos.probes import cost_ranking_report, coverage_report, linear_probe, probe_report, state_groups
 from solar_ros.envs import make
 
 
@@ -79,3 +79,26 @@ def test_coverage_report_numbers():
     assert cov["coverage_nearest_goal"] == pytest.approx(np.hypot(0.05, 0.3))
     assert cov["coverage_final_spread"] == pytest.approx(0.45)
     assert cov["coverage_span"] == pytest.approx(np.ptp(np.percentile(positions[..., 0], [5, 95])) / 3)
+
+
+def test_cost_ranking_report_numbers():
+    # One rollout of 5 frames at distances 0.4, 0.3, 0.2, 0.1, 0.0 from the goal (on the x axis).
+    positions = np.stack([np.array([0.4, 0.3, 0.2, 0.1, 0.0]), np.zeros(5), np.zeros(5)], -1)[None]
+    goal = np.zeros(3)
+    right = cost_ranking_report(np.array([[4.0, 3.0, 2.0, 1.0, 0.0]]), positions, goal, fraction=0.4)
+    assert right["cost_rank_corr"] == pytest.approx(1.0)
+    assert right["cost_min_distance"] == pytest.approx(0.05)  # the 2 lowest: 0.0 and 0.1 away
+    assert right["cost_min_ideal"] == pytest.approx(0.05)
+    # A cost that is lowest 0.3 away and rises both ways: ranks 0.3 < 0.2 = 0.4 < 0.1 < 0.0.
+    wrong = cost_ranking_report(np.array([[1.0, 0.0, 1.0, 2.0, 3.0]]), positions, goal, fraction=0.2)
+    assert wrong["cost_min_distance"] == pytest.approx(0.3)
+    assert wrong["cost_min_ideal"] == pytest.approx(0.0)
+    # Spearman by hand: cost ranks (1.5, 0, 1.5, 3, 4) against distance ranks (4, 3, 2, 1, 0).
+    rc, rd = np.array([1.5, 0, 1.5, 3, 4]), np.array([4.0, 3, 2, 1, 0])
+    expected = np.corrcoef(rc, rd)[0, 1]
+    assert wrong["cost_rank_corr"] == pytest.approx(expected)
+    assert expected < 0
+    with pytest.raises(ValueError):
+        cost_ranking_report(np.zeros((1, 4)), positions, goal)
+    with pytest.raises(ValueError):
+        cost_ranking_report(np.zeros((1, 5)), positions, goal, fraction=0.0)

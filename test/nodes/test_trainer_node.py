@@ -77,6 +77,8 @@ class FakeStack:
         self.policy_id = ""
         self.fits: list[int] = []
         """Iterations of the FitModel goals received, in order."""
+        self.fit_episodes: list[int] = []
+        """How many episodes each FitModel goal carried, in order."""
         self.fail_fits: list[int] = []
         """Iterations whose next fit fails (one entry per failure)."""
         self.silent_fits = 0
@@ -158,6 +160,7 @@ class FakeStack:
     async def _fit(self, goal_handle):
         iteration = goal_handle.request.iteration
         self.fits.append(iteration)
+        self.fit_episodes.append(len(goal_handle.request.episode_ids))
         if self.silent_fits > 0:
             self.silent_fits -= 1
             never = rclpy.task.Future()
@@ -314,6 +317,16 @@ def test_episodes_start_from_the_wide_start_while_their_policy_asks_for_it(start
     status, log = run_trainer(start_node, ros, tmp_path, 90.0, iterations=2, episodes_per_iteration=2)
     assert status == 0, log
     assert sorted(set(stack.started_wide.values())) == [("policy-0", True), ("policy-1", False)], stack.started_wide
+
+
+@pytest.mark.timeout(120)
+def test_the_first_iteration_can_have_its_own_number_of_episodes(start_node, ros, tmp_path, stack):
+    # SOLAR's random pretraining episodes, then smaller iterations
+    status, log = run_trainer(start_node, ros, tmp_path, 90.0, iterations=2, episodes_per_iteration=1,
+                              first_iteration_episodes=3)
+    assert status == 0, log
+    assert stack.fits == [0, 1, 2] and stack.fit_episodes == [0, 3, 1], (stack.fits, stack.fit_episodes)
+    assert "iteration 0 episode 3/3" in log and "iteration 1 episode 1/1" in log
 
 
 @pytest.mark.timeout(120)

@@ -74,7 +74,7 @@ from ..common import (
     rollout,
     summarize,
 )
-from ..probes import coverage_report, linear_probe, probe_report, state_groups
+from ..probes import cost_ranking_report, coverage_report, linear_probe, probe_report, state_groups
 from .config import TASK_DEFAULTS, SolarConfig
 from .models import MODEL_CLASSES, FitHook, LatentModel, RolloutData, cost_r2, latent_cost, local_latent_cost
 from .persistence import CHECKPOINT_NAME, load_data, load_run_checkpoint, save_data, save_run_checkpoint
@@ -153,15 +153,21 @@ def task_action_weights(env, cfg: SolarConfig) -> np.ndarray | None:
 
 
 def latent_diagnostics(latents: np.ndarray, data: RolloutData, cost,
-                       probe_groups: dict[str, list[int]] | None = None) -> dict[str, float]:
+                       probe_groups: dict[str, list[int]] | None = None,
+                       hand: tuple[list[int], np.ndarray] | None = None) -> dict[str, float]:
     """Diagnostics of the latent on the rollouts ``data`` (``latents``: their latent trajectories), for the
     ``extra`` of the pretraining and the iteration rows (and the node's fit metrics): how much of the
     observed cost the latent cost explains (``cost_r2``) and, where the rollouts carry true states and
     ``probe_groups`` is given, linear probes from the latent to those states (``probe_<group>``: R^2 on
-    the last quarter of the rollouts, held out from the probe's regression; see :mod:`..probes`)."""
+    the last quarter of the rollouts, held out from the probe's regression; see :mod:`..probes`).
+    ``hand`` (the end-effector's state indices, the goal): also how the learned cost ranks the frames
+    against their distance to the goal (``cost_rank_corr``, ``cost_min_distance``)."""
     out = {"cost_r2": cost_r2(latents, data, cost)}
     if probe_groups and data.states is not None and data.N >= 2:
         out.update(probe_report(latents, data.states, probe_groups))
+    if hand is not None and data.states is not None:
+        state_cost = cost.value(latents, np.zeros_like(data.actions))
+        out.update(cost_ranking_report(state_cost, data.states[..., list(hand[0])], hand[1]))
     return out
 
 
@@ -187,14 +193,16 @@ def heldout_diagnostics(model: LatentModel, seen: RolloutData, new: RolloutData,
 
 def diagnostics_line(extra: dict) -> str:
     """One log line of the representation diagnostics in an iteration row's ``extra`` ('' if none)."""
-    keys = [k for k in extra if k.startswith(("probe_", "heldout_", "coverage_")) or k == "cost_r2"]
+    keys = [k for k in extra if k.startswith(("probe_", "heldout_", "coverage_", "cost_rank", "cost_min"))
+            or k == "cost_r2"]
     parts = [f"{k} {extra[k]:.3g}" for k in keys if isinstance(extra[k], (int, float))]
     return ("representation: " + ", ".join(parts)) if parts else ""
 
 
 def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: RolloutData, step: StepState,
                cfg: SolarConfig, action_weights: np.ndarray | None = None,
-               probe_groups: dict[str, list[int]] | None = None, episode_costs: np.ndarray | None = None
+               probe_groups: dict[str, list[int]] | None = None, episode_costs: np.ndarray | None = None,
+               hand: tuple[list[int], np.ndarray] | None = None
                ) -> tuple[LinearGaussianPolicy, StepState, dict[str, float]]:
     """SOLAR's LQR-FLM iteration on the rollouts ``buffer`` (the last ``buffer_size``).
 
@@ -204,8 +212,8 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     task's action penalty instead of the learned one) -> the
     step rule (``adapt_step``, or ``measured_step`` on ``episode_costs``, the costs of ``policy``'s
     newest episodes) -> the LQR-FLM update (``kl_step``). Returns the new policy, the
-    step state for the next iteration and the diagnostics (for the iteration's log row; ``probe_groups``:
-    see :func:`latent_diagnostics`).
+    step state for the next iteration and the diagnostics (for the iteration's log row; ``probe_groups``,
+    ``hand``: see :func:`latent_diagnostics`).
     """
     metrics: dict[str, float] = {}
     if cfg.measured_step:
@@ -225,7 +233,7 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
                         "actual_improvement": info.actual_improvement})
     metrics.update({"kl": info.kl, "kl_target": info.kl_target, "eta": info.eta, "step_mult": info.step_mult,
                     "predicted_cost": info.expected_cost,
-                    **latent_diagnostics(latents, buffer, cost, probe_groups)})
+                    **latent_diagnostics(latents, buffer, cost, probe_groups, hand)})
     return new_policy, step, metrics
 
 
@@ -301,6 +309,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     image_size = env.image_shape[0]
     action_weights = task_action_weights(env, cfg)
     probe_groups = state_groups(env.state_names, env.ee_pos_idx)
+    hand = (list(env.ee_pos_idx), goal)
     identity = {"task": task, "seed": int(seed), "method": method, "goal": goal.tolist(), "config": asdict(cfg)}
 
     def collect(actor_for: Callable[[int], Callable], phase: int, it: int, n: int) -> list[Episode]:
@@ -374,7 +383,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         terms = model.fit(data, cfg.pretrain_steps, derive_seed(seed, FIT, 0, 1), progress=progress)
         fit_s = time.perf_counter() - fit_start
         buffer = data.last(cfg.buffer_size)
-        diagnostics = latent_diagnostics(model.smooth(buffer), buffer, latent_cost(model, T), probe_groups)
+        diagnostics = latent_diagnostics(model.smooth(buffer), buffer, latent_cost(model, T), probe_groups, hand)
         diagnostics.update(coverage_report(data.states[..., list(env.ee_pos_idx)], goal, env.success_threshold))
         stats = summarize(episodes_now)
         report(IterationLog(0, data.N, data.N * T, stats["mean_cost"], stats["final_distance"], stats["success_rate"],
@@ -405,7 +414,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
                           **{f"model_{k}": v for k, v in terms.items()}})
 
         policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
-                                           episode_costs=new_data.costs.sum(1))
+                                           episode_costs=new_data.costs.sum(1), hand=hand)
         extra.update(metrics)
         stats = summarize(episodes_now)
         finite_or_raise("mean cost", stats["mean_cost"])
