@@ -327,7 +327,6 @@ def build_mjcf(
     target_radius: float = 0.04,
     camera: SceneCamera = SCENE_CAMERA,
     stacking: StackingScene | None = None,
-    hand_marker: float = 0.0,
 ) -> str:
     """The MuJoCo model (MJCF text) of the Sawyer in its scene.
 
@@ -346,9 +345,6 @@ def build_mjcf(
     * ``stacking``: add the block-stacking scene (a gripper holding a block, a base block on the table in
       place of the target marker, a second camera ``stack``; see :class:`StackingScene`). Without it
       (the default) the model is the reach task's, unchanged.
-    * ``hand_marker`` > 0: a bright yellow sphere of that radius (m) centred on the ``right_hand`` frame,
-      seen by the cameras only (no collision, no mass): the salient object a camera tracks, as the
-      paper's yellow Lego block held in the gripper.
     """
     params = params if params is not None else load_sawyer_params()
     if image_size < 1:
@@ -364,8 +360,6 @@ def build_mjcf(
     hand_joint = next((j for j in params["joints"] if j["child"] == "right_hand"), None)
     if stacking is not None and (hand_joint is None or hand_joint["parent"] not in links):
         raise ValueError("the stacking scene needs a 'right_hand' frame fixed on an arm link")
-    if hand_marker < 0 or (hand_marker > 0 and (hand_joint is None or hand_joint["parent"] not in links)):
-        raise ValueError(f"hand_marker must be >= 0 and needs a 'right_hand' frame on an arm link, got {hand_marker}")
 
     def body(joint: dict[str, Any], indent: str) -> list[str]:
         """A child body for a joint of the yaml (revolute arm joints get a hinge, the rest are rigid)."""
@@ -394,9 +388,6 @@ def build_mjcf(
             lines += body(sub, indent + "  ")
         if stacking is not None and child == hand_joint["parent"]:
             lines += _mjcf_gripper(stacking, hand_joint, gravcomp, indent + "  ")
-        if hand_marker > 0 and child == hand_joint["parent"]:
-            lines.append(f'{indent}  <geom name="hand_marker" type="sphere" size="{_fmt(hand_marker)}" '
-                         f'pos="{_fmt(hand_joint["origin_xyz"])}" rgba="1 0.85 0 1" contype="0" conaffinity="0"/>')
         lines.append(f"{indent}</body>")
         return lines
 

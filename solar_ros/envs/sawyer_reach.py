@@ -26,9 +26,7 @@ left, z up), as the real robot's ``endpoint_pose()`` reports them.
   (metres), plus 0.5 * 0.01 * sum_i (u_i / action_scale_i)^2 (see ``TaskEnv.cost_model``).
 * Success: the final hand position (after the last step) is within 0.05 m of the goal.
 * Image: 64x64x3 uint8 from the fixed ``scene`` camera (front right of the robot, looking at the
-  workspace): the arm, the table, the target as a green sphere of radius 4 cm (not colliding), and a
-  yellow ball of radius 6 cm centred on the hand (seen only: no collision, no mass), the salient
-  object the camera tracks, as the paper's yellow Lego block in the gripper.
+  workspace): the arm, the table, and the target as a green sphere of radius 4 cm (not colliding).
 """
 from __future__ import annotations
 
@@ -60,8 +58,6 @@ class SawyerReachEnv(MujocoTaskEnv):
     cost_l1 = 1.0
     cost_action = 1e-2
     camera_name = "scene"
-    hand_marker = 0.06
-    """Radius (m) of the yellow marker on the hand that the camera sees (0: none; see ``build_mjcf``)."""
 
     goal_low = (0.40, -0.10, -0.05)
     goal_high = (0.75, 0.40, 0.30)
@@ -92,7 +88,7 @@ class SawyerReachEnv(MujocoTaskEnv):
         ``render_mode``) go to :class:`~solar_ros.envs.base.TaskEnv`."""
         self.params = load_sawyer_params(params_path)
         self.image_shape = (int(image_size), int(image_size), 3)
-        self._init_mujoco(build_mjcf(self.params, image_size=int(image_size), hand_marker=self.hand_marker), self.dt)
+        self._init_mujoco(build_mjcf(self.params, image_size=int(image_size)), self.dt)
         m = self.model
         self._qpos_adr = np.array([m.jnt_qposadr[m.joint(j).id] for j in ARM_JOINTS])
         self._dof_adr = np.array([m.jnt_dofadr[m.joint(j).id] for j in ARM_JOINTS])

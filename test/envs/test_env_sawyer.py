@@ -204,29 +204,3 @@ def test_camera_sees_the_arm_move(env):
     red = lambda im: (im[..., 0] > 120) & (im[..., 1] < 60) & (im[..., 2] < 60)  # noqa: E731  (the red links)
     assert red(a).sum() > 20 and red(b).sum() > 20
     assert (red(a) ^ red(b)).sum() > 10
-
-
-def _pixel(env, point):
-    """Where the image of the ``scene`` camera shows a base-frame point (column, row; pinhole model)."""
-    m, d = env.model, env.data
-    cam = m.camera("scene").id
-    rel = d.cam_xmat[cam].reshape(3, 3).T @ (np.asarray(point) - d.cam_xpos[cam])  # camera frame, looks along -z
-    size = env.image_shape[0]
-    f = 0.5 * size / np.tan(0.5 * np.radians(m.cam_fovy[cam]))
-    return np.array([0.5 * size + f * rel[0] / -rel[2], 0.5 * size - f * rel[1] / -rel[2]])
-
-
-def test_the_yellow_hand_marker_shows_where_the_hand_is():
-    env = make("sawyer_reach", image_size=128)
-    env.reset(seed=0)
-    geom = env.model.geom("hand_marker")
-    assert geom.contype[0] == 0 and geom.conaffinity[0] == 0  # seen, never touched
-    yellow = lambda im: (im[..., 0] > 180) & (im[..., 1] > 150) & (im[..., 2] < 80)  # noqa: E731
-    for offset in ([0, 0, 0, 0, 0, 0, 0], [0.5, 0.3, 0, -0.4, 0, 0, 0], [-0.3, 0.2, 0.3, 0.2, 0, 0, 0]):
-        env.set_joint_state(np.array(FACTS["neutral_pose"]) + np.array(offset))
-        mask = yellow(env.render())
-        assert mask.sum() > 10
-        rows, cols = np.nonzero(mask)
-        # the visible part of the ball is off its centre by at most its radius (6 cm: 4 pixels here)
-        assert np.linalg.norm(np.array([cols.mean(), rows.mean()]) - _pixel(env, env.hand_position)) < 4
-    env.close()
