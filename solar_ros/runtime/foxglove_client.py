@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import struct
 import time
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ from typing import Any, Callable
 SUBPROTOCOL = "foxglove.sdk.v1"
 MESSAGE_DATA = 1
 """Opcode of a binary server message carrying one message of a subscribed channel."""
+UNKNOWN_CHANNEL = re.compile(r"Unknown channel ID: (\d+)")
+"""The server's error status for a subscription to a channel it does not hold (yet)."""
+RESUBSCRIBE_DELAY = 0.1
+"""Seconds before a subscription the server refused as unknown is sent again."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,9 @@ class FoxgloveClient:
         self.channels: dict[str, ChannelInfo] = {}
         self._subs: dict[int, ChannelInfo] = {}
         self._decoders: dict[int, Callable[[bytes], Any]] = {}
+        self._refused: set[int] = set()
+        """Channel ids whose subscription the server refused as unknown, to be sent again."""
+        self.resubscribes = 0
         self._ws = None
 
     async def __aenter__(self) -> "FoxgloveClient":
@@ -101,6 +109,10 @@ class FoxgloveClient:
         elif op == "unadvertise":
             gone = set(msg["channelIds"])
             self.channels = {t: c for t, c in self.channels.items() if c.id not in gone}
+        elif op == "status" and (m := UNKNOWN_CHANNEL.search(str(msg.get("message", "")))):
+            # The server advertises a new channel before it accepts subscriptions to it: a client that
+            # subscribes at once can be refused. Ours asks again (see collect).
+            self._refused.add(int(m.group(1)))
 
     def _handle_binary(self, data: bytes) -> Received | None:
         if not data or data[0] != MESSAGE_DATA:
@@ -142,6 +154,15 @@ class FoxgloveClient:
             subs.append({"id": sub_id, "channelId": channel.id})
         await self._ws.send(json.dumps({"op": "subscribe", "subscriptions": subs}))
 
+    async def _resubscribe_refused(self) -> None:
+        """Send again the subscriptions the server refused as unknown channels (same subscription ids)."""
+        refused, self._refused = self._refused, set()
+        subs = [{"id": i, "channelId": c.id} for i, c in self._subs.items() if c.id in refused]
+        if subs:
+            await asyncio.sleep(RESUBSCRIBE_DELAY)
+            self.resubscribes += len(subs)
+            await self._ws.send(json.dumps({"op": "subscribe", "subscriptions": subs}))
+
     async def unsubscribe(self, topics: list[str]) -> None:
         ids = [i for i, c in self._subs.items() if c.topic in topics]
         for i in ids:
@@ -150,7 +171,8 @@ class FoxgloveClient:
 
     async def collect(self, seconds: float, until: Callable[[dict[str, list[Received]]], bool] | None = None
                       ) -> dict[str, list[Received]]:
-        """Messages of the subscribed channels for ``seconds`` (or until ``until(received)`` holds)."""
+        """Messages of the subscribed channels for ``seconds`` (or until ``until(received)`` holds).
+        Subscriptions the server refused because it did not hold the channel yet are sent again."""
         received: dict[str, list[Received]] = {}
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
@@ -158,6 +180,8 @@ class FoxgloveClient:
                 r = await self._receive(left)
             except asyncio.TimeoutError:
                 break
+            if self._refused:
+                await self._resubscribe_refused()
             if r is not None:
                 received.setdefault(r.topic, []).append(r)
                 if until is not None and until(received):

@@ -6,6 +6,8 @@ make the server queue without bound."""
 from __future__ import annotations
 
 import asyncio
+import json
+import struct
 import time
 
 import foxglove
@@ -120,3 +122,39 @@ def test_a_client_that_stops_reading_loses_messages_and_the_server_stays_bounded
             assert len(stalled_got) < n, f"a stalled client got all {n} messages: nothing was dropped"
 
     asyncio.run(run())
+
+
+def test_a_subscription_refused_as_an_unknown_channel_is_sent_again():
+    # A stand-in server that refuses the first subscription as the Foxglove SDK does when a client
+    # subscribes to a channel it has advertised but not registered yet, then accepts the second.
+    from websockets.asyncio.server import serve
+
+    from solar_ros.runtime.foxglove_client import MESSAGE_DATA, SUBPROTOCOL
+
+    subscribes = []
+
+    async def handler(ws):
+        await ws.send(json.dumps({"op": "advertise", "channels": [
+            {"id": 7, "topic": "/t", "encoding": "json", "schemaName": "T", "schemaEncoding": "jsonschema",
+             "schema": "{}"}]}))
+        async for text in ws:
+            msg = json.loads(text)
+            subscribes.append(msg["subscriptions"])
+            if len(subscribes) == 1:
+                await ws.send(json.dumps({"op": "status", "level": 2, "message": "Unknown channel ID: 7"}))
+            else:
+                sub_id = msg["subscriptions"][0]["id"]
+                await ws.send(struct.pack("<BIQ", MESSAGE_DATA, sub_id, 42) + b'{"x": 1}')
+
+    async def run():
+        async with serve(handler, "127.0.0.1", 0, subprotocols=[SUBPROTOCOL]) as srv:
+            port = srv.sockets[0].getsockname()[1]
+            async with FoxgloveClient(f"ws://127.0.0.1:{port}") as c:
+                await c.wait_for_channels(["/t"], timeout=5)
+                await c.subscribe(["/t"])
+                got = await c.collect(5, until=lambda r: "/t" in r)
+                return c, got
+
+    c, got = asyncio.run(run())
+    assert [r.log_time for r in got["/t"]] == [42] and c.decode(got["/t"][0]) == {"x": 1}
+    assert c.resubscribes == 1 and subscribes == [[{"id": 1, "channelId": 7}]] * 2
