@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from scipy.stats import spearmanr
 
 PROBE_RIDGE = 1e-3
 """Ridge penalty of the probes, relative to the mean diagonal of the standardised latents' Gram matrix."""
@@ -161,18 +162,9 @@ def cost_ranking_report(learned: np.ndarray, positions: np.ndarray, goal: np.nda
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation (average ranks for ties); nan when either is constant."""
-    ra, rb = _ranks(a), _ranks(b)
-    sa, sb = ra.std(), rb.std()
-    return float(np.mean((ra - ra.mean()) * (rb - rb.mean())) / (sa * sb)) if sa > 0 and sb > 0 else float("nan")
-
-
-def _ranks(a: np.ndarray) -> np.ndarray:
-    order = np.argsort(a, kind="stable")
-    ranks = np.empty(len(a))
-    ranks[order] = np.arange(len(a), dtype=np.float64)
-    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return (sums / counts)[inverse]
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
 
 
 def _as_2d(a: np.ndarray) -> np.ndarray:

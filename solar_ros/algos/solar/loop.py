@@ -161,7 +161,7 @@ def latent_diagnostics(latents: np.ndarray, data: RolloutData, cost,
     ``probe_groups`` is given, linear probes from the latent to those states (``probe_<group>``: R^2 on
     the last quarter of the rollouts, held out from the probe's regression; see :mod:`..probes`).
     ``hand`` (the end-effector's state indices, the goal): also how the learned cost ranks the frames
-    against their distance to the goal (``cost_rank_corr``, ``cost_min_distance``)."""
+    against their distance to the goal (``cost_rank_corr``, ``cost_min_distance``, ``cost_min_ideal``)."""
     out = {"cost_r2": cost_r2(latents, data, cost)}
     if probe_groups and data.states is not None and data.N >= 2:
         out.update(probe_report(latents, data.states, probe_groups))
