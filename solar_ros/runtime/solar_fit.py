@@ -111,11 +111,12 @@ class SolarMethod(FitMethod):
 
     def _package(self, iteration: int) -> PolicyPackage:
         self.policy_id = new_id(self.name, iteration)
-        # the pretraining policy explores as the in-process loop's pretraining: smoothed noise (random_actor)
-        # from the task's wide start where the settings ask for it
+        # the policies explore as the in-process loop's: the pretraining's smoothed noise (random_actor) from
+        # the task's wide start where the settings ask for it, the iterations' noise smoothed by policy_smoothing
         pretrain = self.phase == "pretrain"
+        smoothing = self.config.pretrain_smoothing if pretrain else self.config.policy_smoothing
         return PolicyPackage(self.policy, self.policy_id, self.dt, self.state_source, iteration, self.model_id,
-                             noise_smoothing=self.config.pretrain_smoothing if pretrain else 0.0,
+                             noise_smoothing=smoothing,
                              wide_start=pretrain and self.config.pretrain_wide_start)
 
     def initialize(self, progress: ProgressFn = no_progress) -> FitOutput:

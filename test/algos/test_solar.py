@@ -9,6 +9,7 @@ import torch
 from solar_ros.algos import solar
 from solar_ros.algos.common import initial_policy, rollout
 from solar_ros.core import lqr_flm
+from solar_ros.core.noise import standard_normal_sequence
 from solar_ros.core.types import LinearGaussianPolicy
 from solar_ros.envs import make
 
@@ -130,6 +131,27 @@ def test_online_filter_in_the_rollout_matches_the_smoothers_filtered_means(metho
     smoothed = model.smooth(solar.RolloutData.from_episodes([episode]))[0]
     np.testing.assert_allclose(smoothed[-1], offline[-1], atol=1e-5)
     assert np.abs(smoothed[:-1] - offline[:-1]).max() > 1e-4
+
+
+def test_the_latent_actor_scales_a_smoothed_noise_sequence_by_the_policy_covariance():
+    torch.set_num_threads(1)
+    model, env, data = _fitted_model("solar")
+    policy = initial_policy(env.horizon, model.dx, model.du, 0.5 * env.action_scale)
+    wide = np.full(2, 1e6)  # no clipping: the actions are the policy's mean (0) plus its scaled noise
+
+    def actions(smoothing):
+        act = solar.latent_actor(model, policy, np.random.default_rng(4), -wide, wide, smoothing=smoothing)
+        return np.array([act(t, None, {"image": image}) for t, image in enumerate(data.images[0])]) / (
+            0.5 * env.action_scale)
+
+    white, smooth = actions(0.0), actions(3.0)
+    np.testing.assert_allclose(white, np.random.default_rng(4).standard_normal((env.horizon, 2)), rtol=1e-12)
+    expected = standard_normal_sequence(np.random.default_rng(4), env.horizon, 2, 3.0)
+    np.testing.assert_allclose(smooth, expected, rtol=1e-12, atol=1e-12)
+    lag1 = lambda a: np.mean([np.corrcoef(a[:-1, j], a[1:, j])[0, 1] for j in range(2)])  # noqa: E731
+    assert lag1(smooth) > 0.8 and abs(lag1(white)) < 0.4
+    with pytest.raises(ValueError, match="policy_smoothing"):
+        solar.SolarConfig(policy_smoothing=-1.0)
 
 
 def test_latent_cost_is_the_models_cost_as_lqr_quadratic():

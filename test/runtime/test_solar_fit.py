@@ -129,8 +129,12 @@ def test_the_nodes_pretraining_policy_explores_with_the_loops_smoothed_noise(tmp
     assert load_policy(save_policy(tmp_path / "p.npz", wide.policy)).wide_start
     pretrain = _rollouts(env, goal, TINY["pretrain_episodes"], 100)
     after = node.update(_recorded(pretrain, node.policy_id, "pre-"), 1)
-    assert after.policy.noise_smoothing == 0.0  # LQR-FLM's policies explore with white noise
+    assert after.policy.noise_smoothing == 0.0  # LQR-FLM's policies explore with white noise by default
     assert solar.TASK_DEFAULTS["sawyer_reach"].pretrain_smoothing > 0
+    smooth = SolarMethod(RunSettings(task="point", goal=goal.tolist(), seed=SEED),
+                         {**overrides, "policy_smoothing": 1.5}, tmp_path / "smooth")
+    assert smooth.initialize().policy.noise_smoothing == 2.5
+    assert smooth.update(_recorded(pretrain, smooth.policy_id, "pre-"), 1).policy.noise_smoothing == 1.5
 
 
 def test_the_fit_device_is_checked_with_a_clear_error(monkeypatch):

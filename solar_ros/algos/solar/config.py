@@ -110,6 +110,12 @@ class SolarConfig:
     # --- control ---------------------------------------------------------------------------------
     init_noise: float = 0.5
     """Initial policy noise std, in units of the task's ``action_scale`` (reference: 0.5)."""
+    policy_smoothing: float = 0.0
+    """Std (in steps) of the Gaussian filter over time applied to the policy's exploration noise in the
+    iterations' rollouts (0: white noise, the reference). Each step's noise keeps the policy's
+    covariance; only its correlation over time changes, as Guided Policy Search's agents smooth their
+    noise: white noise of the policy's std barely moves a damped arm, so the rollouts hardly differ and
+    the per-step dynamics fits see little of what the actions do. See :func:`latent_actor`."""
     kl_step: float = 2.0
     """Base KL bound per time step of the LQR-FLM update (reference: 2.0)."""
     dynamics_latents: str = "smoothed"
@@ -158,8 +164,10 @@ class SolarConfig:
         for name in ("copy_state", "background", "pretrain_wide_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"SolarConfig.{name} must be true or false, got {getattr(self, name)!r}")
-        if not (math.isfinite(self.pretrain_smoothing) and self.pretrain_smoothing >= 0):
-            raise ValueError(f"SolarConfig.pretrain_smoothing must be >= 0, got {self.pretrain_smoothing!r}")
+        for name in ("pretrain_smoothing", "policy_smoothing"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"SolarConfig.{name} must be >= 0, got {value!r}")
         for name in ("pretrain_steps", "refit_every", "refit_steps", "lds_fit_rollouts"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 0:

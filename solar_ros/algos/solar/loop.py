@@ -100,19 +100,24 @@ def derive_seed(*keys: int) -> int:
 
 
 def latent_actor(model: LatentModel, policy: LinearGaussianPolicy, rng: np.random.Generator | None,
-                 low: np.ndarray, high: np.ndarray, record: list | None = None) -> Callable:
+                 low: np.ndarray, high: np.ndarray, record: list | None = None, smoothing: float = 0.0) -> Callable:
     """An ``act`` for :func:`~solar_ros.algos.common.rollout` that sees only the image.
 
     Each frame is folded into the latent belief by one Kalman step of the model's LDS (with the
     previous *applied* action); the policy acts on the filtered mean. ``rng`` None: the policy's
-    mean. ``record`` (a list) receives the filtered mean of every step.
+    mean. ``record`` (a list) receives the filtered mean of every step. ``smoothing`` > 0: the
+    standard-normal draws that the policy's covariance scales are one sequence over the episode,
+    filtered over time by a Gaussian of that std in steps and rescaled to unit std
+    (:func:`~solar_ros.core.noise.standard_normal_sequence`, as the controller node does).
     """
     belief: list = [None, None]  # (mean, cov), previous applied action
+    sequence = (None if rng is None or smoothing <= 0
+                else standard_normal_sequence(rng, policy.T, policy.du, smoothing))
 
     def act(t: int, _true_state: np.ndarray, obs: dict) -> np.ndarray:
         prev = None if t == 0 else belief[0]
         mean, cov = model.filter_step(obs["image"], prev, belief[1])
-        noise = None if rng is None else rng.standard_normal(policy.du)
+        noise = None if rng is None else (rng.standard_normal(policy.du) if sequence is None else sequence[t])
         u = np.clip(policy.act(t, mean, noise), low, high)  # rollout clips the same way; filter with what is applied
         belief[0], belief[1] = (mean, cov), u
         if record is not None:
@@ -395,7 +400,8 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     # --- 2. iterations: roll out on the filtered latent, fit dynamics, LQR-FLM ---------------------------
     for it in range(start_iteration, cfg.iterations + 1):
         def actors(i: int, it: int = it) -> Callable:
-            return latent_actor(model, policy, np.random.default_rng(derive_seed(seed, NOISE, it, i)), low, high)
+            return latent_actor(model, policy, np.random.default_rng(derive_seed(seed, NOISE, it, i)), low, high,
+                                smoothing=cfg.policy_smoothing)
 
         episodes_now = collect(actors, ITERATION, it, cfg.rollouts_per_iteration)
         new_data = RolloutData.from_episodes(episodes_now)
