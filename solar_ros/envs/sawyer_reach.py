@@ -64,9 +64,12 @@ class SawyerReachEnv(MujocoTaskEnv):
     """Random goals are uniform in the box [goal_low, goal_high] (m, base frame)."""
     start_noise = 0.02
     """Initial joint angles are the neutral pose plus uniform noise in [-start_noise, start_noise] (rad)."""
-    wide_start_noise = 0.5
-    """Wide start (reset option ``wide_start``): the neutral pose plus uniform noise in
-    [-wide_start_noise, wide_start_noise] (rad) per joint, within the joint limits."""
+    wide_start_noise = 0.2
+    """Wide start (reset option ``wide_start``): the arm at rest with its hand at a point drawn uniformly
+    in the goal box, reached by inverse kinematics from the neutral pose plus uniform noise in
+    [-wide_start_noise, wide_start_noise] (rad) per joint (see :meth:`_reset_physics_wide`)."""
+    wide_start_tolerance = 0.01
+    """The wide start's inverse kinematics stops when the hand is this close (m) to its drawn point."""
     max_reach = 1.0
     """A goal must lie within this distance (m) of the shoulder."""
     min_goal_z = -0.2
@@ -157,7 +160,41 @@ class SawyerReachEnv(MujocoTaskEnv):
         self._start_near_neutral(rng, self.start_noise)
 
     def _reset_physics_wide(self, rng):
-        self._start_near_neutral(rng, self.wide_start_noise)
+        """The hand anywhere in the goal box: exploration data that starts as often near one goal as near
+        another (joint noise around the neutral pose leaves far goals rarely visited).
+
+        A point is drawn uniformly in ``[goal_low, goal_high]`` and the joints start at the neutral pose
+        plus uniform noise of ``wide_start_noise``; damped least-squares steps on the hand's position
+        Jacobian (with the remaining freedom pulled towards that noisy pose) move the hand to the point,
+        within the joint limits. A point the hand does not reach to ``wide_start_tolerance`` in 100
+        steps is drawn again (at most 10 times; then the last pose is kept). The goal is unaffected."""
+        m, d = self.model, self.data
+        lower, upper = self.limits["lower"], self.limits["upper"]
+        for _ in range(10):
+            target = rng.uniform(self.goal_low, self.goal_high)
+            rest = np.clip(self.neutral_pose + rng.uniform(-self.wide_start_noise, self.wide_start_noise, 7),
+                           lower, upper)
+            q = rest.copy()
+            for _ in range(100):
+                d.qpos[self._qpos_adr] = q
+                mujoco.mj_kinematics(m, d)
+                mujoco.mj_comPos(m, d)
+                error = target - d.site_xpos[self._hand]
+                if np.linalg.norm(error) < self.wide_start_tolerance:
+                    break
+                mujoco.mj_jacSite(m, d, self._jacp, None, self._hand)
+                J = self._jacp[:, self._dof_adr]
+                J_pinv = J.T @ np.linalg.inv(J @ J.T + 1e-4 * np.eye(3))
+                step = J_pinv @ error + (np.eye(7) - J_pinv @ J) @ (0.1 * (rest - q))
+                q = np.clip(q + np.clip(step, -0.2, 0.2), lower, upper)
+            else:
+                continue
+            break
+        mujoco.mj_resetData(m, d)
+        d.qpos[self._qpos_adr] = q
+        d.mocap_pos[0] = self.goal
+        mujoco.mj_forward(m, d)
+        self._update_state()
 
     def _advance(self, u):
         self._physics_step(u)

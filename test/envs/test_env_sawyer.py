@@ -204,3 +204,29 @@ def test_camera_sees_the_arm_move(env):
     red = lambda im: (im[..., 0] > 120) & (im[..., 1] < 60) & (im[..., 2] < 60)  # noqa: E731  (the red links)
     assert red(a).sum() > 20 and red(b).sum() > 20
     assert (red(a) ^ red(b)).sum() > 10
+
+
+def test_the_wide_start_puts_the_hand_anywhere_in_the_goal_box_at_rest():
+    env = make("sawyer_reach", image_obs=False)
+    low, high = np.array(env.goal_low), np.array(env.goal_high)
+    hands, joints = [], []
+    for seed in range(120):
+        obs, _ = env.reset(seed=seed, options={"wide_start": True})
+        hands.append(obs["state"][14:17])
+        joints.append(obs["state"][:7])
+        assert np.all(obs["state"][7:14] == 0.0)
+    hands, joints = np.array(hands), np.array(joints)
+    tol = env.wide_start_tolerance
+    assert np.all(hands >= low - tol) and np.all(hands <= high + tol)
+    assert np.all(joints >= env.limits["lower"]) and np.all(joints <= env.limits["upper"])
+    # uniform over the box: every half of every axis holds about half of the starts
+    for axis in range(3):
+        upper_half = np.mean(hands[:, axis] > (low[axis] + high[axis]) / 2)
+        assert 0.3 < upper_half < 0.7, (axis, upper_half)
+    # the drawn point is reached: the same draws as the env's, replayed here
+    rng = np.random.default_rng(5)
+    env.reset(seed=0)
+    env._reset_physics_wide(rng)
+    replay = np.random.default_rng(5)
+    target = replay.uniform(low, high)
+    assert np.linalg.norm(env.hand_position - target) < env.wide_start_tolerance
