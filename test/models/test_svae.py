@@ -326,3 +326,26 @@ def test_background_model_subtracts_the_mean_image_and_offsets_the_decoder():
     copy = StructuredVAE(cfg)
     copy.load_state_dict(net.state_dict())
     assert torch.equal(copy.background.mean, bg.mean) and torch.equal(copy.background.scale, bg.scale)
+
+
+@pytest.mark.parametrize("encoder", ["conv", "keypoints"])
+def test_potentials_encoded_in_chunks_are_those_of_one_pass(encoder):
+    """The no-grad paths encode ENCODE_CHUNK frames at a time (faster on a CPU): the same to the bit as
+    encoding every frame in one pass, so the fits and the kept potentials are unchanged by it."""
+    rng = np.random.default_rng(3)
+    torch.manual_seed(0)
+    net = StructuredVAE(SVAEConfig(image_size=32, latent_dim=6, observed_dim=3, encoder=encoder, background=True))
+    images = rng.integers(0, 256, size=(3, 25, 32, 32, 3), dtype=np.uint8)  # 75 frames: two chunks and a part
+    net.set_background(images)
+    assert 75 % net.ENCODE_CHUNK and 75 > 2 * net.ENCODE_CHUNK
+    with torch.no_grad():
+        m, s = net.potentials(to_float_images(images))
+    mc, sc = net.sequence_potentials(images)
+    assert torch.equal(mc, m.view(3, 25, -1)) and torch.equal(sc, s.view(3, 25, -1))
+    mean, var = net.encode(images[1])
+    np.testing.assert_array_equal(mean, m[25:50].double().numpy())
+    np.testing.assert_array_equal(var, s[25:50].double().numpy())
+    # A lone last frame joins the chunk before it (a batch of one takes other convolution kernels).
+    frames = images.reshape(75, 32, 32, 3)[:2 * net.ENCODE_CHUNK + 1]
+    mc, _ = net.frame_potentials(frames)
+    assert torch.equal(mc, m[:len(frames)])
