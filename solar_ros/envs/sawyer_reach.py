@@ -164,37 +164,57 @@ class SawyerReachEnv(MujocoTaskEnv):
         another (joint noise around the neutral pose leaves far goals rarely visited).
 
         A point is drawn uniformly in ``[goal_low, goal_high]`` and the joints start at the neutral pose
-        plus uniform noise of ``wide_start_noise``; damped least-squares steps on the hand's position
-        Jacobian (with the remaining freedom pulled towards that noisy pose) move the hand to the point,
-        within the joint limits. A point the hand does not reach to ``wide_start_tolerance`` in 100
-        steps is drawn again (at most 10 times; then the last pose is kept). The goal is unaffected."""
-        m, d = self.model, self.data
+        plus uniform noise of ``wide_start_noise``; :meth:`_inverse_kinematics` moves the hand to the
+        point. A point not reached to ``wide_start_tolerance`` is drawn again (at most 10 times; then the
+        last pose is kept). The goal is unaffected."""
+        self._start_at(rng, lambda: rng.uniform(self.goal_low, self.goal_high), self._hand)
+        self.data.mocap_pos[0] = self.goal
+        mujoco.mj_forward(self.model, self.data)
+        self._update_state()
+
+    def _start_at(self, rng, draw_point, site: int, rotation: np.ndarray | None = None) -> None:
+        """Joint angles (set, at rest, kinematics only) with ``site`` at a point from ``draw_point()`` and, given,
+        its frame in ``rotation``, by :meth:`_inverse_kinematics` from the neutral pose plus uniform noise of
+        ``wide_start_noise``; a point not reached is drawn again (at most 10 times; then the last pose stays)."""
         lower, upper = self.limits["lower"], self.limits["upper"]
         for _ in range(10):
-            target = rng.uniform(self.goal_low, self.goal_high)
+            target = draw_point()
             rest = np.clip(self.neutral_pose + rng.uniform(-self.wide_start_noise, self.wide_start_noise, 7),
                            lower, upper)
-            q = rest.copy()
-            for _ in range(100):
-                d.qpos[self._qpos_adr] = q
-                mujoco.mj_kinematics(m, d)
-                mujoco.mj_comPos(m, d)
-                error = target - d.site_xpos[self._hand]
-                if np.linalg.norm(error) < self.wide_start_tolerance:
-                    break
-                mujoco.mj_jacSite(m, d, self._jacp, None, self._hand)
-                J = self._jacp[:, self._dof_adr]
-                J_pinv = J.T @ np.linalg.inv(J @ J.T + 1e-4 * np.eye(3))
-                step = J_pinv @ error + (np.eye(7) - J_pinv @ J) @ (0.1 * (rest - q))
-                q = np.clip(q + np.clip(step, -0.2, 0.2), lower, upper)
-            else:
-                continue
-            break
-        mujoco.mj_resetData(m, d)
-        d.qpos[self._qpos_adr] = q
-        d.mocap_pos[0] = self.goal
-        mujoco.mj_forward(m, d)
-        self._update_state()
+            q, reached = self._inverse_kinematics(site, target, rest, rotation)
+            if reached:
+                break
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[self._qpos_adr] = q
+
+    def _inverse_kinematics(self, site: int, target: np.ndarray, rest: np.ndarray,
+                            rotation: np.ndarray | None = None, steps: int = 100) -> tuple[np.ndarray, bool]:
+        """Joint angles that put ``site`` within ``wide_start_tolerance`` of ``target`` (and, given, its frame in
+        ``rotation``, each radian of error counting as 0.1 m), from ``rest``: damped least-squares steps on the
+        site's Jacobian, the remaining freedom pulled towards ``rest``, within the joint limits. Returns the
+        angles and whether they reach the target within ``steps`` steps. Changes the simulator's joint angles."""
+        m, d = self.model, self.data
+        lower, upper = self.limits["lower"], self.limits["upper"]
+        jacr = np.zeros((3, m.nv))
+        q = rest.copy()
+        for _ in range(steps):
+            d.qpos[self._qpos_adr] = q
+            mujoco.mj_kinematics(m, d)
+            mujoco.mj_comPos(m, d)
+            error = target - d.site_xpos[site]
+            if rotation is not None:
+                R = d.site_xmat[site].reshape(3, 3)
+                error = np.r_[error, 0.1 * 0.5 * np.cross(R, rotation, axis=0).sum(axis=1)]
+            if np.linalg.norm(error) < self.wide_start_tolerance:
+                return q, True
+            mujoco.mj_jacSite(m, d, self._jacp, jacr, site)
+            J = self._jacp[:, self._dof_adr]
+            if rotation is not None:
+                J = np.r_[J, 0.1 * jacr[:, self._dof_adr]]
+            J_pinv = J.T @ np.linalg.inv(J @ J.T + 1e-4 * np.eye(J.shape[0]))
+            step = J_pinv @ error + (np.eye(7) - J_pinv @ J) @ (0.1 * (rest - q))
+            q = np.clip(q + np.clip(step, -0.2, 0.2), lower, upper)
+        return q, False
 
     def _advance(self, u):
         self._physics_step(u)

@@ -49,6 +49,8 @@ positions are in the robot's base frame (x forward, y left, z up); the table top
   (``start_noise``), zero velocity. For start 2 the arm is then moved (a few least-norm joint steps)
   so that the block's lowest corner is again 2 mm above the table: it starts resting just above it,
   never inside it.
+* Wide start (reset option ``wide_start``, for exploration data only): the arm at rest with the held block
+  upright in the stacked orientation, its centre uniform in the goal box's x, y and z in ``wide_start_z``.
 * State (32): ``[q (7), dq (7), centre (3), x point (3), y point (3), centre velocity (3), x point
   velocity (3), y point velocity (3)]``: joint angles, joint velocities, the 3 block points (entries
   14..22, ``ee_pos_idx``; the centre is 14..16) and their linear velocities (23..31, ``ee_vel_idx``).
@@ -80,7 +82,6 @@ from typing import Sequence
 import mujoco
 import numpy as np
 
-from .base import TaskEnv
 from .sawyer_model import TABLE_TOP, StackingScene, build_mjcf
 from .sawyer_reach import SawyerReachEnv
 
@@ -282,7 +283,21 @@ class SawyerStackEnv(SawyerReachEnv):
                 f"{np.round(expected, 4).tolist()} (the block upright and axis-aligned at that centre)"
             )
 
-    _reset_physics_wide = TaskEnv._reset_physics_wide  # its three starts are the task: no wide start
+    wide_start_z = (-0.15, 0.10)
+    """Wide start: the held block's centre height range (m); its lowest bound keeps the block above the
+    base block's top wherever it is drawn."""
+
+    def _reset_physics_wide(self, rng):
+        """The held block anywhere above the goal box, upright in the stacked orientation, the arm at rest:
+        exploration that starts as often near the base block as elsewhere (the three starts are the task's;
+        this is for pretraining data). Its centre is drawn uniformly in x, y in ``[goal_low, goal_high]`` and
+        z in ``wide_start_z``; the joints come from the reach task's inverse kinematics
+        (:meth:`SawyerReachEnv._start_at`) on the block's position and orientation."""
+        (x0, y0), (x1, y1), (z0, z1) = self.goal_low, self.goal_high, self.wide_start_z
+        self._start_at(rng, lambda: rng.uniform((x0, y0, z0), (x1, y1, z1)), self._block, self.stacked_rotation)
+        self.data.mocap_pos[0] = self.goal[:3] - np.array([0.0, 0.0, self._base_lift])
+        mujoco.mj_forward(self.model, self.data)
+        self._update_state()
 
     def _reset_physics(self, rng):
         mujoco.mj_resetData(self.model, self.data)

@@ -497,3 +497,24 @@ def test_generator_script_writes_the_stacking_model(tmp_path):
     assert result.returncode == 0, result.stderr
     assert out.read_text() == build_mjcf(stacking=StackingScene())
     assert (tmp_path / "sawyer.urdf").read_text() == (repo / "urdf" / "sawyer.urdf").read_text()
+
+
+def test_the_wide_start_holds_the_block_upright_anywhere_above_the_goal_box_at_rest():
+    env = make("sawyer_stack_1", image_obs=False)
+    (x0, y0), (x1, y1), (z0, z1) = env.goal_low, env.goal_high, env.wide_start_z
+    low, high, tol = np.array([x0, y0, z0]), np.array([x1, y1, z1]), env.wide_start_tolerance
+    centres = []
+    for seed in range(40):
+        obs, info = env.reset(seed=seed, options={"wide_start": True})
+        np.testing.assert_array_equal(info["goal"], env.stacked_goal)  # the task's goal, its base block below it
+        np.testing.assert_allclose(env.base_block_position, env.stacked_centre - [0, 0, 0.05], atol=1e-9)
+        centre = obs["state"][14:17]
+        assert np.all(centre >= low - tol) and np.all(centre <= high + tol)
+        assert np.all(obs["state"][7:14] == 0.0)
+        # upright in the stacked orientation: the two side points sit where the stacked pose has them
+        np.testing.assert_allclose(obs["state"][14:23], env.goal_points(centre), atol=2 * tol)
+        centres.append(centre)
+    assert np.array(centres).std(0).min() > 0.05
+    for _ in range(10):  # at rest and clear of the table and the base block: gravity compensation holds it
+        obs, *_ = env.step(np.zeros(7))
+    np.testing.assert_allclose(obs["state"][14:17], centres[-1], atol=1e-6)
