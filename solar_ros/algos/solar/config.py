@@ -242,7 +242,8 @@ PROJECT_SETTINGS = dict(encoder="keypoints", copy_state=True, cost_form="target"
 #   0.5 barely moves the damped arm, so the images showed almost no arm motion; the smoothed noise
 #   spans about 0.6 m of the workspace (coverage_span in the runs' logs);
 # * the measured step (as on reacher_paper).
-SAWYER_SETTINGS = dict(PROJECT_SETTINGS, background=True, pretrain_smoothing=3.0, pretrain_noise=1.0, measured_step=True)
+SAWYER_SETTINGS = dict(PROJECT_SETTINGS, background=True, pretrain_smoothing=3.0, pretrain_noise=1.0,
+                       measured_step=True)
 # On sawyer_reach, in addition: pretraining from the wide start, the hand anywhere in the goal box. With it
 # 0%, 100%, 100% against 0%, 0%, 95% with the earlier wide start (joint noise around the neutral pose, whose
 # pretraining data came within 20 cm of seed 1's goal in 36 of 5000 frames, against 595 now) and 0% on every
