@@ -147,12 +147,24 @@ class SawyerReachEnv(MujocoTaskEnv):
                 f"{np.round(self._shoulder_pos, 3)} (got {r:.3f} m) and above z = {self.min_goal_z}"
             )
 
-    def _start_near_neutral(self, rng, noise: float) -> None:
-        """The neutral pose plus uniform noise in [-noise, noise] per joint (within the limits), at rest."""
-        mujoco.mj_resetData(self.model, self.data)
+    def _noisy_neutral(self, rng, noise: float) -> np.ndarray:
+        """The neutral pose plus uniform noise in [-noise, noise] per joint, within the limits."""
         q = self.neutral_pose + rng.uniform(-noise, noise, size=7)
-        self.data.qpos[self._qpos_adr] = np.clip(q, self.limits["lower"], self.limits["upper"])
+        return np.clip(q, self.limits["lower"], self.limits["upper"])
+
+    def _start_near_neutral(self, rng, noise: float) -> None:
+        """:meth:`_noisy_neutral`, at rest."""
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[self._qpos_adr] = self._noisy_neutral(rng, noise)
+        self._finish_start()
+
+    def _place_goal_body(self) -> None:
+        """Put the scene's goal body (the mocap body: here the target marker) where the goal says."""
         self.data.mocap_pos[0] = self.goal
+
+    def _finish_start(self) -> None:
+        """After the joint angles of a start are set: the goal body, the simulator's derived quantities, the state."""
+        self._place_goal_body()
         mujoco.mj_forward(self.model, self.data)
         self._update_state()
 
@@ -168,24 +180,20 @@ class SawyerReachEnv(MujocoTaskEnv):
         point. A point not reached to ``wide_start_tolerance`` is drawn again (at most 10 times; then the
         last pose is kept). The goal is unaffected."""
         self._start_at(rng, lambda: rng.uniform(self.goal_low, self.goal_high), self._hand)
-        self.data.mocap_pos[0] = self.goal
-        mujoco.mj_forward(self.model, self.data)
-        self._update_state()
 
     def _start_at(self, rng, draw_point, site: int, rotation: np.ndarray | None = None) -> None:
-        """Joint angles (set, at rest, kinematics only) with ``site`` at a point from ``draw_point()`` and, given,
-        its frame in ``rotation``, by :meth:`_inverse_kinematics` from the neutral pose plus uniform noise of
-        ``wide_start_noise``; a point not reached is drawn again (at most 10 times; then the last pose stays)."""
-        lower, upper = self.limits["lower"], self.limits["upper"]
+        """At rest with ``site`` at a point from ``draw_point()`` and, given, its frame in ``rotation``, by
+        :meth:`_inverse_kinematics` from :meth:`_noisy_neutral` with ``wide_start_noise``; a point not reached
+        is drawn again (at most 10 times; then the last pose stays)."""
         for _ in range(10):
             target = draw_point()
-            rest = np.clip(self.neutral_pose + rng.uniform(-self.wide_start_noise, self.wide_start_noise, 7),
-                           lower, upper)
-            q, reached = self._inverse_kinematics(site, target, rest, rotation)
+            q, reached = self._inverse_kinematics(site, target, self._noisy_neutral(rng, self.wide_start_noise),
+                                                  rotation)
             if reached:
                 break
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[self._qpos_adr] = q
+        self._finish_start()
 
     def _inverse_kinematics(self, site: int, target: np.ndarray, rest: np.ndarray,
                             rotation: np.ndarray | None = None, steps: int = 100) -> tuple[np.ndarray, bool]:

@@ -295,15 +295,16 @@ class SawyerStackEnv(SawyerReachEnv):
         (:meth:`SawyerReachEnv._start_at`) on the block's position and orientation."""
         (x0, y0), (x1, y1), (z0, z1) = self.goal_low, self.goal_high, self.wide_start_z
         self._start_at(rng, lambda: rng.uniform((x0, y0, z0), (x1, y1, z1)), self._block, self.stacked_rotation)
+
+    def _place_goal_body(self) -> None:
+        """The base block (the mocap body) under the goal's stacked centre."""
         self.data.mocap_pos[0] = self.goal[:3] - np.array([0.0, 0.0, self._base_lift])
-        mujoco.mj_forward(self.model, self.data)
-        self._update_state()
 
     def _reset_physics(self, rng):
         mujoco.mj_resetData(self.model, self.data)
         q = self.start_pose + rng.uniform(-self.start_noise, self.start_noise, size=7)
         self.data.qpos[self._qpos_adr] = np.clip(q, self.limits["lower"], self.limits["upper"])
-        self.data.mocap_pos[0] = self.goal[:3] - np.array([0.0, 0.0, self._base_lift])
+        self._place_goal_body()
         mujoco.mj_forward(self.model, self.data)
         if self.start == 2:
             self._rest_block_above_table()
