@@ -327,6 +327,7 @@ def build_mjcf(
     target_radius: float = 0.04,
     camera: SceneCamera = SCENE_CAMERA,
     stacking: StackingScene | None = None,
+    hand_marker_radius: float = 0.0,
 ) -> str:
     """The MuJoCo model (MJCF text) of the Sawyer in its scene.
 
@@ -345,6 +346,10 @@ def build_mjcf(
     * ``stacking``: add the block-stacking scene (a gripper holding a block, a base block on the table in
       place of the target marker, a second camera ``stack``; see :class:`StackingScene`). Without it
       (the default) the model is the reach task's, unchanged.
+    * ``hand_marker_radius`` > 0: a bright yellow sphere of that radius (m) resting on the flange (its
+      centre one radius along the ``right_hand`` frame's z from its origin), for looks only (no
+      contacts, no mass): a salient hand for the camera, like a coloured ball taped to the real
+      gripper. 0 (the default): none.
     """
     params = params if params is not None else load_sawyer_params()
     if image_size < 1:
@@ -360,6 +365,10 @@ def build_mjcf(
     hand_joint = next((j for j in params["joints"] if j["child"] == "right_hand"), None)
     if stacking is not None and (hand_joint is None or hand_joint["parent"] not in links):
         raise ValueError("the stacking scene needs a 'right_hand' frame fixed on an arm link")
+    if not hand_marker_radius >= 0.0:
+        raise ValueError(f"hand_marker_radius must be >= 0, got {hand_marker_radius}")
+    if hand_marker_radius > 0.0 and (hand_joint is None or hand_joint["parent"] not in links):
+        raise ValueError("a hand marker needs a 'right_hand' frame fixed on an arm link")
 
     def body(joint: dict[str, Any], indent: str) -> list[str]:
         """A child body for a joint of the yaml (revolute arm joints get a hinge, the rest are rigid)."""
@@ -388,6 +397,13 @@ def build_mjcf(
             lines += body(sub, indent + "  ")
         if stacking is not None and child == hand_joint["parent"]:
             lines += _mjcf_gripper(stacking, hand_joint, gravcomp, indent + "  ")
+        if hand_marker_radius > 0.0 and child == hand_joint["parent"]:
+            # On the flange face: the hand frame's origin plus one radius along its z (the tool axis).
+            tool_axis = rpy_to_matrix(hand_joint["origin_rpy"])[:, 2]
+            centre = np.asarray(hand_joint["origin_xyz"], float) + tool_axis * hand_marker_radius
+            lines.append(f'{indent}  <geom name="hand_marker" type="sphere" pos="{_fmt(centre)}" '
+                         f'size="{_fmt(hand_marker_radius)}" rgba="1 0.85 0 1" contype="0" conaffinity="0" '
+                         'mass="0"/>')
         lines.append(f"{indent}</body>")
         return lines
 

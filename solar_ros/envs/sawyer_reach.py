@@ -36,7 +36,7 @@ import mujoco
 import numpy as np
 
 from .mujoco_base import MujocoTaskEnv
-from .sawyer_model import ARM_JOINTS, build_mjcf, joint_limits, load_sawyer_params
+from .sawyer_model import ARM_JOINTS, SCENE_CAMERA, SceneCamera, build_mjcf, joint_limits, load_sawyer_params
 
 ACTION_SCALE = (2.0, 2.0, 1.0, 1.0, 0.25, 0.25, 0.25)
 
@@ -58,6 +58,11 @@ class SawyerReachEnv(MujocoTaskEnv):
     cost_l1 = 1.0
     cost_action = 1e-2
     camera_name = "scene"
+    scene_camera: SceneCamera = SCENE_CAMERA
+    """Pose and field of view of the ``scene`` camera (constructor keyword ``camera``)."""
+    hand_marker_radius = 0.0
+    """Radius (m) of a yellow look-only sphere on the hand (0: none; constructor keyword
+    ``hand_marker_radius``)."""
 
     goal_low = (0.40, -0.10, -0.05)
     goal_high = (0.75, 0.40, 0.30)
@@ -82,16 +87,24 @@ class SawyerReachEnv(MujocoTaskEnv):
         image_size: int = 64,
         gravity_compensation: bool = True,
         params_path: str | None = None,
+        camera: SceneCamera | None = None,
+        hand_marker_radius: float | None = None,
         **kwargs,
     ) -> None:
         """``goal``: fixed goal for every episode (default: random per reset); ``image_obs``: render images
         into observations; ``image_size``: image side in pixels; ``gravity_compensation``: add gravity
         compensation to the commanded torques (as the real robot does); ``params_path``: the Sawyer facts
-        yaml (default: the project's); other keywords (``cost_l2``, ``cost_l1``, ``cost_action``,
-        ``render_mode``) go to :class:`~solar_ros.envs.base.TaskEnv`."""
+        yaml (default: the project's); ``camera``, ``hand_marker_radius``: the scene camera and the hand
+        marker (default: the class attributes ``scene_camera``, ``hand_marker_radius``); other keywords
+        (``cost_l2``, ``cost_l1``, ``cost_action``, ``render_mode``) go to :class:`~solar_ros.envs.base.TaskEnv`."""
         self.params = load_sawyer_params(params_path)
         self.image_shape = (int(image_size), int(image_size), 3)
-        self._init_mujoco(build_mjcf(self.params, image_size=int(image_size)), self.dt)
+        if camera is not None:
+            self.scene_camera = camera
+        if hand_marker_radius is not None:
+            self.hand_marker_radius = float(hand_marker_radius)
+        self._init_mujoco(build_mjcf(self.params, image_size=int(image_size), camera=self.scene_camera,
+                                     hand_marker_radius=self.hand_marker_radius), self.dt)
         m = self.model
         self._qpos_adr = np.array([m.jnt_qposadr[m.joint(j).id] for j in ARM_JOINTS])
         self._dof_adr = np.array([m.jnt_dofadr[m.joint(j).id] for j in ARM_JOINTS])
