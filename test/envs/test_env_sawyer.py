@@ -230,3 +230,57 @@ def test_the_wide_start_puts_the_hand_anywhere_in_the_goal_box_at_rest():
     replay = np.random.default_rng(5)
     target = replay.uniform(low, high)
     assert np.linalg.norm(env.hand_position - target) < env.wide_start_tolerance
+
+
+# ---- scene options: the camera and the hand marker -----------------------------------------------
+
+def _pixel(env, point):
+    """Where the ``scene`` camera's image shows a base-frame point (column, row; pinhole model)."""
+    m, d = env.model, env.data
+    cam = m.camera("scene").id
+    rel = d.cam_xmat[cam].reshape(3, 3).T @ (np.asarray(point) - d.cam_xpos[cam])  # camera frame, looks along -z
+    size = env.image_shape[0]
+    f = 0.5 * size / np.tan(0.5 * np.radians(m.cam_fovy[cam]))
+    return np.array([0.5 * size + f * rel[0] / -rel[2], 0.5 * size - f * rel[1] / -rel[2]])
+
+
+def test_the_yellow_hand_marker_shows_where_the_hand_is():
+    radius = 0.04
+    env = make("sawyer_reach", image_size=128, hand_marker_radius=radius)
+    env.reset(seed=0)
+    geom = env.model.geom("hand_marker")
+    assert geom.contype[0] == 0 and geom.conaffinity[0] == 0  # seen, never touched
+    yellow = lambda im: (im[..., 0] > 120) & (im[..., 1] > 100) & (im[..., 2] < 40)  # noqa: E731
+    for offset in ([0, 0, 0, 0, 0, 0, 0], [0.5, 0.3, 0, -0.4, 0, 0, 0], [-0.3, 0.2, 0.3, 0.2, 0, 0, 0]):
+        env.set_joint_state(np.array(FACTS["neutral_pose"]) + np.array(offset))
+        centre = env.hand_position + env.hand_rotation[:, 2] * radius  # on the flange, along the tool axis
+        assert np.allclose(env.data.geom_xpos[geom.id], centre, atol=1e-9)
+        mask = yellow(env.render())
+        assert mask.sum() >= 5
+        rows, cols = np.nonzero(mask)
+        # the visible part of the ball (the hand hides some of it) is off its centre's image by less than
+        # its radius in the image (4-6 px here)
+        radius_px = np.linalg.norm(_pixel(env, centre + radius * env.data.cam_xmat[env.model.camera("scene").id]
+                                          .reshape(3, 3)[:, 0]) - _pixel(env, centre))
+        assert np.linalg.norm(np.array([cols.mean(), rows.mean()]) - _pixel(env, centre)) < radius_px
+    env.close()
+    # without it (the default) the model has no such geom, and the same motion is unchanged
+    plain = make("sawyer_reach", image_obs=False)
+    with pytest.raises(KeyError):
+        plain.model.geom("hand_marker")
+    plain.close()
+    with pytest.raises(ValueError):
+        make("sawyer_reach", hand_marker_radius=-0.01)
+
+
+def test_the_scene_camera_can_be_placed():
+    from solar_ros.envs.sawyer_model import SceneCamera
+    cam = SceneCamera(pos=(1.5, -0.7, 1.0), lookat=(0.55, 0.15, 0.125), fovy=45.0)
+    env = make("sawyer_reach", camera=cam)
+    env.reset(seed=0)
+    m, d = env.model, env.data
+    i = m.camera("scene").id
+    assert np.allclose(d.cam_xpos[i], cam.pos) and np.isclose(m.cam_fovy[i], 45.0)
+    # it looks at lookat: the point projects to the image centre
+    assert np.allclose(_pixel(env, cam.lookat), [32, 32], atol=1e-6)
+    env.close()
