@@ -170,3 +170,12 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 def _as_2d(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     return a[:, None] if a.ndim == 1 else a
+
+
+def diagnostics_line(extra: dict) -> str:
+    """One log line of the representation diagnostics in an iteration's metrics ``extra`` ('' if none):
+    probes, held-out figures, coverage, the learned cost's R^2 and ranking."""
+    keys = [k for k in extra if k.startswith(("probe_", "heldout_", "coverage_", "cost_rank", "cost_min"))
+            or k == "cost_r2"]
+    parts = [f"{k} {extra[k]:.3g}" for k in keys if isinstance(extra[k], (int, float))]
+    return ("representation: " + ", ".join(parts)) if parts else ""

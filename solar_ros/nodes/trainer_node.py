@@ -62,6 +62,7 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from ..action import FitModel
+from ..algos.probes import diagnostics_line
 from ..msg import EpisodeEvent, LatentState, LinearGaussianPolicy, PolicyStep, TaskCost
 from ..runtime.episode_store import load_episode, read_index, safe_name
 from ..runtime.policy_msg import policy_from_msg
@@ -746,6 +747,8 @@ class TrainerNode(StackNode):
                 log.info(f"iteration {it}: mean cost {row.mean_cost:.4g}, final distance {row.final_distance:.3f} m, "
                          f"success {row.success_rate:.0%}, {run.episodes} episodes, {state.wall_times[-1]:.0f} s; "
                          f"policy {state.policy_id}")
+                if diagnostics_line(metrics):
+                    log.info(f"iteration {it} {diagnostics_line(metrics)}")
             while len(run.evaluation) < self.eval_episodes:
                 j = len(run.evaluation)
                 r = self._episode(self._episode_id(state, f"eval-ep{j:02d}"), episode_seed(self.seed, EVAL, 0, j),

@@ -23,7 +23,11 @@ carries the model id); the dynamics are fitted on the latents ``dynamics_latents
 as in SOLAR, by default). The model refit and the LQR-FLM iteration are the in-process loop's own
 (:func:`solar_ros.algos.solar.refit`, :func:`solar_ros.algos.solar.solar_step`), with the same
 seeds, so the node and ``solar-ros train`` compute the same policies from the same episodes.
-Progress is reported at every conjugate LDS update of a model fit (``loss``: the negative Kalman
+Where the episodes carry joint states (the recorder's ``joint_positions``, ``joint_velocities``), the
+task's true states are computed from them by forward kinematics for the diagnostics the in-process loop
+reports (linear probes from the latent, the learned cost's R^2 and ranking, on held-out episodes too,
+and the pretraining's workspace coverage); they go into the fit's metrics and never into the model or
+the policy. Progress is reported at every conjugate LDS update of a model fit (``loss``: the negative Kalman
 marginal log-likelihood of the encoder potentials per frame) and a cancel request stops the fit there.
 
 Saved state: each model is one file (:meth:`~solar_ros.algos.solar.LatentModel.save`: network,
@@ -43,6 +47,7 @@ import torch
 
 from ..algos import solar
 from ..algos.common import StepState, initial_policy, policy_arrays, policy_from_arrays, save_npz_atomic
+from ..algos.probes import coverage_report, state_groups
 from .fitting import (
     METHODS,
     FitError,
@@ -94,6 +99,8 @@ class SolarMethod(FitMethod):
         self.history: list[str] = []
         """Every episode id fitted so far, oldest first (the buffer is the newest ``buffer_size``)."""
         self._data: solar.RolloutData | None = None
+        self.probe_groups = state_groups(self.env.state_names, self.env.ee_pos_idx)
+        self.hand = (list(self.env.ee_pos_idx), np.asarray(settings.goal, dtype=np.float64))
 
     @property
     def horizon(self) -> int:
@@ -143,10 +150,7 @@ class SolarMethod(FitMethod):
         if data.actions.shape[2] != self.du or data.T != self.horizon:
             raise FitError(f"episodes have {data.T} steps of {data.actions.shape[2]} actions; the run has "
                            f"{self.horizon} steps of {self.du}")
-        try:
-            rollouts = solar.RolloutData(data.images, data.actions, data.costs)
-        except ValueError as err:
-            raise FitError(str(err)) from err
+        rollouts = self._rollouts(data)
         metrics: dict[str, float] = {"episodes": float(data.N), "mean_episode_cost": float(data.costs.sum(1).mean())}
         new_model = False
         seed = self.settings.seed
@@ -155,6 +159,13 @@ class SolarMethod(FitMethod):
             terms = self.model.fit(rollouts, cfg.pretrain_steps, solar.derive_seed(seed, solar.FIT, 0, 1),
                                    on_update=_fit_reporter(progress, 0.05, 0.8))
             metrics.update({f"model_{k}": v for k, v in terms.items()})
+            buffer = rollouts.last(cfg.buffer_size)
+            metrics.update(solar.latent_diagnostics(self.model.smooth(buffer), buffer,
+                                                    solar.latent_cost(self.model, self.horizon), self.probe_groups,
+                                                    self.hand))
+            if rollouts.states is not None:
+                metrics.update(coverage_report(rollouts.states[..., self.hand[0]], self.hand[1],
+                                               self.env.success_threshold))
             self._save_model(iteration)
             new_model = True
             self.policy = initial_policy(self.horizon, cfg.latent_dim, self.du, cfg.init_noise * self.env.action_scale)
@@ -162,6 +173,8 @@ class SolarMethod(FitMethod):
         else:
             if self._data is None:
                 self._data = self._reload_data()
+            metrics.update(solar.heldout_diagnostics(self.model, self._data.last(cfg.buffer_size), rollouts,
+                                                     solar.latent_cost(self.model, self.horizon), self.probe_groups))
             self._data = self._data + rollouts
             buffer = self._data.last(cfg.buffer_size)
             it = iteration - 1  # the in-process loop's number of this iteration (its pretraining is 0, here 1)
@@ -175,7 +188,7 @@ class SolarMethod(FitMethod):
             progress("dynamics", 0.7, math.nan, 0)
             self.policy, self.step, step_metrics = solar.solar_step(
                 self.model, self.policy, buffer, self.step, cfg, solar.task_action_weights(self.env, cfg),
-                episode_costs=rollouts.costs.sum(1))
+                self.probe_groups, episode_costs=rollouts.costs.sum(1), hand=self.hand)
             progress("policy", 0.85, math.nan, 0)
             metrics.update(step_metrics)
         self.history += data.episode_ids
@@ -192,7 +205,25 @@ class SolarMethod(FitMethod):
         if not ids or not self.episode_dir:
             raise FitError("the saved solar run has no episode history to continue from")
         data = load_training_data(self.episode_dir, ids, ("images", "actions", "costs"), self.horizon)
-        return solar.RolloutData(data.images, data.actions, data.costs)
+        return self._rollouts(data)
+
+    def _rollouts(self, data: TrainingData) -> solar.RolloutData:
+        """The episodes as the model's rollouts, with the task's true states where they can be computed."""
+        try:
+            return solar.RolloutData(data.images, data.actions, data.costs, self._true_states(data))
+        except ValueError as err:
+            raise FitError(str(err)) from err
+
+    def _true_states(self, data: TrainingData) -> np.ndarray | None:
+        """(N, T, ds) the task's full states at the recorded joint states (forward kinematics), for the
+        diagnostics only; None when the episodes carry no joint states or the task's state is not a
+        function of them (no ``set_joint_state``, other joint count)."""
+        q, dq = data.joint_positions, data.joint_velocities
+        set_joint_state = getattr(self.env, "set_joint_state", None)
+        if q is None or dq is None or set_joint_state is None or q.shape != dq.shape or q.shape[-1] != self.du:
+            return None
+        return np.stack([np.stack([set_joint_state(q[n, t], dq[n, t]) for t in range(q.shape[1])])
+                         for n in range(q.shape[0])])
 
     # ---- persistence -------------------------------------------------------------------------------
 

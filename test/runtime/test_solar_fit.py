@@ -173,3 +173,41 @@ def test_a_fit_thread_lowers_its_own_cpu_priority_and_not_the_callers():
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
     with pytest.raises(ValueError, match="niceness"):
         set_thread_niceness(25)
+
+
+def test_the_nodes_solar_fit_reports_probes_and_coverage_from_the_recorded_joint_states(tmp_path):
+    torch.set_num_threads(1)
+    env = make("sawyer_reach", image_obs=True, image_size=16)
+    env.reset(seed=SEED)
+    goal = env.goal.copy()
+    pretrain = _rollouts(env, goal, TINY["pretrain_episodes"], 100)
+    batch = _rollouts(env, goal, TINY["rollouts_per_iteration"], 200)
+
+    def recorded(data: solar.RolloutData, policy_id: str, prefix: str, joints: bool = True) -> TrainingData:
+        r = _recorded(data, policy_id, prefix)
+        if joints:  # what the recorder stores from /joint_states
+            r = replace(r, joint_positions=data.states[..., :7], joint_velocities=data.states[..., 7:14])
+        return r
+
+    settings = {**TINY, "adapt_step": False}  # the Sawyer defaults take the measured step
+    node = SolarMethod(RunSettings(task="sawyer_reach", goal=goal.tolist(), seed=SEED), settings, tmp_path)
+    node.initialize()
+    out = node.update(recorded(pretrain, node.policy_id, "pre-"), 1)
+    # the task's states, recomputed from the joint states by forward kinematics, are the simulator's own
+    np.testing.assert_allclose(node._data.states, pretrain.states, atol=1e-9)
+    m = out.metrics
+    for key in ("cost_r2", "probe_ee_position", "probe_joint_angles", "probe_velocities", "cost_rank_corr",
+                "coverage_span", "coverage_cells", "coverage_nearest_goal"):
+        assert key in m and np.isfinite(m[key]), key
+    nearest = np.linalg.norm(pretrain.states[..., 14:17] - goal, axis=-1).min()
+    assert m["coverage_nearest_goal"] == pytest.approx(nearest)
+    out = node.update(recorded(batch, node.policy_id, "it1-"), 2)
+    for key in ("heldout_cost_r2", "heldout_probe_ee_position", "probe_ee_position", "cost_r2"):
+        assert key in out.metrics and np.isfinite(out.metrics[key]), key
+
+    # episodes without joint states: the same fit, with no probes
+    bare = SolarMethod(RunSettings(task="sawyer_reach", goal=goal.tolist(), seed=SEED), settings, tmp_path / "bare")
+    bare.initialize()
+    plain = bare.update(recorded(pretrain, bare.policy_id, "pre-", joints=False), 1).metrics
+    assert not any(k.startswith(("probe_", "coverage_", "cost_rank")) for k in plain)
+    assert plain["cost_r2"] == pytest.approx(m["cost_r2"], rel=1e-9)

@@ -74,7 +74,14 @@ from ..common import (
     rollout,
     summarize,
 )
-from ..probes import cost_ranking_report, coverage_report, linear_probe, probe_report, state_groups
+from ..probes import (
+    cost_ranking_report,
+    coverage_report,
+    diagnostics_line,
+    linear_probe,
+    probe_report,
+    state_groups,
+)
 from .config import TASK_DEFAULTS, SolarConfig
 from .models import MODEL_CLASSES, FitHook, LatentModel, RolloutData, cost_r2, latent_cost, local_latent_cost
 from .persistence import CHECKPOINT_NAME, load_data, load_run_checkpoint, save_data, save_run_checkpoint
@@ -194,14 +201,6 @@ def heldout_diagnostics(model: LatentModel, seen: RolloutData, new: RolloutData,
             out[f"heldout_probe_{name}"] = (float(1.0 - np.sum((1.0 - r2[ok]) * sst[ok]) / np.sum(sst[ok]))
                                             if ok.any() else math.nan)
     return out
-
-
-def diagnostics_line(extra: dict) -> str:
-    """One log line of the representation diagnostics in an iteration row's ``extra`` ('' if none)."""
-    keys = [k for k in extra if k.startswith(("probe_", "heldout_", "coverage_", "cost_rank", "cost_min"))
-            or k == "cost_r2"]
-    parts = [f"{k} {extra[k]:.3g}" for k in keys if isinstance(extra[k], (int, float))]
-    return ("representation: " + ", ".join(parts)) if parts else ""
 
 
 def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: RolloutData, step: StepState,
