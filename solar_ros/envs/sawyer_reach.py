@@ -58,9 +58,9 @@ class SawyerReachEnv(MujocoTaskEnv):
     cost_l1 = 1.0
     cost_action = 1e-2
     camera_name = "scene"
-    scene_camera: SceneCamera = SCENE_CAMERA
+    scene_camera: SceneCamera = SceneCamera(pos=(1.524, -0.727, 1.043), lookat=(0.55, 0.15, 0.125), fovy=45.0)
     """Pose and field of view of the ``scene`` camera (constructor keyword ``camera``)."""
-    hand_marker_radius = 0.0
+    hand_marker_radius = 0.04
     """Radius (m) of a yellow look-only sphere on the hand (0: none; constructor keyword
     ``hand_marker_radius``)."""
 
