@@ -28,6 +28,7 @@ about 5-7 ms on one CPU core (and ~7x the training compute), so the default is s
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,6 +98,10 @@ class SVAEConfig:
     cost_form: str = "linear"
     """Latent cost model: 'linear' (the reference: 0.5 x^T C x + c^T x + c0) or 'target'
     (0.5 (x - x*)^T C (x - x*) + c0 with a learned target latent x*). See :class:`QuadraticCostModel`."""
+    cost_relative_noise: float = 0.0
+    """0 (the reference): the cost regression's noise has one learned variance. > 0: its variance at a
+    frame is the learned one times (observed cost + ``cost_relative_noise``), so the fit weighs each
+    frame's error relative to its cost (see :class:`QuadraticCostModel`)."""
     background: bool = False
     """Model the static scene explicitly (False: the reference). True: the encoder reads each frame minus
     the training images' per-pixel mean, divided by their per-pixel std (plus a floor; see
@@ -119,6 +124,8 @@ class SVAEConfig:
             raise ValueError("keypoints and hidden_var must be positive")
         if self.cost_form not in COST_FORMS:
             raise ValueError(f"cost_form must be one of {COST_FORMS}, got {self.cost_form!r}")
+        if not (math.isfinite(self.cost_relative_noise) and self.cost_relative_noise >= 0):
+            raise ValueError(f"cost_relative_noise must be >= 0, got {self.cost_relative_noise}")
 
     @property
     def potential_dim(self) -> int:
@@ -191,10 +198,14 @@ class QuadraticCostModel(nn.Module):
     ``cost_dim`` < latent_dim: the cost depends on the first ``cost_dim`` latent dimensions only (the
     observed ones; C and c are zero on the rest)."""
 
-    def __init__(self, latent_dim: int, action_dim: int, cost_dim: int | None = None, form: str = "linear"):
+    def __init__(self, latent_dim: int, action_dim: int, cost_dim: int | None = None, form: str = "linear",
+                 relative_noise: float = 0.0):
         super().__init__()
         if form not in COST_FORMS:
             raise ValueError(f"form must be one of {COST_FORMS}, got {form!r}")
+        if not (math.isfinite(relative_noise) and relative_noise >= 0):
+            raise ValueError(f"relative_noise must be >= 0, got {relative_noise}")
+        self.relative_noise = float(relative_noise)
         self.latent_dim = latent_dim
         self.cost_dim = latent_dim if cost_dim is None else cost_dim
         self.form = form
@@ -219,9 +230,15 @@ class QuadraticCostModel(nn.Module):
         return 0.5 * Lx.pow(2).sum(-1) + x @ self.c + self.c0 + 0.5 * Mu.pow(2).sum(-1)
 
     def log_likelihood(self, cost: torch.Tensor, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """log N(cost; predict(x, u), exp(log_var)) elementwise."""
+        """log N(cost; predict(x, u), v) elementwise, v = exp(log_var), or with ``relative_noise`` > 0
+        v = exp(log_var) (max(cost, 0) + relative_noise): the error at a cheap frame (near the goal) then
+        counts for more than the same error at an expensive one. A distance cost is a cone, which one
+        quadratic fitted with equal weights flattens where the cost is low, near the goal."""
         r = cost - self.predict(x, u)
-        return -0.5 * (np.log(2.0 * np.pi) + self.log_var + r.pow(2) * torch.exp(-self.log_var))
+        log_var = self.log_var
+        if self.relative_noise > 0:
+            log_var = log_var + torch.log(cost.clamp_min(0.0) + self.relative_noise)
+        return -0.5 * (np.log(2.0 * np.pi) + log_var + r.pow(2) * torch.exp(-log_var))
 
     def as_cost(self) -> LatentQuadraticCost:
         """The current cost model as numpy arrays (for LQR-FLM), in the general form either way."""
@@ -254,7 +271,7 @@ class StructuredVAE(nn.Module):
         self.encoder = gaussian_encoder(cfg.encoder, cfg.image_size, cfg.channels, cfg.potential_dim, cfg.first_stride,
                                         cfg.encoder_hidden, cfg.keypoints, cfg.min_potential_var)
         self.decoder = ConvDecoder(cfg.image_size, cfg.channels, dx, cfg.decoder_hidden)
-        self.cost_model = QuadraticCostModel(dx, du, cfg.potential_dim, cfg.cost_form)
+        self.cost_model = QuadraticCostModel(dx, du, cfg.potential_dim, cfg.cost_form, cfg.cost_relative_noise)
         # The global LDS (posterior mean of the Bayesian LDS); a random walk until first set.
         f64 = torch.float64
         self.register_buffer("A", torch.eye(dx, dtype=f64))

@@ -154,6 +154,17 @@ def test_the_latent_actor_scales_a_smoothed_noise_sequence_by_the_policy_covaria
         solar.SolarConfig(policy_smoothing=-1.0)
 
 
+def test_cost_relative_noise_reaches_the_cost_model():
+    cfg = solar.SolarConfig(latent_dim=3, image_size=16, cost_relative_noise=0.05)
+    model = solar.SVAELatentModel(16, 2, cfg)
+    assert model.net.cost_model.relative_noise == 0.05
+    plain = solar.SVAELatentModel(16, 2, solar.SolarConfig(latent_dim=3, image_size=16))
+    assert plain.net.cost_model.relative_noise == 0
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="cost_relative_noise"):
+            solar.SolarConfig(cost_relative_noise=bad)
+
+
 def test_latent_cost_is_the_models_cost_as_lqr_quadratic():
     model, _, data = _fitted_model("solar")
     rng = np.random.default_rng(0)

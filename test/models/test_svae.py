@@ -1,4 +1,6 @@
 """SOLAR's structured VAE: shapes, KL against a dense computation, filtering, cost model, learning."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -349,3 +351,36 @@ def test_potentials_encoded_in_chunks_are_those_of_one_pass(encoder):
     frames = images.reshape(75, 32, 32, 3)[:2 * net.ENCODE_CHUNK + 1]
     mc, _ = net.frame_potentials(frames)
     assert torch.equal(mc, m[:len(frames)])
+
+
+def test_relative_cost_noise_weighs_cheap_frames_more():
+    from solar_ros.models.svae import QuadraticCostModel
+    torch.manual_seed(0)
+    # the likelihood is the Gaussian one with variance exp(log_var) (cost + delta)
+    m = QuadraticCostModel(2, 1, form="target", relative_noise=0.1)
+    with torch.no_grad():
+        m.log_var.fill_(math.log(0.3))
+    x, u, c = torch.randn(5, 2), torch.randn(5, 1), torch.rand(5) * 3
+    var = 0.3 * (c + 0.1)
+    expected = torch.distributions.Normal(m.predict(x, u), var.sqrt()).log_prob(c)
+    torch.testing.assert_close(m.log_likelihood(c, x, u), expected)
+    with pytest.raises(ValueError):
+        QuadraticCostModel(2, 1, relative_noise=-1.0)
+
+    # a cone cost |x| on [-1, 1], fitted by a quadratic 0.5 a (x - t)^2 + c0: with relative noise the fit
+    # follows the cone near its tip (a lower floor c0, closer to the true 0)
+    xs = torch.linspace(-1, 1, 201)[:, None]
+    cost = xs[:, 0].abs()
+
+    def fit(relative_noise: float) -> float:
+        torch.manual_seed(0)
+        model = QuadraticCostModel(1, 1, form="target", relative_noise=relative_noise)
+        opt = torch.optim.Adam(model.parameters(), lr=0.05)
+        for _ in range(1500):
+            opt.zero_grad()
+            (-model.log_likelihood(cost, xs, torch.zeros(len(xs), 1)).mean()).backward()
+            opt.step()
+        return float(model.c0.detach())
+
+    plain, relative = fit(0.0), fit(0.02)
+    assert relative < 0.5 * plain, (plain, relative)

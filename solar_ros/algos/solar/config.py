@@ -55,6 +55,12 @@ class SolarConfig:
     """Latent cost model: 'linear' (the reference, 0.5 x^T C x + c^T x + c0) or 'target'
     (0.5 (x - x*)^T C (x - x*) + c0: its minimum is a learned latent x*, never a point far outside
     the data; see :class:`~solar_ros.models.svae.QuadraticCostModel`)."""
+    cost_relative_noise: float = 0.0
+    """0 (the reference): the learned cost's regression gives every frame the same noise variance.
+    > 0: a frame's variance is the learned one times (its observed cost + this), so the quadratic is
+    fitted to relative errors and follows the cost where it is low, near the goal, instead of
+    flattening there to fit the far frames (a distance cost is a cone; see
+    :meth:`~solar_ros.models.svae.QuadraticCostModel.log_likelihood`). In the task's cost units per step."""
     background: bool = False
     """Model the static scene (SOLAR and the VAE ablation alike): the encoder reads each frame minus the
     pretraining images' mean image (scaled by their per-pixel std) and the decoder adds the mean image's
@@ -164,7 +170,7 @@ class SolarConfig:
         for name in ("copy_state", "background", "pretrain_wide_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"SolarConfig.{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("pretrain_smoothing", "policy_smoothing"):
+        for name in ("pretrain_smoothing", "policy_smoothing", "cost_relative_noise"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"SolarConfig.{name} must be >= 0, got {value!r}")

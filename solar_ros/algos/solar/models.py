@@ -280,6 +280,7 @@ class SVAELatentModel(LatentModel):
         self.net = StructuredVAE(SVAEConfig(image_size=image_size, latent_dim=cfg.latent_dim, action_dim=action_dim,
                                             first_stride=cfg.first_stride, encoder=cfg.encoder,
                                             observed_dim=cfg.observed_dim, cost_form=cfg.cost_form,
+                                            cost_relative_noise=cfg.cost_relative_noise,
                                             background=cfg.background))
         self.lds = None
         self._potentials: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
