@@ -747,8 +747,9 @@ class TrainerNode(StackNode):
                 log.info(f"iteration {it}: mean cost {row.mean_cost:.4g}, final distance {row.final_distance:.3f} m, "
                          f"success {row.success_rate:.0%}, {run.episodes} episodes, {state.wall_times[-1]:.0f} s; "
                          f"policy {state.policy_id}")
-                if diagnostics_line(metrics):
-                    log.info(f"iteration {it} {diagnostics_line(metrics)}")
+                representation = diagnostics_line(metrics)
+                if representation:
+                    log.info(f"iteration {it} {representation}")
             while len(run.evaluation) < self.eval_episodes:
                 j = len(run.evaluation)
                 r = self._episode(self._episode_id(state, f"eval-ep{j:02d}"), episode_seed(self.seed, EVAL, 0, j),

@@ -47,7 +47,7 @@ import torch
 
 from ..algos import solar
 from ..algos.common import StepState, initial_policy, policy_arrays, policy_from_arrays, save_npz_atomic
-from ..algos.probes import coverage_report, state_groups
+from ..algos.probes import state_groups
 from .fitting import (
     METHODS,
     FitError,
@@ -159,13 +159,8 @@ class SolarMethod(FitMethod):
             terms = self.model.fit(rollouts, cfg.pretrain_steps, solar.derive_seed(seed, solar.FIT, 0, 1),
                                    on_update=_fit_reporter(progress, 0.05, 0.8))
             metrics.update({f"model_{k}": v for k, v in terms.items()})
-            buffer = rollouts.last(cfg.buffer_size)
-            metrics.update(solar.latent_diagnostics(self.model.smooth(buffer), buffer,
-                                                    solar.latent_cost(self.model, self.horizon), self.probe_groups,
-                                                    self.hand))
-            if rollouts.states is not None:
-                metrics.update(coverage_report(rollouts.states[..., self.hand[0]], self.hand[1],
-                                               self.env.success_threshold))
+            metrics.update(solar.pretraining_diagnostics(self.model, rollouts, cfg.buffer_size, self.probe_groups,
+                                                         self.hand, self.env.success_threshold))
             self._save_model(iteration)
             new_model = True
             self.policy = initial_policy(self.horizon, cfg.latent_dim, self.du, cfg.init_noise * self.env.action_scale)

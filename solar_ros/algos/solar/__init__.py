@@ -23,6 +23,7 @@ from .loop import (
     heldout_diagnostics,
     latent_actor,
     latent_diagnostics,
+    pretraining_diagnostics,
     random_actor,
     reexpress_policy,
     refit,
@@ -52,6 +53,6 @@ __all__ = [
     "PROJECT_SETTINGS", "SAWYER_SETTINGS", "TASK_DEFAULTS", "FitHook", "FitProgress", "LatentModel", "RolloutData",
     "SVAELatentModel", "SolarConfig", "VAELatentModel", "cost_r2", "derive_seed", "heldout_diagnostics",
     "latent_actor", "latent_cost", "latent_diagnostics", "load_data", "load_run_checkpoint", "local_latent_cost",
-    "random_actor", "reexpress_policy", "refit", "save_data", "save_run_checkpoint",
+    "pretraining_diagnostics", "random_actor", "reexpress_policy", "refit", "save_data", "save_run_checkpoint",
     "solar_step", "task_action_weights", "train", "train_svae_weighted", "train_vae_ablation",
 ]

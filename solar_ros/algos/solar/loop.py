@@ -183,6 +183,19 @@ def latent_diagnostics(latents: np.ndarray, data: RolloutData, cost,
     return out
 
 
+def pretraining_diagnostics(model: LatentModel, data: RolloutData, buffer_size: int,
+                            probe_groups: dict[str, list[int]], hand: tuple[list[int], np.ndarray],
+                            success_threshold: float) -> dict[str, float]:
+    """The pretraining row's diagnostics (the in-process loop's and the fitting node's): those of
+    :func:`latent_diagnostics` on the newest ``buffer_size`` rollouts of ``data`` and, where they carry
+    true states, how much of the workspace they covered (``coverage_*``, cells of ``success_threshold``)."""
+    buffer = data.last(buffer_size)
+    out = latent_diagnostics(model.smooth(buffer), buffer, latent_cost(model, data.T), probe_groups, hand)
+    if data.states is not None:
+        out.update(coverage_report(data.states[..., hand[0]], hand[1], success_threshold))
+    return out
+
+
 def heldout_diagnostics(model: LatentModel, seen: RolloutData, new: RolloutData, cost,
                         probe_groups: dict[str, list[int]] | None = None) -> dict[str, float]:
     """The latent on rollouts the model was not fitted on (``new``, before any refit on them): the cost
@@ -386,9 +399,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         fit_start = time.perf_counter()
         terms = model.fit(data, cfg.pretrain_steps, derive_seed(seed, FIT, 0, 1), progress=progress)
         fit_s = time.perf_counter() - fit_start
-        buffer = data.last(cfg.buffer_size)
-        diagnostics = latent_diagnostics(model.smooth(buffer), buffer, latent_cost(model, T), probe_groups, hand)
-        diagnostics.update(coverage_report(data.states[..., list(env.ee_pos_idx)], goal, env.success_threshold))
+        diagnostics = pretraining_diagnostics(model, data, cfg.buffer_size, probe_groups, hand, env.success_threshold)
         stats = summarize(episodes_now)
         report(IterationLog(0, data.N, data.N * T, stats["mean_cost"], stats["final_distance"], stats["success_rate"],
                             elapsed_before + clock(), {"phase": "pretrain", "model_fit_s": fit_s, **diagnostics,
