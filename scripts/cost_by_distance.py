@@ -20,8 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from solar_ros.algos import solar  # noqa: E402
-from solar_ros.algos.solar.persistence import load_data, load_run_checkpoint  # noqa: E402
+from solar_ros.algos.solar.persistence import load_data  # noqa: E402
 from solar_ros.envs import make  # noqa: E402
+from solar_ros.models.checkpoint import load_checkpoint  # noqa: E402
 
 BINS = (0.0, 0.05, 0.10, 0.15, 0.20, 0.30, 0.50, np.inf)
 
@@ -32,22 +33,28 @@ def main() -> int:
     p.add_argument("--rollouts", nargs="*", default=None, help="rollout files of the run (default: first and last)")
     args = p.parse_args()
     checkpoint = args.run / solar.CHECKPOINT_NAME
-    if not checkpoint.is_file():
-        p.error(f"{checkpoint} does not exist: pass a SOLAR run's output directory")
     torch.set_num_threads(1)
-    saved = torch.load(checkpoint, weights_only=False)["extra"]
-    if saved.get("method") != "solar":
-        p.error(f"{args.run} is a {saved.get('method')!r} run; this reads SOLAR runs")
-    cfg = solar.SolarConfig(**saved["config"])
-    env = make(saved["task"], image_obs=False)
-    image_size = cfg.image_size or make(saved["task"]).image_shape[0]
-    model = solar.SVAELatentModel(image_size, env.action_dim, cfg)
-    state = load_run_checkpoint(checkpoint, model, {k: saved[k] for k in ("task", "seed", "method", "goal", "config")})
-    goal = np.asarray(saved["goal"], dtype=np.float64)
-    files = args.rollouts or [state["data_files"][0], state["data_files"][-1]]
+    try:
+        ckpt = load_checkpoint(checkpoint)
+        saved = ckpt.extra
+        if saved.get("method") != "solar":
+            p.error(f"{args.run} is a {saved.get('method')!r} run; this reads SOLAR runs")
+        cfg = solar.SolarConfig(**saved["config"])
+        env = make(saved["task"], image_obs=False)
+        model = solar.SVAELatentModel(cfg.image_size or env.image_shape[0], env.action_dim, cfg)
+        model.restore(ckpt, checkpoint)
+        goal = np.asarray(saved["goal"], dtype=np.float64)
+        files = args.rollouts or [saved["data_files"][0], saved["data_files"][-1]]
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        p.error(f"cannot read the SOLAR run in {args.run}: {err}")
     cost = solar.latent_cost(model, env.horizon)
     for name in files:
-        data = load_data(args.run, [name])
+        try:
+            data = load_data(args.run, [name])
+        except (OSError, ValueError, KeyError) as err:
+            p.error(f"cannot read the rollouts {name!r} of {args.run}: {err}")
+        if data.states is None:
+            p.error(f"the rollouts {name!r} of {args.run} carry no true states to measure distances with")
         latents = model.smooth(data)
         learned = cost.value(latents, np.zeros_like(data.actions))
         distance = np.linalg.norm(data.states[..., list(env.ee_pos_idx)] - goal, axis=-1)

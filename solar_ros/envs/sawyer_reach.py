@@ -100,6 +100,8 @@ class SawyerReachEnv(MujocoTaskEnv):
         self.params = load_sawyer_params(params_path)
         self.image_shape = (int(image_size), int(image_size), 3)
         if camera is not None:
+            if not isinstance(camera, SceneCamera):
+                raise ValueError(f"camera must be a SceneCamera(pos, lookat, fovy), got {camera!r}")
             self.scene_camera = camera
         if hand_marker_radius is not None:
             self.hand_marker_radius = float(hand_marker_radius)

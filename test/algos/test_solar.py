@@ -398,3 +398,22 @@ def test_smoothing_reuses_the_encoders_potentials_only_while_its_weights_stay():
     assert np.array_equal(changed, direct(data)) and not np.allclose(changed, first)
     model.net.set_background(data.images[:2])  # the static scene's statistics are an input too
     assert np.array_equal(model.smooth(data), direct(data))
+
+
+def test_cost_by_distance_script_bins_every_frame_and_refuses_what_is_not_a_solar_run(tiny_run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[2] / "scripts" / "cost_by_distance.py"
+    out, _ = tiny_run
+    done = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    blocks = done.stdout.split("frames\n")
+    assert done.stdout.startswith("pretrain: 1000 frames") and "iter_002: 300 frames" in done.stdout
+    for block, frames in zip(blocks[1:], (1000, 300)):
+        rows = [line.split() for line in block.splitlines() if line.strip().startswith("[")]
+        assert sum(int(r[2]) for r in rows) == frames  # every frame falls in one bin
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    for run in (tmp_path / "missing", tmp_path):
+        bad = subprocess.run([sys.executable, str(script), str(run)], capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and "cannot read the SOLAR run" in bad.stderr and "Traceback" not in bad.stderr

@@ -284,3 +284,5 @@ def test_the_scene_camera_can_be_placed():
     # it looks at lookat: the point projects to the image centre
     assert np.allclose(_pixel(env, cam.lookat), [32, 32], atol=1e-6)
     env.close()
+    with pytest.raises(ValueError, match="SceneCamera"):
+        make("sawyer_reach", camera=(1.5, -0.7, 1.0))

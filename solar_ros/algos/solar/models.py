@@ -27,7 +27,7 @@ from ...core.cost_fit import fit_quadratic_cost
 from ...core.dynamics import BayesianLDS, fit_lds_em
 from ...core.gaussian import LDSParams, kalman_step, rts_smoother
 from ...core.lqr_flm import QuadraticCost
-from ...models.checkpoint import load_checkpoint, save_checkpoint
+from ...models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ...models.common import check_images, module_device, to_float_images
 from ...models.lds_update import ConjugateLDSUpdate
 from ...models.svae import SmoothedStats, StructuredVAE, SVAEConfig, beta_schedule
@@ -255,9 +255,12 @@ class LatentModel(abc.ABC):
 
     def load(self, path: str | os.PathLike) -> dict:
         """Restore what :meth:`save` wrote into this model (same architecture); returns the caller's ``extra``."""
-        ckpt = load_checkpoint(path)
+        return self.restore(load_checkpoint(path), path)
+
+    def restore(self, ckpt: Checkpoint, source: str | os.PathLike = "the checkpoint") -> dict:
+        """:meth:`load` from a checkpoint already read (``source`` names it in errors)."""
         if MODEL_STATE_KEY not in ckpt.extra:
-            raise ValueError(f"{path} holds no {self.method} latent model state")
+            raise ValueError(f"{source} holds no {self.method} latent model state")
         self._check_method(ckpt.extra[MODEL_STATE_KEY])
         self.net.load_state_dict(ckpt.model.state_dict())
         self.net.eval()
