@@ -250,6 +250,7 @@ class ModelFittingNode(StackNode):
         if method_name not in METHODS:
             raise FitError(f"unknown method {method_name!r}; available: {sorted(METHODS)}")
         settings, overrides = self._settings(self.default_config, goal.config_yaml)
+        final = bool(overrides.pop("final", False))  # the trainer's last fit: its policy is evaluated
         self._set_threads()
         cls = METHODS[method_name]
         progress("loading", 0.0, math.nan, 0)
@@ -270,7 +271,7 @@ class ModelFittingNode(StackNode):
             data = load_training_data(goal.episode_dir, list(goal.episode_ids), self.method.required_arrays,
                                       horizon=self.method.horizon)
             progress("loading", 0.05, math.nan, 0)
-            output = self.method.update(data, int(goal.iteration), progress)
+            output = self.method.update(data, int(goal.iteration), progress, final=final)
         progress("saving", 0.95, math.nan, 0)
         # The policy first, then the method's state, then current.json: a process killed in between
         # leaves a state whose policy file exists (see _repeat), or the previous iteration whole.

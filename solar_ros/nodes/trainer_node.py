@@ -342,23 +342,28 @@ class TrainerNode(StackNode):
             raise TrainerError(f"/sim/reset refused: {reply.message}")
         return list(reply.goal)
 
-    def _fit_request(self, iteration: int, episode_ids: list[str], goal: list[float]) -> FitModel.Goal:
+    def _fit_request(self, iteration: int, episode_ids: list[str], goal: list[float],
+                     final: bool = False) -> FitModel.Goal:
+        """The goal of one fit; ``final``: the fit after the last iteration's episodes (its policy is evaluated)."""
         import yaml
 
         config = yaml.safe_load(self.fit_config) if self.fit_config.strip() else {}
         if not isinstance(config, dict):
             raise TrainerError("fit_config must be a YAML mapping")
         config.update({"task": self.task, "goal": list(goal), "seed": self.seed})
+        if final:
+            config["final"] = True
         if self.horizon:
             config["horizon"] = self.horizon
         return FitModel.Goal(episode_ids=list(episode_ids), episode_dir=str(self.episode_dir.resolve()),
                              iteration=iteration, method=self.method, config_yaml=yaml.safe_dump(config))
 
-    def _fit(self, iteration: int, episode_ids: list[str], goal: list[float]) -> FitModel.Result:
+    def _fit(self, iteration: int, episode_ids: list[str], goal: list[float], final: bool = False
+             ) -> FitModel.Result:
         """One fit to its answer, asked for again while the fitter is gone, restarting or busy (within
         ``fault_patience``); sets the new policy as the current one. FitFailed if the fitter says the
-        fit failed, TrainerError if it stays away."""
-        request = self._fit_request(iteration, episode_ids, goal)
+        fit failed, TrainerError if it stays away. ``final``: see :meth:`_fit_request`."""
+        request = self._fit_request(iteration, episode_ids, goal, final)
         burst = FaultBurst(self.fault_patience)
         log = self.get_logger()
         while True:
@@ -437,7 +442,8 @@ class TrainerNode(StackNode):
         iteration = state.fit_iteration + 1
         for attempt in range(1, self.fit_retries + 2):
             try:
-                result = self._fit(iteration, state.pending_fit, goal)
+                result = self._fit(iteration, state.pending_fit, goal,
+                                   final=len(state.run.iterations) == self.iterations - 1)
             except FitFailed as err:
                 log.error(f"fit {iteration} failed (attempt {attempt} of {self.fit_retries + 1}): {err}")
                 continue

@@ -219,7 +219,8 @@ class DSAEMethod(FitMethod):
             raise FitError(f"episodes have images of shape {data.images.shape[2:]}, the autoencoder reads "
                            f"{self.image_size}x{self.image_size}x3 (set the camera's width/height or image_size)")
 
-    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = no_progress) -> FitOutput:
+    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = no_progress,
+               final: bool = False) -> FitOutput:
         if self.policy is None:
             raise FitError("no run in progress: start one with iteration 0")
         self.check_on_policy(data)

@@ -376,7 +376,11 @@ class FitMethod:
     def initialize(self, progress: ProgressFn = no_progress) -> FitOutput:
         raise NotImplementedError
 
-    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = no_progress) -> FitOutput:
+    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = no_progress,
+               final: bool = False) -> FitOutput:
+        """Fit on ``data`` (the episodes of the current policy) and return the next policy. ``final``: the
+        trainer's last iteration, whose policy is evaluated and never rolled out for another update (a
+        method may then answer with another policy than its update, e.g. SOLAR's ``final_policy``)."""
         raise NotImplementedError
 
     def check_on_policy(self, data: TrainingData) -> None:
@@ -458,7 +462,8 @@ class LQRJointsMethod(FitMethod):
         self.iteration = 0
         return FitOutput(self._package(0), metrics={"state_dim": float(self.cost.dx)})
 
-    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = no_progress) -> FitOutput:
+    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = no_progress,
+               final: bool = False) -> FitOutput:
         if self.loop is None:
             raise FitError("no run in progress: start one with iteration 0")
         self.check_on_policy(data)

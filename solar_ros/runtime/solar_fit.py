@@ -139,7 +139,8 @@ class SolarMethod(FitMethod):
         return FitOutput(self._package(0), self.model_path, new_model=True,
                          metrics={"latent_dim": float(cfg.latent_dim)})
 
-    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = no_progress) -> FitOutput:
+    def update(self, data: TrainingData, iteration: int, progress: ProgressFn = no_progress,
+               final: bool = False) -> FitOutput:
         if self.policy is None:
             raise FitError("no run in progress: start one with iteration 0")
         self.check_on_policy(data)
@@ -186,6 +187,10 @@ class SolarMethod(FitMethod):
                 self.probe_groups, episode_costs=rollouts.costs.sum(1), hand=self.hand)
             progress("policy", 0.85, math.nan, 0)
             metrics.update(step_metrics)
+            if final:  # the trainer evaluates this fit's policy: the run's final one, as in the in-process loop
+                chosen = solar.final_policy(self.policy, self.step, cfg)
+                metrics["final_best_measured"] = float(chosen is not self.policy)
+                self.policy = chosen
         self.history += data.episode_ids
         self.episode_dir = data.root or self.episode_dir
         self.iteration = iteration

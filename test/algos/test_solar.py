@@ -273,6 +273,10 @@ def test_bad_inputs_raise_clear_errors():
         solar.SolarConfig(cost_form="quadratic")
     with pytest.raises(ValueError, match="dynamics_latents"):
         solar.SolarConfig(dynamics_latents="predicted")
+    with pytest.raises(ValueError, match="final_policy"):
+        solar.SolarConfig(final_policy="best")
+    with pytest.raises(ValueError, match="measured_step=true"):
+        solar.SolarConfig(final_policy="best_measured")
     with pytest.raises(ValueError, match="pretraining"):
         solar.train("point", seed=0, episodes=20, progress=False, config=TINY)
     with pytest.raises(ValueError, match="arena"):
@@ -348,6 +352,32 @@ def test_the_latent_model_interface_is_abstract():
     with pytest.raises(TypeError, match="abstract"):
         solar.LatentModel()
     assert {"fit", "smooth", "filtered_means", "filter_step", "cost_terms"} <= solar.LatentModel.__abstractmethods__
+
+
+def test_a_run_ending_on_its_best_measured_policy_evaluates_the_measured_steps_anchor(tmp_path):
+    from solar_ros.algos.common import StepState, policy_from_arrays, summarize
+    from solar_ros.models.checkpoint import load_checkpoint
+    torch.set_num_threads(1)
+    cfg = replace(TINY, measured_step=True, adapt_step=False, final_policy="best_measured")
+    result = solar.train("point", seed=1, out=tmp_path, progress=False, config=cfg)
+    ckpt = load_checkpoint(tmp_path / solar.CHECKPOINT_NAME)
+    state = ckpt.extra
+    last_update, step = policy_from_arrays("policy", state), StepState.from_arrays(state)
+    assert step.anchor is not None and not np.allclose(step.anchor.K, last_update.K)
+    model = solar.SVAELatentModel(16, 2, cfg)
+    model.restore(ckpt, tmp_path / solar.CHECKPOINT_NAME)
+    env = make("point", image_obs=True, image_size=16)
+    env.reset(seed=1)
+    low, high = env.action_space.low, env.action_space.high
+
+    def evaluate(policy):
+        return summarize([rollout(env, solar.latent_actor(model, policy, None, low, high),
+                                  seed=solar.derive_seed(1, solar.EVAL, 0, i), options={"goal": env.goal.copy()},
+                                  record_images=True) for i in range(cfg.eval_episodes)])
+    assert evaluate(step.anchor)["mean_cost"] == pytest.approx(result.final_cost, rel=1e-9)
+    assert evaluate(last_update)["mean_cost"] != pytest.approx(result.final_cost, rel=1e-6)
+    assert solar.final_policy(last_update, step, cfg) is step.anchor
+    assert solar.final_policy(last_update, step, replace(cfg, final_policy="update")) is last_update
 
 
 def test_measured_step_keeps_the_cheapest_policy_and_shrinks_the_step_after_a_worse_one():

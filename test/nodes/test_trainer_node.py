@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import rclpy
 import rclpy.task
+import yaml
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
@@ -79,6 +80,8 @@ class FakeStack:
         """Iterations of the FitModel goals received, in order."""
         self.fit_episodes: list[int] = []
         """How many episodes each FitModel goal carried, in order."""
+        self.fit_final: list[bool] = []
+        """Whether each FitModel goal was marked as the run's last fit (its policy is evaluated), in order."""
         self.fail_fits: list[int] = []
         """Iterations whose next fit fails (one entry per failure)."""
         self.silent_fits = 0
@@ -161,6 +164,7 @@ class FakeStack:
         iteration = goal_handle.request.iteration
         self.fits.append(iteration)
         self.fit_episodes.append(len(goal_handle.request.episode_ids))
+        self.fit_final.append(bool(yaml.safe_load(goal_handle.request.config_yaml).get("final", False)))
         if self.silent_fits > 0:
             self.silent_fits -= 1
             never = rclpy.task.Future()
@@ -306,6 +310,7 @@ def test_a_failed_fit_keeps_the_previous_policy_and_the_run_goes_on(start_node, 
     assert log.count("fit 1 failed (attempt") == 2 and "LQR-FLM update failed at iteration 1" in log
     assert "keeping policy policy-0 for the next iteration" in log
     assert stack.fits == [0, 1, 1, 1], "iteration 1 ran policy-0 again and its episodes were fitted as fit 1"
+    assert stack.fit_final == [False, False, False, True], "only the fit after the last iteration is marked final"
     import json
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["iterations"][0]["extra"] == {"fit_failed": 1.0}
@@ -326,6 +331,7 @@ def test_the_first_iteration_can_have_its_own_number_of_episodes(start_node, ros
                               first_iteration_episodes=3)
     assert status == 0, log
     assert stack.fits == [0, 1, 2] and stack.fit_episodes == [0, 3, 1], (stack.fits, stack.fit_episodes)
+    assert stack.fit_final == [False, False, True]
     assert "iteration 0 episode 3/3" in log and "iteration 1 episode 1/1" in log
 
 

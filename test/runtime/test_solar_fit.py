@@ -68,7 +68,7 @@ def _in_process(env, cfg: solar.SolarConfig, pretrain: solar.RolloutData, batche
 
 
 @pytest.mark.parametrize("dynamics_latents, refit_every, measured", [("smoothed", 2, False), ("filtered", 0, False),
-                                                                     ("smoothed", 1, True)])
+                                                                     ("smoothed", 1, True), ("smoothed", 1, "final")])
 def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, monkeypatch, dynamics_latents,
                                                                     refit_every, measured):
     torch.set_num_threads(1)
@@ -80,7 +80,8 @@ def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, m
     if measured:  # the second batch costs more: the update goes back to the anchor (through a refit and a restart)
         batches.sort(key=lambda b: b.costs.sum(1).mean())
     overrides = {**TINY, "dynamics_latents": dynamics_latents, "refit_every": refit_every,
-                 **({"measured_step": True, "adapt_step": False} if measured else {})}
+                 **({"measured_step": True, "adapt_step": False} if measured else {}),
+                 **({"final_policy": "best_measured"} if measured == "final" else {})}
     cfg = replace(solar.TASK_DEFAULTS["point"], **overrides)
 
     node = SolarMethod(RunSettings(task="point", goal=goal.tolist(), seed=SEED), overrides, tmp_path)
@@ -96,13 +97,18 @@ def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, m
     monkeypatch.setattr(solar_fit, "load_training_data", _recorder_files(recorded))
     node = SolarMethod.load(RunSettings(task="point", goal=goal.tolist(), seed=SEED), overrides, tmp_path)
     assert node._data is None
-    out = node.update(_recorded(batches[1], node.policy_id, "it2-"), 3)
+    out = node.update(_recorded(batches[1], node.policy_id, "it2-"), 3, final=measured == "final")
 
     policy, step = _in_process(env, cfg, pretrain, batches)
+    assert np.any(policy.K != 0)
+    if measured == "final":  # the trainer's last fit answers with the run's final policy: here the anchor
+        assert out.metrics["final_best_measured"] == 1.0
+        assert not np.allclose(out.policy.policy.K, policy.K)
+        policy = solar.final_policy(policy, step, cfg)
+        assert policy is step.anchor
     for name in ("K", "k", "cov"):
         np.testing.assert_allclose(getattr(out.policy.policy, name), getattr(policy, name), rtol=1e-9, atol=1e-12,
                                    err_msg=name)
-    assert np.any(policy.K != 0)
     assert (node.step.step_mult, node.step.eta) == pytest.approx((step.step_mult, step.eta), rel=1e-9)
     if measured:
         assert out.metrics["reverted"] == 1.0 and node.step.step_mult == pytest.approx(0.5)

@@ -136,6 +136,12 @@ class SolarConfig:
     iteration's rollouts cost more on average than the cheapest policy's so far, the update starts
     again from that policy (re-expressed in the current latent) with half the KL step (down to 1/8);
     after an improvement the step doubles back up to ``kl_step``. Excludes ``adapt_step``."""
+    final_policy: str = "update"
+    """The policy a run ends with, the one evaluated (and, through the nodes, published last). 'update'
+    (the reference): the LQR-FLM update of the last iteration's rollouts, a policy no rollout has
+    measured. 'best_measured' (needs ``measured_step``): the measured step's anchor, the policy whose
+    rollouts cost least on average so far (re-expressed in the final latent); the last update is still
+    made, for its diagnostics. See :func:`~solar_ros.algos.solar.loop.final_policy`."""
     measured_step_z: float = 0.0
     """With ``measured_step``: how many standard errors (of the difference of the two mean episode
     costs) the rollouts must cost more than the anchor's before the update goes back to it (0: any
@@ -202,6 +208,11 @@ class SolarConfig:
         if self.measured_step and self.adapt_step:
             raise ValueError("SolarConfig: measured_step and adapt_step are two rules for the same KL step; "
                              "set at most one")
+        if self.final_policy not in ("update", "best_measured"):
+            raise ValueError(f"SolarConfig.final_policy must be 'update' or 'best_measured', got {self.final_policy!r}")
+        if self.final_policy == "best_measured" and not self.measured_step:
+            raise ValueError("SolarConfig: final_policy='best_measured' is the measured step's anchor; "
+                             "set measured_step=true with it")
         if self.action_cost not in ("learned", "task"):
             raise ValueError(f"SolarConfig.action_cost must be 'learned' or 'task', got {self.action_cost!r}")
         if self.cost_fit not in ("model", "local"):

@@ -254,6 +254,16 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     return new_policy, step, metrics
 
 
+def final_policy(policy: LinearGaussianPolicy, step: StepState, cfg: SolarConfig) -> LinearGaussianPolicy:
+    """The policy a run ends with (``cfg.final_policy``), given the last update ``policy`` and the step
+    state after it: with 'best_measured' the measured step's anchor (the policy whose rollouts cost
+    least so far), else ``policy``. The in-process loop evaluates it; the fitting node publishes it
+    after the trainer's last iteration."""
+    if cfg.final_policy == "best_measured" and step.anchor is not None:
+        return step.anchor
+    return policy
+
+
 def reexpress_policy(policy: LinearGaussianPolicy, old_latents: np.ndarray, new_latents: np.ndarray,
                      ridge: float = 1e-6) -> LinearGaussianPolicy:
     """The same controller in a refitted model's latent coordinates.
@@ -440,8 +450,11 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         checkpoint_now(it)
     bar.close()
 
-    # --- 3. evaluation: the policy's mean on fresh episodes --------------------------------------------
-    evaluation = collect(lambda i: latent_actor(model, policy, None, low, high), EVAL, 0, cfg.eval_episodes)
+    # --- 3. evaluation: the final policy's mean on fresh episodes -----------------------------------------
+    final_pol = final_policy(policy, step, cfg)
+    if final_pol is not policy:
+        log.info("evaluating the best measured policy (mean episode cost %.4g in training)", step.anchor_cost)
+    evaluation = collect(lambda i: latent_actor(model, final_pol, None, low, high), EVAL, 0, cfg.eval_episodes)
     final = summarize(evaluation)
     if writer is not None:
         for key, value in final.items():
