@@ -354,30 +354,41 @@ def test_the_latent_model_interface_is_abstract():
     assert {"fit", "smooth", "filtered_means", "filter_step", "cost_terms"} <= solar.LatentModel.__abstractmethods__
 
 
-def test_a_run_ending_on_its_best_measured_policy_evaluates_the_measured_steps_anchor(tmp_path):
-    from solar_ros.algos.common import StepState, policy_from_arrays, summarize
+def test_a_run_ending_on_its_best_measured_policy_evaluates_the_measured_steps_anchor(tmp_path, tiny_run):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from solar_ros.algos.common import StepState, policy_from_arrays
     from solar_ros.models.checkpoint import load_checkpoint
     torch.set_num_threads(1)
     cfg = replace(TINY, measured_step=True, adapt_step=False, final_policy="best_measured")
     result = solar.train("point", seed=1, out=tmp_path, progress=False, config=cfg)
-    ckpt = load_checkpoint(tmp_path / solar.CHECKPOINT_NAME)
-    state = ckpt.extra
+    state = load_checkpoint(tmp_path / solar.CHECKPOINT_NAME).extra
     last_update, step = policy_from_arrays("policy", state), StepState.from_arrays(state)
     assert step.anchor is not None and not np.allclose(step.anchor.K, last_update.K)
-    model = solar.SVAELatentModel(16, 2, cfg)
-    model.restore(ckpt, tmp_path / solar.CHECKPOINT_NAME)
-    env = make("point", image_obs=True, image_size=16)
-    env.reset(seed=1)
-    low, high = env.action_space.low, env.action_space.high
-
-    def evaluate(policy):
-        return summarize([rollout(env, solar.latent_actor(model, policy, None, low, high),
-                                  seed=solar.derive_seed(1, solar.EVAL, 0, i), options={"goal": env.goal.copy()},
-                                  record_images=True) for i in range(cfg.eval_episodes)])
-    assert evaluate(step.anchor)["mean_cost"] == pytest.approx(result.final_cost, rel=1e-9)
-    assert evaluate(last_update)["mean_cost"] != pytest.approx(result.final_cost, rel=1e-6)
     assert solar.final_policy(last_update, step, cfg) is step.anchor
     assert solar.final_policy(last_update, step, replace(cfg, final_policy="update")) is last_update
+    # Evaluated again from the checkpoint: the anchor gives the run's own evaluation, the last update another.
+    assert solar.evaluate_saved_run(tmp_path)["mean_cost"] == pytest.approx(result.final_cost, rel=1e-9)
+    assert solar.evaluate_saved_run(tmp_path, "best_measured")["mean_cost"] == pytest.approx(result.final_cost,
+                                                                                            rel=1e-9)
+    assert solar.evaluate_saved_run(tmp_path, "update")["mean_cost"] != pytest.approx(result.final_cost, rel=1e-6)
+    # A run that ended on its last update (the tiny run, no measured step) gives its own figures back,
+    # and has no best measured policy.
+    out, plain = tiny_run
+    assert solar.evaluate_saved_run(out, episodes=2)["mean_cost"] != pytest.approx(plain.final_cost, rel=1e-6)
+    assert solar.evaluate_saved_run(out)["mean_cost"] == pytest.approx(plain.final_cost, rel=1e-9)
+    with pytest.raises(ValueError, match="no best measured policy"):
+        solar.evaluate_saved_run(out, "best_measured")
+    script = Path(__file__).resolve().parents[2] / "scripts" / "evaluate_run.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), "--policy", "both", "--episodes", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "best_measured" in done.stdout and "update" in done.stdout
+    for bad in ([str(out), "--policy", "best_measured"], [str(tmp_path / "missing")], [str(out), "--episodes", "0"]):
+        done = subprocess.run([sys.executable, str(script), *bad], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
 
 
 def test_measured_step_keeps_the_cheapest_policy_and_shrinks_the_step_after_a_worse_one():

@@ -20,6 +20,7 @@ from .loop import (
     NOISE,
     PRETRAIN,
     derive_seed,
+    evaluate_saved_run,
     final_policy,
     heldout_diagnostics,
     latent_actor,
@@ -52,7 +53,7 @@ from .persistence import CHECKPOINT_NAME, DATA_DIR, load_data, load_run_checkpoi
 __all__ = [
     "CHECKPOINT_NAME", "COPY_NOISE_VAR", "DATA_DIR", "EVAL", "FIT", "ITERATION", "MODEL_CLASSES", "NOISE", "PRETRAIN",
     "PROJECT_SETTINGS", "SAWYER_SETTINGS", "TASK_DEFAULTS", "FitHook", "FitProgress", "LatentModel", "RolloutData",
-    "SVAELatentModel", "SolarConfig", "VAELatentModel", "cost_r2", "derive_seed", "final_policy",
+    "SVAELatentModel", "SolarConfig", "VAELatentModel", "cost_r2", "derive_seed", "evaluate_saved_run", "final_policy",
     "heldout_diagnostics",
     "latent_actor", "latent_cost", "latent_diagnostics", "load_data", "load_run_checkpoint", "local_latent_cost",
     "pretraining_diagnostics", "random_actor", "reexpress_policy", "refit", "save_data", "save_run_checkpoint",

@@ -475,6 +475,44 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     return result
 
 
+def evaluate_saved_run(out: Path, which: str | None = None, episodes: int | None = None) -> dict[str, float]:
+    """Evaluate a finished (or interrupted) run's policy again, from its checkpoint in ``out``: ``which``
+    'update' (the last LQR-FLM update) or 'best_measured' (the measured step's anchor), None: the run's
+    own ``final_policy``; on the evaluation episodes :func:`train` uses (the first ``episodes`` of them,
+    default the run's ``eval_episodes``). Returns :func:`summarize`'s figures. ValueError when the
+    checkpoint is not a SOLAR/VAE run's or has no such policy."""
+    from ...models.checkpoint import load_checkpoint
+
+    path = Path(out) / CHECKPOINT_NAME
+    ckpt = load_checkpoint(path)
+    state = ckpt.extra
+    method = state.get("method")
+    if method not in MODEL_CLASSES:
+        raise ValueError(f"{path} is not a SOLAR or VAE-ablation run's checkpoint (method {method!r})")
+    cfg = SolarConfig(**state["config"])
+    which = cfg.final_policy if which is None else which
+    if which not in ("update", "best_measured"):
+        raise ValueError(f"which must be 'update' or 'best_measured', got {which!r}")
+    seed = int(state["seed"])
+    env_kwargs = {} if cfg.image_size is None else {"image_size": cfg.image_size}
+    env = make(state["task"], image_obs=True, goal=np.asarray(state["goal"], dtype=np.float64), **env_kwargs)
+    env.reset(seed=seed)
+    goal = env.goal.copy()
+    model = MODEL_CLASSES[method](env.image_shape[0], env.action_dim, cfg)
+    model.restore(ckpt, path)
+    policy, step = policy_from_arrays("policy", state), StepState.from_arrays(state)
+    if which == "best_measured":
+        if step.anchor is None:
+            raise ValueError(f"{path} has no best measured policy (the run did not use measured_step)")
+        policy = step.anchor
+    low, high = env.action_space.low, env.action_space.high
+    n = cfg.eval_episodes if episodes is None else int(episodes)
+    if n < 1:
+        raise ValueError(f"episodes must be >= 1, got {n}")
+    return summarize([rollout(env, latent_actor(model, policy, None, low, high), seed=derive_seed(seed, EVAL, 0, i),
+                              options={"goal": goal, "wide_start": False}, record_images=True) for i in range(n)])
+
+
 def train_vae_ablation(task: str, seed: int, out: Path | None = None, episodes: int | None = None, goal=None,
                        progress: bool = True, resume: bool = False, config: SolarConfig | None = None) -> RunResult:
     """The VAE ablation of :func:`train`: the same loop with a per-frame VAE latent."""
