@@ -1,13 +1,27 @@
 #!/usr/bin/env bash
 # The project's main job: set up (idempotently), then run the whole ROS 2 node stack (simulated
 # Sawyer, camera, encoder, controller, recorder, model fitting, trainer: one process each) learning
-# to reach a goal on `sawyer_reach`, ending with the results table, summary.json and the
-# learning-curve plot. The console shows the trainer's progress (and any warning or error); every
+# to reach a goal on `sawyer_reach` from the camera, ending with the results table, summary.json and
+# the learning-curve plot. The console shows the trainer's progress (and any warning or error); every
 # node's full log goes to OUT_DIR/stack.log.
-# Usage: scripts/main.sh [OUT_DIR]   (default runs/main)
+# Usage: scripts/main.sh [OUT_DIR] [--method dsae|solar]   (default runs/main, method dsae)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT=${1:-$ROOT/runs/main}
+OUT=$ROOT/runs/main
+METHOD=dsae
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --method) METHOD=${2:-}; shift 2 || { echo "main.sh: --method needs a value (dsae or solar)" >&2; exit 2; } ;;
+    --method=*) METHOD=${1#--method=}; shift ;;
+    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "main.sh: unknown option $1 (usage: scripts/main.sh [OUT_DIR] [--method dsae|solar])" >&2; exit 2 ;;
+    *) OUT=$1; shift ;;
+  esac
+done
+case "$METHOD" in
+  dsae|solar) ;;
+  *) echo "main.sh: --method must be dsae or solar, got '$METHOD'" >&2; exit 2 ;;
+esac
 bash "$ROOT/scripts/setup_env.sh"
 # shellcheck disable=SC1091
 . "${SOLAR_ROS_VENV:-$ROOT/.venv}/bin/activate"
@@ -15,22 +29,34 @@ export MUJOCO_GL=${MUJOCO_GL:-egl}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 rm -rf "$OUT/episodes" "$OUT/models" "$OUT/trainer_state.json"   # a fresh run: its own episodes, models, state
-# Method dsae: the deep-spatial-autoencoder pipeline of Finn et al. through the nodes (12 iterations of
-# 5 episodes, each followed by a fit). Fits 1-6: an exploratory LQR-FLM controller on [q, dq] with the
-# task's cost through the arm's kinematics (sent as a latent+joints policy with zero gains on the
-# latent). Fit 7: the autoencoder is trained on the camera images of those 35 episodes, the goal image
-# (the last frame of the episode that ended closest to the goal) gives target feature points, and the
-# model goes to the encoder. Fits 7-12: the final LQR-FLM controller on [feature points, q, dq] with a
-# cost on the feature points' distance to their targets only, starting from the exploratory gains
-# (solar_ros/runtime/dsae_fit.py). The controller's state is [latent, q, dq] throughout. Success: the
-# hand within 5 cm of the goal after the episode, on 10 noise-free evaluation episodes.
+if [ "$METHOD" = dsae ]; then
+  # The deep-spatial-autoencoder pipeline of Finn et al. through the nodes (12 iterations of 5
+  # episodes, each followed by a fit). Fits 1-6: an exploratory LQR-FLM controller on [q, dq] with the
+  # task's cost through the arm's kinematics (sent as a latent+joints policy with zero gains on the
+  # latent). Fit 7: the autoencoder is trained on the camera images of those 35 episodes, the goal image
+  # (the last frame of the episode that ended closest to the goal) gives target feature points, and the
+  # model goes to the encoder. Fits 7-12: the final LQR-FLM controller on [feature points, q, dq] with a
+  # cost on the feature points' distance to their targets only, starting from the exploratory gains
+  # (solar_ros/runtime/dsae_fit.py). The controller's state is [latent, q, dq] throughout. Success: the
+  # hand within 5 cm of the goal after the episode, on 10 noise-free evaluation episodes.
+  ARGS=(trainer_node.method:=dsae controller_node.state_source:=latent+joints
+        trainer_node.fit_config:="{explore_iterations: 6, dsae_steps: 300, control_points: 8}"
+        trainer_node.iterations:=12 trainer_node.episodes_per_iteration:=5 trainer_node.eval_episodes:=10)
+else
+  # SOLAR from the camera alone, with the task's SOLAR settings (solar_ros/algos/solar/config.py): 100
+  # random pretraining episodes (the hand started anywhere in the goal box) -> the structured VAE fit ->
+  # the model hot-swapped into the encoder -> 10 iterations of 40 episodes of LQR-FLM on the filtered
+  # latent, each followed by a refit and an update; the run ends on its best measured policy. Success:
+  # the hand within 5 cm of the goal after the episode, on 20 noise-free evaluation episodes.
+  ARGS=(trainer_node.method:=solar controller_node.state_source:=latent
+        trainer_node.iterations:=11 trainer_node.first_iteration_episodes:=100
+        trainer_node.episodes_per_iteration:=40 trainer_node.eval_episodes:=20
+        sim_arm_node.real_time_factor:="${SOLAR_ROS_RTF:-1.0}")
+fi
 solar-ros launch sim \
   recorder_node.output_dir:="$OUT/episodes" trainer_node.episode_dir:="$OUT/episodes" \
   model_fitting_node.output_dir:="$OUT/models" trainer_node.output_dir:="$OUT" \
-  trainer_node.method:=dsae controller_node.state_source:=latent+joints \
-  trainer_node.fit_config:="{explore_iterations: 6, dsae_steps: 300, control_points: 8}" \
-  trainer_node.seed:=0 trainer_node.iterations:=12 trainer_node.episodes_per_iteration:=5 \
-  trainer_node.eval_episodes:=10 \
+  trainer_node.seed:=0 "${ARGS[@]}" \
   2>&1 | tee "$OUT/stack.log" | grep --line-buffered -E '^\[(trainer_node|launch)\]|WARN|ERROR|Traceback'
 echo
 echo "summary: $OUT/summary.json"
