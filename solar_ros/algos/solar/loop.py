@@ -254,6 +254,15 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     return new_policy, step, metrics
 
 
+def evaluation_episodes(env, model: LatentModel, policy: LinearGaussianPolicy, seed: int, goal: np.ndarray,
+                        n: int) -> list[Episode]:
+    """The run's noise-free evaluation: ``policy``'s mean on the first ``n`` evaluation episodes of ``seed``
+    (the task's own start states, ``goal``), filtered online by ``model``."""
+    low, high = env.action_space.low, env.action_space.high
+    return [rollout(env, latent_actor(model, policy, None, low, high), seed=derive_seed(seed, EVAL, 0, i),
+                    options={"goal": goal, "wide_start": False}, record_images=True) for i in range(n)]
+
+
 def final_policy(policy: LinearGaussianPolicy, step: StepState, cfg: SolarConfig) -> LinearGaussianPolicy:
     """The policy a run ends with (``cfg.final_policy``), given the last update ``policy`` and the step
     state after it: with 'best_measured' the measured step's anchor (the policy whose rollouts cost
@@ -454,7 +463,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     final_pol = final_policy(policy, step, cfg)
     if final_pol is not policy:
         log.info("evaluating the best measured policy (mean episode cost %.4g in training)", step.anchor_cost)
-    evaluation = collect(lambda i: latent_actor(model, final_pol, None, low, high), EVAL, 0, cfg.eval_episodes)
+    evaluation = evaluation_episodes(env, model, final_pol, seed, goal, cfg.eval_episodes)
     final = summarize(evaluation)
     if writer is not None:
         for key, value in final.items():
@@ -493,24 +502,21 @@ def evaluate_saved_run(out: Path, which: str | None = None, episodes: int | None
     which = cfg.final_policy if which is None else which
     if which not in ("update", "best_measured"):
         raise ValueError(f"which must be 'update' or 'best_measured', got {which!r}")
-    seed = int(state["seed"])
-    env_kwargs = {} if cfg.image_size is None else {"image_size": cfg.image_size}
-    env = make(state["task"], image_obs=True, goal=np.asarray(state["goal"], dtype=np.float64), **env_kwargs)
-    env.reset(seed=seed)
-    goal = env.goal.copy()
-    model = MODEL_CLASSES[method](env.image_shape[0], env.action_dim, cfg)
-    model.restore(ckpt, path)
+    n = cfg.eval_episodes if episodes is None else int(episodes)
+    if n < 1:
+        raise ValueError(f"episodes must be >= 1, got {n}")
     policy, step = policy_from_arrays("policy", state), StepState.from_arrays(state)
     if which == "best_measured":
         if step.anchor is None:
             raise ValueError(f"{path} has no best measured policy (the run did not use measured_step)")
         policy = step.anchor
-    low, high = env.action_space.low, env.action_space.high
-    n = cfg.eval_episodes if episodes is None else int(episodes)
-    if n < 1:
-        raise ValueError(f"episodes must be >= 1, got {n}")
-    return summarize([rollout(env, latent_actor(model, policy, None, low, high), seed=derive_seed(seed, EVAL, 0, i),
-                              options={"goal": goal, "wide_start": False}, record_images=True) for i in range(n)])
+    seed = int(state["seed"])
+    env_kwargs = {} if cfg.image_size is None else {"image_size": cfg.image_size}
+    env = make(state["task"], image_obs=True, goal=np.asarray(state["goal"], dtype=np.float64), **env_kwargs)
+    env.reset(seed=seed)
+    model = MODEL_CLASSES[method](env.image_shape[0], env.action_dim, cfg)
+    model.restore(ckpt, path)
+    return summarize(evaluation_episodes(env, model, policy, seed, env.goal.copy(), n))
 
 
 def train_vae_ablation(task: str, seed: int, out: Path | None = None, episodes: int | None = None, goal=None,
