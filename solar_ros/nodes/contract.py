@@ -77,7 +77,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
                     "publish_mode", "mono16_max", "frame_id", "loop_file", "log_period"),
     "controller_node": ("state_source", "rate", "joint_names", "torque_limits", "max_latent_age", "max_joint_age",
                         "future_tolerance", "abort_on_fault", "publish_command_info", "stats_period",
-                        "command_on_latent", "publish_when_estopped"),
+                        "command_on_latent", "frame_locked", "publish_when_estopped"),
     "inspector_node": ("host", "port", "max_rate", "message_backlog", "discovery_period", "exclude_topics",
                        "robot_description_file", "goal_radius"),
     "encoder_node": ("model_path", "device", "num_threads", "diagnostics_rate", "point_variance",

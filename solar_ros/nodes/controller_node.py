@@ -9,6 +9,11 @@
 * Episodes: started by /solar/controller/start_episode (StartEpisode), stopped by
   /solar/controller/stop_episode (Trigger) or at the policy's horizon; each start/stop is announced
   on /solar/episode (EpisodeEvent), each finished time index on /solar/controller/steps (PolicyStep).
+  With a latent state and ``frame_locked`` (default) the time index is the camera frame's: the episode
+  begins (and its START goes out, stamped with that frame's capture as ``start_stamp``) when the first
+  frame after the start request arrives, with zero torque until then, and frame t's latent acts with
+  step t's gains until frame t+1's arrives
+  (:class:`~solar_ros.runtime.policy_executor.PolicyExecutor`); otherwise indices follow the clock.
 * Policies arrive on /solar/policy (transient local) and are swapped in only at the next episode
   start (:class:`~solar_ros.runtime.policy_executor.PolicyExecutor`).
 * Safety: torques clipped to ``torque_limits``; stale (older than ``max_latent_age`` /
@@ -35,7 +40,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
 from ..msg import CommandInfo, EpisodeEvent, LatentState, LinearGaussianPolicy, PolicyStep
-from ..runtime.policy_executor import PolicyExecutor, StepRecord
+from ..runtime.policy_executor import WAITING, PolicyExecutor, StepRecord
 from ..runtime.policy_msg import policy_from_msg
 from ..runtime.safety import (
     SAWYER_JOINT_NAMES,
@@ -68,6 +73,10 @@ class ControllerNode(StackNode):
         self.command_on_latent = bool(declare(
             self, "command_on_latent", True,
             "true: a fresh latent during an episode is acted on at once, besides the fixed-rate stream"))
+        self.frame_locked = bool(declare(
+            self, "frame_locked", True,
+            "with a latent state: index time by camera frame (frame t's latent acts with step t's gains); "
+            "false: by the clock"))
         self.publish_when_estopped = bool(declare(
             self, "publish_when_estopped", True,
             "true: stream zeros while e-stopped; false: go silent (a Sawyer then holds its pose)"))
@@ -192,7 +201,7 @@ class ControllerNode(StackNode):
             dx = core.latest_policy.policy.dx
             have = self.inputs.state_dim()
             x = np.zeros(dx)
-            ok, reason, _ = self.inputs.assemble(now, x, core.latest_policy.model_id)
+            ok, reason, source_ns = self.inputs.assemble(now, x, core.latest_policy.model_id)
             if have is not None and have != dx:
                 problem = f"policy expects state_dim {dx}, state_source {self.state_source!r} gives {have}"
             elif not ok:
@@ -201,18 +210,27 @@ class ControllerNode(StackNode):
             response.success, response.message = False, problem
             self.get_logger().warning(f"start_episode refused: {problem}")
             return response
-        package = core.start(now, episode_id, request.deterministic, request.noise_seed)
+        after_frame = source_ns if self.frame_locked and self.inputs.uses_latent else None
+        package = core.start(now, episode_id, request.deterministic, request.noise_seed, after_frame)
         self._x = np.zeros(package.policy.dx)
-        self._publish_event(EpisodeEvent.START, now, "")
         response.success = True
-        response.message = "episode started"
+        response.message = "episode starts on the next camera frame" if core.waiting else "episode started"
         response.policy_id = package.policy_id
         response.horizon = package.policy.T
         response.dt = package.dt
-        self.get_logger().info(f"episode {episode_id!r} started: policy {package.policy_id!r}, "
-                               f"{package.policy.T} steps of {package.dt:g} s, "
-                               f"{'deterministic' if request.deterministic else f'noise seed {request.noise_seed}'}")
+        if not core.waiting:
+            self._episode_started(now)
         return response
+
+    def _episode_started(self, now: int) -> None:
+        """Announce the running episode's start (a frame-locked one's when its first frame arrives)."""
+        core = self.executor_core
+        self._publish_event(EpisodeEvent.START, now, "")
+        package = core.active
+        noise = "deterministic" if core.deterministic else f"noise seed {core.noise_seed}"
+        self.get_logger().info(f"episode {core.episode_id!r} started: policy {package.policy_id!r}, "
+                               f"{package.policy.T} steps of {package.dt:g} s, {noise}"
+                               + (", on camera frames" if core.frame_locked else ""))
 
     def _on_stop(self, _request: Trigger.Request, response: Trigger.Response):
         if not self.executor_core.running:
@@ -258,21 +276,27 @@ class ControllerNode(StackNode):
             if not self.publish_when_estopped:
                 return False
         elif core.running:
-            t = core.time_index(now)
-            if t < 0:
+            ok, reason, source_ns = self.inputs.assemble(now, self._x, core.active.model_id)
+            waiting = core.waiting
+            t = core.index(now, source_ns if ok else None)
+            if t == WAITING and ok:
+                t = -1  # a frame-locked episode before its first frame: zero torque, as idle
+            elif t < 0 and t != WAITING:
                 self._end_episode(now, EpisodeEvent.ABORT, "clock jumped backwards")
                 t = -1
             elif t >= core.horizon:
                 self._end_episode(now, EpisodeEvent.STOP, "horizon reached")
                 t = -1
             else:
-                ok, reason, source_ns = self.inputs.assemble(now, self._x, core.active.model_id)
                 if ok:
+                    if waiting:
+                        self._episode_started(now)
                     status = CommandInfo.ACTIVE
                     _clipped, records = core.command(t, self._x, source_ns, self._u)
                     for rec in records:
                         self._publish_step(rec)
                 else:
+                    t = max(t, -1)
                     status = CommandInfo.FAULT
                     self._u[:] = 0.0
                     if self._throttle.ready("fault " + Throttle.key(reason)):

@@ -2,9 +2,11 @@
 
 It follows /solar/episode: a START opens ``<output_dir>/.<episode>.partial/`` and every message
 on the recorded ``topics`` goes into the episode's MCAP file (CDR, rosbag2 layout; readable by
-``ros2 bag`` and Foxglove) from then on, starting with the newest message of each topic seen before
-the START (so step 0's image and joint state are in the bag). A STOP/ABORT closes the episode once
-the controller's last PolicyStep records have arrived (or after ``stop_grace`` seconds): the
+``ros2 bag`` and Foxglove) from then on, starting with what arrived before the START since the
+episode's start stamp: per topic the newest message stamped at or before it (step 0's image and
+joint state; a frame-locked episode starts on a frame that may be older than the START) and the
+later ones. A STOP/ABORT closes the episode once the controller's last PolicyStep records have
+arrived (or after ``stop_grace`` seconds): the
 training ``.npz`` is built, everything is fsynced, the directory is renamed into place and a line
 is appended to ``<output_dir>/index.jsonl``. A crash (even kill -9) loses at most the episode in
 flight: a restarted recorder indexes that one as ``aborted`` and completes the index for any episode
@@ -144,11 +146,11 @@ class RecorderNode(StackNode):
             raise ConfigError(f"cannot create output_dir {self.output_dir}: {err}") from err
 
         self.episode: _Episode | None = None
-        # Newest message per topic before a START (step 0's image and joint state), and recent step
-        # records: the START and the first steps come from different publishers and may arrive
-        # in either order.
+        # Recent messages per topic before a START: step 0 is the frame the episode starts on, which
+        # can be older than the newest image and joint states (see _begin); and recent step records:
+        # the START and the first steps come from different publishers and may arrive in either order.
         self._preroll: dict[str, deque[tuple[bytes, int]]] = {
-            topic: deque(maxlen=1000 if topic == contract.STEPS else 1) for topic in self._types}
+            topic: deque(maxlen=_preroll_length(topic, type_name)) for topic, (type_name, _) in self._types.items()}
         self.episodes_written = 0
         self._polled: dict[str, PolledSubscription] = {}
         for topic, (type_name, cls) in self._types.items():
@@ -298,13 +300,39 @@ class RecorderNode(StackNode):
             self.get_logger().error(f"cannot record episode {event.episode_id!r}: {err}")
             return
         self.episode = _Episode(rec, event)
+        start_ns = stamp_to_ns(event.start_stamp)
         for topic, queue in self._preroll.items():
-            for data, t in queue:
+            items = list(queue)
+            queue.clear()
+            if topic != contract.STEPS:
+                items = self._from_start(topic, items, start_ns)
+            for data, t in items:
                 if topic == contract.STEPS and deserialize_message(data, PolicyStep).episode_id != event.episode_id:
                     continue
                 self._store(topic, data, t)
-            queue.clear()
         self.get_logger().info(f"recording episode {event.episode_id!r} (policy {event.policy_id!r})")
+
+    def _from_start(self, topic: str, items: list[tuple[bytes, int]], start_ns: int) -> list[tuple[bytes, int]]:
+        """The messages received before a START that belong to its episode: the newest one stamped at or
+        before the episode's start stamp (the sample step 0 aligns to) and those stamped after it. Messages without
+        a header stamp, or an episode without a start stamp: the newest one only."""
+        if len(items) <= 1:
+            return items
+        if start_ns <= 0:
+            return items[-1:]
+        cls = self._types[topic][1]
+        stamps = []
+        for data, _ in items:
+            try:
+                header = getattr(deserialize_message(data, cls), "header", None)
+            except Exception:  # noqa: BLE001 - a message that does not decode is left out here as in _store
+                header = None
+            stamps.append(stamp_to_ns(header.stamp) if header is not None else None)
+        if any(st is None for st in stamps):
+            return items[-1:]
+        before = [i for i, st in enumerate(stamps) if st <= start_ns]
+        first = max(before, key=lambda i: stamps[i]) if before else -1
+        return [item for i, item in enumerate(items) if i == first or stamps[i] > start_ns]
 
     def _stop(self, event: EpisodeEvent) -> None:
         ep = self.episode
@@ -370,6 +398,15 @@ class RecorderNode(StackNode):
                 self._finish_from_stop()
             else:
                 self._finish(ABORTED, "recorder shutting down")
+
+
+def _preroll_length(topic: str, type_name: str) -> int:
+    """Messages kept per topic between episodes: every step record of an episode, a few camera frames
+    (an episode starts on the newest frame the controller acted on), and half a second of 500 Hz
+    joint states for the other streams."""
+    if topic == contract.STEPS:
+        return 1000
+    return 8 if type_name in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage") else 256
 
 
 def main(args: list[str] | None = None) -> int:

@@ -9,6 +9,17 @@ a seed reproduces an episode's noise exactly even if a step is skipped; filtered
 policy's ``noise_smoothing`` is > 0), then clips u to the torque limits. Every command is
 allocation-free: the noise term is folded into a per-step bias at start.
 
+Frame-locked episodes (``start(..., after_frame_ns=...)``, the controller's default when the policy
+acts on the camera's latent): the index is the camera frame's, not the clock's. The episode begins
+on the first frame captured after ``after_frame_ns`` (the newest frame at the start request), so
+step 0 acts for a whole frame interval too; until then it is :attr:`waiting`. It is anchored on that
+frame's capture stamp (``start_ns``): a command computed from the latent of the frame captured at
+``start_ns + t*dt`` belongs to index t, from its arrival until the next frame's, and the episode
+ends when frame T arrives. So each frame's latent acts with its own step's gains and noise for one
+whole frame interval, as in the in-process loop. (Clock indices start at an arbitrary phase of the
+camera: part of each index then acts on the next frame's latent, and the recorded action mixes two
+frames' commands.)
+
 Each finished time index yields a :class:`StepRecord`: x_t is the state at the index's first
 command, u_t the mean of the torques actually commanded during it. These are the (x_t, u_t) pairs
 the dynamics fit uses: the arm integrates the commanded torque over the step, so its mean is the
@@ -49,6 +60,10 @@ class StepRecord:
     """Whether any command of this index was clipped to the torque limits."""
 
 
+WAITING = -2
+"""Index of a frame-locked episode's commands before its first frame (see :meth:`PolicyExecutor.index`)."""
+
+
 class PolicyExecutor:
     """Runs episodes of a linear-Gaussian policy: time indexing, seeded noise, clipping, step records."""
 
@@ -68,6 +83,11 @@ class PolicyExecutor:
         self._K = np.zeros((1, self.n_joints, 1))
         self._bias = np.zeros((1, self.n_joints))
         self._eps = np.zeros((1, self.n_joints))
+        self.frame_locked = False
+        """Whether the running (or last) episode indexes time by camera frame (see the module docstring)."""
+        self.waiting = False
+        """A frame-locked episode waiting for its first frame."""
+        self._after_ns = 0
         self._t = -1
         self._rec_state = np.zeros(1)
         self._rec_sum = np.zeros(self.n_joints)
@@ -90,8 +110,13 @@ class PolicyExecutor:
         """The policy the next episode would run."""
         return self.pending if self.pending is not None else self.active
 
-    def start(self, now_ns: int, episode_id: str, deterministic: bool, noise_seed: int) -> PolicyPackage:
-        """Start an episode with the newest policy; returns it (``RuntimeError`` if impossible)."""
+    def start(self, now_ns: int, episode_id: str, deterministic: bool, noise_seed: int,
+              after_frame_ns: int | None = None) -> PolicyPackage:
+        """Start an episode with the newest policy; returns it (``RuntimeError`` if impossible).
+
+        ``after_frame_ns``: for a frame-locked episode, the capture stamp of the newest frame's state (the
+        first frame stamped later is index 0); None: the indices follow the clock from ``now_ns``.
+        """
         if self.running:
             raise RuntimeError(f"episode {self.episode_id!r} is still running")
         if self.pending is not None:
@@ -110,7 +135,9 @@ class PolicyExecutor:
         self.episode_id = episode_id
         self.deterministic = bool(deterministic)
         self.noise_seed = int(noise_seed)
-        self.start_ns = int(now_ns)
+        self.frame_locked = self.waiting = after_frame_ns is not None
+        self._after_ns = int(after_frame_ns or 0)
+        self.start_ns = 0 if self.frame_locked else int(now_ns)
         self._t = -1
         self._rec_count = 0
         self._last_u[:] = 0.0
@@ -129,6 +156,24 @@ class PolicyExecutor:
         """Index for clock time ``now_ns`` (>= horizon: the episode is over; < 0: clock went back)."""
         d = now_ns - self.start_ns
         return d // self._dt_ns if d >= 0 else -1
+
+    def index(self, now_ns: int, source_ns: int | None) -> int:
+        """Index of a command at clock time ``now_ns`` on a state stamped ``source_ns`` (None: no usable
+        state). Clock-indexed: the clock's. Frame-locked: the frame's, the nearest multiple of dt from the
+        episode's first frame; :data:`WAITING` before that frame, which starts the episode when it comes
+        (the first state stamped after ``after_frame_ns``). >= horizon: the episode is over; -1: time went
+        backwards."""
+        if not self.frame_locked:
+            return self.time_index(now_ns)
+        if source_ns is None:
+            return WAITING if self.waiting else max(self._t, 0)
+        if self.waiting:
+            if source_ns <= self._after_ns:
+                return WAITING
+            self.waiting, self.start_ns = False, int(source_ns)
+            return 0
+        d = source_ns - self.start_ns
+        return (d + self._dt_ns // 2) // self._dt_ns if d >= -(self._dt_ns // 2) else -1
 
     @property
     def steps_done(self) -> int:
@@ -180,12 +225,13 @@ class PolicyExecutor:
     def finish(self, now_ns: int) -> list[StepRecord]:
         """End the running episode; returns the records of the indices not yet reported.
 
-        Indices that began before ``now_ns`` are reported even if no command ran in them.
+        Clock-indexed: the indices that began before ``now_ns`` are reported even if no command ran in
+        them; frame-locked: those up to the last frame acted on.
         """
         if not self.running:
             return []
-        self.running = False
-        last = min(self.time_index(now_ns), self.horizon - 1)
+        self.running = self.waiting = False
+        last = min(self._t if self.frame_locked else self.time_index(now_ns), self.horizon - 1)
         records = self._close_steps(last + 1)
         self._t = max(self._t, last)
         return records

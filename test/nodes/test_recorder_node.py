@@ -288,3 +288,51 @@ def test_restarted_recorder_indexes_the_killed_episode_as_aborted(ros, start_nod
     assert arrays["costs"].tolist() == [0.0, 1.0]
     assert "left out of the npz" in recorder.log() and "unknown kind 7" in recorder.log()
     assert recorder.stop() == 0
+
+
+def test_step_0_is_the_frame_the_episode_starts_on_even_if_newer_samples_came_before_the_start(
+        ros, start_node, feeder, tmp_path):
+    """A frame-locked episode starts on the newest frame the controller acted on: its START can come after
+    a newer image and joint states (the next frame's latent not computed yet). Step 0 gets the frame at the
+    start stamp, and the newer samples received before the START stay in the episode for the steps after."""
+    before = feeder.subscriber_gids()
+    recorder = start_node("recorder_node", {"output_dir": str(tmp_path), "stop_grace": 0.5})
+    feeder.wait_matched(before)
+    s1 = S0 + 10 * 1_000_000_000
+    for k, value in ((-1, 5), (0, 7), (1, 9)):  # frames -1, 0 (the start) and 1, all before the START
+        feeder.image(s1 + k * DT, value)
+        feeder.joints(s1 + k * DT - 2_000_000, 10 * k)
+        feeder.latent(s1 + k * DT, k)
+        feeder.cost(s1 + k * DT, 100 + k)
+    ros.spin(0.3)
+    start = EpisodeEvent()
+    stamp(start, s1 + DT + 5_000_000)  # the START itself is stamped after frame 1
+    start.event, start.episode_id, start.policy_id, start.horizon, start.dt = EpisodeEvent.START, "epf", "p", 3, 0.1
+    start.state_source = "latent"
+    start.start_stamp.sec, start.start_stamp.nanosec = divmod(s1, 1_000_000_000)
+    feeder.pubs["event"].publish(start)
+    ros.spin(0.2)
+    for t in range(3):
+        if t == 2:
+            feeder.image(s1 + 2 * DT, 11)
+            feeder.cost(s1 + 2 * DT, 102)
+        m = PolicyStep()
+        stamp(m, s1 + t * DT)
+        m.episode_id, m.time_index, m.commands = "epf", t, 25
+        m.source_stamp.sec, m.source_stamp.nanosec = divmod(s1 + t * DT, 1_000_000_000)
+        m.state, m.action, m.noise = [float(t), 0.0], [0.0] * 7, [0.0] * 7
+        feeder.pubs["step"].publish(m)
+        ros.spin(0.05)
+    stop = EpisodeEvent()
+    stamp(stop, s1 + 3 * DT)
+    stop.event, stop.episode_id, stop.steps, stop.reason = EpisodeEvent.STOP, "epf", 3, "horizon reached"
+    feeder.pubs["event"].publish(stop)
+    ros.spin_until(lambda: index_lines(tmp_path), 10, "the index line of epf")
+    data = load_episode(tmp_path, "epf")
+    assert data["images"][:, 0, 0, 0].tolist() == [7, 9, 11]
+    assert data["joint_positions"][:, 0].tolist() == [0, 10, 10], "the newest joint state at or before each frame"
+    assert data["costs"].tolist() == [100, 101, 102]
+    images = [msg.data[0] for topic, msg, _ in iter_mcap_messages(tmp_path / read_index(tmp_path)[0]["mcap"])
+              if topic == contract.MODEL_IMAGE]
+    assert images == [7, 9, 11], "samples older than the start frame are not the episode's"
+    assert recorder.stop() == 0

@@ -9,7 +9,7 @@ import pytest
 
 from solar_ros.core.noise import standard_normal_sequence
 from solar_ros.core.types import LinearGaussianPolicy
-from solar_ros.runtime.policy_executor import PolicyExecutor
+from solar_ros.runtime.policy_executor import WAITING, PolicyExecutor
 from solar_ros.runtime.policy_msg import PolicyPackage, policy_from_msg, policy_to_msg
 
 RNG = np.random.default_rng(1)
@@ -102,6 +102,54 @@ def test_commands_follow_the_policy_with_seeded_per_step_noise():
         np.testing.assert_array_equal(r.noise, eps[r.time_index])
         assert r.commands == 5 and r.start_ns == 1000 * MS + r.time_index * 50 * MS
         assert r.source_ns == 1000 * MS + r.time_index * 50 * MS - 3 * MS
+
+
+def test_frame_locked_episodes_index_by_the_frame_the_state_came_from():
+    """The episode begins on the first frame after the start request; frame t's latent acts with step t's
+    gains from its arrival (any latency, camera jitter) until frame t+1's; the clock does not move the
+    index, and the step records carry each frame's state and stamp."""
+    pol = random_policy(T=3, dx=5, scale=0.5)
+    ex = PolicyExecutor(LIMITS)
+    ex.offer(package(pol, dt=0.05))
+    ex.start(1037 * MS, "ep", deterministic=True, noise_seed=0, after_frame_ns=1000 * MS)
+    assert ex.frame_locked and ex.waiting
+    assert ex.index(1040 * MS, 1000 * MS) == WAITING and ex.index(1041 * MS, None) == WAITING
+    u = np.zeros(7)
+    records, sent = [], {}
+    # (clock time of the command, capture stamp of the latest frame): frame 0 (captured at 1050) arrives
+    # 8 ms late, frame 1 with 2 ms of camera jitter and 30 ms late; commands before each arrival act on
+    # the previous frame even though the clock is past the next frame's capture.
+    commands = [(1058, 1050), (1090, 1050), (1131, 1050), (1132, 1102), (1150, 1102), (1160, 1150), (1199, 1150)]
+    for now, frame in commands:
+        t = ex.index(now * MS, frame * MS)
+        assert not ex.waiting and ex.start_ns == 1050 * MS
+        assert t == round((frame - 1050) / 50)
+        x = RNG.standard_normal(5)
+        sent.setdefault(t, []).append((x, frame))
+        _, recs = ex.command(t, x, frame * MS, u)
+        records += recs
+        np.testing.assert_allclose(u, np.clip(pol.K[t] @ x + pol.k[t], -LIMITS, LIMITS), atol=1e-12)
+    assert ex.index(1201 * MS, None) == 2, "no usable state: the index does not move"
+    assert ex.index(1203 * MS, 1200 * MS) == 3, "frame 3 (the horizon) ends the episode"
+    records += ex.finish(1203 * MS)
+    assert [(r.time_index, r.commands) for r in records] == [(0, 3), (1, 2), (2, 2)]
+    for r in records:
+        x0, frame = sent[r.time_index][0]
+        np.testing.assert_array_equal(r.state, x0)
+        assert r.source_ns == frame * MS and r.start_ns == 1050 * MS + r.time_index * 50 * MS
+    # A stop request between frames reports the frames acted on, not the clock's indices; one before the
+    # first frame reports none.
+    ex.start(2000 * MS, "ep2", deterministic=True, noise_seed=0, after_frame_ns=1990 * MS)
+    ex.command(ex.index(2045 * MS, 2040 * MS), np.ones(5), 2040 * MS, u)
+    assert [r.time_index for r in ex.finish(2130 * MS)] == [0]
+    ex.start(2200 * MS, "ep3", deterministic=True, noise_seed=0, after_frame_ns=2190 * MS)
+    assert ex.finish(2230 * MS) == [] and not ex.waiting and ex.steps_done == 0
+    # A state from before the start frame is time going backwards; clock-indexed episodes ignore the stamps.
+    ex.start(3000 * MS, "ep4", deterministic=True, noise_seed=0, after_frame_ns=2990 * MS)
+    assert ex.index(3001 * MS, 3040 * MS) == 0 and ex.index(3002 * MS, 2980 * MS) == -1
+    ex.finish(3002 * MS)
+    ex.start(4000 * MS, "ep5", deterministic=True, noise_seed=0)
+    assert not ex.frame_locked and not ex.waiting and ex.index(4060 * MS, 3000 * MS) == 1
 
 
 def test_deterministic_episode_and_clipping():
