@@ -16,6 +16,18 @@ from ..core.dynamics import GlobalLinearPrior, fit_dynamics
 from ..core.gmm import GMMPrior
 from ..core.types import LinearGaussianDynamics, LinearGaussianPolicy, TrajectoryBatch
 
+PRETRAIN, ITERATION, EVAL, FIT, NOISE = range(5)
+"""Phases of a run's seeds (see :func:`derive_seed`): the episodes' resets (pretraining, iterations,
+evaluation), the model fits, and the exploration noise. The model fitting and trainer nodes draw from the
+same streams as the in-process loops, so a run through the nodes starts the same episodes with the same
+noise as ``solar-ros train`` with the same seed."""
+
+
+def derive_seed(*keys: int) -> int:
+    """A 31-bit seed derived from integer keys (run seed, phase, iteration, index)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
 
 @dataclass
 class Episode:

@@ -9,7 +9,8 @@ For a run (``task``, ``method``, ``seed``):
 4. for each of ``iterations``: ``episodes_per_iteration`` times (the first iteration:
    ``first_iteration_episodes`` when set, e.g. SOLAR's random pretraining episodes): reset the arm
    (/sim/reset, the run's goal, a per-episode seed), wait for fresh state, start an episode on the controller
-   (/solar/controller/start_episode, seeded exploration noise), wait for its STOP on /solar/episode
+   (/solar/controller/start_episode, seeded exploration noise; both seeds those of ``solar-ros train``'s
+   episodes, :func:`~solar_ros.runtime.training_run.episode_seeds`), wait for its STOP on /solar/episode
    and for the recorder's index entry; then FitModel with those episodes and wait for the new
    policy. One progress line per episode and per iteration;
 5. ``eval_episodes`` deterministic episodes (the policy mean, no noise) of the final policy;
@@ -68,16 +69,14 @@ from ..runtime.episode_store import load_episode, read_index, safe_name
 from ..runtime.policy_msg import policy_from_msg
 from ..runtime.safety import SAWYER_JOINT_NAMES, JointNameError, JointStateMapper
 from ..runtime.training_run import (
-    EVAL,
     STATE_FILE,
-    TRAIN,
     EpisodeResult,
     FaultBurst,
     NodeRun,
     StackHealth,
     TrainerState,
     episode_result,
-    episode_seed,
+    episode_seeds,
     resume_problem,
 )
 from ..srv import ResetArm, StartEpisode
@@ -501,7 +500,8 @@ class TrainerNode(StackNode):
         matches = [e for e in read_index(self.episode_dir, status=None) if e["episode_id"] == episode_id]
         return matches[-1] if matches else None
 
-    def _episode(self, base_id: str, seed: int, deterministic: bool, goal: list[float]) -> EpisodeResult:
+    def _episode(self, base_id: str, seeds: tuple[int, int], deterministic: bool,
+                 goal: list[float]) -> EpisodeResult:
         """Run one episode to completion, riding out transient faults (see the module docstring)."""
         burst = FaultBurst(self.fault_patience)
         attempt = 0
@@ -509,7 +509,7 @@ class TrainerNode(StackNode):
             episode_id = base_id if attempt == 0 else f"{base_id}-retry{attempt}"
             attempt += 1
             try:
-                result = self._attempt(episode_id, seed, deterministic, goal)
+                result = self._attempt(episode_id, seeds, deterministic, goal)
             except TrainerStopped:
                 raise
             except (EpisodeFailed, TrainerError) as err:
@@ -524,12 +524,15 @@ class TrainerNode(StackNode):
                                    f"last: {cause}")
             self._recover(burst, base_id, cause)
 
-    def _attempt(self, episode_id: str, seed: int, deterministic: bool, goal: list[float]) -> EpisodeResult:
-        """One try at an episode: reset, settle, start, wait for its end and its recording."""
+    def _attempt(self, episode_id: str, seeds: tuple[int, int], deterministic: bool,
+                 goal: list[float]) -> EpisodeResult:
+        """One try at an episode: reset, settle, start, wait for its end and its recording. ``seeds``: the
+        reset's and the exploration noise's."""
         policy = self._policy
-        self._reset(seed, goal, policy.wide_start)
+        reset_seed, noise_seed = seeds
+        self._reset(reset_seed, goal, policy.wide_start)
         self._settle(policy.model_id)
-        episode_id = self._start(episode_id, deterministic, seed, policy.policy_id)
+        episode_id = self._start(episode_id, deterministic, noise_seed, policy.policy_id)
         self._watch_episode(episode_id)
         end = self._end_event(episode_id)
         if end.event == EpisodeEvent.ABORT:
@@ -736,7 +739,7 @@ class TrainerNode(StackNode):
                     while len(state.current) < wanted:
                         j = len(state.current)
                         r = self._episode(self._episode_id(state, f"it{it:02d}-ep{j:02d}"),
-                                          episode_seed(self.seed, TRAIN, it, j), False, goal)
+                                          episode_seeds(self.seed, it, j), False, goal)
                         state.current.append(r)
                         self._save(state)
                         log.info(f"iteration {it} episode {j + 1}/{wanted}: cost "
@@ -758,7 +761,7 @@ class TrainerNode(StackNode):
                     log.info(f"iteration {it} {representation}")
             while len(run.evaluation) < self.eval_episodes:
                 j = len(run.evaluation)
-                r = self._episode(self._episode_id(state, f"eval-ep{j:02d}"), episode_seed(self.seed, EVAL, 0, j),
+                r = self._episode(self._episode_id(state, f"eval-ep{j:02d}"), episode_seeds(self.seed, 0, j, True),
                                   True, goal)
                 run.evaluation.append(r)
                 self._save(state)

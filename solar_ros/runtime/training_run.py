@@ -26,19 +26,32 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..algos.common import IterationLog, RunResult, format_table, plot_learning_curve
+from ..algos.common import (
+    EVAL,
+    ITERATION,
+    NOISE,
+    PRETRAIN,
+    IterationLog,
+    RunResult,
+    derive_seed,
+    format_table,
+    plot_learning_curve,
+)
 from .atomic import read_json, write_json_atomic, write_with_atomic
 
-TRAIN, EVAL = 1, 2
-"""Seed phases: training episodes and evaluation episodes draw from different streams."""
 
-
-def episode_seed(seed: int, phase: int, iteration: int, index: int) -> int:
-    """A 31-bit seed from (run seed, phase, iteration, episode index): reproducible and distinct per episode."""
-    keys = [int(seed), int(phase), int(iteration), int(index)]
+def episode_seeds(seed: int, iteration: int, index: int, evaluation: bool = False) -> tuple[int, int]:
+    """(reset seed, noise seed) of episode ``index`` of ``iteration`` (or of the evaluation): the streams of
+    the in-process loops (:func:`~solar_ros.algos.common.derive_seed`; iteration 0's episodes are the
+    pretraining's), so a run through the nodes starts the same episodes with the same exploration noise
+    as ``solar-ros train`` with the same seed."""
+    keys = [int(seed), int(iteration), int(index)]
     if any(k < 0 for k in keys):
         raise ValueError(f"seed keys must be non-negative, got {keys}")
-    return int(np.random.SeedSequence(keys).generate_state(1)[0] & 0x7FFFFFFF)
+    if evaluation:
+        return derive_seed(seed, EVAL, 0, index), derive_seed(seed, EVAL, 1, index)  # noise unused: noise-free
+    phase = PRETRAIN if iteration == 0 else ITERATION
+    return derive_seed(seed, phase, iteration, index), derive_seed(seed, NOISE, iteration, index)
 
 
 @dataclass

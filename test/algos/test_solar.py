@@ -12,6 +12,7 @@ from solar_ros.core import lqr_flm
 from solar_ros.core.noise import standard_normal_sequence
 from solar_ros.core.types import LinearGaussianPolicy
 from solar_ros.envs import make
+from solar_ros.runtime.training_run import episode_seeds
 
 # A tiny point run: 16x16 images, a 3-d latent, 20 random episodes, then 2 iterations of 6 rollouts.
 TINY = solar.SolarConfig(pretrain_episodes=20, iterations=2, rollouts_per_iteration=6, buffer_size=12,
@@ -66,6 +67,31 @@ def _without_times(rows):
         r["extra"] = {k: v for k, v in r["extra"].items() if not k.endswith("_s")}
         out.append(r)
     return out
+
+
+def test_the_trainer_node_seeds_the_episodes_of_the_in_process_loop(tiny_run):
+    """episode_seeds (the trainer node's) give the loop's resets and pretraining noise: a run through the
+    nodes starts the same episodes with the same exploration as `solar-ros train` with the same seed."""
+    out, result = tiny_run
+    env = make("point", image_obs=True, image_size=TINY.image_size)
+    std = TINY.pretrain_noise * env.action_scale
+    low, high = env.action_space.low, env.action_space.high
+    goal = np.asarray(result.goal)
+    with np.load(out / "data" / "pretrain.npz") as f:
+        states, actions = f["states"], f["actions"]
+    for i in range(TINY.pretrain_episodes):
+        reset_seed, noise_seed = episode_seeds(1, 0, i)
+        env.reset(seed=reset_seed, options={"goal": goal, "wide_start": TINY.pretrain_wide_start})
+        np.testing.assert_array_equal(states[i, 0], env._state())
+        noise = standard_normal_sequence(np.random.default_rng(noise_seed), env.horizon, env.action_dim,
+                                         TINY.pretrain_smoothing)
+        np.testing.assert_array_equal(actions[i], np.clip(std * noise, low, high))
+    with np.load(out / "data" / "iter_002.npz") as f:
+        starts = f["states"][:, 0]
+    for i in range(TINY.rollouts_per_iteration):
+        env.reset(seed=episode_seeds(1, 2, i)[0], options={"goal": goal})
+        np.testing.assert_array_equal(starts[i], env._state())
+    assert episode_seeds(1, 0, 3, evaluation=True)[0] == solar.derive_seed(1, solar.EVAL, 0, 3)
 
 
 def test_resume_after_a_crash_gives_the_uninterrupted_result(tiny_run, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from solar_ros.models import VAE, DeepSpatialAutoencoder, DSAEConfig, VAEConfig,
 from solar_ros.runtime.episode_store import EpisodeRecording
 from solar_ros.runtime.fitting import FitError, JointSpaceTaskCost, load_training_data, make_task
 from solar_ros.runtime.latent_encoder import LatencyRing, file_model_id, load_encoder
-from solar_ros.runtime.training_run import EVAL, TRAIN, NodeRun, episode_result, episode_seed
+from solar_ros.runtime.training_run import NodeRun, episode_result, episode_seeds
 
 GOAL = [0.6, 0.1, 0.1]
 
@@ -123,11 +123,12 @@ def test_training_data_errors_name_the_episode_and_the_problem(tmp_path):
 
 
 def test_episode_seeds_are_reproducible_and_distinct():
-    seeds = {episode_seed(0, phase, it, j) for phase in (TRAIN, EVAL) for it in range(5) for j in range(10)}
-    assert len(seeds) == 100 and all(0 <= s < 2**31 for s in seeds)
-    assert episode_seed(7, TRAIN, 1, 2) == episode_seed(7, TRAIN, 1, 2) != episode_seed(8, TRAIN, 1, 2)
+    seeds = [episode_seeds(0, it, j, evaluation) for evaluation in (False, True) for it in range(5) for j in range(10)]
+    flat = {s for pair in seeds for s in pair}
+    assert len(set(seeds)) == 60 and len(flat) == 120 and all(0 <= s < 2**31 for s in flat)  # eval: no iteration
+    assert episode_seeds(7, 1, 2) == episode_seeds(7, 1, 2) != episode_seeds(8, 1, 2)
     with pytest.raises(ValueError):
-        episode_seed(-1, TRAIN, 0, 0)
+        episode_seeds(-1, 0, 0)
 
 
 def test_node_run_summary_has_the_keys_of_solar_ros_train(tmp_path):

@@ -67,7 +67,7 @@ class SolarConfig:
     logits, so the latent has to explain only what moves (see
     :attr:`~solar_ros.models.svae.SVAEConfig.background`). False: the reference. On ``sawyer_reach``
     the arm is a few percent of the frame and without it the latent stayed uninformative (cost R^2
-    0.00; docs/results.md, "SOLAR on sawyer_reach")."""
+    0.00; docs/results/history.md, "SOLAR on sawyer_reach from images")."""
     pretrain_steps: int = 3000
     """Gradient steps of the model fit after pretraining."""
     batch_size: int = 4
@@ -234,7 +234,7 @@ class SolarConfig:
 
 # The project's settings where they differ from the reference, for every task. They were chosen in
 # tuning runs on point, before every setting could be given on the command line; each can be switched
-# back with `solar-ros train --set KEY=VALUE` (docs/results.md, "What limits SOLAR on point", has the
+# back with `solar-ros train --set KEY=VALUE` (docs/results/history.md, "Learning from pixels on point", has the
 # commands and what the benchmark shows of their effect):
 # * keypoints encoder: the reference conv encoder's latent explained the point's position much worse
 #   (position R^2 about 0.6-0.7 against above 0.99 in those runs);
@@ -251,7 +251,7 @@ class SolarConfig:
 #   (multiplier at its cap of 10, then the cost rose again).
 PROJECT_SETTINGS = dict(encoder="keypoints", copy_state=True, cost_form="target", refit_every=1, prior_strength=1.0,
                         adapt_step=False)
-# On the Sawyer, in addition (measured on sawyer_reach, docs/results.md "SOLAR on sawyer_reach"):
+# On the Sawyer, in addition (measured on sawyer_reach, docs/results/history.md "SOLAR on sawyer_reach from images"):
 # * the background model: the arm is a few percent of the frame, and without it the latent stayed
 #   uninformative (cost R^2 0.00); with it the probe to the hand position reached R^2 0.46-0.71 and the
 #   cost R^2 0.89-0.91 after pretraining, 0.84-0.95 and 0.94-0.98 on held-out rollouts at the end;

@@ -58,11 +58,17 @@ from ...core.noise import standard_normal_sequence
 from ...core.types import LinearGaussianPolicy
 from ...envs import make
 from ..common import (
+    EVAL,
+    FIT,
+    ITERATION,
+    NOISE,
+    PRETRAIN,
     Episode,
     IterationLog,
     RunResult,
     StepState,
     Stopwatch,
+    derive_seed,
     finite_or_raise,
     format_table,
     initial_policy,
@@ -93,13 +99,6 @@ log = logging.getLogger(__name__)
 # seeds: every random draw of a run comes from a generator seeded by (seed, phase, iteration, index)
 
 
-PRETRAIN, ITERATION, EVAL, FIT, NOISE = range(5)
-"""Phases of a run's seeds (see :func:`derive_seed`)."""
-
-
-def derive_seed(*keys: int) -> int:
-    """A 31-bit seed derived from integer keys (run seed, phase, iteration, index)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 # ================================================================================================
