@@ -154,7 +154,9 @@ class SimArmNode(StackNode):
         self.cost_model = self.env.cost_model()
         self.command[:] = 0.0
         self.command_ns = None  # commands sent before the reset do not carry over
-        self.next_camera_ns = self.sim_ns  # a fresh frame right away
+        # A fresh frame and cost sample right away, so that with equal rates every frame has the cost of
+        # its own state (the schedules would otherwise keep their phases from before the reset).
+        self.next_camera_ns = self.next_cost_ns = self.sim_ns
         goal = PointStamped()
         goal.header.frame_id = "base"  # the tasks' world frame is the robot's base frame
         set_stamp(goal.header.stamp, self.sim_ns)

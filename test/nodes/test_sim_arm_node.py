@@ -102,6 +102,22 @@ def test_reset_sets_goal_and_start_pose(arm):
                                   wide.joint_positions)
 
 
+def test_every_frame_has_the_cost_of_its_state_after_any_reset(arm, ros):
+    """At equal camera and cost rates each frame's stamp has a cost sample (a fresh one at the reset, then
+    both every 50 ms), whatever the phase of the reset: the recorder pairs them by stamp."""
+    a, _node = arm
+    stamp = lambda m: m.header.stamp.sec * 10**9 + m.header.stamp.nanosec  # noqa: E731
+    for delay in (0.013, 0.031):
+        ros.spin(delay)
+        assert a.reset(7).success
+        a.images.clear()
+        a.costs.clear()
+        ros.spin_until(lambda: len(a.images) >= 4 and len(a.costs) >= 5, 10, "frames and costs after the reset")
+        frames = [stamp(m) for m in a.images]
+        costs = {stamp(m) for m in a.costs}
+        assert set(frames) <= costs, "a cost sample at every frame's stamp"
+
+
 def test_torque_moves_the_joint_the_commanded_way_and_times_out(arm, ros):
     a, node = arm
     for sign in (+1.0, -1.0):
