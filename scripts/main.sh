@@ -46,7 +46,7 @@ else
   # SOLAR from the camera alone, with the task's SOLAR settings (solar_ros/algos/solar/config.py): 100
   # random pretraining episodes (the hand started anywhere in the goal box) -> the structured VAE fit ->
   # the model hot-swapped into the encoder -> 10 iterations of 40 episodes of LQR-FLM on the filtered
-  # latent, each followed by a refit and an update; the run ends on its best measured policy. Success:
+  # latent, each followed by a refit and an update; the run ends on the last update. Success:
   # the hand within 5 cm of the goal after the episode, on 20 noise-free evaluation episodes.
   ARGS=(trainer_node.method:=solar controller_node.state_source:=latent
         trainer_node.iterations:=11 trainer_node.first_iteration_episodes:=100
