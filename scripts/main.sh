@@ -4,17 +4,20 @@
 # to reach a goal on `sawyer_reach` from the camera, ending with the results table, summary.json and
 # the learning-curve plot. The console shows the trainer's progress (and any warning or error); every
 # node's full log goes to OUT_DIR/stack.log.
-# Usage: scripts/main.sh [OUT_DIR] [--method dsae|solar]   (default runs/main, method dsae)
+# Usage: scripts/main.sh [OUT_DIR] [--method dsae|solar] [--seed N]   (default runs/main, method dsae, seed 0)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=$ROOT/runs/main
 METHOD=dsae
+SEED=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --method) METHOD=${2:-}; shift 2 || { echo "main.sh: --method needs a value (dsae or solar)" >&2; exit 2; } ;;
     --method=*) METHOD=${1#--method=}; shift ;;
+    --seed) SEED=${2:-}; shift 2 || { echo "main.sh: --seed needs a value (a non-negative integer)" >&2; exit 2; } ;;
+    --seed=*) SEED=${1#--seed=}; shift ;;
     -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    -*) echo "main.sh: unknown option $1 (usage: scripts/main.sh [OUT_DIR] [--method dsae|solar])" >&2; exit 2 ;;
+    -*) echo "main.sh: unknown option $1 (usage: scripts/main.sh [OUT_DIR] [--method dsae|solar] [--seed N])" >&2; exit 2 ;;
     *) OUT=$1; shift ;;
   esac
 done
@@ -22,6 +25,7 @@ case "$METHOD" in
   dsae|solar) ;;
   *) echo "main.sh: --method must be dsae or solar, got '$METHOD'" >&2; exit 2 ;;
 esac
+[[ "$SEED" =~ ^[0-9]+$ ]] || { echo "main.sh: --seed must be a non-negative integer, got '$SEED'" >&2; exit 2; }
 bash "$ROOT/scripts/setup_env.sh"
 # shellcheck disable=SC1091
 . "${SOLAR_ROS_VENV:-$ROOT/.venv}/bin/activate"
@@ -56,7 +60,7 @@ fi
 solar-ros launch sim \
   recorder_node.output_dir:="$OUT/episodes" trainer_node.episode_dir:="$OUT/episodes" \
   model_fitting_node.output_dir:="$OUT/models" trainer_node.output_dir:="$OUT" \
-  trainer_node.seed:=0 "${ARGS[@]}" \
+  trainer_node.seed:="$SEED" "${ARGS[@]}" \
   2>&1 | tee "$OUT/stack.log" | grep --line-buffered -E '^\[(trainer_node|launch)\]|WARN|ERROR|Traceback'
 echo
 echo "summary: $OUT/summary.json"

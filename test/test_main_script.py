@@ -1,0 +1,31 @@
+"""scripts/main.sh checks its options before it sets anything up: bad input exits 2 with a clear message."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+MAIN = Path(__file__).resolve().parents[1] / "scripts" / "main.sh"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(MAIN), *args], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--method", "foo"), "--method must be dsae or solar, got 'foo'"),
+    (("--seed", "x"), "--seed must be a non-negative integer, got 'x'"),
+    (("--seed=-1",), "--seed must be a non-negative integer, got '-1'"),
+    (("--seed",), "--seed needs a value"),
+    (("--bogus",), "unknown option --bogus"),
+])
+def test_bad_options_exit_2_with_a_message(args, message):
+    result = run(*args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "[setup]" not in result.stdout + result.stderr, "nothing is set up on bad input"
+
+
+def test_help_names_the_options():
+    result = run("--help")
+    assert result.returncode == 0 and "--method dsae|solar" in result.stdout and "--seed N" in result.stdout
