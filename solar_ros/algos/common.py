@@ -28,7 +28,6 @@ def derive_seed(*keys: int) -> int:
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-
 @dataclass
 class Episode:
     """One rollout of T steps."""

@@ -95,10 +95,8 @@ from .persistence import CHECKPOINT_NAME, load_data, load_run_checkpoint, save_d
 log = logging.getLogger(__name__)
 
 
-# ================================================================================================
-# seeds: every random draw of a run comes from a generator seeded by (seed, phase, iteration, index)
-
-
+# Seeds: every random draw of a run comes from a generator seeded by (seed, phase, iteration, index)
+# (:func:`~solar_ros.algos.common.derive_seed`, shared with the trainer node).
 
 
 # ================================================================================================
