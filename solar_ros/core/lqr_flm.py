@@ -99,6 +99,13 @@ class QuadraticCost:
             raise ValueError(f"QuadraticCost.constant needs C (d, d) and c (d,), got {C.shape} and {c.shape}")
         return cls(np.tile(C, (T, 1, 1)), np.tile(c, (T, 1)), np.full(T, float(c0)))
 
+    def weighted(self, weights: np.ndarray) -> "QuadraticCost":
+        """The cost with step t's quadratic multiplied by ``weights[t]`` (T,), e.g. a heavier last step."""
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (self.T,) or not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError(f"QuadraticCost.weighted needs {self.T} finite non-negative weights, got shape {w.shape}")
+        return QuadraticCost(self.Cm * w[:, None, None], self.cv * w[:, None], self.cc * w)
+
     def value(self, X: np.ndarray, U: np.ndarray) -> np.ndarray:
         """Per-step cost of trajectories X (..., T, dx), U (..., T, du); returns shape (..., T)."""
         Z = np.concatenate([np.asarray(X, dtype=np.float64), np.asarray(U, dtype=np.float64)], axis=-1)

@@ -184,7 +184,7 @@ class SolarMethod(FitMethod):
             progress("dynamics", 0.7, math.nan, 0)
             self.policy, self.step, step_metrics = solar.solar_step(
                 self.model, self.policy, buffer, self.step, cfg, solar.task_action_weights(self.env, cfg),
-                self.probe_groups, episode_costs=rollouts.costs.sum(1), hand=self.hand)
+                self.probe_groups, step_costs=rollouts.costs, hand=self.hand)
             progress("policy", 0.85, math.nan, 0)
             metrics.update(step_metrics)
             if final:  # the trainer evaluates this fit's policy: the run's final one, as in the in-process loop

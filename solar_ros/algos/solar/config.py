@@ -124,6 +124,12 @@ class SolarConfig:
     the per-step dynamics fits see little of what the actions do. See :func:`latent_actor`."""
     kl_step: float = 2.0
     """Base KL bound per time step of the LQR-FLM update (reference: 2.0)."""
+    final_cost_weight: float = 1.0
+    """The last step's cost counts this many times, in the cost LQR-FLM minimises and in the episode
+    costs the measured step compares (1: the reference, every step alike; Guided Policy Search's
+    ``wp_final_multiplier``). Success is judged where the episode ends; with every step alike the
+    policy is paid as much for a fast approach as for where the hand stops, and the learned quadratic,
+    flat at its minimum, pulls weakly over the last few centimetres. See :func:`step_weights`."""
     dynamics_latents: str = "smoothed"
     """Latent trajectories the per-step dynamics are fitted on: 'smoothed' (SOLAR: E[x_t | all frames]) or
     'filtered' (E[x_t | frames up to t], the estimate the policy acts on)."""
@@ -187,7 +193,7 @@ class SolarConfig:
         if not (math.isfinite(self.cost_weight_floor) and self.cost_weight_floor >= 0):
             raise ValueError(f"SolarConfig.cost_weight_floor must be >= 0, got {self.cost_weight_floor!r}")
         for name in ("pretrain_noise", "lr", "cost_lr", "beta_end", "lds_prior_scale", "init_noise", "kl_step",
-                     "prior_strength"):
+                     "prior_strength", "final_cost_weight"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"SolarConfig.{name} must be a positive number, got {value!r}")
@@ -220,6 +226,12 @@ class SolarConfig:
         if self.cost_fit == "local" and self.action_cost != "task":
             raise ValueError("SolarConfig: cost_fit='local' fits the state cost to the observed costs minus the "
                              "task's action penalty; set action_cost='task' with it")
+
+    def step_weights(self, T: int) -> np.ndarray:
+        """How much each of the T steps' cost counts (``final_cost_weight`` on the last, 1 elsewhere)."""
+        w = np.ones(T)
+        w[-1] = self.final_cost_weight
+        return w
 
     @property
     def observed_dim(self) -> int | None:

@@ -215,7 +215,7 @@ def heldout_diagnostics(model: LatentModel, seen: RolloutData, new: RolloutData,
 
 def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: RolloutData, step: StepState,
                cfg: SolarConfig, action_weights: np.ndarray | None = None,
-               probe_groups: dict[str, list[int]] | None = None, episode_costs: np.ndarray | None = None,
+               probe_groups: dict[str, list[int]] | None = None, step_costs: np.ndarray | None = None,
                hand: tuple[list[int], np.ndarray] | None = None
                ) -> tuple[LinearGaussianPolicy, StepState, dict[str, float]]:
     """SOLAR's LQR-FLM iteration on the rollouts ``buffer`` (the last ``buffer_size``).
@@ -224,15 +224,17 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     with the model's LDS posterior as prior (``prior_strength`` pseudo-rollouts) -> the model's
     latent cost (``cfg.cost_fit``: the model's, or one fitted to ``buffer``; ``action_weights``: the
     task's action penalty instead of the learned one) -> the
-    step rule (``adapt_step``, or ``measured_step`` on ``episode_costs``, the costs of ``policy``'s
-    newest episodes) -> the LQR-FLM update (``kl_step``). Returns the new policy, the
+    step rule (``adapt_step``, or ``measured_step`` on ``step_costs`` (N, T), the per-step costs of
+    ``policy``'s newest episodes) -> the LQR-FLM update (``kl_step``). Both the update and the measured
+    step weight the steps by ``cfg.step_weights`` (a heavier last step). Returns the new policy, the
     step state for the next iteration and the diagnostics (for the iteration's log row; ``probe_groups``,
     ``hand``: see :func:`latent_diagnostics`).
     """
     metrics: dict[str, float] = {}
     if cfg.measured_step:
-        if episode_costs is None:
+        if step_costs is None:
             raise ValueError("measured_step needs the costs of the policy's episodes")
+        episode_costs = np.asarray(step_costs, dtype=np.float64) @ cfg.step_weights(buffer.T)
         policy, step, reverted = measured_step(policy, episode_costs, step, cfg.measured_step_z)
         metrics.update({"reverted": float(reverted), "anchor_cost": step.anchor_cost})
     latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
@@ -241,7 +243,8 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     else:
         cost = latent_cost(model, buffer.T, action_weights)
     new_policy, step, info = lqr_flm_step(policy, latents, buffer.actions, model.lds.as_prior(cfg.prior_strength),
-                                          cost, step, kl_step=cfg.kl_step, adapt_step=cfg.adapt_step)
+                                          cost.weighted(cfg.step_weights(buffer.T)), step, kl_step=cfg.kl_step,
+                                          adapt_step=cfg.adapt_step)
     if info.predicted_improvement is not None:
         metrics.update({"predicted_improvement": info.predicted_improvement,
                         "actual_improvement": info.actual_improvement})
@@ -446,7 +449,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
                           **{f"model_{k}": v for k, v in terms.items()}})
 
         policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
-                                           episode_costs=new_data.costs.sum(1), hand=hand)
+                                           step_costs=new_data.costs, hand=hand)
         extra.update(metrics)
         stats = summarize(episodes_now)
         finite_or_raise("mean cost", stats["mean_cost"])
