@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from solar_ros.algos import solar
-from solar_ros.algos.common import initial_policy, rollout
+from solar_ros.algos.common import StepState, initial_policy, rollout
 from solar_ros.core import lqr_flm
 from solar_ros.core.noise import standard_normal_sequence
 from solar_ros.core.types import LinearGaussianPolicy
@@ -484,3 +484,40 @@ def test_cost_by_distance_script_bins_every_frame_and_refuses_what_is_not_a_sola
     for run in (tmp_path / "missing", tmp_path):
         bad = subprocess.run([sys.executable, str(script), str(run)], capture_output=True, text=True, timeout=300)
         assert bad.returncode == 2 and "cannot read the SOLAR run" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_heavier_last_step_weights_the_lqr_cost_and_the_measured_episode_costs(monkeypatch):
+    from solar_ros.algos.solar import loop
+
+    model, env, data = _fitted_model("solar")
+    T = data.T
+    cfg = replace(TINY, measured_step=True, adapt_step=False, final_cost_weight=5.0)
+    np.testing.assert_array_equal(cfg.step_weights(4), [1.0, 1.0, 1.0, 5.0])
+    seen = {}
+
+    def spy_measured(policy, episode_costs, state, z):
+        seen["episode_costs"] = np.asarray(episode_costs)
+        return real_measured(policy, episode_costs, state, z)
+
+    def spy_lqr(policy, X, U, prior, cost, state, **kw):
+        seen["cost"] = cost
+        return real_lqr(policy, X, U, prior, cost, state, **kw)
+
+    real_measured, real_lqr = loop.measured_step, loop.lqr_flm_step
+    monkeypatch.setattr(loop, "measured_step", spy_measured)
+    monkeypatch.setattr(loop, "lqr_flm_step", spy_lqr)
+    policy = initial_policy(T, cfg.latent_dim, 2, 0.5 * env.action_scale)
+    _, _, metrics = solar.solar_step(model, policy, data, StepState(), cfg, step_costs=data.costs)
+    # The measured step compares episode costs with the last step counted five times ...
+    np.testing.assert_allclose(seen["episode_costs"], data.costs.sum(1) + 4.0 * data.costs[:, -1])
+    # ... and LQR-FLM minimises the learned cost with the same weights; the diagnostics keep the plain cost.
+    plain = solar.latent_cost(model, T)
+    latents = model.smooth(data)
+    expected = plain.value(latents, data.actions) * cfg.step_weights(T)
+    np.testing.assert_allclose(seen["cost"].value(latents, data.actions), expected, rtol=1e-10)
+    assert metrics["cost_r2"] == pytest.approx(solar.cost_r2(latents, data, plain))
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="final_cost_weight"):
+            solar.SolarConfig(final_cost_weight=bad)
+    with pytest.raises(ValueError, match="weights"):
+        plain.weighted(np.ones(T - 1))
