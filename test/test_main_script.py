@@ -14,7 +14,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--method", "foo"), "--method must be dsae or solar, got 'foo'"),
+    (("--method", "foo"), "--method must be solar or dsae, got 'foo'"),
     (("--seed", "x"), "--seed must be a non-negative integer, got 'x'"),
     (("--seed=-1",), "--seed must be a non-negative integer, got '-1'"),
     (("--seed",), "--seed needs a value"),
@@ -28,4 +28,4 @@ def test_bad_options_exit_2_with_a_message(args, message):
 
 def test_help_names_the_options():
     result = run("--help")
-    assert result.returncode == 0 and "--method dsae|solar" in result.stdout and "--seed N" in result.stdout
+    assert result.returncode == 0 and "--method solar|dsae" in result.stdout and "--seed N" in result.stdout
