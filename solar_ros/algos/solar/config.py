@@ -129,7 +129,7 @@ class SolarConfig:
     costs the measured step compares (1: the reference, every step alike; Guided Policy Search's
     ``wp_final_multiplier``). Success is judged where the episode ends; with every step alike the
     policy is paid as much for a fast approach as for where the hand stops, and the learned quadratic,
-    flat at its minimum, pulls weakly over the last few centimetres. See :func:`step_weights`."""
+    flat at its minimum, pulls weakly over the last few centimetres. See :meth:`step_weights`."""
     dynamics_latents: str = "smoothed"
     """Latent trajectories the per-step dynamics are fitted on: 'smoothed' (SOLAR: E[x_t | all frames]) or
     'filtered' (E[x_t | frames up to t], the estimate the policy acts on)."""
