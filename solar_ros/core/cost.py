@@ -20,7 +20,7 @@ class CostModel(Protocol):
         ...
 
 
-def _ramp(T: int, final_multiplier: float, mode: str) -> np.ndarray:
+def ramp_weights(T: int, final_multiplier: float, mode: str) -> np.ndarray:
     """Per-step weights: 'constant', 'linear' (growing to 1) or 'final' (last step only)."""
     if mode == "constant":
         w = np.ones(T)
@@ -86,7 +86,7 @@ class StateDistanceCost:
         if target.ndim > 1 or target.size not in (1, idx.size) or not np.all(np.isfinite(target)):
             raise ValueError(f"StateDistanceCost target must be finite with {idx.size} entries, got {target.shape}")
         w = np.broadcast_to(np.asarray(self.weights, dtype=np.float64), idx.shape)
-        wt = _ramp(T, self.final_multiplier, self.ramp)
+        wt = ramp_weights(T, self.final_multiplier, self.ramp)
         d = (X[:, idx] - target) * w  # (T, m)
         sq = np.sum(d**2, axis=1)
         root = np.sqrt(self.alpha + sq)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...core.cost import ramp_weights
 from ...models.svae import COST_FORMS
 
 
@@ -229,9 +230,7 @@ class SolarConfig:
 
     def step_weights(self, T: int) -> np.ndarray:
         """How much each of the T steps' cost counts (``final_cost_weight`` on the last, 1 elsewhere)."""
-        w = np.ones(T)
-        w[-1] = self.final_cost_weight
-        return w
+        return ramp_weights(T, self.final_cost_weight, "constant")
 
     @property
     def observed_dim(self) -> int | None:

@@ -231,10 +231,11 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     ``hand``: see :func:`latent_diagnostics`).
     """
     metrics: dict[str, float] = {}
+    weights = cfg.step_weights(buffer.T)
     if cfg.measured_step:
         if step_costs is None:
             raise ValueError("measured_step needs the costs of the policy's episodes")
-        episode_costs = np.asarray(step_costs, dtype=np.float64) @ cfg.step_weights(buffer.T)
+        episode_costs = np.asarray(step_costs, dtype=np.float64) @ weights
         policy, step, reverted = measured_step(policy, episode_costs, step, cfg.measured_step_z)
         metrics.update({"reverted": float(reverted), "anchor_cost": step.anchor_cost})
     latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
@@ -243,7 +244,7 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     else:
         cost = latent_cost(model, buffer.T, action_weights)
     new_policy, step, info = lqr_flm_step(policy, latents, buffer.actions, model.lds.as_prior(cfg.prior_strength),
-                                          cost.weighted(cfg.step_weights(buffer.T)), step, kl_step=cfg.kl_step,
+                                          cost.weighted(weights), step, kl_step=cfg.kl_step,
                                           adapt_step=cfg.adapt_step)
     if info.predicted_improvement is not None:
         metrics.update({"predicted_improvement": info.predicted_improvement,
