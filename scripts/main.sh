@@ -27,6 +27,8 @@ case "$METHOD" in
   *) echo "main.sh: --method must be solar or dsae, got '$METHOD'" >&2; exit 2 ;;
 esac
 [[ "$SEED" =~ ^[0-9]+$ ]] || { echo "main.sh: --seed must be a non-negative integer, got '$SEED'" >&2; exit 2; }
+RTF=${SOLAR_ROS_RTF:-1.5}
+[[ "$RTF" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "main.sh: SOLAR_ROS_RTF must be a non-negative number, got '$RTF' (0: as fast as possible)" >&2; exit 2; }
 bash "$ROOT/scripts/setup_env.sh"
 # shellcheck disable=SC1091
 . "${SOLAR_ROS_VENV:-$ROOT/.venv}/bin/activate"
@@ -57,7 +59,7 @@ else
   ARGS=(trainer_node.method:=solar controller_node.state_source:=latent
         trainer_node.iterations:=11 trainer_node.first_iteration_episodes:=100
         trainer_node.episodes_per_iteration:=40 trainer_node.eval_episodes:=20
-        sim_arm_node.real_time_factor:="${SOLAR_ROS_RTF:-1.5}")
+        sim_arm_node.real_time_factor:="$RTF")
 fi
 solar-ros launch sim \
   recorder_node.output_dir:="$OUT/episodes" trainer_node.episode_dir:="$OUT/episodes" \

@@ -1,6 +1,7 @@
 """scripts/main.sh checks its options before it sets anything up: bad input exits 2 with a clear message."""
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import pytest
 MAIN = Path(__file__).resolve().parents[1] / "scripts" / "main.sh"
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(MAIN), *args], capture_output=True, text=True, timeout=30)
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(MAIN), *args], capture_output=True, text=True, timeout=30,
+                          env=None if env is None else {**os.environ, **env})
 
 
 @pytest.mark.parametrize("args, message", [
@@ -29,3 +31,11 @@ def test_bad_options_exit_2_with_a_message(args, message):
 def test_help_names_the_options():
     result = run("--help")
     assert result.returncode == 0 and "--method solar|dsae" in result.stdout and "--seed N" in result.stdout
+
+
+@pytest.mark.parametrize("rtf", ["fast", "-1", "nan", "1.5x"])
+def test_a_bad_real_time_factor_exits_2_before_any_set_up(rtf):
+    result = run(env={"SOLAR_ROS_RTF": rtf})
+    assert result.returncode == 2 and f"SOLAR_ROS_RTF must be a non-negative number, got '{rtf}'" in result.stderr, \
+        result.stderr
+    assert "[setup]" not in result.stdout + result.stderr
