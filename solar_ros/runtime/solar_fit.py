@@ -184,7 +184,8 @@ class SolarMethod(FitMethod):
             progress("dynamics", 0.7, math.nan, 0)
             self.policy, self.step, step_metrics = solar.solar_step(
                 self.model, self.policy, buffer, self.step, cfg, solar.task_action_weights(self.env, cfg),
-                self.probe_groups, step_costs=rollouts.costs, hand=self.hand)
+                self.probe_groups, step_costs=rollouts.costs, hand=self.hand,
+                distance_link=solar.task_distance_link(self.env, cfg))
             progress("policy", 0.85, math.nan, 0)
             metrics.update(step_metrics)
             if final:  # the trainer evaluates this fit's policy: the run's final one, as in the in-process loop

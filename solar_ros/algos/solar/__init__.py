@@ -31,12 +31,14 @@ from .loop import (
     refit,
     solar_step,
     task_action_weights,
+    task_distance_link,
     train,
     train_vae_ablation,
 )
 from .models import (
     COPY_NOISE_VAR,
     MODEL_CLASSES,
+    DistanceLink,
     FitHook,
     FitProgress,
     LatentModel,
@@ -44,6 +46,7 @@ from .models import (
     SVAELatentModel,
     VAELatentModel,
     cost_r2,
+    distance_latent_cost,
     latent_cost,
     local_latent_cost,
     train_svae_weighted,
@@ -53,9 +56,10 @@ from .persistence import CHECKPOINT_NAME, DATA_DIR, load_data, load_run_checkpoi
 __all__ = [
     "CHECKPOINT_NAME", "COPY_NOISE_VAR", "DATA_DIR", "EVAL", "FIT", "ITERATION", "MODEL_CLASSES", "NOISE", "PRETRAIN",
     "PROJECT_SETTINGS", "SAWYER_SETTINGS", "TASK_DEFAULTS", "FitHook", "FitProgress", "LatentModel", "RolloutData",
-    "SVAELatentModel", "SolarConfig", "VAELatentModel", "cost_r2", "derive_seed", "evaluate_saved_run", "final_policy",
+    "SVAELatentModel", "SolarConfig", "VAELatentModel", "DistanceLink", "cost_r2", "derive_seed",
+    "distance_latent_cost", "evaluate_saved_run", "final_policy",
     "heldout_diagnostics",
     "latent_actor", "latent_cost", "latent_diagnostics", "load_data", "load_run_checkpoint", "local_latent_cost",
     "pretraining_diagnostics", "random_actor", "reexpress_policy", "refit", "save_data", "save_run_checkpoint",
-    "solar_step", "task_action_weights", "train", "train_svae_weighted", "train_vae_ablation",
+    "solar_step", "task_action_weights", "task_distance_link", "train", "train_svae_weighted", "train_vae_ablation",
 ]

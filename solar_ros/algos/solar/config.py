@@ -162,7 +162,11 @@ class SolarConfig:
     squares to the buffer's observed costs minus the task's action penalty (the reference's LQR-FLM
     does this), its curvature projected onto the positive semi-definite cone; it follows the cost's
     shape where the policy now is (a distance cost is a cone, which one global quadratic flattens
-    near the goal). Needs ``action_cost='task'``."""
+    near the goal). 'distance': at each iteration a quadratic of the latent fitted by least squares to
+    the buffer's squared distances to the goal, read back from its observed state costs through the
+    task's cost form (the cost is a known function of that distance); LQR-FLM minimises the cost as
+    that function of the fitted quadratic, expanded to first order around the buffer's frames. A cone
+    flattens in a quadratic fit, its square does not. Needs ``action_cost='task'``."""
 
     # --- compute ---------------------------------------------------------------------------------
     num_threads: int = 1
@@ -222,11 +226,11 @@ class SolarConfig:
                              "set measured_step=true with it")
         if self.action_cost not in ("learned", "task"):
             raise ValueError(f"SolarConfig.action_cost must be 'learned' or 'task', got {self.action_cost!r}")
-        if self.cost_fit not in ("model", "local"):
-            raise ValueError(f"SolarConfig.cost_fit must be 'model' or 'local', got {self.cost_fit!r}")
-        if self.cost_fit == "local" and self.action_cost != "task":
-            raise ValueError("SolarConfig: cost_fit='local' fits the state cost to the observed costs minus the "
-                             "task's action penalty; set action_cost='task' with it")
+        if self.cost_fit not in ("model", "local", "distance"):
+            raise ValueError(f"SolarConfig.cost_fit must be 'model', 'local' or 'distance', got {self.cost_fit!r}")
+        if self.cost_fit != "model" and self.action_cost != "task":
+            raise ValueError(f"SolarConfig: cost_fit={self.cost_fit!r} fits the state cost to the observed costs minus "
+                             "the task's action penalty; set action_cost='task' with it")
 
     def step_weights(self, T: int) -> np.ndarray:
         """How much each of the T steps' cost counts (``final_cost_weight`` on the last, 1 elsewhere)."""

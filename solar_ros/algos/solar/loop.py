@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ...core.cost import StateDistanceCost
 from ...core.noise import standard_normal_sequence
 from ...core.types import LinearGaussianPolicy
 from ...envs import make
@@ -89,7 +90,17 @@ from ..probes import (
     state_groups,
 )
 from .config import TASK_DEFAULTS, SolarConfig
-from .models import MODEL_CLASSES, FitHook, LatentModel, RolloutData, cost_r2, latent_cost, local_latent_cost
+from .models import (
+    MODEL_CLASSES,
+    DistanceLink,
+    FitHook,
+    LatentModel,
+    RolloutData,
+    cost_r2,
+    distance_latent_cost,
+    latent_cost,
+    local_latent_cost,
+)
 from .persistence import CHECKPOINT_NAME, load_data, load_run_checkpoint, save_data, save_run_checkpoint
 
 log = logging.getLogger(__name__)
@@ -161,6 +172,13 @@ def task_action_weights(env, cfg: SolarConfig) -> np.ndarray | None:
     return (env.cost_action / env.action_scale**2) if cfg.action_cost == "task" else None
 
 
+def task_distance_link(env, cfg: SolarConfig) -> DistanceLink | None:
+    """The task's cost form as a function of the squared distance (``cost_fit='distance'``), else None."""
+    if cfg.cost_fit != "distance":
+        return None
+    return DistanceLink(l2=float(env.cost_l2), l1=float(env.cost_l1), alpha=float(StateDistanceCost.alpha))
+
+
 def latent_diagnostics(latents: np.ndarray, data: RolloutData, cost,
                        probe_groups: dict[str, list[int]] | None = None,
                        hand: tuple[list[int], np.ndarray] | None = None) -> dict[str, float]:
@@ -216,14 +234,15 @@ def heldout_diagnostics(model: LatentModel, seen: RolloutData, new: RolloutData,
 def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: RolloutData, step: StepState,
                cfg: SolarConfig, action_weights: np.ndarray | None = None,
                probe_groups: dict[str, list[int]] | None = None, step_costs: np.ndarray | None = None,
-               hand: tuple[list[int], np.ndarray] | None = None
+               hand: tuple[list[int], np.ndarray] | None = None, distance_link: DistanceLink | None = None
                ) -> tuple[LinearGaussianPolicy, StepState, dict[str, float]]:
     """SOLAR's LQR-FLM iteration on the rollouts ``buffer`` (the last ``buffer_size``).
 
     Their latent trajectories (``cfg.dynamics_latents``: smoothed or filtered) -> per-step dynamics
     with the model's LDS posterior as prior (``prior_strength`` pseudo-rollouts) -> the model's
-    latent cost (``cfg.cost_fit``: the model's, or one fitted to ``buffer``; ``action_weights``: the
-    task's action penalty instead of the learned one) -> the
+    latent cost (``cfg.cost_fit``: the model's, or one fitted to ``buffer``, through the task's
+    ``distance_link`` for 'distance'; ``action_weights``: the task's action penalty instead of the
+    learned one) -> the
     step rule (``adapt_step``, or ``measured_step`` on ``step_costs`` (N, T), the per-step costs of
     ``policy``'s newest episodes) -> the LQR-FLM update (``kl_step``). Both the update and the measured
     step weight the steps by ``cfg.step_weights`` (a heavier last step). Returns the new policy, the
@@ -241,6 +260,10 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
     if cfg.cost_fit == "local":
         cost = local_latent_cost(latents, buffer, action_weights)
+    elif cfg.cost_fit == "distance":
+        if distance_link is None:
+            raise ValueError("cost_fit='distance' needs the task's distance_link (task_distance_link)")
+        cost = distance_latent_cost(latents, buffer, action_weights, distance_link)
     else:
         cost = latent_cost(model, buffer.T, action_weights)
     new_policy, step, info = lqr_flm_step(policy, latents, buffer.actions, model.lds.as_prior(cfg.prior_strength),
@@ -345,6 +368,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     low, high = env.action_space.low, env.action_space.high
     image_size = env.image_shape[0]
     action_weights = task_action_weights(env, cfg)
+    distance_link = task_distance_link(env, cfg)
     probe_groups = state_groups(env.state_names, env.ee_pos_idx)
     hand = (list(env.ee_pos_idx), goal)
     identity = {"task": task, "seed": int(seed), "method": method, "goal": goal.tolist(), "config": asdict(cfg)}
@@ -450,7 +474,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
                           **{f"model_{k}": v for k, v in terms.items()}})
 
         policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
-                                           step_costs=new_data.costs, hand=hand)
+                                           step_costs=new_data.costs, hand=hand, distance_link=distance_link)
         extra.update(metrics)
         stats = summarize(episodes_now)
         finite_or_raise("mean cost", stats["mean_cost"])

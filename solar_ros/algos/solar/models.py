@@ -613,6 +613,71 @@ def local_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: np
     return _separable_cost(q.Cm[0], q.cv[0], float(q.cc[0]), np.diag(w), T)
 
 
+@dataclass(frozen=True)
+class DistanceLink:
+    """The task's state cost per step as a function of the squared distance q = D^2 to the goal:
+    f(q) = 0.5 l2 q + l1 sqrt(alpha + q), the form of every task's cost (``StateDistanceCost``)."""
+
+    l2: float
+    """Weight of the squared distance."""
+    l1: float
+    """Weight of the smoothed absolute distance."""
+    alpha: float
+    """Smoothing of the absolute distance near zero."""
+
+    def __post_init__(self) -> None:
+        if not all(math.isfinite(v) and v >= 0 for v in (self.l2, self.l1, self.alpha)) or self.l2 + self.l1 <= 0:
+            raise ValueError(f"DistanceLink needs finite l2, l1, alpha >= 0 and l2 + l1 > 0, got {self}")
+
+    def value(self, q: np.ndarray) -> np.ndarray:
+        """f(q) for squared distances q >= 0."""
+        q = np.maximum(q, 0.0)
+        return 0.5 * self.l2 * q + self.l1 * np.sqrt(self.alpha + q)
+
+    def slope(self, q: np.ndarray) -> np.ndarray:
+        """f'(q) = 0.5 l2 + 0.5 l1 / sqrt(alpha + q) for q >= 0 (q below 0 counts as 0)."""
+        return 0.5 * self.l2 + 0.5 * self.l1 / np.sqrt(self.alpha + np.maximum(q, 0.0))
+
+    def squared_distance(self, state_costs: np.ndarray) -> np.ndarray:
+        """The inverse: q with f(q) = the state cost (costs below f(0) give 0). With r = sqrt(alpha + q),
+        f = 0.5 l2 (r^2 - alpha) + l1 r is a quadratic in r."""
+        s = np.asarray(state_costs, dtype=np.float64) + 0.5 * self.l2 * self.alpha
+        if self.l2 > 0:
+            r = (np.sqrt(self.l1 ** 2 + 2.0 * self.l2 * np.maximum(s, 0.0)) - self.l1) / self.l2
+        else:
+            r = np.maximum(s, 0.0) / self.l1
+        return np.maximum(r ** 2 - self.alpha, 0.0)
+
+
+def distance_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: np.ndarray, link: DistanceLink,
+                         ridge: float = 1e-4) -> QuadraticCost:
+    """The task's cost through a quadratic of the latent fitted to the squared distance (``cost_fit='distance'``).
+
+    The observed costs minus the task's action penalty 0.5 sum_i w_i u_i^2 (``action_weights``: w) are
+    turned back into squared distances to the goal (``link``, the task's cost form); a quadratic q(x) of
+    the latent is fitted to them by least squares on ``latents`` (N, T, dx), its curvature projected
+    onto the positive semi-definite cone. If the latent is linear in the positions the cost measures,
+    the squared distance is exactly such a quadratic, down to the goal, where the cost itself (a cone)
+    is not. LQR-FLM's cost at step t is f(q(x)) expanded to first order in q around the buffer's
+    step-t frames (Gauss-Newton: f'(q) averaged over them times q(x), the same value there), plus the
+    task's action penalty."""
+    w = np.asarray(action_weights, dtype=np.float64)
+    state_costs = data.costs - 0.5 * np.einsum("nti,i,nti->nt", data.actions, w, data.actions)
+    N, T, dx = latents.shape
+    q = fit_quadratic_cost(latents, np.zeros((N, T, 0)), link.squared_distance(state_costs), psd=True, ridge=ridge)
+    C, c, c0 = q.Cm[0], q.cv[0], float(q.cc[0])
+    q_hat = 0.5 * np.einsum("nti,ij,ntj->nt", latents, C, latents) + latents @ c + c0
+    slope = link.slope(q_hat).mean(axis=0)  # (T,)
+    offset = link.value(q_hat).mean(axis=0) - slope * np.maximum(q_hat, 0.0).mean(axis=0)
+    du = w.size
+    Cm = np.zeros((T, dx + du, dx + du))
+    Cm[:, :dx, :dx] = slope[:, None, None] * C
+    Cm[:, dx:, dx:] = np.diag(w)
+    cv = np.zeros((T, dx + du))
+    cv[:, :dx] = slope[:, None] * c
+    return QuadraticCost(Cm, cv, slope * c0 + offset)
+
+
 def cost_r2(latents: np.ndarray, data: RolloutData, cost: QuadraticCost) -> float:
     """How much of the observed per-step cost the latent cost model explains (R^2 on the given rollouts)."""
     pred = cost.value(latents, data.actions)
