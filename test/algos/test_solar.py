@@ -227,6 +227,62 @@ def test_local_cost_recovers_a_quadratic_state_cost_and_keeps_the_tasks_action_t
     assert np.linalg.eigvalsh(solar.local_latent_cost(X, cone, w).Cm[0]).min() >= -1e-10
 
 
+def test_the_distance_link_inverts_the_tasks_cost_form():
+    link = solar.DistanceLink(l2=10.0, l1=1.0, alpha=1e-5)
+    q = np.array([0.0, 1e-6, 1e-4, 2.5e-3, 0.09, 1.0])
+    np.testing.assert_allclose(link.squared_distance(link.value(q)), q, atol=1e-14)
+    D = np.sqrt(q)
+    np.testing.assert_allclose(link.value(q), 5.0 * q + np.sqrt(1e-5 + q), rtol=1e-12)  # the tasks' cost at D
+    eps = 1e-9
+    np.testing.assert_allclose(link.slope(q[2:]), (link.value(q[2:] + eps) - link.value(q[2:] - eps)) / (2 * eps),
+                               rtol=1e-5)
+    assert link.squared_distance(np.array([-1.0]))[0] == 0.0  # below the cost at the goal: at the goal
+    quadratic_only = solar.DistanceLink(l2=2.0, l1=0.0, alpha=0.0)
+    np.testing.assert_allclose(quadratic_only.squared_distance(D**2), D**2, atol=1e-15)
+    l1_only = solar.DistanceLink(l2=0.0, l1=1.0, alpha=1e-5)
+    np.testing.assert_allclose(l1_only.squared_distance(l1_only.value(q)), q, atol=1e-14)
+    for bad in ((0.0, 0.0, 1e-5), (-1.0, 1.0, 1e-5), (1.0, np.nan, 1e-5)):
+        with pytest.raises(ValueError, match="DistanceLink"):
+            solar.DistanceLink(*bad)
+
+
+def test_distance_cost_recovers_the_squared_distance_and_weighs_it_by_the_tasks_slope_there():
+    # A latent that is the position (plus an irrelevant coordinate), the task's cost of the distance to a goal:
+    # the squared distance is a quadratic of the latent, so the fit recovers it exactly, down to the goal.
+    rng = np.random.default_rng(4)
+    N, T, du = 20, 6, 2
+    goal = np.array([0.1, -0.2])
+    X = np.concatenate([goal + rng.uniform(-0.3, 0.3, size=(N, T, 2)), rng.normal(size=(N, T, 1))], axis=-1)
+    U = rng.normal(size=(N, T, du))
+    w = np.array([0.3, 0.7])
+    link = solar.DistanceLink(l2=10.0, l1=1.0, alpha=1e-5)
+    q = np.sum((X[..., :2] - goal) ** 2, axis=-1)
+    costs = link.value(q) + 0.5 * (U**2) @ w
+    data = solar.RolloutData(np.zeros((N, T, 4, 4, 3), np.uint8), U, costs)
+    cost = solar.distance_latent_cost(X, data, w, link, ridge=0.0)
+    # Step t's state cost is f'(q) averaged over the step's frames times |x - goal|^2, plus a constant.
+    slope = link.slope(q).mean(axis=0)
+    for t in range(T):
+        np.testing.assert_allclose(cost.Cm[t, :3, :3], 2.0 * slope[t] * np.diag([1.0, 1.0, 0.0]), atol=1e-7)
+        np.testing.assert_allclose(cost.cv[t, :2], -2.0 * slope[t] * goal, atol=1e-7)
+    np.testing.assert_allclose(cost.Cm[:, 3:, 3:], np.broadcast_to(np.diag(w), (T, du, du)), atol=1e-12)
+    # Its value at the frames averages to the task's cost there (first order in q around them).
+    np.testing.assert_allclose(cost.value(X, U).mean(axis=0), costs.mean(axis=0), rtol=1e-6)
+    # Between two points near the goal it differs by the step's slope times the difference of their squared distances.
+    near = np.broadcast_to([0.11, -0.2, 0.0], (T, 3))
+    mid = np.broadcast_to([0.15, -0.2, 0.0], (T, 3))
+    zero_u = np.zeros((T, du))
+    gap = cost.value(mid, zero_u) - cost.value(near, zero_u)
+    np.testing.assert_allclose(gap, slope * (0.05**2 - 0.01**2), rtol=1e-6)
+    # Frames near the goal weigh the squared distance more (the cost's slope in it is steeper there).
+    X_close = np.concatenate([goal + 0.02 * rng.standard_normal((N, T, 2)), X[..., 2:]], axis=-1)
+    costs_close = link.value(np.sum((X_close[..., :2] - goal) ** 2, axis=-1)) + 0.5 * (U**2) @ w
+    close = solar.distance_latent_cost(X_close, solar.RolloutData(data.images, U, costs_close), w, link, ridge=0.0)
+    assert np.all(np.diagonal(close.Cm, axis1=1, axis2=2)[:, :2] > 2 * np.diagonal(cost.Cm, axis1=1, axis2=2)[:, :2])
+    with pytest.raises(ValueError, match="distance_link"):
+        solar.solar_step(None, None, data, None, solar.SolarConfig(cost_fit="distance", action_cost="task"))
+
+
 def test_lds_updates_smooth_a_bounded_weighted_sample_of_the_rollouts(monkeypatch):
     model, _, data = _fitted_model("solar")
     sample, weight = data.sample(3, seed=5)
@@ -289,6 +345,8 @@ def test_bad_inputs_raise_clear_errors():
         solar.SolarConfig(cost_fit="global")
     with pytest.raises(ValueError, match="action_cost='task'"):
         solar.SolarConfig(cost_fit="local")
+    with pytest.raises(ValueError, match="action_cost='task'"):
+        solar.SolarConfig(cost_fit="distance")
     with pytest.raises(ValueError, match="encoder"):
         solar.SolarConfig(encoder="resnet")
     with pytest.raises(ValueError, match="copy_state"):

@@ -249,6 +249,8 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     step state for the next iteration and the diagnostics (for the iteration's log row; ``probe_groups``,
     ``hand``: see :func:`latent_diagnostics`).
     """
+    if cfg.cost_fit == "distance" and distance_link is None:
+        raise ValueError("cost_fit='distance' needs the task's distance_link (task_distance_link)")
     metrics: dict[str, float] = {}
     weights = cfg.step_weights(buffer.T)
     if cfg.measured_step:
@@ -261,8 +263,6 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     if cfg.cost_fit == "local":
         cost = local_latent_cost(latents, buffer, action_weights)
     elif cfg.cost_fit == "distance":
-        if distance_link is None:
-            raise ValueError("cost_fit='distance' needs the task's distance_link (task_distance_link)")
         cost = distance_latent_cost(latents, buffer, action_weights, distance_link)
     else:
         cost = latent_cost(model, buffer.T, action_weights)
