@@ -8,6 +8,11 @@ For each chosen rollout file of the run (default: the pretraining and the last i
 distance bin, how many frames lie there, the mean of the final model's state cost (action term left
 out) on their smoothed latents, and the mean observed per-step cost. A cost that is flat where the
 observed one falls (near the goal) cannot lead the policy there.
+
+``--probe-near R`` adds how precisely the final latent gives the position there: a linear probe from the
+smoothed latent to the first three ``ee_pos_idx`` entries (the hand, or the held block's centre), fitted on a
+random 80% of the chosen rollouts' frames within R (m) of the goal and scored on the other 20% (median and
+90th percentile error, cm). ``--rollouts all``: every rollout file of the run.
 """
 from __future__ import annotations
 
@@ -30,7 +35,10 @@ BINS = (0.0, 0.05, 0.10, 0.15, 0.20, 0.30, 0.50, np.inf)
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a finished SOLAR run's output directory (with checkpoint.pt and data/)")
-    p.add_argument("--rollouts", nargs="*", default=None, help="rollout files of the run (default: first and last)")
+    p.add_argument("--rollouts", nargs="*", default=None,
+                   help="rollout files of the run, or 'all' (default: first and last)")
+    p.add_argument("--probe-near", type=float, default=None, metavar="R",
+                   help="also probe the latent for the position on frames within R m of the goal")
     args = p.parse_args()
     checkpoint = args.run / solar.CHECKPOINT_NAME
     torch.set_num_threads(1)
@@ -45,9 +53,14 @@ def main() -> int:
         model.restore(ckpt, checkpoint)
         goal = np.asarray(saved["goal"], dtype=np.float64)
         files = args.rollouts or [saved["data_files"][0], saved["data_files"][-1]]
+        if files == ["all"]:
+            files = list(saved["data_files"])
     except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
         p.error(f"cannot read the SOLAR run in {args.run}: {err}")
+    if args.probe_near is not None and not args.probe_near > 0:
+        p.error("--probe-near must be a positive distance")
     cost = solar.latent_cost(model, env.horizon)
+    near_latents, near_positions = [], []
     for name in files:
         try:
             data = load_data(args.run, [name])
@@ -64,7 +77,30 @@ def main() -> int:
             m = (distance >= lo) & (distance < hi)
             if m.any():
                 print(f"  [{lo:.2f}, {hi:.2f})  {m.sum():7d}  {learned[m].mean():18.3f}  {data.costs[m].mean():13.3f}")
+        if args.probe_near is not None:
+            near = distance < args.probe_near
+            near_latents.append(latents[near])
+            near_positions.append(data.states[..., list(env.ee_pos_idx)[:3]][near])
+    if args.probe_near is not None:
+        probe_near(np.concatenate(near_latents), np.concatenate(near_positions), args.probe_near)
     return 0
+
+
+def probe_near(latents: np.ndarray, positions: np.ndarray, radius: float, seed: int = 0) -> None:
+    """Print a held-out linear probe's position error (cm) on frames near the goal (see the module docstring)."""
+    n = len(latents)
+    if n < 10 * (latents.shape[1] + 1):
+        print(f"probe within {radius} m of the goal: {n} frames, too few for a probe of a {latents.shape[1]}-d latent")
+        return
+    order = np.random.default_rng(seed).permutation(n)
+    fit, test = order[: n * 4 // 5], order[n * 4 // 5:]
+    X = np.hstack([latents, np.ones((n, 1))])
+    W = np.linalg.lstsq(X[fit], positions[fit], rcond=None)[0]
+    err = np.linalg.norm(X[test] @ W - positions[test], axis=1) * 100.0
+    spread = np.linalg.norm(positions[test].std(axis=0)) * 100.0
+    print(f"probe within {radius} m of the goal ({len(fit)} frames fitted, {len(test)} held out): position error "
+          f"median {np.median(err):.2f} cm, 90th percentile {np.percentile(err, 90):.2f} cm "
+          f"(spread of the positions there {spread:.2f} cm)")
 
 
 if __name__ == "__main__":

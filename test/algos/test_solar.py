@@ -544,6 +544,35 @@ def test_cost_by_distance_script_bins_every_frame_and_refuses_what_is_not_a_sola
         assert bad.returncode == 2 and "cannot read the SOLAR run" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_approach_profile_and_the_near_goal_probe_read_a_finished_run(tiny_run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    out, result = tiny_run
+    run = lambda *args: subprocess.run([sys.executable, *map(str, args)], capture_output=True,  # noqa: E731
+                                       text=True, timeout=300)
+    done = run(scripts / "approach_profile.py", out, "--every", "10")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "iter_002: 6 rollouts of 50 steps (cm, median over rollouts)"  # the last iteration
+    assert lines[1].split()[1:] == ["0", "10", "20", "30", "40", "49"]
+    with np.load(out / "data" / "iter_002.npz") as f:
+        goal = np.asarray(result.goal)
+        first = np.median(np.linalg.norm(f["states"][:, 0, :2] - goal[:2], axis=-1)) * 100
+    assert float(lines[2].split()[1]) == pytest.approx(first, abs=0.051)
+    assert "vertical" not in done.stdout.split("nearest")[0]  # point is planar
+    assert "of the rollouts end > 2 cm beyond their nearest pass" in lines[-1]
+    for bad in ((tmp_path / "missing",), (out, "--every", "0")):
+        refused = run(scripts / "approach_profile.py", *bad)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    probe = run(scripts / "cost_by_distance.py", out, "--rollouts", "all", "--probe-near", "10")
+    assert probe.returncode == 0, probe.stderr
+    assert "probe within 10.0 m of the goal (1280 frames fitted, 320 held out): position error median" in probe.stdout
+    refused = run(scripts / "cost_by_distance.py", out, "--probe-near", "0")
+    assert refused.returncode == 2 and "positive" in refused.stderr
+
+
 def test_a_heavier_last_step_weights_the_lqr_cost_and_the_measured_episode_costs(monkeypatch):
     from solar_ros.algos.solar import loop
 
