@@ -99,13 +99,19 @@ class VAE(nn.Module):
         return {"loss": kl - recon_ll, "recon_ll": recon_ll, "kl": kl}
 
     @torch.no_grad()
-    def encode(self, images) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 images (B, H, W, C) or one (H, W, C) -> (mean, variance) of q(z | o), float64."""
+    def encode(self, images, chunk: int = 500) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images (B, H, W, C) or one (H, W, C) -> (mean, variance) of q(z | o), float64. ``chunk``
+        frames go through the network at a time, so memory stays bounded however many frames are passed
+        (all of a run's 25000 frames at once took 9 GB)."""
         cfg = self.config
         single = images.ndim == 3
         check_images(images, cfg.image_size, cfg.channels, 3 if single else 4)
-        mean, var = self._encode(to_float_images(images, module_device(self)))
-        mean, var = mean.double().cpu().numpy(), var.double().cpu().numpy()
+        if single:
+            images = images[None]
+        device = module_device(self)
+        parts = [self._encode(to_float_images(images[i:i + chunk], device)) for i in range(0, len(images), chunk)]
+        mean = torch.cat([m for m, _ in parts]).double().cpu().numpy()
+        var = torch.cat([v for _, v in parts]).double().cpu().numpy()
         return (mean[0], var[0]) if single else (mean, var)
 
     @torch.no_grad()

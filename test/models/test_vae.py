@@ -20,6 +20,10 @@ def test_shapes(size, channels):
     np.testing.assert_allclose(v1, var[2], atol=1e-6)
     out = model.decode(mean)
     assert out.shape == (4, size, size, channels) and out.min() >= 0 and out.max() <= 1
+    # Many frames go through the network a chunk at a time (bounded memory), with the same result.
+    m3, v3 = model.encode(imgs, chunk=3)
+    np.testing.assert_allclose(m3, mean, atol=1e-5)
+    np.testing.assert_allclose(v3, var, rtol=1e-5)
 
 
 def test_likelihoods_match_closed_forms():
