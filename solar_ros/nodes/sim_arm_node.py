@@ -224,12 +224,17 @@ class SimArmNode(StackNode):
         next_wall = time.monotonic()
         while not stop.is_set():
             if self.rtf > 0:
-                # Wait for the next step's wall time, serving callbacks meanwhile.
+                # Wait for the next step's wall time, serving callbacks meanwhile; when already behind, still
+                # serve what has arrived, or a torque command goes stale while the simulation catches up.
+                served = False
                 while not stop.is_set():
                     remaining = next_wall - time.monotonic()
                     if remaining <= 0:
                         break
                     executor.spin_once(timeout_sec=remaining)
+                    served = True
+                if not served:
+                    executor.spin_once(timeout_sec=0.0)
                 next_wall += wall_period
                 lag = time.monotonic() - next_wall
                 if lag > 0.1:
