@@ -67,8 +67,16 @@ class Fitter:
         goal = FitModel.Goal(episode_ids=list(episode_ids), episode_dir=str(episode_dir), iteration=iteration,
                              method=method, config_yaml=yaml.safe_dump(config))
         self.ros.spin_until(lambda: self.client.server_is_ready(), 30, "the FitModel action server")
-        send = self.client.send_goal_async(goal, feedback_callback=lambda m: self.feedback.append(m.feedback))
-        self.ros.spin_until(send.done, 10, "goal acceptance")
+        # After a node restart the request can reach the killed server's lingering endpoint and be lost:
+        # send it again (the fitter answers a repeated goal with the same policy, without a second fit).
+        for attempt in range(3):
+            send = self.client.send_goal_async(goal, feedback_callback=lambda m: self.feedback.append(m.feedback))
+            try:
+                self.ros.spin_until(send.done, 10, "goal acceptance")
+                break
+            except AssertionError:
+                if attempt == 2:
+                    raise
         handle = send.result()
         assert handle.accepted
         result = handle.get_result_async()
