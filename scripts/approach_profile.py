@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from solar_ros.algos.solar.persistence import load_data  # noqa: E402
+from solar_ros.algos.solar.persistence import load_rollouts_with_states  # noqa: E402
 from solar_ros.envs import make  # noqa: E402
 
 
@@ -45,11 +45,9 @@ def main() -> int:
     goal = goal[:len(idx)]
     for name in files:
         try:
-            data = load_data(args.run, [name])
-        except (OSError, ValueError, KeyError) as err:
-            p.error(f"cannot read the rollouts {name!r} of {args.run}: {err}")
-        if data.states is None:
-            p.error(f"the rollouts {name!r} of {args.run} carry no true states")
+            data = load_rollouts_with_states(args.run, name)
+        except ValueError as err:
+            p.error(str(err))
         err = (data.states[..., idx] - goal) * 100.0  # (N, T, 3) cm
         xy = np.linalg.norm(err[..., :2], axis=-1)
         dz = err[..., 2] if len(idx) == 3 else np.zeros_like(xy)

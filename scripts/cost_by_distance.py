@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from solar_ros.algos import solar  # noqa: E402
-from solar_ros.algos.solar.persistence import load_data  # noqa: E402
+from solar_ros.algos.solar.persistence import load_rollouts_with_states  # noqa: E402
 from solar_ros.envs import make  # noqa: E402
 from solar_ros.models.checkpoint import load_checkpoint  # noqa: E402
 
@@ -63,11 +63,9 @@ def main() -> int:
     near_latents, near_positions = [], []
     for name in files:
         try:
-            data = load_data(args.run, [name])
-        except (OSError, ValueError, KeyError) as err:
-            p.error(f"cannot read the rollouts {name!r} of {args.run}: {err}")
-        if data.states is None:
-            p.error(f"the rollouts {name!r} of {args.run} carry no true states to measure distances with")
+            data = load_rollouts_with_states(args.run, name)
+        except ValueError as err:
+            p.error(str(err))
         latents = model.smooth(data)
         learned = cost.value(latents, np.zeros_like(data.actions))
         distance = np.linalg.norm(data.states[..., list(env.ee_pos_idx)] - goal, axis=-1)

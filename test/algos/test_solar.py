@@ -573,6 +573,24 @@ def test_approach_profile_and_the_near_goal_probe_read_a_finished_run(tiny_run, 
     assert refused.returncode == 2 and "positive" in refused.stderr
 
 
+def test_the_analysis_scripts_read_only_rollouts_that_carry_true_states(tmp_path):
+    from solar_ros.algos.solar.persistence import load_rollouts_with_states, save_data
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(2, 3, 4, 4, 3), dtype=np.uint8)
+    with_states = solar.RolloutData(images, rng.normal(size=(2, 3, 1)), rng.random((2, 3)), rng.normal(size=(2, 3, 5)))
+    save_data(tmp_path, "iter_000", with_states)
+    save_data(tmp_path, "pretrain", solar.RolloutData(images, with_states.actions, with_states.costs))
+    np.testing.assert_array_equal(load_rollouts_with_states(tmp_path, "iter_000").states, with_states.states)
+    with pytest.raises(ValueError, match="'pretrain' of .* carry no true states"):
+        load_rollouts_with_states(tmp_path, "pretrain")
+    with pytest.raises(ValueError, match="cannot read the rollouts 'iter_001'"):
+        load_rollouts_with_states(tmp_path, "iter_001")
+    (tmp_path / "data" / "iter_002.npz").write_bytes(b"not an archive")
+    with pytest.raises(ValueError, match="cannot read the rollouts 'iter_002'"):
+        load_rollouts_with_states(tmp_path, "iter_002")
+
+
 def test_a_heavier_last_step_weights_the_lqr_cost_and_the_measured_episode_costs(monkeypatch):
     from solar_ros.algos.solar import loop
 

@@ -48,6 +48,18 @@ def load_data(out: Path, names: list[str]) -> RolloutData:
     return data
 
 
+def load_rollouts_with_states(out: Path, name: str) -> RolloutData:
+    """The rollout file ``name`` of the run in ``out``, which must carry the true states (what the analysis
+    scripts measure distances with); ValueError naming the file otherwise (missing, unreadable, no states)."""
+    try:
+        data = load_data(out, [name])
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(f"cannot read the rollouts {name!r} of {out}: {err}") from err
+    if data.states is None:
+        raise ValueError(f"the rollouts {name!r} of {out} carry no true states")
+    return data
+
+
 def save_run_checkpoint(path: Path, model: LatentModel, loop_state: dict) -> None:
     """The model and the loop's state (identity, iteration, policy, step state, logs, RNG) in one file."""
     model.save(path, extra=loop_state)
