@@ -47,8 +47,10 @@ from .models import (
     VAELatentModel,
     cost_r2,
     distance_latent_cost,
+    fit_readout,
     latent_cost,
     local_latent_cost,
+    readout_latent_cost,
     train_svae_weighted,
 )
 from .persistence import CHECKPOINT_NAME, DATA_DIR, load_data, load_run_checkpoint, save_data, save_run_checkpoint
@@ -60,6 +62,7 @@ __all__ = [
     "distance_latent_cost", "evaluate_saved_run", "final_policy",
     "heldout_diagnostics",
     "latent_actor", "latent_cost", "latent_diagnostics", "load_data", "load_run_checkpoint", "local_latent_cost",
+    "fit_readout", "readout_latent_cost",
     "pretraining_diagnostics", "random_actor", "reexpress_policy", "refit", "save_data", "save_run_checkpoint",
     "solar_step", "task_action_weights", "task_distance_link", "train", "train_svae_weighted", "train_vae_ablation",
 ]

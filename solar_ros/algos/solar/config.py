@@ -166,7 +166,13 @@ class SolarConfig:
     the buffer's squared distances to the goal, read back from its observed state costs through the
     task's cost form (the cost is a known function of that distance); LQR-FLM minimises the cost as
     that function of the fitted quadratic, expanded to first order around the buffer's frames. A cone
-    flattens in a quadratic fit, its square does not. Needs ``action_cost='task'``."""
+    flattens in a quadratic fit, its square does not. 'readout': the cost may use the robot's
+    kinematics (the policy still acts on the latent only): at each iteration a linear readout from the
+    latent to the positions the task's cost compares (the buffer's true states; through the nodes,
+    forward kinematics of the recorded joint angles) is fitted by least squares, and LQR-FLM minimises
+    the task's cost of the read-out positions, expanded as with 'distance' (the squared distance to the
+    goal is then an exact quadratic of the latent, zero where the readout puts the goal). Both need
+    ``action_cost='task'``."""
 
     # --- compute ---------------------------------------------------------------------------------
     num_threads: int = 1
@@ -226,8 +232,9 @@ class SolarConfig:
                              "set measured_step=true with it")
         if self.action_cost not in ("learned", "task"):
             raise ValueError(f"SolarConfig.action_cost must be 'learned' or 'task', got {self.action_cost!r}")
-        if self.cost_fit not in ("model", "local", "distance"):
-            raise ValueError(f"SolarConfig.cost_fit must be 'model', 'local' or 'distance', got {self.cost_fit!r}")
+        if self.cost_fit not in ("model", "local", "distance", "readout"):
+            raise ValueError("SolarConfig.cost_fit must be 'model', 'local', 'distance' or 'readout', "
+                             f"got {self.cost_fit!r}")
         if self.cost_fit != "model" and self.action_cost != "task":
             raise ValueError(f"SolarConfig: cost_fit={self.cost_fit!r} fits the state cost to the observed costs minus "
                              "the task's action penalty; set action_cost='task' with it")

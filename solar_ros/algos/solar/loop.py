@@ -100,6 +100,7 @@ from .models import (
     distance_latent_cost,
     latent_cost,
     local_latent_cost,
+    readout_latent_cost,
 )
 from .persistence import CHECKPOINT_NAME, load_data, load_run_checkpoint, save_data, save_run_checkpoint
 
@@ -173,8 +174,9 @@ def task_action_weights(env, cfg: SolarConfig) -> np.ndarray | None:
 
 
 def task_distance_link(env, cfg: SolarConfig) -> DistanceLink | None:
-    """The task's cost form as a function of the squared distance (``cost_fit='distance'``), else None."""
-    if cfg.cost_fit != "distance":
+    """The task's cost form as a function of the squared distance (``cost_fit`` 'distance' or 'readout'),
+    else None."""
+    if cfg.cost_fit not in ("distance", "readout"):
         return None
     return DistanceLink(l2=float(env.cost_l2), l1=float(env.cost_l1), alpha=float(StateDistanceCost.alpha))
 
@@ -241,16 +243,19 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     Their latent trajectories (``cfg.dynamics_latents``: smoothed or filtered) -> per-step dynamics
     with the model's LDS posterior as prior (``prior_strength`` pseudo-rollouts) -> the model's
     latent cost (``cfg.cost_fit``: the model's, or one fitted to ``buffer``, through the task's
-    ``distance_link`` for 'distance'; ``action_weights``: the task's action penalty instead of the
-    learned one) -> the
+    ``distance_link`` for 'distance' and 'readout', the latter on the positions ``hand`` names in the
+    buffer's true states; ``action_weights``: the task's action penalty instead of the learned one) -> the
     step rule (``adapt_step``, or ``measured_step`` on ``step_costs`` (N, T), the per-step costs of
     ``policy``'s newest episodes) -> the LQR-FLM update (``kl_step``). Both the update and the measured
     step weight the steps by ``cfg.step_weights`` (a heavier last step). Returns the new policy, the
     step state for the next iteration and the diagnostics (for the iteration's log row; ``probe_groups``,
     ``hand``: see :func:`latent_diagnostics`).
     """
-    if cfg.cost_fit == "distance" and distance_link is None:
-        raise ValueError("cost_fit='distance' needs the task's distance_link (task_distance_link)")
+    if cfg.cost_fit in ("distance", "readout") and distance_link is None:
+        raise ValueError(f"cost_fit={cfg.cost_fit!r} needs the task's distance_link (task_distance_link)")
+    if cfg.cost_fit == "readout" and (hand is None or buffer.states is None):
+        raise ValueError("cost_fit='readout' needs the rollouts' true states and the positions the cost "
+                         "compares (hand)")
     metrics: dict[str, float] = {}
     weights = cfg.step_weights(buffer.T)
     if cfg.measured_step:
@@ -264,6 +269,8 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
         cost = local_latent_cost(latents, buffer, action_weights)
     elif cfg.cost_fit == "distance":
         cost = distance_latent_cost(latents, buffer, action_weights, distance_link)
+    elif cfg.cost_fit == "readout":
+        cost, metrics["readout_r2"] = readout_latent_cost(latents, buffer, action_weights, distance_link, *hand)
     else:
         cost = latent_cost(model, buffer.T, action_weights)
     new_policy, step, info = lqr_flm_step(policy, latents, buffer.actions, model.lds.as_prior(cfg.prior_strength),

@@ -665,7 +665,16 @@ def distance_latent_cost(latents: np.ndarray, data: RolloutData, action_weights:
     state_costs = data.costs - 0.5 * np.einsum("nti,i,nti->nt", data.actions, w, data.actions)
     N, T, dx = latents.shape
     q = fit_quadratic_cost(latents, np.zeros((N, T, 0)), link.squared_distance(state_costs), psd=True, ridge=ridge)
-    C, c, c0 = q.Cm[0], q.cv[0], float(q.cc[0])
+    return _linked_cost(latents, q.Cm[0], q.cv[0], float(q.cc[0]), link, w)
+
+
+def _linked_cost(latents: np.ndarray, C: np.ndarray, c: np.ndarray, c0: float, link: DistanceLink,
+                 w: np.ndarray) -> QuadraticCost:
+    """LQR-FLM's cost f(q(x)) + 0.5 sum_i w_i u_i^2 for a squared distance q(x) = 0.5 x^T C x + c^T x + c0
+    of the latent and the task's cost form f (``link``): at step t, f expanded to first order in q around
+    the ``latents`` (N, T, dx) of that step (Gauss-Newton: f'(q) averaged over them times q(x), the same
+    value there)."""
+    N, T, dx = latents.shape
     q_hat = 0.5 * np.einsum("nti,ij,ntj->nt", latents, C, latents) + latents @ c + c0
     slope = link.slope(q_hat).mean(axis=0)  # (T,)
     offset = link.value(q_hat).mean(axis=0) - slope * np.maximum(q_hat, 0.0).mean(axis=0)
@@ -676,6 +685,46 @@ def distance_latent_cost(latents: np.ndarray, data: RolloutData, action_weights:
     cv = np.zeros((T, dx + du))
     cv[:, :dx] = slope[:, None] * c
     return QuadraticCost(Cm, cv, slope * c0 + offset)
+
+
+def fit_readout(latents: np.ndarray, targets: np.ndarray, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """The linear readout targets ~ P x + b of the latent, by ridge least squares over every frame
+    (``latents`` (N, T, dx), ``targets`` (N, T, dp); the ridge is relative to the latent's scale and
+    leaves the intercept free). Returns P (dp, dx) and b (dp,)."""
+    X = latents.reshape(-1, latents.shape[-1])
+    Y = targets.reshape(-1, targets.shape[-1])
+    mx, my = X.mean(0), Y.mean(0)
+    Xc = X - mx
+    G = Xc.T @ Xc
+    P = np.linalg.solve(G + ridge * max(float(np.trace(G)), 1e-12) * np.eye(G.shape[0]), Xc.T @ (Y - my)).T
+    return P, my - P @ mx
+
+
+def readout_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: np.ndarray, link: DistanceLink,
+                        idx: list[int], goal: np.ndarray) -> tuple[QuadraticCost, float]:
+    """The task's cost on the positions it measures, read out linearly from the latent (``cost_fit='readout'``).
+
+    The cost may use the robot's kinematics, the policy only the latent: a linear readout p = P x + b
+    of the positions the task's cost compares to ``goal`` (the rollouts' true states at ``idx``: on the
+    robot, forward kinematics of the recorded joint angles) is fitted to the rollouts ``data`` on their
+    ``latents`` (N, T, dx). The squared distance |P x + b - goal|^2 is then an exact quadratic of the
+    latent, zero where the readout puts the goal, and LQR-FLM minimises the task's cost form (``link``)
+    of it as with ``cost_fit='distance'``, plus the task's action penalty (``action_weights``). Returns
+    the cost and the readout's R^2 on ``data``."""
+    if data.states is None:
+        raise ValueError("cost_fit='readout' needs the rollouts' true states (the positions the cost measures)")
+    targets = data.states[..., list(idx)]
+    goal = np.asarray(goal, dtype=np.float64)
+    if goal.shape != targets.shape[-1:]:
+        raise ValueError(f"the goal has shape {goal.shape}, the cost's positions {targets.shape[-1:]}")
+    P, b = fit_readout(latents, targets)
+    resid = targets - (latents @ P.T + b)
+    total = np.sum((targets - targets.reshape(-1, targets.shape[-1]).mean(0)) ** 2)
+    r2 = float(1.0 - np.sum(resid ** 2) / total) if total > 0 else math.nan
+    e = b - goal
+    cost = _linked_cost(latents, 2.0 * P.T @ P, 2.0 * P.T @ e, float(e @ e), link,
+                        np.asarray(action_weights, dtype=np.float64))
+    return cost, r2
 
 
 def cost_r2(latents: np.ndarray, data: RolloutData, cost: QuadraticCost) -> float:
