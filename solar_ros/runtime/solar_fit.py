@@ -27,8 +27,10 @@ Where the episodes carry joint states (the recorder's ``joint_positions``, ``joi
 task's true states are computed from them by forward kinematics for the diagnostics the in-process loop
 reports (linear probes from the latent, the learned cost's R^2 and ranking, on held-out episodes too,
 and the pretraining's workspace coverage); they go into the fit's metrics and never into the model or
-the policy. Progress is reported at every conjugate LDS update of a model fit (``loss``: the negative Kalman
-marginal log-likelihood of the encoder potentials per frame) and a cancel request stops the fit there.
+the policy, and, with ``cost_fit='readout'``, into the cost LQR-FLM minimises (the task's cost of
+positions read out of the latent). Progress is reported at every conjugate LDS update of a model fit
+(``loss``: the negative Kalman marginal log-likelihood of the encoder potentials per frame) and a cancel
+request stops the fit there.
 
 Saved state: each model is one file (:meth:`~solar_ros.algos.solar.LatentModel.save`: network,
 LDS posterior; the encoder reads the same file), the run's own state (policy, LQR-FLM step state,
@@ -152,6 +154,10 @@ class SolarMethod(FitMethod):
             raise FitError(f"episodes have {data.T} steps of {data.actions.shape[2]} actions; the run has "
                            f"{self.horizon} steps of {self.du}")
         rollouts = self._rollouts(data)
+        if cfg.cost_fit == "readout" and rollouts.states is None:
+            raise FitError("cost_fit='readout' reads the cost's positions out of the latent by forward kinematics "
+                           "of the recorded joint angles: the episodes carry no joint states (record "
+                           "joint_positions and joint_velocities)")
         metrics: dict[str, float] = {"episodes": float(data.N), "mean_episode_cost": float(data.costs.sum(1).mean())}
         new_model = False
         seed = self.settings.seed
@@ -217,8 +223,8 @@ class SolarMethod(FitMethod):
 
     def _true_states(self, data: TrainingData) -> np.ndarray | None:
         """(N, T, ds) the task's full states at the recorded joint states (forward kinematics), for the
-        diagnostics only; None when the episodes carry no joint states or the task's state is not a
-        function of them (no ``set_joint_state``, other joint count)."""
+        diagnostics and the readout cost (``cost_fit='readout'``); None when the episodes carry no joint
+        states or the task's state is not a function of them (no ``set_joint_state``, other joint count)."""
         q, dq = data.joint_positions, data.joint_velocities
         set_joint_state = getattr(self.env, "set_joint_state", None)
         if q is None or dq is None or set_joint_state is None or q.shape != dq.shape or q.shape[-1] != self.du:

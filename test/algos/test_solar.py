@@ -283,6 +283,72 @@ def test_distance_cost_recovers_the_squared_distance_and_weighs_it_by_the_tasks_
         solar.solar_step(None, None, data, None, solar.SolarConfig(cost_fit="distance", action_cost="task"))
 
 
+def test_readout_cost_is_the_tasks_cost_of_positions_read_linearly_out_of_the_latent():
+    # The cost compares 3 positions (state entries 1..3) to a goal; the latent is an invertible linear map of
+    # them plus one coordinate they do not depend on. The readout recovers the positions exactly, so the
+    # squared distance is an exact quadratic of the latent, zero at the goal's latent.
+    rng = np.random.default_rng(7)
+    N, T, du = 12, 5, 2
+    goal = np.array([0.2, -0.1, 0.3])
+    positions = goal + rng.uniform(-0.4, 0.4, size=(N, T, 3))
+    states = np.concatenate([rng.normal(size=(N, T, 1)), positions, rng.normal(size=(N, T, 2))], axis=-1)
+    A = np.array([[1.0, 0.5, 0.0], [0.0, 2.0, -0.3], [0.4, 0.0, 1.5]])
+    latents = np.concatenate([positions @ A.T + [0.1, 0.2, -0.3], rng.normal(size=(N, T, 1))], axis=-1)
+    P, b = solar.fit_readout(latents, positions, ridge=0.0)
+    np.testing.assert_allclose(latents @ P.T + b, positions, atol=1e-9)
+    U = rng.normal(size=(N, T, du))
+    w = np.array([0.3, 0.7])
+    link = solar.DistanceLink(l2=10.0, l1=1.0, alpha=1e-5)
+    q = np.sum((positions - goal) ** 2, axis=-1)
+    costs = link.value(q) + 0.5 * (U**2) @ w
+    data = solar.RolloutData(np.zeros((N, T, 4, 4, 3), np.uint8), U, costs, states)
+    cost, r2 = solar.readout_latent_cost(latents, data, w, link, [1, 2, 3], goal)
+    assert r2 == pytest.approx(1.0, abs=1e-9)
+    slope = link.slope(q).mean(axis=0)
+    P, _ = solar.fit_readout(latents, positions)  # the cost's readout: a ridge too small to matter here
+    np.testing.assert_allclose(P[:, 3], 0.0, atol=1e-5)
+    for t in range(T):  # slope_t * |P x + b - goal|^2: curvature 2 slope_t P^T P, none along the free coordinate
+        np.testing.assert_allclose(cost.Cm[t, :4, :4], 2.0 * slope[t] * P.T @ P, rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(cost.Cm[t, 4:, 4:], np.diag(w), atol=1e-12)
+    np.testing.assert_allclose(cost.value(latents, U).mean(axis=0), costs.mean(axis=0), rtol=1e-4)
+    # its minimum over the latent is the goal's latent (whatever the free coordinate)
+    at_goal = np.concatenate([A @ goal + [0.1, 0.2, -0.3], [5.0]])
+    zero_u = np.zeros((T, du))
+    best = cost.value(np.broadcast_to(at_goal, (T, 4)), zero_u)
+    for _ in range(5):
+        other = at_goal + np.r_[0.05 * rng.standard_normal(3), 0.0]
+        assert np.all(cost.value(np.broadcast_to(other, (T, 4)), zero_u) > best)
+    # a noisy readout says how well the latent reads the positions
+    noisy = latents + 0.2 * rng.standard_normal(latents.shape)
+    assert solar.readout_latent_cost(noisy, data, w, link, [1, 2, 3], goal)[1] < 0.95
+    with pytest.raises(ValueError, match="true states"):
+        solar.readout_latent_cost(latents, solar.RolloutData(data.images, U, costs), w, link, [1, 2, 3], goal)
+    with pytest.raises(ValueError, match="goal has shape"):
+        solar.readout_latent_cost(latents, data, w, link, [1, 2, 3], goal[:2])
+    cfg = solar.SolarConfig(cost_fit="readout", action_cost="task")
+    with pytest.raises(ValueError, match="distance_link"):
+        solar.solar_step(None, None, data, None, cfg)
+    with pytest.raises(ValueError, match="true states"):
+        solar.solar_step(None, None, solar.RolloutData(data.images, U, costs), None, cfg, distance_link=link,
+                         hand=([1, 2, 3], goal))
+
+
+def test_solar_step_with_the_readout_cost_minimises_the_tasks_cost_of_the_read_out_positions():
+    model, env, data = _fitted_model("solar")
+    cfg = replace(TINY, cost_fit="readout", action_cost="task", adapt_step=True)
+    policy = initial_policy(data.T, cfg.latent_dim, 2, 0.5 * env.action_scale)
+    hand = (list(env.ee_pos_idx), env.goal.copy())
+    link = solar.task_distance_link(env, cfg)
+    weights = solar.task_action_weights(env, cfg)
+    new_policy, _, metrics = solar.solar_step(model, policy, data, StepState(), cfg, weights, hand=hand,
+                                              distance_link=link)
+    latents = model.smooth(data)
+    cost, r2 = solar.readout_latent_cost(latents, data, weights, link, *hand)
+    assert metrics["readout_r2"] == pytest.approx(r2, rel=1e-12) and np.isfinite(r2)
+    assert metrics["cost_r2"] == pytest.approx(solar.cost_r2(latents, data, cost), rel=1e-12)
+    assert not np.allclose(new_policy.k, policy.k)
+
+
 def test_lds_updates_smooth_a_bounded_weighted_sample_of_the_rollouts(monkeypatch):
     model, _, data = _fitted_model("solar")
     sample, weight = data.sample(3, seed=5)
@@ -347,6 +413,8 @@ def test_bad_inputs_raise_clear_errors():
         solar.SolarConfig(cost_fit="local")
     with pytest.raises(ValueError, match="action_cost='task'"):
         solar.SolarConfig(cost_fit="distance")
+    with pytest.raises(ValueError, match="action_cost='task'"):
+        solar.SolarConfig(cost_fit="readout")
     with pytest.raises(ValueError, match="encoder"):
         solar.SolarConfig(encoder="resnet")
     with pytest.raises(ValueError, match="copy_state"):

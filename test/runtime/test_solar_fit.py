@@ -217,3 +217,35 @@ def test_the_nodes_solar_fit_reports_probes_and_coverage_from_the_recorded_joint
     plain = bare.update(recorded(pretrain, bare.policy_id, "pre-", joints=False), 1).metrics
     assert not any(k.startswith(("probe_", "coverage_", "cost_rank")) for k in plain)
     assert plain["cost_r2"] == pytest.approx(m["cost_r2"], rel=1e-9)
+
+
+def test_the_nodes_readout_cost_reads_the_positions_from_the_recorded_joint_states(tmp_path):
+    torch.set_num_threads(1)
+    env = make("sawyer_reach", image_obs=True, image_size=16)
+    env.reset(seed=SEED)
+    goal = env.goal.copy()
+    pretrain = _rollouts(env, goal, TINY["pretrain_episodes"], 100)
+    batch = _rollouts(env, goal, TINY["rollouts_per_iteration"], 200)
+
+    def recorded(data: solar.RolloutData, policy_id: str, prefix: str, joints: bool = True) -> TrainingData:
+        r = _recorded(data, policy_id, prefix)
+        if not joints:
+            return r
+        return replace(r, joint_positions=data.states[..., :7], joint_velocities=data.states[..., 7:14])
+
+    settings = {**TINY, "adapt_step": False, "cost_fit": "readout", "action_cost": "task"}
+    node = SolarMethod(RunSettings(task="sawyer_reach", goal=goal.tolist(), seed=SEED), settings, tmp_path)
+    node.initialize()
+    node.update(recorded(pretrain, node.policy_id, "pre-"), 1)
+    out = node.update(recorded(batch, node.policy_id, "it1-"), 2)
+    # the readout is fitted on the hand positions computed from the recorded joints by forward kinematics
+    buffer = node._data.last(node.config.buffer_size)
+    np.testing.assert_allclose(buffer.states, (pretrain + batch).last(node.config.buffer_size).states, atol=1e-9)
+    _, r2 = solar.readout_latent_cost(node.model.smooth(buffer), buffer, solar.task_action_weights(env, node.config),
+                                      solar.task_distance_link(env, node.config), list(env.ee_pos_idx), goal)
+    assert out.metrics["readout_r2"] == pytest.approx(r2, rel=1e-9) and 0.0 < r2 <= 1.0
+    # without joint states the node cannot read the positions: a clear error before any fit
+    bare = SolarMethod(RunSettings(task="sawyer_reach", goal=goal.tolist(), seed=SEED), settings, tmp_path / "bare")
+    bare.initialize()
+    with pytest.raises(solar_fit.FitError, match="joint states"):
+        bare.update(recorded(pretrain, bare.policy_id, "pre-", joints=False), 1)
