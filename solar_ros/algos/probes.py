@@ -174,8 +174,8 @@ def _as_2d(a: np.ndarray) -> np.ndarray:
 
 def diagnostics_line(extra: dict) -> str:
     """One log line of the representation diagnostics in an iteration's metrics ``extra`` ('' if none):
-    probes, held-out figures, coverage, the learned cost's R^2 and ranking."""
+    probes, held-out figures, coverage, the latent cost's R^2 and ranking, the readout cost's R^2."""
     keys = [k for k in extra if k.startswith(("probe_", "heldout_", "coverage_", "cost_rank", "cost_min"))
-            or k == "cost_r2"]
+            or k in ("cost_r2", "readout_r2")]
     parts = [f"{k} {extra[k]:.3g}" for k in keys if isinstance(extra[k], (int, float))]
     return ("representation: " + ", ".join(parts)) if parts else ""

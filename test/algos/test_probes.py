@@ -3,7 +3,14 @@ worked out by hand or by an independent least-squares solve), cost ranking."""
 import numpy as np
 import pytest
 
-from solar_ros.algos.probes import cost_ranking_report, coverage_report, linear_probe, probe_report, state_groups
+from solar_ros.algos.probes import (
+    cost_ranking_report,
+    coverage_report,
+    diagnostics_line,
+    linear_probe,
+    probe_report,
+    state_groups,
+)
 from solar_ros.envs import make
 
 
@@ -102,3 +109,11 @@ def test_cost_ranking_report_numbers():
         cost_ranking_report(np.zeros((1, 4)), positions, goal)
     with pytest.raises(ValueError):
         cost_ranking_report(np.zeros((1, 5)), positions, goal, fraction=0.0)
+
+
+def test_the_diagnostics_line_names_the_representation_figures_only():
+    extra = {"kl": 0.4, "cost_r2": 0.91234, "readout_r2": 0.98765, "probe_ee_position": 0.5, "heldout_cost_r2": -0.25,
+             "coverage_span": 0.7, "cost_min_distance": 0.12, "reverted": 1.0, "predicted_cost": 3.0}
+    assert diagnostics_line(extra) == ("representation: cost_r2 0.912, readout_r2 0.988, probe_ee_position 0.5, "
+                                       "heldout_cost_r2 -0.25, coverage_span 0.7, cost_min_distance 0.12")
+    assert diagnostics_line({"kl": 0.4}) == ""
