@@ -468,6 +468,8 @@ def test_every_task_has_solar_settings_and_the_sawyer_models_its_background():
     for task in ("sawyer_reach", "sawyer_stack_0", "sawyer_stack_1", "sawyer_stack_2"):
         cfg = solar.TASK_DEFAULTS[task]
         assert cfg.background and cfg.pretrain_smoothing > 0 and cfg.training_episodes == 500
+        # stacking's cost: the task's, on the block points read out of the latent
+        assert (cfg.cost_fit, cfg.action_cost) == (("readout", "task") if "stack" in task else ("model", "learned"))
     assert solar.TASK_DEFAULTS["reacher_paper"].training_episodes == 500
 
 
