@@ -6,7 +6,8 @@ error of the end effector (or held block centre) to the goal, and where each rol
 
 For each chosen rollout file (default: the last) it prints, every ``--every`` steps, the median over
 the rollouts of the horizontal (x, y) distance and the signed vertical offset (z - goal z; 0 on a
-planar task) of the first three ``ee_pos_idx`` entries to the goal's, in cm; then the median of each rollout's nearest
+planar task) of the first three ``ee_pos_idx`` entries to the goal's, in cm (on ``sawyer_stack`` also how far
+the held block leans from upright, in degrees); then the median of each rollout's nearest
 horizontal pass, the step of it, the vertical offset there, and the horizontal distance at the end.
 A rollout whose end is far beyond its nearest pass went past the goal and did not come back.
 """
@@ -57,6 +58,9 @@ def main() -> int:
         print("  horizontal " + " ".join(f"{np.median(xy[:, t]):6.1f}" for t in steps))
         if len(idx) == 3:
             print("  vertical   " + " ".join(f"{np.median(dz[:, t]):6.1f}" for t in steps))
+        tilt = getattr(env, "tilt", None)
+        if tilt is not None:  # a held block: how far it leans from upright
+            print("  tilt (deg) " + " ".join(f"{np.median(tilt(data.states[:, t])):6.1f}" for t in steps))
         nearest = xy.argmin(axis=1)
         rows = np.arange(data.N)
         print(f"  nearest horizontal pass {np.median(xy[rows, nearest]):.1f} at step {np.median(nearest):.0f}, "

@@ -233,6 +233,19 @@ class SawyerStackEnv(SawyerReachEnv):
             raise ValueError(f"centre must have shape (3,), got {centre.shape}")
         return (centre + self.block_points_local @ self.stacked_rotation.T).ravel()
 
+    def tilt(self, state: np.ndarray) -> float | np.ndarray:
+        """How far the held block leans from upright (degrees; any leading dimensions): the angle between
+        the vertical and the normal of the plane through its 3 points (a turn about the vertical is 0).
+        A block set down tilted rests with its centre above the stacked height."""
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape[-1] != self.state_dim:
+            raise ValueError(f"state must end in dimension {self.state_dim}, got shape {state.shape}")
+        p = state[..., 14:23].reshape(state.shape[:-1] + (3, 3))
+        normal = np.cross(p[..., 1, :] - p[..., 0, :], p[..., 2, :] - p[..., 0, :])
+        cos = np.abs(normal[..., 2]) / np.linalg.norm(normal, axis=-1)
+        angle = np.degrees(np.arccos(np.clip(cos, 0.0, 1.0)))
+        return float(angle) if angle.ndim == 0 else angle
+
     def is_success(self, state: np.ndarray, goal: np.ndarray | None = None) -> bool | np.ndarray:
         """The block's centre within ``success_xy`` horizontally and ``success_z`` vertically of the goal's
         centre (orientation is not checked); ``goal`` may be the 9-vector or its centre."""

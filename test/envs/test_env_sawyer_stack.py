@@ -323,6 +323,19 @@ def test_a_tilted_or_turned_block_at_the_stacked_centre_costs_more(env, axis):
     assert cost.eval(resting[None], u).l[0] > cost.eval(_state_with_block(env, GOAL + [0, 0, 0.011], R0)[None], u).l[0]
 
 
+@pytest.mark.parametrize("axis", [(1, 0, 0), (0, 1, 0), (1, 1, 0)])
+def test_tilt_is_the_blocks_lean_from_upright_and_ignores_a_turn(env, axis):
+    env.reset(seed=0)
+    R0 = np.array(STACKED_ROTATION)
+    assert env.tilt(_state_with_block(env, GOAL, R0)) == pytest.approx(0.0, abs=1e-6)
+    assert env.tilt(_state_with_block(env, GOAL, _rot((0, 0, 1), np.radians(30)) @ R0)) == pytest.approx(0.0, abs=1e-6)
+    states = np.stack([_state_with_block(env, GOAL, _rot(axis, np.radians(d)) @ R0) for d in (5, 24, 60)])
+    np.testing.assert_allclose(env.tilt(states), [5, 24, 60], atol=1e-6)
+    np.testing.assert_allclose(env.tilt(states[None]), [[5, 24, 60]], atol=1e-6)  # any leading dimensions
+    with pytest.raises(ValueError, match="dimension 32"):
+        env.tilt(np.zeros(9))
+
+
 # ---- success ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("offset, success", [
