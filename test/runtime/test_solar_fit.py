@@ -36,6 +36,23 @@ def _recorded(data: solar.RolloutData, policy_id: str, prefix: str) -> TrainingD
                         root="episodes")
 
 
+def _sawyer_episodes():
+    """A sawyer_reach env (16x16 images), its goal, pretraining rollouts and one iteration's batch."""
+    env = make("sawyer_reach", image_obs=True, image_size=16)
+    env.reset(seed=SEED)
+    goal = env.goal.copy()
+    return (env, goal, _rollouts(env, goal, TINY["pretrain_episodes"], 100),
+            _rollouts(env, goal, TINY["rollouts_per_iteration"], 200))
+
+
+def _recorded_with_joints(data: solar.RolloutData, policy_id: str, prefix: str, joints: bool = True) -> TrainingData:
+    """:func:`_recorded` with the joint states the recorder stores from /joint_states (unless ``joints`` is false)."""
+    r = _recorded(data, policy_id, prefix)
+    if not joints:
+        return r
+    return replace(r, joint_positions=data.states[..., :7], joint_velocities=data.states[..., 7:14])
+
+
 def _recorder_files(recorded: list[TrainingData]):
     """``load_training_data`` on the recorder's files holding ``recorded`` (in memory here)."""
     rows = {eid: (d, i) for d in recorded for i, eid in enumerate(d.episode_ids)}
@@ -183,22 +200,12 @@ def test_a_fit_thread_lowers_its_own_cpu_priority_and_not_the_callers():
 
 def test_the_nodes_solar_fit_reports_probes_and_coverage_from_the_recorded_joint_states(tmp_path):
     torch.set_num_threads(1)
-    env = make("sawyer_reach", image_obs=True, image_size=16)
-    env.reset(seed=SEED)
-    goal = env.goal.copy()
-    pretrain = _rollouts(env, goal, TINY["pretrain_episodes"], 100)
-    batch = _rollouts(env, goal, TINY["rollouts_per_iteration"], 200)
-
-    def recorded(data: solar.RolloutData, policy_id: str, prefix: str, joints: bool = True) -> TrainingData:
-        r = _recorded(data, policy_id, prefix)
-        if joints:  # what the recorder stores from /joint_states
-            r = replace(r, joint_positions=data.states[..., :7], joint_velocities=data.states[..., 7:14])
-        return r
+    env, goal, pretrain, batch = _sawyer_episodes()
 
     settings = {**TINY, "adapt_step": False}  # the Sawyer defaults take the measured step
     node = SolarMethod(RunSettings(task="sawyer_reach", goal=goal.tolist(), seed=SEED), settings, tmp_path)
     node.initialize()
-    out = node.update(recorded(pretrain, node.policy_id, "pre-"), 1)
+    out = node.update(_recorded_with_joints(pretrain, node.policy_id, "pre-"), 1)
     # the task's states, recomputed from the joint states by forward kinematics, are the simulator's own
     np.testing.assert_allclose(node._data.states, pretrain.states, atol=1e-9)
     m = out.metrics
@@ -207,37 +214,27 @@ def test_the_nodes_solar_fit_reports_probes_and_coverage_from_the_recorded_joint
         assert key in m and np.isfinite(m[key]), key
     nearest = np.linalg.norm(pretrain.states[..., 14:17] - goal, axis=-1).min()
     assert m["coverage_nearest_goal"] == pytest.approx(nearest)
-    out = node.update(recorded(batch, node.policy_id, "it1-"), 2)
+    out = node.update(_recorded_with_joints(batch, node.policy_id, "it1-"), 2)
     for key in ("heldout_cost_r2", "heldout_probe_ee_position", "probe_ee_position", "cost_r2"):
         assert key in out.metrics and np.isfinite(out.metrics[key]), key
 
     # episodes without joint states: the same fit, with no probes
     bare = SolarMethod(RunSettings(task="sawyer_reach", goal=goal.tolist(), seed=SEED), settings, tmp_path / "bare")
     bare.initialize()
-    plain = bare.update(recorded(pretrain, bare.policy_id, "pre-", joints=False), 1).metrics
+    plain = bare.update(_recorded_with_joints(pretrain, bare.policy_id, "pre-", joints=False), 1).metrics
     assert not any(k.startswith(("probe_", "coverage_", "cost_rank")) for k in plain)
     assert plain["cost_r2"] == pytest.approx(m["cost_r2"], rel=1e-9)
 
 
 def test_the_nodes_readout_cost_reads_the_positions_from_the_recorded_joint_states(tmp_path):
     torch.set_num_threads(1)
-    env = make("sawyer_reach", image_obs=True, image_size=16)
-    env.reset(seed=SEED)
-    goal = env.goal.copy()
-    pretrain = _rollouts(env, goal, TINY["pretrain_episodes"], 100)
-    batch = _rollouts(env, goal, TINY["rollouts_per_iteration"], 200)
-
-    def recorded(data: solar.RolloutData, policy_id: str, prefix: str, joints: bool = True) -> TrainingData:
-        r = _recorded(data, policy_id, prefix)
-        if not joints:
-            return r
-        return replace(r, joint_positions=data.states[..., :7], joint_velocities=data.states[..., 7:14])
+    env, goal, pretrain, batch = _sawyer_episodes()
 
     settings = {**TINY, "adapt_step": False, "cost_fit": "readout", "action_cost": "task"}
     node = SolarMethod(RunSettings(task="sawyer_reach", goal=goal.tolist(), seed=SEED), settings, tmp_path)
     node.initialize()
-    node.update(recorded(pretrain, node.policy_id, "pre-"), 1)
-    out = node.update(recorded(batch, node.policy_id, "it1-"), 2)
+    node.update(_recorded_with_joints(pretrain, node.policy_id, "pre-"), 1)
+    out = node.update(_recorded_with_joints(batch, node.policy_id, "it1-"), 2)
     # the readout is fitted on the hand positions computed from the recorded joints by forward kinematics
     buffer = node._data.last(node.config.buffer_size)
     np.testing.assert_allclose(buffer.states, (pretrain + batch).last(node.config.buffer_size).states, atol=1e-9)
@@ -248,4 +245,4 @@ def test_the_nodes_readout_cost_reads_the_positions_from_the_recorded_joint_stat
     bare = SolarMethod(RunSettings(task="sawyer_reach", goal=goal.tolist(), seed=SEED), settings, tmp_path / "bare")
     bare.initialize()
     with pytest.raises(solar_fit.FitError, match="joint states"):
-        bare.update(recorded(pretrain, bare.policy_id, "pre-", joints=False), 1)
+        bare.update(_recorded_with_joints(pretrain, bare.policy_id, "pre-", joints=False), 1)
