@@ -325,6 +325,15 @@ def test_readout_cost_is_the_tasks_cost_of_positions_read_linearly_out_of_the_la
         solar.readout_latent_cost(latents, solar.RolloutData(data.images, U, costs), w, link, [1, 2, 3], goal)
     with pytest.raises(ValueError, match="goal has shape"):
         solar.readout_latent_cost(latents, data, w, link, [1, 2, 3], goal[:2])
+    bad = latents.copy()
+    bad[0, 3, 1] = np.nan
+    with pytest.raises(ValueError, match="latents hold NaN"):
+        solar.readout_latent_cost(bad, data, w, link, [1, 2, 3], goal)
+    bad_states = data.states.copy()
+    bad_states[1, 0, 2] = np.inf
+    with pytest.raises(ValueError, match="true states hold NaN"):
+        solar.readout_latent_cost(latents, solar.RolloutData(data.images, U, costs, bad_states), w, link,
+                                  [1, 2, 3], goal)
     cfg = solar.SolarConfig(cost_fit="readout", action_cost="task")
     with pytest.raises(ValueError, match="distance_link"):
         solar.solar_step(None, None, data, None, cfg)

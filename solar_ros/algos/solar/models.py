@@ -717,6 +717,9 @@ def readout_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: 
     goal = np.asarray(goal, dtype=np.float64)
     if goal.shape != targets.shape[-1:]:
         raise ValueError(f"the goal has shape {goal.shape}, the cost's positions {targets.shape[-1:]}")
+    for name, a in (("latents", latents), ("true states", targets), ("goal", goal)):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"cost_fit='readout': the {name} hold NaN or inf values")
     P, b = fit_readout(latents, targets)
     resid = targets - (latents @ P.T + b)
     total = np.sum((targets - targets.reshape(-1, targets.shape[-1]).mean(0)) ** 2)
