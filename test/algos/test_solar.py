@@ -342,6 +342,50 @@ def test_readout_cost_is_the_tasks_cost_of_positions_read_linearly_out_of_the_la
                          hand=([1, 2, 3], goal))
 
 
+def test_readout_weighted_near_the_goal_is_most_precise_there():
+    # A position that bends away from linear in the latent (p = x + 2 x^2 on x in [-0.3, 0.3]): one line
+    # cannot follow it everywhere. Weighted by 1 / (d^2 + s^2) the readout errs less near the goal (x = 0,
+    # p = 0) than the uniform fit, and more far from it.
+    x = np.linspace(-0.3, 0.3, 61)
+    p = x + 2.0 * x ** 2
+    latents = x.reshape(1, -1, 1)
+    targets = p.reshape(1, -1, 1)
+    goal = np.zeros(1)
+    P0, b0 = solar.fit_readout(latents, targets, ridge=0.0)
+    d2 = (p - goal[0]) ** 2
+    Pw, bw = solar.fit_readout(latents, targets, ridge=0.0, weights=(1.0 / (d2 + 0.02 ** 2))[None])
+    near = np.abs(x) < 0.03
+    err0 = np.abs(x * P0[0, 0] + b0[0] - p)
+    errw = np.abs(x * Pw[0, 0] + bw[0] - p)
+    assert errw[near].max() < 0.25 * err0[near].max()
+    assert errw.max() > err0.max()
+    assert abs(bw[0]) < 0.25 * abs(b0[0])  # at the goal's latent the readout reads nearly the goal
+    # weights with zeros leave those frames out: garbage there changes nothing
+    junk = targets.copy()
+    junk[0, ~near] = 99.0
+    w = near.astype(float)[None]
+    for got, want in zip(solar.fit_readout(latents, junk, ridge=0.0, weights=w),
+                         solar.fit_readout(latents[:, near], targets[:, near], ridge=0.0)):
+        np.testing.assert_allclose(got, want, atol=1e-12)
+    for bad in (np.zeros((1, 61)), -w, w[:, :5]):
+        with pytest.raises(ValueError, match="weights"):
+            solar.fit_readout(latents, targets, weights=bad)
+    # through the cost: near_scale weights the frames by their true distance, and is checked
+    N, T = 1, 61
+    data = solar.RolloutData(np.zeros((N, T, 4, 4, 3), np.uint8), np.zeros((N, T, 1)), np.zeros((N, T)),
+                             np.concatenate([np.zeros((N, T, 1)), targets], axis=-1))
+    link = solar.DistanceLink(l2=10.0, l1=1.0, alpha=1e-5)
+    cost_u, _ = solar.readout_latent_cost(latents, data, np.ones(1), link, [1], goal)
+    cost_w, _ = solar.readout_latent_cost(latents, data, np.ones(1), link, [1], goal, near_scale=0.02)
+    # the weighted cost's minimum (where its readout says the goal is) lies nearer the true goal, x = 0
+    argmin = lambda c: -c.cv[0, 0] / c.Cm[0, 0, 0]  # noqa: E731
+    assert abs(argmin(cost_w)) < 0.2 * abs(argmin(cost_u))
+    with pytest.raises(ValueError, match="near_scale"):
+        solar.readout_latent_cost(latents, data, np.ones(1), link, [1], goal, near_scale=-1.0)
+    with pytest.raises(ValueError, match="readout_near_scale"):
+        solar.SolarConfig(cost_fit="readout", action_cost="task", readout_near_scale=-0.1)
+
+
 def test_solar_step_with_the_readout_cost_minimises_the_tasks_cost_of_the_read_out_positions():
     model, env, data = _fitted_model("solar")
     cfg = replace(TINY, cost_fit="readout", action_cost="task", adapt_step=True)

@@ -173,6 +173,11 @@ class SolarConfig:
     the task's cost of the read-out positions, expanded as with 'distance' (the squared distance to the
     goal is then an exact quadratic of the latent, zero where the readout puts the goal). Both need
     ``action_cost='task'``."""
+    readout_near_scale: float = 0.0
+    """With ``cost_fit='readout'``: each frame's error in the readout's least-squares fit is weighted by
+    1 / (d^2 + s^2), d the true distance of the frame's positions to the goal (the cost's D, m), s this
+    scale, so that the readout is most precise near the goal, where success is judged (0: every frame
+    alike)."""
 
     # --- compute ---------------------------------------------------------------------------------
     num_threads: int = 1
@@ -235,6 +240,8 @@ class SolarConfig:
         if self.cost_fit not in ("model", "local", "distance", "readout"):
             raise ValueError("SolarConfig.cost_fit must be 'model', 'local', 'distance' or 'readout', "
                              f"got {self.cost_fit!r}")
+        if not (math.isfinite(self.readout_near_scale) and self.readout_near_scale >= 0):
+            raise ValueError(f"SolarConfig.readout_near_scale must be >= 0 (m), got {self.readout_near_scale}")
         if self.cost_fit != "model" and self.action_cost != "task":
             raise ValueError(f"SolarConfig: cost_fit={self.cost_fit!r} fits the state cost to the observed costs minus "
                              "the task's action penalty; set action_cost='task' with it")

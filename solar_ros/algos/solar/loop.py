@@ -270,7 +270,8 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     elif cfg.cost_fit == "distance":
         cost = distance_latent_cost(latents, buffer, action_weights, distance_link)
     elif cfg.cost_fit == "readout":
-        cost, metrics["readout_r2"] = readout_latent_cost(latents, buffer, action_weights, distance_link, *hand)
+        cost, metrics["readout_r2"] = readout_latent_cost(latents, buffer, action_weights, distance_link, *hand,
+                                                         near_scale=cfg.readout_near_scale)
     else:
         cost = latent_cost(model, buffer.T, action_weights)
     new_policy, step, info = lqr_flm_step(policy, latents, buffer.actions, model.lds.as_prior(cfg.prior_strength),

@@ -687,21 +687,28 @@ def _linked_cost(latents: np.ndarray, C: np.ndarray, c: np.ndarray, c0: float, l
     return QuadraticCost(Cm, cv, slope * c0 + offset)
 
 
-def fit_readout(latents: np.ndarray, targets: np.ndarray, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+def fit_readout(latents: np.ndarray, targets: np.ndarray, ridge: float = 1e-6,
+                weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The linear readout targets ~ P x + b of the latent, by ridge least squares over every frame
     (``latents`` (N, T, dx), ``targets`` (N, T, dp); the ridge is relative to the latent's scale and
-    leaves the intercept free). Returns P (dp, dx) and b (dp,)."""
+    leaves the intercept free). ``weights`` (N, T), when given, weight each frame's squared error
+    (weighted least squares; None: every frame alike). Returns P (dp, dx) and b (dp,)."""
     X = latents.reshape(-1, latents.shape[-1])
     Y = targets.reshape(-1, targets.shape[-1])
-    mx, my = X.mean(0), Y.mean(0)
+    w = np.ones(len(X)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape != (len(X),) or not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+        raise ValueError("fit_readout: weights must be finite, non-negative, not all zero, one per frame")
+    w = w / w.sum()
+    mx, my = w @ X, w @ Y
     Xc = X - mx
-    G = Xc.T @ Xc
-    P = np.linalg.solve(G + ridge * max(float(np.trace(G)), 1e-12) * np.eye(G.shape[0]), Xc.T @ (Y - my)).T
+    G = Xc.T @ (w[:, None] * Xc)
+    P = np.linalg.solve(G + ridge * max(float(np.trace(G)), 1e-12) * np.eye(G.shape[0]),
+                        Xc.T @ (w[:, None] * (Y - my))).T
     return P, my - P @ mx
 
 
 def readout_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: np.ndarray, link: DistanceLink,
-                        idx: list[int], goal: np.ndarray) -> tuple[QuadraticCost, float]:
+                        idx: list[int], goal: np.ndarray, near_scale: float = 0.0) -> tuple[QuadraticCost, float]:
     """The task's cost on the positions it measures, read out linearly from the latent (``cost_fit='readout'``).
 
     The cost may use the robot's kinematics, the policy only the latent: a linear readout p = P x + b
@@ -709,8 +716,10 @@ def readout_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: 
     robot, forward kinematics of the recorded joint angles) is fitted to the rollouts ``data`` on their
     ``latents`` (N, T, dx). The squared distance |P x + b - goal|^2 is then an exact quadratic of the
     latent, zero where the readout puts the goal, and LQR-FLM minimises the task's cost form (``link``)
-    of it as with ``cost_fit='distance'``, plus the task's action penalty (``action_weights``). Returns
-    the cost and the readout's R^2 on ``data``."""
+    of it as with ``cost_fit='distance'``, plus the task's action penalty (``action_weights``).
+    ``near_scale`` s > 0 weights each frame by 1 / (d^2 + s^2), d its true distance to the goal, so that the
+    readout is most precise where the cost's minimum is (0: every frame alike). Returns the cost and the
+    readout's R^2 on ``data`` (unweighted)."""
     if data.states is None:
         raise ValueError("cost_fit='readout' needs the rollouts' true states (the positions the cost measures)")
     targets = data.states[..., list(idx)]
@@ -720,7 +729,12 @@ def readout_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: 
     for name, a in (("latents", latents), ("true states", targets), ("goal", goal)):
         if not np.all(np.isfinite(a)):
             raise ValueError(f"cost_fit='readout': the {name} hold NaN or inf values")
-    P, b = fit_readout(latents, targets)
+    if not near_scale >= 0:
+        raise ValueError(f"near_scale must be >= 0, got {near_scale}")
+    weights = None
+    if near_scale > 0:
+        weights = 1.0 / (np.sum((targets - goal) ** 2, axis=-1) + near_scale ** 2)
+    P, b = fit_readout(latents, targets, weights=weights)
     resid = targets - (latents @ P.T + b)
     total = np.sum((targets - targets.reshape(-1, targets.shape[-1]).mean(0)) ** 2)
     r2 = float(1.0 - np.sum(resid ** 2) / total) if total > 0 else math.nan
