@@ -108,8 +108,8 @@ TABLE_CLEARANCE = 0.002
 
 BLOCK_POINTS: tuple[tuple[float, float, float], ...] = (
     (0.0, 0.0, 0.0),
-    (STACKING.held_half_size[0], 0.0, 0.0),
-    (0.0, STACKING.held_half_size[1], 0.0),
+    (0.05, 0.0, 0.0),
+    (0.0, 0.05, 0.0),
 )
 """The 3 points (m, block frame) the cost compares: the block's centre and the centres of its +x and +y faces."""
 
