@@ -30,7 +30,7 @@ BASE_HALF = np.array(STACKING.base_half_size)
 BASE_CENTRE = np.array([0.60, 0.05, TABLE_TOP + BASE_HALF[2]])
 GOAL = BASE_CENTRE + [0.0, 0.0, BASE_HALF[2] + HELD_HALF[2]]
 """The stacked centre."""
-GOAL_POINTS = np.r_[GOAL, GOAL + [0.0, 0.025, 0.0], GOAL + [0.025, 0.0, 0.0]]
+GOAL_POINTS = np.r_[GOAL, GOAL + [0.0, 0.05, 0.0], GOAL + [0.05, 0.0, 0.0]]
 """The stacked pose's 3 block points, written out: the block's x axis lies along the world's y, its y axis along x."""
 SIDE_FACE_X = BASE_CENTRE[0] - BASE_HALF[0] - HELD_HALF[0]
 """The held block's centre cannot pass this x (m) at table height: its face touches the base's side there."""
@@ -182,7 +182,7 @@ def test_goal_is_the_stacked_pose_and_fixed(env):
     for bad in (GOAL + [0, 0, 0.01], GOAL + [0.5, 0, 0], GOAL + [0, -0.4, 0],
                 GOAL_POINTS + np.tile([0, 0, 0.01], 3),  # every point too high
                 GOAL_POINTS + np.r_[0, 0, 0, 0, 0, 0.01, 0, 0, 0],  # the right centre, tilted
-                np.r_[GOAL, GOAL + [0.025, 0, 0], GOAL + [0, 0.025, 0]]):  # turned 90 degrees and mirrored
+                np.r_[GOAL, GOAL + [0.05, 0, 0], GOAL + [0, 0.05, 0]]):  # turned 90 degrees and mirrored
         with pytest.raises(ValueError, match="stacked pose"):
             env.reset(seed=0, options={"goal": bad})
     for bad in (GOAL[:2], np.r_[GOAL, 0.0], np.full(3, np.nan), np.full(9, np.inf)):
@@ -202,7 +202,7 @@ def test_stacked_orientation_is_the_starts_and_upright(env):
     for q in START_POSES:
         env.set_joint_state(q)
         np.testing.assert_allclose(env.data.geom_xmat[env.model.geom("held_block").id].reshape(3, 3), R, atol=2e-3)
-    np.testing.assert_allclose(BLOCK_POINTS, [[0, 0, 0], [HELD_HALF[0], 0, 0], [0, HELD_HALF[1], 0]])
+    np.testing.assert_allclose(BLOCK_POINTS, [[0, 0, 0], [2 * HELD_HALF[0], 0, 0], [0, 2 * HELD_HALF[1], 0]])
     env.reset(seed=0)
 
 
@@ -227,7 +227,7 @@ def test_zero_torque_holds_the_start_and_gravity_compensation_covers_the_gripper
 def _points_from_kinematics(q, held_offset) -> np.ndarray:
     """The 3 block points (9) by independent forward kinematics from the yaml: hand pose * (offset + point)."""
     hand = link_poses(q)["right_hand"]
-    local = np.asarray(held_offset) + np.array([[0, 0, 0], [0.025, 0, 0], [0, 0.025, 0]])
+    local = np.asarray(held_offset) + np.array([[0, 0, 0], [0.05, 0, 0], [0, 0.05, 0]])
     return (local @ hand[:3, :3].T + hand[:3, 3]).ravel()
 
 
@@ -248,7 +248,7 @@ def test_block_points_are_the_hand_pose_times_fixed_offsets(env):
                                    atol=1e-9)
         # The points keep their distances (a rigid body) and their velocities are d/dt of the positions.
         p = points.reshape(3, 3)
-        np.testing.assert_allclose(np.linalg.norm(p[1:] - p[0], axis=1), 0.025, atol=1e-12)
+        np.testing.assert_allclose(np.linalg.norm(p[1:] - p[0], axis=1), 0.05, atol=1e-12)
         assert abs(np.dot(p[1] - p[0], p[2] - p[0])) < 1e-12
         h = 1e-6
         fd = (_points_from_kinematics(q + h * dq, env.held_offset)
@@ -312,8 +312,8 @@ def test_a_tilted_or_turned_block_at_the_stacked_centre_costs_more(env, axis):
         assert now > previous
         previous = now
         assert env.is_success(tilted) and env.is_success(upright)
-        # D lies between the chord 2.5 cm * sqrt(2 - 2 cos a) and sqrt(2) times it (both points moving by it)
-        chord = 0.025 * np.sqrt(2 - 2 * np.cos(a))
+        # D lies between the chord 5 cm * sqrt(2 - 2 cos a) and sqrt(2) times it (both points moving by it)
+        chord = 0.05 * np.sqrt(2 - 2 * np.cos(a))
         assert chord - 1e-12 <= env.distance(tilted) <= np.sqrt(2) * chord + 1e-12
     # The issue's case: set down tilted by 29 degrees about an edge, the centre rests 11 mm high. That fails
     # the box (as before), and now the cost sees more than the centre's 11 mm.
@@ -426,7 +426,7 @@ def test_scripted_controller_stacks_from_each_start(start):
     assert infos[-1]["success"], f"start {start}: final error {states[-1][14:17] - GOAL}"
     # The pose too: set down upright and not turned, the points around the centre are where the goal's are.
     P, G = states[-1][14:23].reshape(3, 3), GOAL_POINTS.reshape(3, 3)
-    assert np.max(np.linalg.norm((P - P[0]) - (G - G[0]), axis=1)) < 0.002
+    assert np.max(np.linalg.norm((P - P[0]) - (G - G[0]), axis=1)) < 0.004  # 4.6 degrees on arms of 5 cm
     assert peak < 1.0  # never clipped
     assert e.t == e.horizon
 
