@@ -27,7 +27,7 @@ positions are in the robot's base frame (x forward, y left, z up); the table top
   Three non-collinear points fix the block's position and orientation; a block at the right centre but
   tilted or turned by an angle a has its two other points sqrt(2 - 2 cos a) * 5 cm away from theirs.
   With arms of 2.5 cm (the side faces' centres) LQR-FLM on the true state stacked 7 of the 9 start-seed pairs
-  in 50 episodes, and the failures ended with the block leaning; with 5 cm, 9 of 9 (docs/results.md).
+  in 50 episodes; with 5 cm, 9 of 9 (docs/results.md).
 * Goal: the 3 points of the stacked pose, a 9-vector ``[centre, x point, y point]``
   (:meth:`SawyerStackEnv.goal_points`); ``goal[:3]`` is the stacked centre (:attr:`SawyerStackEnv.goal_centre`).
   It is fixed by the geometry, not random (``_sample_goal`` draws nothing). As in the other tasks a
