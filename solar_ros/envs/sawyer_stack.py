@@ -20,8 +20,8 @@ positions are in the robot's base frame (x forward, y left, z up); the table top
 * Block points: the cost compares a pose, not only a position. As in Guided Policy Search (Finn et al.),
   the block's pose is represented by 3 points rigidly attached to it (:data:`BLOCK_POINTS`, block
   frame): its centre, a point 5 cm along its x axis and a point 5 cm along its y axis (:data:`POINT_ARM`,
-  twice the block's half size: points beyond its side faces, as Guided Policy Search's end-effector points
-  lie beyond the gripper, so that a tilt costs about as much as a shift of the same length). Their
+  twice the block's half size: points beyond its side faces, so that a tilt costs about as much as a
+  shift of the same length). Their
   positions are the ``right_hand`` pose * (``held_offset`` + point): forward kinematics from the joint
   angles gives them on the real robot (:meth:`SawyerStackEnv.block_points_from_hand`).
   Three non-collinear points fix the block's position and orientation; a block at the right centre but
