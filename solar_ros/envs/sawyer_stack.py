@@ -21,9 +21,9 @@ positions are in the robot's base frame (x forward, y left, z up); the table top
   the block's pose is represented by 3 points rigidly attached to it (:data:`BLOCK_POINTS`, block
   frame): its centre, a point 5 cm along its x axis and a point 5 cm along its y axis (:data:`POINT_ARM`,
   twice the block's half size: points beyond its side faces, so that a tilt costs about as much as a
-  shift of the same length). Their
-  positions are the ``right_hand`` pose * (``held_offset`` + point): forward kinematics from the joint
-  angles gives them on the real robot (:meth:`SawyerStackEnv.block_points_from_hand`).
+  shift of the same length). Their positions are the ``right_hand`` pose * (``held_offset`` + point):
+  forward kinematics from the joint angles gives them on the real robot
+  (:meth:`SawyerStackEnv.block_points_from_hand`).
   Three non-collinear points fix the block's position and orientation; a block at the right centre but
   tilted or turned by an angle a has its two other points sqrt(2 - 2 cos a) * 5 cm away from theirs.
   With arms of 2.5 cm (the side faces' centres) LQR-FLM on the true state stacked 7 of the 9 start-seed pairs
