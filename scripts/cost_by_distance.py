@@ -49,7 +49,8 @@ def main() -> int:
             p.error(f"{args.run} is a {saved.get('method')!r} run; this reads SOLAR runs")
         cfg = solar.SolarConfig(**saved["config"])
         env = make(saved["task"], image_obs=False)
-        model = solar.SVAELatentModel(cfg.image_size or env.image_shape[0], env.action_dim, cfg)
+        model = solar.SVAELatentModel(cfg.image_size or env.image_shape[0], env.action_dim, cfg,
+                                      readout_idx=list(env.ee_pos_idx))
         model.restore(ckpt, checkpoint)
         goal = np.asarray(saved["goal"], dtype=np.float64)
         files = args.rollouts or [saved["data_files"][0], saved["data_files"][-1]]

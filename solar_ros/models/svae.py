@@ -344,9 +344,12 @@ class StructuredVAE(nn.Module):
         return m, s, res
 
     def loss(self, x: torch.Tensor, actions: torch.Tensor, costs: torch.Tensor | None = None,
-             beta: float = 1.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+             beta: float = 1.0, generator: torch.Generator | None = None,
+             return_latents: bool = False) -> dict[str, torch.Tensor]:
         """Negative SVAE objective per frame for x (N, T, C, H, W) in [0, 1], actions (N, T, du),
-        costs (N, T) or None. Returns 'loss' and the per-frame terms 'recon_ll', 'cost_ll', 'kl'."""
+        costs (N, T) or None. Returns 'loss' and the per-frame terms 'recon_ll', 'cost_ll', 'kl'; with
+        ``return_latents`` also 'z', the latents (N, T, dx) drawn from the posterior that the decoder and
+        the cost terms were evaluated on (for terms of the caller's own on the same draw)."""
         N, T = x.shape[:2]
         m, s, res = self.infer(x, actions)
         kl = kl_posterior_prior(m, s, res)  # (N,)
@@ -362,8 +365,11 @@ class StructuredVAE(nn.Module):
             cost_ll = torch.zeros_like(recon_ll)
         kl = kl.to(recon_ll.dtype)
         objective = recon_ll + beta * (cost_ll - kl)
-        return {"loss": -objective.mean() / T, "recon_ll": recon_ll.mean() / T,
-                "cost_ll": cost_ll.mean() / T, "kl": kl.mean() / T}
+        terms = {"loss": -objective.mean() / T, "recon_ll": recon_ll.mean() / T,
+                 "cost_ll": cost_ll.mean() / T, "kl": kl.mean() / T}
+        if return_latents:
+            terms["z"] = z
+        return terms
 
     @torch.no_grad()
     def smoothed_stats(self, images, actions, batch_size: int = 32) -> SmoothedStats:

@@ -91,7 +91,8 @@ class SolarMethod(FitMethod):
         self.image_size = int(self.config.image_size or self.env.image_shape[0])
         self.du = int(self.env.action_dim)
         self.phase = "pretrain"
-        self.model = solar.SVAELatentModel(self.image_size, self.du, self.config)
+        self.model = solar.SVAELatentModel(self.image_size, self.du, self.config,
+                                           readout_idx=list(self.env.ee_pos_idx))
         self.model.net.to(device)
         self.model_id = ""
         self.model_path = ""
@@ -131,7 +132,7 @@ class SolarMethod(FitMethod):
     def initialize(self, progress: ProgressFn = no_progress) -> FitOutput:
         cfg = self.config
         torch.manual_seed(solar.derive_seed(self.settings.seed, solar.FIT, 0, 0))
-        self.model = solar.SVAELatentModel(self.image_size, self.du, cfg)
+        self.model = solar.SVAELatentModel(self.image_size, self.du, cfg, readout_idx=list(self.env.ee_pos_idx))
         self.model.net.to(self.device).eval()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._save_model(0)

@@ -180,6 +180,15 @@ class SolarConfig:
     alike). On sawyer_stack starts 0 and 1, 0.05 stacked on one run of six (15%) against three of six
     without it (``near05_sawyer_stack``, docs/results.md)."""
 
+    readout_weight: float = 0.0
+    """> 0: the structured VAE is also trained to explain the positions the task's cost compares (the true
+    states' ``ee_pos_idx`` columns; through the nodes, forward kinematics of the recorded joint angles), by
+    a linear-Gaussian head on the observed latent (learned noise variance per coordinate) whose
+    log-likelihood joins the objective with this weight. The cost already trains the encoder through one
+    number per frame, the head through the positions the cost is computed from, so that the latent holds
+    them linearly, as the readout cost (``cost_fit='readout'``) reads them. The policy still sees the
+    latent of the images only. 0: off (the reference). SOLAR only; the VAE ablation ignores it."""
+
     # --- compute ---------------------------------------------------------------------------------
     num_threads: int = 1
     """torch intra-op threads. 1 by default: on the 2-core target the simulator, the renderer and other
@@ -241,6 +250,9 @@ class SolarConfig:
         if self.cost_fit not in ("model", "local", "distance", "readout"):
             raise ValueError("SolarConfig.cost_fit must be 'model', 'local', 'distance' or 'readout', "
                              f"got {self.cost_fit!r}")
+        if not (isinstance(self.readout_weight, (int, float)) and math.isfinite(self.readout_weight)
+                and self.readout_weight >= 0):
+            raise ValueError(f"SolarConfig.readout_weight must be >= 0, got {self.readout_weight!r}")
         if not (math.isfinite(self.readout_near_scale) and self.readout_near_scale >= 0):
             raise ValueError(f"SolarConfig.readout_near_scale must be >= 0 (m), got {self.readout_near_scale}")
         if self.cost_fit != "model" and self.action_cost != "task":

@@ -388,7 +388,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
 
     # --- state that a checkpoint restores -----------------------------------------------------------
     torch.manual_seed(derive_seed(seed, FIT, 0, 0))
-    model = MODEL_CLASSES[method](image_size, du, cfg)
+    model = MODEL_CLASSES[method](image_size, du, cfg, readout_idx=list(env.ee_pos_idx))
     checkpoint = None if out is None else out / CHECKPOINT_NAME
     start_iteration = 1
     data_files: list[str] = []
@@ -547,7 +547,7 @@ def evaluate_saved_run(out: Path, which: str | None = None, episodes: int | None
     env_kwargs = {} if cfg.image_size is None else {"image_size": cfg.image_size}
     env = make(state["task"], image_obs=True, goal=np.asarray(state["goal"], dtype=np.float64), **env_kwargs)
     env.reset(seed=seed)
-    model = MODEL_CLASSES[method](env.image_shape[0], env.action_dim, cfg)
+    model = MODEL_CLASSES[method](env.image_shape[0], env.action_dim, cfg, readout_idx=list(env.ee_pos_idx))
     model.restore(ckpt, path)
     return summarize(evaluation_episodes(env, model, policy, seed, env.goal.copy(), n))
 

@@ -272,12 +272,41 @@ class LatentModel(abc.ABC):
 # SOLAR's structured VAE
 
 
+class ReadoutHead(torch.nn.Module):
+    """p_t ~ N(P x_t[:k] + b, diag(exp(log_var))): the positions the task's cost compares, explained linearly
+    by the first ``k`` (observed) latent dimensions (see :attr:`SolarConfig.readout_weight`)."""
+
+    def __init__(self, observed_dim: int, n_targets: int):
+        super().__init__()
+        self.observed_dim = observed_dim
+        self.linear = torch.nn.Linear(observed_dim, n_targets)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+        self.log_var = torch.nn.Parameter(torch.full((n_targets,), math.log(0.1 ** 2)))
+        self.centred = False
+        """Whether the bias has been set to the mean of the first data fitted."""
+
+    def centre(self, targets: np.ndarray) -> None:
+        """Start the bias at the targets' mean (once), so the first steps fit the latent, not the offset."""
+        if not self.centred:
+            with torch.no_grad():
+                self.linear.bias.copy_(torch.as_tensor(targets.reshape(-1, targets.shape[-1]).mean(0)))
+            self.centred = True
+
+    def log_likelihood(self, targets: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """log N(targets; P z[..., :k] + b, diag(exp(log_var))) summed over the coordinates: (...)."""
+        r = targets - self.linear(z[..., :self.observed_dim])
+        return -0.5 * (r ** 2 / self.log_var.exp() + self.log_var + math.log(2 * math.pi)).sum(-1)
+
+
 class SVAELatentModel(LatentModel):
     """SOLAR's structured VAE: the LDS is part of training (conjugate MNIW updates between steps)."""
 
     method = "solar"
 
-    def __init__(self, image_size: int, action_dim: int, cfg: SolarConfig):
+    def __init__(self, image_size: int, action_dim: int, cfg: SolarConfig, readout_idx: list[int] | None = None):
+        """``readout_idx``: the true-state columns the task's cost compares, the targets of the readout head
+        (needed when ``cfg.readout_weight`` > 0)."""
         self.cfg = cfg
         self.du = action_dim
         self.net = StructuredVAE(SVAEConfig(image_size=image_size, latent_dim=cfg.latent_dim, action_dim=action_dim,
@@ -292,6 +321,13 @@ class SVAELatentModel(LatentModel):
         # Start from the prior's mean dynamics: with hidden dimensions a random-walk start would leave
         # them uncoupled from the observed ones, and the conjugate updates would keep them so.
         _set_lds(self.net, prior.to_lds_params(np.zeros(self.dx), np.eye(self.dx)))
+        self.readout_idx = None if readout_idx is None else [int(i) for i in readout_idx]
+        self.readout_head: ReadoutHead | None = None
+        if cfg.readout_weight > 0:
+            if not self.readout_idx:
+                raise ValueError("SolarConfig.readout_weight > 0 trains a readout head on the positions the task's "
+                                 "cost compares; give their state columns (readout_idx)")
+            self.readout_head = ReadoutHead(self.net.config.potential_dim, len(self.readout_idx))
 
     @property
     def fixed_rows(self) -> np.ndarray:
@@ -336,9 +372,19 @@ class SVAELatentModel(LatentModel):
 
         if cfg.background and not self.net.background.is_set:
             self.net.set_background(data.images)  # once, from the first data fitted (saved with the weights)
+        head = None
+        if self.readout_head is not None:
+            if data.states is None:
+                raise ValueError("the readout head (readout_weight > 0) is trained on the rollouts' true states "
+                                 "(the positions the cost compares), and these rollouts carry none")
+            if max(self.readout_idx) >= data.states.shape[2]:
+                raise ValueError(f"readout_idx {self.readout_idx} out of range for states of dimension "
+                                 f"{data.states.shape[2]}")
+            self.readout_head.centre(data.states[..., self.readout_idx])
+            head = (self.readout_head, self.readout_idx)
         windows = _windows(data, cfg.train_window)
         history = train_svae_weighted(self.net, windows, steps, cfg, seed, training_update, progress,
-                                      lds_sequences=cfg.lds_fit_rollouts * (windows.N // data.N))
+                                      lds_sequences=cfg.lds_fit_rollouts * (windows.N // data.N), head=head)
         # The LDS (and the initial-state distribution the online filter starts from) from whole rollouts
         # (at most cfg.lds_fit_rollouts of them, weighted to stand for all).
         lds_data, weight = data.sample(cfg.lds_fit_rollouts, seed)
@@ -396,10 +442,22 @@ class SVAELatentModel(LatentModel):
         q = self.net.latent_cost()
         return q.C, q.c, q.c0, q.R
 
+    def _fitted_state(self) -> dict:
+        if self.readout_head is None:
+            return {}
+        return {"readout_head": {k: v.detach().cpu().clone() for k, v in self.readout_head.state_dict().items()},
+                "readout_centred": self.readout_head.centred}
+
+    def _load_fitted_state(self, state: dict) -> None:
+        if self.readout_head is not None and "readout_head" in state:
+            self.readout_head.load_state_dict(state["readout_head"])
+            self.readout_head.centred = bool(state["readout_centred"])
+
 
 def train_svae_weighted(net: StructuredVAE, data: RolloutData, steps: int, cfg: SolarConfig, seed: int,
                         update: Callable[[SmoothedStats, float], LDSParams], progress: bool = False,
-                        lds_sequences: int = 0) -> dict[str, list[float]]:
+                        lds_sequences: int = 0,
+                        head: tuple[ReadoutHead, list[int]] | None = None) -> dict[str, list[float]]:
     """SVAE training as :func:`~solar_ros.models.train.train_svae` (Adam, global grad-norm clip 5, beta
     annealed from 1e-4 to ``cfg.beta_end``, conjugate LDS update every ``cfg.lds_update_every`` steps),
     with the cost log-likelihood weighted by max(beta, ``cfg.cost_weight_floor``) instead of beta.
@@ -408,13 +466,21 @@ def train_svae_weighted(net: StructuredVAE, data: RolloutData, steps: int, cfg: 
     sequences are drawn without replacement from a generator seeded by ``seed``. Each LDS update smooths
     at most ``lds_sequences`` of the sequences (drawn afresh each time; 0: all) and calls
     ``update(stats, weight)`` with the weight that makes them stand for all of ``data``.
+
+    ``head`` (the readout head and the state columns it explains, see :attr:`SolarConfig.readout_weight`):
+    its log-likelihood of those columns of ``data.states``, on the same posterior draw as the cost's, joins
+    the objective weighted by ``cfg.readout_weight`` (it trains at the cost model's learning rate).
     """
     rng = np.random.default_rng(seed)
     noise = torch.Generator().manual_seed(seed)
-    cost_params = list(net.cost_model.parameters())
+    head_params = [] if head is None else list(head[0].parameters())
+    cost_params = list(net.cost_model.parameters()) + head_params
     others = [p for p in net.parameters() if p.requires_grad and all(p is not q for q in cost_params)]
     opt = torch.optim.Adam([{"params": others, "lr": cfg.lr}, {"params": cost_params, "lr": cfg.cost_lr}])
     device = module_device(net)
+    if head is not None:
+        head[0].to(device)
+        targets = torch.from_numpy(data.states[..., head[1]]).float().to(device)
     actions = torch.from_numpy(data.actions).float().to(device)
     costs = torch.from_numpy(data.costs).float().to(device)
     N, T, H, W, C = data.images.shape
@@ -427,13 +493,16 @@ def train_svae_weighted(net: StructuredVAE, data: RolloutData, steps: int, cfg: 
         cost_weight = max(beta, cfg.cost_weight_floor)
         idx = np.sort(rng.choice(N, size=batch, replace=False))
         x = to_float_images(data.images[idx], device).view(batch, T, C, H, W)
-        terms = net.loss(x, actions[idx], costs[idx], beta=beta, generator=noise)
+        terms = net.loss(x, actions[idx], costs[idx], beta=beta, generator=noise, return_latents=head is not None)
         loss = terms["loss"] - (cost_weight - beta) * terms["cost_ll"]
+        if head is not None:
+            terms["readout_ll"] = head[0].log_likelihood(targets[idx], terms.pop("z")).sum(1).mean() / T
+            loss = loss - cfg.readout_weight * terms["readout_ll"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"SVAE loss became {loss.item()} at step {step}; lower the learning rate")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        torch.nn.utils.clip_grad_norm_(list(net.parameters()) + head_params, 5.0)
         opt.step()
         for k, v in {**terms, "loss": loss.detach(), "beta": beta, "cost_weight": cost_weight}.items():
             history.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
@@ -460,7 +529,9 @@ class VAELatentModel(LatentModel):
 
     method = "vae"
 
-    def __init__(self, image_size: int, action_dim: int, cfg: SolarConfig):
+    def __init__(self, image_size: int, action_dim: int, cfg: SolarConfig, readout_idx: list[int] | None = None):
+        """``readout_idx`` is accepted for a common signature and unused: the ablation's VAE has no readout head."""
+        del readout_idx
         self.cfg = cfg
         self.du = action_dim
         self.net = VAE(VAEConfig(image_size=image_size, latent_dim=cfg.latent_dim, first_stride=cfg.first_stride,
@@ -553,7 +624,8 @@ def _windows(data: RolloutData, window: int | None) -> RolloutData:
         return data
     n = data.T // window
     cut = lambda a: a[:, :n * window].reshape(data.N * n, window, *a.shape[2:])  # noqa: E731
-    return RolloutData(cut(data.images), cut(data.actions), cut(data.costs))
+    return RolloutData(cut(data.images), cut(data.actions), cut(data.costs),
+                       None if data.states is None else cut(data.states))
 
 
 def _diag(variances: np.ndarray) -> np.ndarray:
