@@ -42,6 +42,7 @@ from .models import (
     FitHook,
     FitProgress,
     LatentModel,
+    ReadoutHead,
     RolloutData,
     SVAELatentModel,
     VAELatentModel,
@@ -58,7 +59,7 @@ from .persistence import CHECKPOINT_NAME, DATA_DIR, load_data, load_run_checkpoi
 __all__ = [
     "CHECKPOINT_NAME", "COPY_NOISE_VAR", "DATA_DIR", "EVAL", "FIT", "ITERATION", "MODEL_CLASSES", "NOISE", "PRETRAIN",
     "PROJECT_SETTINGS", "SAWYER_SETTINGS", "TASK_DEFAULTS", "FitHook", "FitProgress", "LatentModel", "RolloutData",
-    "SVAELatentModel", "SolarConfig", "VAELatentModel", "DistanceLink", "cost_r2", "derive_seed",
+    "ReadoutHead", "SVAELatentModel", "SolarConfig", "VAELatentModel", "DistanceLink", "cost_r2", "derive_seed",
     "distance_latent_cost", "evaluate_saved_run", "final_policy",
     "heldout_diagnostics",
     "latent_actor", "latent_cost", "latent_diagnostics", "load_data", "load_run_checkpoint", "local_latent_cost",
