@@ -187,7 +187,10 @@ class SolarConfig:
     log-likelihood joins the objective with this weight. The cost already trains the encoder through one
     number per frame, the head through the positions the cost is computed from, so that the latent holds
     them linearly, as the readout cost (``cost_fit='readout'``) reads them. The policy still sees the
-    latent of the images only. 0: off (the reference). SOLAR only; the VAE ablation ignores it."""
+    latent of the images only. 0: off (the reference). SOLAR only; the VAE ablation ignores it. On sawyer_stack
+    starts 0 and 1, 10 stacked on none of six runs (``head10_sawyer_stack``, docs/results.md). Our reading: it
+    spends the 5 observed dimensions on the block, and LQR-FLM on the block points alone stacks on few seeds
+    (``scripts/state_capacity.py --features block``)."""
 
     # --- compute ---------------------------------------------------------------------------------
     num_threads: int = 1
