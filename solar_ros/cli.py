@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(join_negative_values(argv))
     if args.command == "train":
+        from .provenance import pin_commit
+
+        pin_commit()  # the code this run starts with, whatever the checkout holds when it ends
         one_blas_thread()
         from .settings import SettingsError
 

@@ -48,11 +48,25 @@ def launch_info(environ: dict[str, str] | None = None) -> dict | None:
     return value if isinstance(value, dict) else {"unreadable": text[:200]}
 
 
+_PINNED: dict[str, str | None] = {}
+"""The commit :func:`pin_commit` recorded for this process (empty until then)."""
+
+
+def pin_commit() -> str | None:
+    """Record the checkout's commit now (once per process): :func:`provenance` reports this one from then on.
+    A training run reads its code when it starts and writes its result tens of minutes later, when the checkout
+    may hold another commit; the entry points pin at their start so that the result names the code it ran."""
+    if "commit" not in _PINNED:
+        _PINNED["commit"] = git_commit()
+    return _PINNED["commit"]
+
+
 def provenance(config: dict | None = None, argv: list[str] | None = None) -> dict[str, Any]:
     """``{"commit", "argv", "python"}``, plus ``"config"`` when given and ``"launch"`` inside a
-    ``solar-ros launch`` stack; JSON-serialisable."""
+    ``solar-ros launch`` stack; JSON-serialisable. The commit is the one :func:`pin_commit` recorded, if it
+    was called, else the checkout's now."""
     out: dict[str, Any] = {
-        "commit": git_commit(),
+        "commit": _PINNED["commit"] if "commit" in _PINNED else git_commit(),
         "argv": list(sys.argv if argv is None else argv),
         "python": sys.version.split()[0],
     }

@@ -38,6 +38,7 @@ def test_no_commit_inside_another_repository(tmp_path):
 def test_no_commit_without_git(monkeypatch):
     def missing(*args, **kwargs):
         raise FileNotFoundError("git")
+    monkeypatch.setattr(prov, "_PINNED", {})
     monkeypatch.setattr(prov.subprocess, "run", missing)
     assert prov.git_commit() is None
     assert prov.provenance()["commit"] is None
@@ -58,6 +59,7 @@ def test_provenance_records_command_line_config_and_launch(monkeypatch):
 
 
 def test_summary_json_has_provenance(tmp_path, monkeypatch):
+    monkeypatch.setattr(prov, "_PINNED", {})
     monkeypatch.setattr(sys, "argv", ["solar-ros", "train", "--task", "point", "--set", "kl_step=2"])
     result = _result()
     result.write(tmp_path)
@@ -84,3 +86,16 @@ def test_node_run_summary_records_the_launch(tmp_path, monkeypatch):
     assert summary["provenance"]["launch"] == launched
     assert summary["provenance"]["commit"] == prov.git_commit()
     assert summary["provenance"]["argv"] == sys.argv
+
+
+def test_a_pinned_commit_outlives_a_change_of_checkout(monkeypatch):
+    # a run pins the commit it starts with; a commit made while it runs does not change what it reports
+    monkeypatch.setattr(prov, "_PINNED", {})
+    monkeypatch.setattr(prov, "git_commit", lambda *a, **k: "aaaaaaa")
+    assert prov.pin_commit() == "aaaaaaa"
+    monkeypatch.setattr(prov, "git_commit", lambda *a, **k: "bbbbbbb")
+    assert prov.pin_commit() == "aaaaaaa"
+    assert prov.provenance()["commit"] == "aaaaaaa"
+    assert _result().provenance["commit"] == "aaaaaaa"
+    monkeypatch.setattr(prov, "_PINNED", {})
+    assert prov.provenance()["commit"] == "bbbbbbb"  # nothing pinned: the checkout's now

@@ -65,6 +65,7 @@ from std_srvs.srv import Trigger
 from ..action import FitModel
 from ..algos.probes import diagnostics_line
 from ..msg import EpisodeEvent, LatentState, LinearGaussianPolicy, PolicyStep, TaskCost
+from ..provenance import pin_commit
 from ..runtime.episode_store import load_episode, read_index, safe_name
 from ..runtime.policy_msg import policy_from_msg
 from ..runtime.safety import SAWYER_JOINT_NAMES, JointNameError, JointStateMapper
@@ -803,6 +804,7 @@ def _loop(node: TrainerNode, executor, stop: threading.Event) -> None:
 
 def main(args: list[str] | None = None) -> int:
     """Entry point (``ros2 run solar_ros trainer_node``); exit status 0 when the run finished."""
+    pin_commit()  # the run's summary names the code it started with
     holder: list[TrainerNode] = []
 
     def factory() -> TrainerNode:
