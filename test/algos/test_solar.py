@@ -69,6 +69,23 @@ def _without_times(rows):
     return out
 
 
+def _assert_same_rows(got, want):
+    """The same iteration rows: every cost, count and step figure exactly; the representation diagnostics to 1e-6.
+    With the cores contended two held-out probes of the resumed run differed from the uninterrupted run's by up to
+    3e-9 relative (at 7607b3a too, whose CI had passed on a quieter machine), the costs and policies not at all:
+    the probes regress on float32 encodings, whose last bits we have not made independent of the machine's load."""
+    got, want = _without_times(got), _without_times(want)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert {k: v for k, v in g.items() if k != "extra"} == {k: v for k, v in w.items() if k != "extra"}
+        assert g["extra"].keys() == w["extra"].keys()
+        for key, value in w["extra"].items():
+            if key.startswith(("heldout_", "probe_", "cost_r2", "cost_rank", "readout_r2")):
+                assert g["extra"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+            else:
+                assert g["extra"][key] == value, key
+
+
 def test_the_trainer_node_seeds_the_episodes_of_the_in_process_loop(tiny_run):
     """episode_seeds (the trainer node's) give the loop's resets and pretraining noise: a run through the
     nodes starts the same episodes with the same exploration as `solar-ros train` with the same seed."""
@@ -114,7 +131,7 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tiny_run, tmp_path,
     resumed = solar.train("point", seed=1, out=tmp_path, progress=False, config=TINY, resume=True)
     assert resumed.final_cost == full.final_cost
     assert resumed.success_rate == full.success_rate
-    assert _without_times(resumed.iterations) == _without_times(full.iterations)
+    _assert_same_rows(resumed.iterations, full.iterations)
     # A finished run resumed again just re-evaluates the final policy.
     again = solar.train("point", seed=1, out=tmp_path, progress=False, config=TINY, resume=True)
     assert again.final_cost == full.final_cost
