@@ -142,16 +142,21 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tiny_run, tmp_path,
         solar.train("point", seed=2, out=tmp_path, progress=False, config=TINY, resume=True)
 
 
-def _fitted_model(method):
-    """A latent model fitted briefly on random point rollouts, its env and the data."""
-    cfg = TINY
+def _random_point_rollouts(n):
+    """The point env (16x16 images, seed 0's goal) and ``n`` seeded random-action rollouts (std 0.5 x action_scale)."""
     env = make("point", image_size=16)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     low, high = env.action_space.low, env.action_space.high
     episodes = [rollout(env, solar.random_actor(rng, 0.5 * env.action_scale, low, high), seed=i, record_images=True)
-                for i in range(8)]
-    data = solar.RolloutData.from_episodes(episodes)
+                for i in range(n)]
+    return env, solar.RolloutData.from_episodes(episodes)
+
+
+def _fitted_model(method):
+    """A latent model fitted briefly on random point rollouts, its env and the data."""
+    cfg = TINY
+    env, data = _random_point_rollouts(8)
     torch.manual_seed(0)
     model = solar.MODEL_CLASSES[method](16, 2, cfg)
     model.fit(data, steps=10, seed=0)
@@ -796,13 +801,7 @@ def test_readout_head_needs_its_targets_and_survives_a_checkpoint(tmp_path):
         with pytest.raises(ValueError, match="readout_weight"):
             solar.SolarConfig(readout_weight=bad)
     assert solar.SVAELatentModel(16, 2, TINY, readout_idx=[0, 1]).readout_head is None  # weight 0: no head
-    env = make("point", image_size=16)
-    env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    low, high = env.action_space.low, env.action_space.high
-    data = solar.RolloutData.from_episodes(
-        [rollout(env, solar.random_actor(rng, 0.5 * env.action_scale, low, high), seed=i, record_images=True)
-         for i in range(4)])
+    env, data = _random_point_rollouts(4)
     torch.manual_seed(0)
     model = solar.SVAELatentModel(16, 2, cfg, readout_idx=list(env.ee_pos_idx))
     with pytest.raises(ValueError, match="true states"):
@@ -828,13 +827,7 @@ def test_readout_head_makes_the_latent_hold_the_cost_positions_linearly():
     # held-out rollouts; without it the latent (trained on the images and the scalar cost only) does not,
     # yet. Seeds 0-2 alike when written (R^2 0.92-0.99 with the head, -0.22-0.01 without).
     cfg = replace(TINY, latent_dim=4, encoder="keypoints", pretrain_steps=400)
-    env = make("point", image_size=16)
-    env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    low, high = env.action_space.low, env.action_space.high
-    data = solar.RolloutData.from_episodes(
-        [rollout(env, solar.random_actor(rng, 0.5 * env.action_scale, low, high), seed=i, record_images=True)
-         for i in range(16)])
+    env, data = _random_point_rollouts(16)
     train, held = data.take(slice(0, 12)), data.take(slice(12, 16))
     idx = list(env.ee_pos_idx)
 
