@@ -74,7 +74,11 @@ def test_live_images_latents_torques_and_frames_decode_with_their_content(stack,
             await c.subscribe(wanted)
             got = await c.collect(60, until=lambda r: all(len(r.get(t, [])) >= (1 if t in latched else 3)
                                                           for t in wanted))
-            subscribed = inspector_subscriptions(ros, contract.LATENT)
+            # The client still listens; discovery of the inspector's subscription may lag its first messages.
+            end = time.monotonic() + 15
+            while (subscribed := inspector_subscriptions(ros, contract.LATENT)) != 1 and time.monotonic() < end:
+                ros.executor.spin_once(timeout_sec=0)
+                await asyncio.sleep(0.05)
             return c, got, subscribed
 
     c, got, subscribed = run(session())
