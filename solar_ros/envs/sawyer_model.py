@@ -70,6 +70,16 @@ class SceneCamera:
         up = np.cross(right, forward)
         return np.column_stack([right, up, -forward])
 
+    def project(self, points: np.ndarray, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel coordinates (column, row from the top-left corner; ``image_size`` square) and depth (m) of
+        ``points`` (..., 3) in the base frame, for the pinhole camera MuJoCo renders (the square image's
+        horizontal fov equals ``fovy``). A point is in the image where both coordinates lie in [0, image_size)."""
+        q = (np.asarray(points, float) - np.asarray(self.pos, float)) @ self.rotation()
+        depth = -q[..., 2]
+        focal = image_size / 2 / np.tan(np.radians(self.fovy) / 2)
+        pixels = np.stack([q[..., 0], -q[..., 1]], -1) / depth[..., None] * focal + image_size / 2
+        return pixels, depth
+
 
 SCENE_CAMERA = SceneCamera()
 
