@@ -478,12 +478,12 @@ def test_images_show_both_blocks(start):
     obs, _ = e.reset(seed=0)
     img = obs["image"].astype(int)
     assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8
-    assert _yellow(img).sum() >= 3, "held block not visible (a few pixels: the camera frames the whole arm)"
+    assert _yellow(img).sum() >= 8, "held block not visible"
     assert _blue(img).sum() >= 15, "base block not visible"
     rows_y = np.nonzero(_yellow(img))[0]
     rows_b = np.nonzero(_blue(img))[0]
     if start in (0, 1):
-        assert rows_y.mean() < rows_b.mean() - 1  # the held block is seen above the base
+        assert rows_y.mean() < rows_b.mean() - 5  # the held block is seen above the base
     # Stacked: the yellow block sits right on top of the blue one.
     R = _down_rotation(e)
     e.reset(seed=0)
@@ -493,7 +493,7 @@ def test_images_show_both_blocks(start):
     img = e.render().astype(int)
     ys, xs = np.nonzero(_yellow(img))
     yb, xb = np.nonzero(_blue(img))
-    assert len(ys) >= 3 and abs(xs.mean() - xb.mean()) < 4 and 0 < yb.mean() - ys.mean() < 8
+    assert len(ys) >= 8 and abs(xs.mean() - xb.mean()) < 4 and 0 < yb.mean() - ys.mean() < 8
     e.close()
 
 
