@@ -19,6 +19,11 @@ import yaml
 
 os.environ["ROS_DOMAIN_ID"] = str(20 + os.getpid() % 80)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+# UDP loopback, not Fast DDS's shared memory, for the test process and every node it starts: several tests kill a
+# node with SIGKILL, and after a subscriber was killed that way a shared-memory writer of the test process once
+# delivered nothing to any new subscriber for the rest of the module (a known Fast DDS behaviour with killed
+# processes), failing five trainer tests in a row.
+os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "UDPv4"
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ["PYTHONUNBUFFERED"] = "1"
 
