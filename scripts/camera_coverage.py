@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--fovy must lie in (0, 180), got {args.fovy}")
     if args.rollouts < 1:
         parser.error(f"--rollouts must be at least 1, got {args.rollouts}")
+    if args.seed < 0:
+        parser.error(f"--seed must be a non-negative integer, got {args.seed}")
     camera = camera_from_args(args)
     env = make("sawyer_stack", image_obs=False)
     env.reset(seed=args.seed)

@@ -60,7 +60,8 @@ def test_a_wider_framing_sees_more_of_the_exploration_at_a_smaller_scale(script)
 
 
 def test_bad_options_exit_with_a_message(script, capsys):
-    for argv in (["--pos", "1,2"], ["--fovy", "0"], ["--rollouts", "0"], ["--lookat", "a,b,c"]):
+    for argv in (["--pos", "1,2"], ["--fovy", "0"], ["--fovy", "nan"], ["--rollouts", "0"], ["--lookat", "a,b,c"],
+                 ["--seed", "-1"]):
         with pytest.raises(SystemExit):
             script.main(argv)
         assert "error" in capsys.readouterr().err
