@@ -548,6 +548,15 @@ def test_every_task_has_solar_settings_and_the_sawyer_models_its_background():
     assert solar.TASK_DEFAULTS["reacher_paper"].training_episodes == 500
 
 
+def test_keypoints_setting_sets_the_feature_points_of_both_models():
+    cfg = replace(TINY, encoder="keypoints", keypoints=5)
+    for model in (solar.SVAELatentModel(16, 2, cfg), solar.VAELatentModel(16, 2, cfg)):
+        last_conv = model.net.encoder.convs[-1]
+        assert last_conv.out_channels == 5 and model.net.encoder.head.in_features == 10
+    with pytest.raises(ValueError, match="SolarConfig.keypoints must be a positive integer, got 0"):
+        replace(TINY, keypoints=0)
+
+
 def test_copy_state_prior_holds_the_previous_latent():
     cfg = replace(TINY, latent_dim=5, copy_state=True, encoder="keypoints")
     model = solar.SVAELatentModel(16, 2, cfg)

@@ -47,6 +47,10 @@ class SolarConfig:
     encoder: str = "conv"
     """SVAE encoder: 'conv' (the reference) or 'keypoints' (spatial-softmax feature points -> linear
     potential; see :class:`~solar_ros.models.svae.SVAEConfig`)."""
+    keypoints: int = 8
+    """Feature points of the 'keypoints' encoder: the channels of its last convolution, whose spatial-softmax
+    (x, y) expectations (2 per point) are all the potentials are computed from, linearly. 8: the project's
+    choice on ``point``; a 7-DoF arm with a held block may need more than 16 numbers per frame."""
     copy_state: bool = False
     """False: the encoder observes every latent dimension (the reference). True: it observes the first
     ``observed_dim = ceil(latent_dim / 2)``, and the others hold the previous step's observed latent
@@ -201,7 +205,7 @@ class SolarConfig:
     def __post_init__(self) -> None:
         positive = ("pretrain_episodes", "iterations", "rollouts_per_iteration", "buffer_size", "eval_episodes",
                     "latent_dim", "batch_size", "lds_update_every", "lds_update_iters", "num_threads",
-                    "vae_em_iterations")
+                    "vae_em_iterations", "keypoints")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
