@@ -9,6 +9,8 @@ import torch
 from solar_ros.algos import solar
 from solar_ros.algos.common import StepState, initial_policy, rollout
 from solar_ros.core import lqr_flm
+from solar_ros.core.dynamics import GlobalLinearPrior
+from solar_ros.core.gmm import GMMPrior
 from solar_ros.core.noise import standard_normal_sequence
 from solar_ros.core.types import LinearGaussianPolicy
 from solar_ros.envs import make
@@ -422,6 +424,30 @@ def test_solar_step_with_the_readout_cost_minimises_the_tasks_cost_of_the_read_o
     assert metrics["readout_r2"] == pytest.approx(r2, rel=1e-12) and np.isfinite(r2)
     assert metrics["cost_r2"] == pytest.approx(solar.cost_r2(latents, data, cost), rel=1e-12)
     assert not np.allclose(new_policy.k, policy.k)
+
+
+def test_the_mixture_dynamics_prior_is_fitted_to_the_buffers_latent_transitions(monkeypatch):
+    model, env, data = _fitted_model("solar")
+    latents = model.smooth(data)
+    lds = solar.dynamics_prior(model, latents, data, TINY)
+    assert isinstance(lds, GlobalLinearPrior)
+    cfg = replace(TINY, dynamics_prior="gmm", prior_strength=2.0)
+    gmm = solar.dynamics_prior(model, latents, data, cfg)
+    assert isinstance(gmm, GMMPrior) and gmm.strength == 2.0 and gmm.n_rollouts == data.N
+    # the mixture is the core's, fitted to exactly these transitions (same seed: the same prior)
+    want = GMMPrior(max_samples=data.N, strength=2.0, seed=0).update(latents, data.actions)
+    step_pts = (latents[:, 3], data.actions[:, 3], latents[:, 4])
+    for got, ref in zip(gmm.eval(*step_pts), want.eval(*step_pts)):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    # and it is what the LQR-FLM step fits its per-step dynamics with
+    seen = []
+    step = solar.loop.lqr_flm_step
+    monkeypatch.setattr(solar.loop, "lqr_flm_step", lambda *a, **k: (seen.append(a[3]), step(*a, **k))[1])
+    policy = initial_policy(data.T, cfg.latent_dim, 2, 0.5 * env.action_scale)
+    new_policy, _, _ = solar.solar_step(model, policy, data, StepState(), cfg)
+    assert isinstance(seen[0], GMMPrior) and np.isfinite(new_policy.K).all()
+    with pytest.raises(ValueError, match="dynamics_prior must be 'lds' or 'gmm'"):
+        replace(TINY, dynamics_prior="mixture")
 
 
 def test_lds_updates_smooth_a_bounded_weighted_sample_of_the_rollouts(monkeypatch):

@@ -139,7 +139,13 @@ class SolarConfig:
     """Latent trajectories the per-step dynamics are fitted on: 'smoothed' (SOLAR: E[x_t | all frames]) or
     'filtered' (E[x_t | frames up to t], the estimate the policy acts on)."""
     prior_strength: float = 50.0
-    """Pseudo-count of the model's LDS as the dynamics prior of the per-step fits (reference: 50)."""
+    """Pseudo-count of the dynamics prior of the per-step fits (reference: 50, the model's LDS)."""
+    dynamics_prior: str = "lds"
+    """Prior of the per-step dynamics fits: 'lds' (SOLAR: the model's global LDS posterior) or 'gmm' (Guided
+    Policy Search's: a Gaussian mixture over the buffer's latent transitions [x_t; u_t; x_t+1], refitted at
+    every iteration on the current latents, so that each step is pulled towards the linear model of the
+    region its samples lie in, e.g. the held block free or pressed on the base; LQR-FLM on the true state
+    lifts past the base's side on ``sawyer_stack_2`` with it and not with one global model)."""
     adapt_step: bool = True
     """Adapt the KL step from predicted vs actual cost improvement."""
     measured_step: bool = False
@@ -237,6 +243,8 @@ class SolarConfig:
         if self.train_window is not None and (not isinstance(self.train_window, (int, np.integer))
                                               or self.train_window < 2):
             raise ValueError(f"SolarConfig.train_window must be None or an integer >= 2, got {self.train_window!r}")
+        if self.dynamics_prior not in ("lds", "gmm"):
+            raise ValueError(f"SolarConfig.dynamics_prior must be 'lds' or 'gmm', got {self.dynamics_prior!r}")
         if self.cost_form not in COST_FORMS:
             raise ValueError(f"SolarConfig.cost_form must be one of {COST_FORMS}, got {self.cost_form!r}")
         if self.dynamics_latents not in ("smoothed", "filtered"):

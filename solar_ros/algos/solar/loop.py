@@ -55,6 +55,7 @@ import torch
 from tqdm import tqdm
 
 from ...core.cost import StateDistanceCost
+from ...core.gmm import GMMPrior
 from ...core.noise import standard_normal_sequence
 from ...core.types import LinearGaussianPolicy
 from ...envs import make
@@ -233,6 +234,16 @@ def heldout_diagnostics(model: LatentModel, seen: RolloutData, new: RolloutData,
     return out
 
 
+def dynamics_prior(model: LatentModel, latents: np.ndarray, buffer: RolloutData, cfg: SolarConfig):
+    """The prior of the per-step dynamics fits on ``latents`` (N, T, dx) of ``buffer``
+    (``cfg.dynamics_prior``): the model's LDS posterior, or a Gaussian mixture fitted afresh to these
+    latents' transitions (seed 0: the same latents give the same prior), each ``prior_strength``
+    pseudo-rollouts strong."""
+    if cfg.dynamics_prior == "gmm":
+        return GMMPrior(max_samples=len(latents), strength=cfg.prior_strength, seed=0).update(latents, buffer.actions)
+    return model.lds.as_prior(cfg.prior_strength)
+
+
 def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: RolloutData, step: StepState,
                cfg: SolarConfig, action_weights: np.ndarray | None = None,
                probe_groups: dict[str, list[int]] | None = None, step_costs: np.ndarray | None = None,
@@ -241,7 +252,7 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     """SOLAR's LQR-FLM iteration on the rollouts ``buffer`` (the last ``buffer_size``).
 
     Their latent trajectories (``cfg.dynamics_latents``: smoothed or filtered) -> per-step dynamics
-    with the model's LDS posterior as prior (``prior_strength`` pseudo-rollouts) -> the model's
+    with the model's LDS posterior or a mixture over the latents as prior (:func:`dynamics_prior`) -> the model's
     latent cost (``cfg.cost_fit``: the model's, or one fitted to ``buffer``, through the task's
     ``distance_link`` for 'distance' and 'readout', the latter on the positions ``hand`` names in the
     buffer's true states; ``action_weights``: the task's action penalty instead of the learned one) -> the
@@ -274,7 +285,7 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
                                                          near_scale=cfg.readout_near_scale)
     else:
         cost = latent_cost(model, buffer.T, action_weights)
-    new_policy, step, info = lqr_flm_step(policy, latents, buffer.actions, model.lds.as_prior(cfg.prior_strength),
+    new_policy, step, info = lqr_flm_step(policy, latents, buffer.actions, dynamics_prior(model, latents, buffer, cfg),
                                           cost.weighted(weights), step, kl_step=cfg.kl_step,
                                           adapt_step=cfg.adapt_step)
     if info.predicted_improvement is not None:
