@@ -753,6 +753,28 @@ def test_approach_profile_and_the_near_goal_probe_read_a_finished_run(tiny_run, 
     assert refused.returncode == 2 and "positive" in refused.stderr
 
 
+def test_representation_table_prints_the_median_and_last_of_each_diagnostic(tiny_run, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[2] / "scripts" / "representation_table.py"
+    out, _ = tiny_run
+    run = lambda *args: subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,  # noqa: E731
+                                       text=True, timeout=300)
+    done = run(out, "--keys", "cost_r2", "no_such_key")
+    assert done.returncode == 0, done.stderr
+    values = [r["extra"]["cost_r2"] for r in json.loads((out / "summary.json").read_text())["iterations"]
+              if r["extra"]["phase"] == "iteration"]
+    assert len(values) == 2
+    row = done.stdout.splitlines()[2].split()
+    assert row[1:] == [f"{np.median(values):.3f}", "/", f"{values[-1]:.3f}", "-"]
+    (tmp_path / "summary.json").write_text("{}")
+    for bad in (tmp_path / "missing", tmp_path):
+        refused = run(bad)
+        assert refused.returncode == 2 and "cannot read" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_the_analysis_scripts_read_only_rollouts_that_carry_true_states(tmp_path):
     from solar_ros.algos.solar.persistence import load_rollouts_with_states, save_data
 
