@@ -355,9 +355,9 @@ REACHER_PAPER_SETTINGS = dict(PROJECT_SETTINGS, pretrain_wide_start=True, measur
 # as many successes as the defaults on other seeds (`lat24_sawyer_stack`); a stack camera framing the whole arm, at
 # two thirds of the scale (0% on all six runs, `cam_sawyer_stack`), or closer, fov 30 (95% on one run of six,
 # `fov30_sawyer_stack`); the weight with the best measured policy at 5 cm (0% on all six runs,
-# `arm5fwbest_sawyer_stack`); a latent of 24 with 16 feature points (start 0 50%, 15%, 0%, start 1 0%, 50%, 0%; on the best measured policy 70%,
-# 10%, 5% and 0%, 85%, 0%: `lat24kp16_sawyer_stack`), and with the mixture dynamics prior besides (start 0 80%, 0%, 10%,
-# start 1 0% on every seed: `lat24kp16gmm_sawyer_stack`).
+# `arm5fwbest_sawyer_stack`); a latent of 24 with 16 feature points (start 0 50%, 15%, 0%, start 1 0%, 50%, 0%;
+# on the best measured policy 70%, 10%, 5% and 0%, 85%, 0%: `lat24kp16_sawyer_stack`), and with the mixture
+# dynamics prior besides (start 0 80%, 0%, 10%, start 1 0% on every seed: `lat24kp16gmm_sawyer_stack`).
 SAWYER_STACK_SETTINGS = dict(SAWYER_SETTINGS, cost_fit="readout", action_cost="task")
 # Budgets per task, the same for every seed. point: 100 random + 10 x 10 = 200 episodes (the target
 # budget); the others: the reference 100 random + 10 x 40 = 500.
