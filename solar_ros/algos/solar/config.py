@@ -146,7 +146,9 @@ class SolarConfig:
     Policy Search's: a Gaussian mixture over the buffer's latent transitions [x_t; u_t; x_t+1], refitted at
     every iteration on the current latents, so that each step is pulled towards the linear model of the
     region its samples lie in, e.g. the held block free or pressed on the base; LQR-FLM on the true state
-    lifts past the base's side on ``sawyer_stack_2`` with it and not with one global model)."""
+    lifts past the base's side on ``sawyer_stack_2`` with it and not with one global model). With a latent of 24
+    and 16 feature points on sawyer_stack: start 0 80%, 0%, 10%, start 1 0% on every seed
+    (``lat24kp16gmm_sawyer_stack``, docs/results.md)."""
     adapt_step: bool = True
     """Adapt the KL step from predicted vs actual cost improvement."""
     measured_step: bool = False
