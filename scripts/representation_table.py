@@ -24,12 +24,12 @@ DEFAULT_KEYS = ("readout_r2", "heldout_probe_ee_position", "heldout_probe_joint_
 
 def iteration_values(summary: dict, key: str) -> list[float]:
     """``key``'s finite values over the run's RL iterations (the rows whose phase is 'iteration')."""
-    rows = summary.get("iterations")
-    if not isinstance(rows, list):
-        raise ValueError("summary.json has no 'iterations' list")
+    rows = summary.get("iterations") if isinstance(summary, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError("summary.json has no 'iterations' list of rows")
     values = []
     for row in rows:
-        extra = row.get("extra") or {}
+        extra = row.get("extra") if isinstance(row.get("extra"), dict) else {}
         value = extra.get(key)
         if extra.get("phase") == "iteration" and isinstance(value, (int, float)) and math.isfinite(value):
             values.append(float(value))

@@ -769,8 +769,10 @@ def test_representation_table_prints_the_median_and_last_of_each_diagnostic(tiny
     assert len(values) == 2
     row = done.stdout.splitlines()[2].split()
     assert row[1:] == [f"{np.median(values):.3f}", "/", f"{values[-1]:.3f}", "-"]
-    (tmp_path / "summary.json").write_text("{}")
-    for bad in (tmp_path / "missing", tmp_path):
+    for bad in (tmp_path / "missing", "{}", "[]", '{"iterations": [1]}', "not json"):
+        if isinstance(bad, str):
+            (tmp_path / "summary.json").write_text(bad)
+            bad = tmp_path
         refused = run(bad)
         assert refused.returncode == 2 and "cannot read" in refused.stderr and "Traceback" not in refused.stderr
 
