@@ -28,7 +28,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import ConvGaussianEncoder, check_images, grayscale, module_device, to_float_images
+from .common import (
+    ConvGaussianEncoder,
+    check_images,
+    check_precision,
+    grayscale,
+    module_device,
+    run_convs,
+    to_float_images,
+)
 
 
 @dataclass
@@ -100,8 +108,9 @@ class KeypointGaussianEncoder(nn.Module):
     points -> linear -> Gaussian (mean, diagonal variance) of dimension ``latent_dim``."""
 
     def __init__(self, image_size: int, channels: int, latent_dim: int, keypoints: int = 8, first_stride: int = 2,
-                 min_var: float = 1e-4):
+                 min_var: float = 1e-4, precision: str = "float32"):
         super().__init__()
+        self.precision = check_precision(precision)
         if image_size % first_stride:
             raise ValueError(f"image_size {image_size} must be divisible by first_stride {first_stride}")
         self.min_var = min_var
@@ -116,19 +125,21 @@ class KeypointGaussianEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W) in [0, 1] -> (mean (B, dz), variance (B, dz))."""
-        points = self.softmax(self.convs(x)).flatten(1)
+        points = self.softmax(run_convs(self.convs, x, self.precision)).flatten(1)
         mean, raw = self.head(points).chunk(2, dim=-1)
         return mean, F.softplus(raw) + self.min_var
 
 
 def gaussian_encoder(kind: str, image_size: int, channels: int, latent_dim: int, first_stride: int = 2,
-                     hidden: int = 256, keypoints: int = 8, min_var: float = 1e-4) -> nn.Module:
+                     hidden: int = 256, keypoints: int = 8, min_var: float = 1e-4, precision: str = "float32"
+                     ) -> nn.Module:
     """The Gaussian image encoder of the latent models: 'conv' (:class:`ConvGaussianEncoder`, SOLAR's
-    reference) or 'keypoints' (:class:`KeypointGaussianEncoder`)."""
+    reference) or 'keypoints' (:class:`KeypointGaussianEncoder`); ``precision``: see
+    :func:`~solar_ros.models.common.run_convs`."""
     if kind == "conv":
-        return ConvGaussianEncoder(image_size, channels, latent_dim, first_stride, hidden, min_var)
+        return ConvGaussianEncoder(image_size, channels, latent_dim, first_stride, hidden, min_var, precision)
     if kind == "keypoints":
-        return KeypointGaussianEncoder(image_size, channels, latent_dim, keypoints, first_stride, min_var)
+        return KeypointGaussianEncoder(image_size, channels, latent_dim, keypoints, first_stride, min_var, precision)
     raise ValueError(f"encoder must be 'conv' or 'keypoints', got {kind!r}")
 
 

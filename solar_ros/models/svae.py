@@ -41,6 +41,7 @@ from .common import (
     ConvDecoder,
     SceneBackground,
     check_images,
+    check_precision,
     decoded_images,
     images_log_likelihood,
     module_device,
@@ -110,6 +111,10 @@ class SVAEConfig:
     moves. The statistics are buffers, set from data by :meth:`StructuredVAE.set_background` before the
     first fit. Without it, on a scene where the moving arm is a few percent of the pixels, the decoder's
     best start is the mean image and the latent stays uninformative: the cost is never explained."""
+    precision: str = "float32"
+    """Arithmetic of the encoder's and decoder's convolutions in training steps: 'float32' or 'bfloat16'
+    (autocast on channels-last tensors; see :func:`~solar_ros.models.common.run_convs`). Passes without
+    gradients (encoding, smoothing, the control path) run in float32 either way."""
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1 or self.action_dim < 1:
@@ -126,6 +131,7 @@ class SVAEConfig:
             raise ValueError(f"cost_form must be one of {COST_FORMS}, got {self.cost_form!r}")
         if not (math.isfinite(self.cost_relative_noise) and self.cost_relative_noise >= 0):
             raise ValueError(f"cost_relative_noise must be >= 0, got {self.cost_relative_noise}")
+        check_precision(self.precision)
 
     @property
     def potential_dim(self) -> int:
@@ -269,8 +275,8 @@ class StructuredVAE(nn.Module):
         self.config = cfg = config or SVAEConfig()
         dx, du = cfg.latent_dim, cfg.action_dim
         self.encoder = gaussian_encoder(cfg.encoder, cfg.image_size, cfg.channels, cfg.potential_dim, cfg.first_stride,
-                                        cfg.encoder_hidden, cfg.keypoints, cfg.min_potential_var)
-        self.decoder = ConvDecoder(cfg.image_size, cfg.channels, dx, cfg.decoder_hidden)
+                                        cfg.encoder_hidden, cfg.keypoints, cfg.min_potential_var, cfg.precision)
+        self.decoder = ConvDecoder(cfg.image_size, cfg.channels, dx, cfg.decoder_hidden, cfg.precision)
         self.cost_model = QuadraticCostModel(dx, du, cfg.potential_dim, cfg.cost_form, cfg.cost_relative_noise)
         # The global LDS (posterior mean of the Bayesian LDS); a random walk until first set.
         f64 = torch.float64

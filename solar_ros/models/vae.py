@@ -17,6 +17,7 @@ from .common import (
     ConvDecoder,
     SceneBackground,
     check_images,
+    check_precision,
     decoded_images,
     images_log_likelihood,
     module_device,
@@ -50,12 +51,17 @@ class VAEConfig:
     background: bool = False
     """Model the static scene as :attr:`~solar_ros.models.svae.SVAEConfig.background` does (the
     statistics set by :meth:`VAE.set_background` before the first fit)."""
+    precision: str = "float32"
+    """Arithmetic of the encoder's and decoder's convolutions in training steps: 'float32' or 'bfloat16'
+    (autocast on channels-last tensors; see :func:`~solar_ros.models.common.run_convs`). Passes without
+    gradients (encoding, smoothing, the control path) run in float32 either way."""
 
     def __post_init__(self) -> None:
         if self.likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {self.likelihood!r}")
         if self.latent_dim < 1:
             raise ValueError("latent_dim must be positive")
+        check_precision(self.precision)
 
 
 class VAE(nn.Module):
@@ -67,8 +73,8 @@ class VAE(nn.Module):
         super().__init__()
         self.config = cfg = config or VAEConfig()
         self.encoder = gaussian_encoder(cfg.encoder, cfg.image_size, cfg.channels, cfg.latent_dim, cfg.first_stride,
-                                        cfg.encoder_hidden, cfg.keypoints)
-        self.decoder = ConvDecoder(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.decoder_hidden)
+                                        cfg.encoder_hidden, cfg.keypoints, precision=cfg.precision)
+        self.decoder = ConvDecoder(cfg.image_size, cfg.channels, cfg.latent_dim, cfg.decoder_hidden, cfg.precision)
         # Learned per-pixel noise variance of the Gaussian likelihood (unused by Bernoulli).
         self.log_pixel_var = (nn.Parameter(torch.tensor(np.log(0.01), dtype=torch.float32))
                               if cfg.likelihood == "gaussian" else None)

@@ -583,6 +583,15 @@ def test_keypoints_setting_sets_the_feature_points_of_both_models():
         replace(TINY, keypoints=0)
 
 
+def test_fit_precision_setting_reaches_both_models():
+    cfg = replace(TINY, encoder="keypoints", fit_precision="bfloat16")
+    for model in (solar.SVAELatentModel(16, 2, cfg), solar.VAELatentModel(16, 2, cfg)):
+        assert model.net.encoder.precision == model.net.decoder.precision == "bfloat16"
+    assert solar.SVAELatentModel(16, 2, TINY).net.decoder.precision == "float32"
+    with pytest.raises(ValueError, match="SolarConfig.fit_precision must be one of"):
+        replace(TINY, fit_precision="half")
+
+
 def test_copy_state_prior_holds_the_previous_latent():
     cfg = replace(TINY, latent_dim=5, copy_state=True, encoder="keypoints")
     model = solar.SVAELatentModel(16, 2, cfg)

@@ -191,13 +191,15 @@ def _heldout_r2(F, P, Ft, Pt):
     return 1.0 - ((pred - Pt) ** 2).sum() / ((Pt - Pt.mean(0)) ** 2).sum()
 
 
-def test_learns_a_latent_that_predicts_the_dot(dot_data):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_learns_a_latent_that_predicts_the_dot(dot_data, precision):
     """Linear point-mass images: smoothed latent means must linearly predict the dot position on
-    held-out sequences (R^2 well above the untrained model's)."""
+    held-out sequences (R^2 well above the untrained model's), with the convolutions of the gradient
+    steps in float32 or in bfloat16."""
     images, pos, actions, costs = dot_data(24, 10, 16, channels=1, seed=0, sigma=1.2)
     test_images, test_pos, test_actions, _ = dot_data(8, 10, 16, channels=1, seed=1, sigma=1.2)
     dx = 4
-    model = _tiny_model(dx, 2)
+    model = _tiny_model(dx, 2, precision=precision)
 
     def r2():
         train = model.smoothed_stats(images, actions).means.reshape(-1, dx)
@@ -384,3 +386,29 @@ def test_relative_cost_noise_weighs_cheap_frames_more():
 
     plain, relative = fit(0.0), fit(0.02)
     assert relative < 0.5 * plain, (plain, relative)
+
+
+@pytest.mark.parametrize("encoder", ["conv", "keypoints"])
+def test_bfloat16_convolutions_run_only_in_gradient_steps(encoder):
+    """precision='bfloat16': a pass with gradients runs the convolutions in bfloat16 (float32 results close
+    to, not equal to, float32 arithmetic); a pass without gradients is float32, the same to the bit."""
+    kw = dict(image_size=32, latent_dim=6, encoder=encoder)
+    full = StructuredVAE(SVAEConfig(**kw))
+    half = StructuredVAE(SVAEConfig(**kw, precision="bfloat16"))
+    half.load_state_dict(full.state_dict())
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(6, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for a, b in zip(full.potentials(x) + (full.decoder(z),), half.potentials(x) + (half.decoder(z),)):
+            assert torch.equal(a, b)
+    for a, b in zip(full.potentials(x) + (full.decoder(z),), half.potentials(x) + (half.decoder(z),)):
+        assert b.dtype == torch.float32 and not torch.equal(a, b)
+        scale = a.detach().abs().max()
+        assert (a - b).abs().max() < 0.05 * scale, (a - b).abs().max() / scale
+    half.loss(x.view(2, 3, 3, 32, 32), torch.zeros(2, 3, 2), torch.zeros(2, 3))["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in half.encoder.parameters())
+
+
+def test_precision_is_validated():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        SVAEConfig(precision="float16")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...core.cost import ramp_weights
+from ...models.common import PRECISIONS
 from ...models.svae import COST_FORMS
 
 
@@ -52,6 +53,11 @@ class SolarConfig:
     (x, y) expectations (2 per point) are all the potentials are computed from, linearly. 8: the project's
     choice on ``point``. On sawyer_stack with a latent of 24, 16 explained the block points better on start 0 (held-out
     probe 0.92-0.95 against 0.43-0.87) but did not stack every seed (``lat24kp16_sawyer_stack``, docs/results.md)."""
+    fit_precision: str = "float32"
+    """Arithmetic of the encoder's and decoder's convolutions in the model's gradient steps: 'float32' or
+    'bfloat16' (autocast; :func:`~solar_ros.models.common.run_convs`). Encoding, smoothing and the control
+    path run in float32 either way. 'bfloat16' pays only on CPUs with bfloat16 units (AMX, AVX512-BF16) or a GPU
+    (docs/results.md, "SOLAR's speed on CPU")."""
     copy_state: bool = False
     """False: the encoder observes every latent dimension (the reference). True: it observes the first
     ``observed_dim = ceil(latent_dim / 2)``, and the others hold the previous step's observed latent
@@ -221,6 +227,8 @@ class SolarConfig:
                 raise ValueError(f"SolarConfig.{name} must be a positive integer, got {value!r}")
         if self.encoder not in ("conv", "keypoints"):
             raise ValueError(f"SolarConfig.encoder must be 'conv' or 'keypoints', got {self.encoder!r}")
+        if self.fit_precision not in PRECISIONS:
+            raise ValueError(f"SolarConfig.fit_precision must be one of {PRECISIONS}, got {self.fit_precision!r}")
         for name in ("copy_state", "background", "pretrain_wide_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"SolarConfig.{name} must be true or false, got {getattr(self, name)!r}")

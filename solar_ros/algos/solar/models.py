@@ -313,7 +313,7 @@ class SVAELatentModel(LatentModel):
                                             first_stride=cfg.first_stride, encoder=cfg.encoder, keypoints=cfg.keypoints,
                                             observed_dim=cfg.observed_dim, cost_form=cfg.cost_form,
                                             cost_relative_noise=cfg.cost_relative_noise,
-                                            background=cfg.background))
+                                            background=cfg.background, precision=cfg.fit_precision))
         self.lds = None
         self._potentials: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._potentials_stamp: tuple = ()
@@ -535,7 +535,8 @@ class VAELatentModel(LatentModel):
         self.cfg = cfg
         self.du = action_dim
         self.net = VAE(VAEConfig(image_size=image_size, latent_dim=cfg.latent_dim, first_stride=cfg.first_stride,
-                                  encoder=cfg.encoder, keypoints=cfg.keypoints, background=cfg.background))
+                                  encoder=cfg.encoder, keypoints=cfg.keypoints, background=cfg.background,
+                                  precision=cfg.fit_precision))
         self.lds = None
         self.params: LDSParams | None = None
         self.cost_fit: tuple[np.ndarray, np.ndarray, float, np.ndarray] | None = None
