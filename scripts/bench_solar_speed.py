@@ -7,6 +7,8 @@ Prints, at the reference data sizes (40 rollouts x 50 steps of 64x64x3 images, l
   stride-1 / 2-sequence batches), smoothing all 40 rollouts (what each conjugate LDS update and each
   iteration's latent inference costs), the conjugate MNIW update, the per-step dynamics fit and the
   LQR-FLM update; and from those the model-fitting time of one iteration and of the pretraining;
+* with --pretrain-fit, one real pretraining fit (the config's pretrain_steps on pretrain_episodes
+  rollouts of random frames), its wall time and peak memory, against the real time of those rollouts;
 * the control step a robot runs per frame: encode one 64x64 frame + one Kalman filter update (the
   encoder node's code path) + the policy's matrix-vector product, as p50 / p99 / max latency and
   jitter (std) in milliseconds.
@@ -15,6 +17,8 @@ Prints, at the reference data sizes (40 rollouts x 50 steps of 64x64x3 images, l
     python scripts/bench_solar_speed.py --reference    # also the reference network settings
     python scripts/bench_solar_speed.py --refit-sizes 140,300,500 --lds-fit-rollouts 0
                                                        # real refits as the data grows, and peak memory
+    python scripts/bench_solar_speed.py --task sawyer_stack_1 --precision bfloat16 --pretrain-fit
+                                                       # a real pretraining fit, convolutions in bfloat16
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ from solar_ros.algos.common import initial_policy
 from solar_ros.algos.solar import TASK_DEFAULTS, RolloutData, SVAELatentModel, latent_cost
 from solar_ros.core import lqr_flm
 from solar_ros.core.dynamics import BayesianLDS, fit_dynamics
+from solar_ros.envs import make
+from solar_ros.models.common import PRECISIONS
 from solar_ros.models.svae import StructuredVAE, SVAEConfig
 from solar_ros.runtime.latent_encoder import SVAEEncoder
 
@@ -46,14 +52,16 @@ def timed(fn, repeats: int) -> np.ndarray:
 
 
 def gradient_step_time(image_size: int, first_stride: int, batch_size: int, latent_dim: int, T: int,
-                       repeats: int, encoder: str = "conv", observed_dim: int | None = None) -> float:
+                       repeats: int, encoder: str = "conv", observed_dim: int | None = None, action_dim: int = 2,
+                       keypoints: int = 8, precision: str = "float32") -> float:
     """Median seconds of one SVAE training step (forward, backward, Adam) on ``batch_size`` sequences."""
     torch.manual_seed(0)
     net = StructuredVAE(SVAEConfig(image_size=image_size, latent_dim=latent_dim, first_stride=first_stride,
-                                   encoder=encoder, observed_dim=observed_dim))
+                                   encoder=encoder, observed_dim=observed_dim, action_dim=action_dim,
+                                   keypoints=keypoints, precision=precision))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x = torch.rand(batch_size, T, 3, image_size, image_size)
-    u = torch.randn(batch_size, T, 2)
+    u = torch.randn(batch_size, T, action_dim)
     c = torch.rand(batch_size, T)
 
     def step():
@@ -85,6 +93,24 @@ def refit_times(cfg, sizes: list[int], T: int, S: int, du: int) -> None:
         print(f"{n:8d} {seconds:8.1f} {peak_mb:12.0f}")
 
 
+def pretrain_fit_time(cfg, T: int, S: int, du: int, episode_s: float) -> None:
+    """Time one real pretraining fit (``cfg.pretrain_steps`` gradient steps with their LDS updates, on
+    ``cfg.pretrain_episodes`` rollouts of random frames) against the real time of those rollouts."""
+    rng = np.random.default_rng(2)
+    torch.manual_seed(0)
+    model = SVAELatentModel(S, du, cfg)
+    n = cfg.pretrain_episodes
+    data = RolloutData(rng.integers(0, 256, size=(n, T, S, S, 3), dtype=np.uint8), rng.normal(size=(n, T, du)),
+                       rng.random((n, T)))
+    start = time.perf_counter()
+    model.fit(data, cfg.pretrain_steps, seed=0, progress=True)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npretraining fit, measured ({cfg.pretrain_steps} steps on {n} rollouts, convolutions in "
+          f"{cfg.fit_precision}): {seconds:.0f} s against {n * episode_s:.0f} s of rollouts "
+          f"({n} x {episode_s:g} s); peak resident memory of the process so far {peak_mb:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="reacher", help="whose default SolarConfig to measure")
@@ -99,26 +125,40 @@ def main() -> None:
                         help="comma-separated rollout counts: time one real refit (the config's refit_steps) on each")
     parser.add_argument("--lds-fit-rollouts", type=int, default=None,
                         help="rollouts each LDS update smooths in those refits (0: all; default: the config's)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="arithmetic of the convolutions in gradient steps (default: the config's fit_precision)")
+    parser.add_argument("--pretrain-fit", action="store_true",
+                        help="time one real pretraining fit (minutes) against the real time of its rollouts")
+    parser.add_argument("--pretrain-steps", type=int, default=None, help="its gradient steps (default: the config's)")
+    parser.add_argument("--pretrain-episodes", type=int, default=None, help="its rollouts (default: the config's)")
     args = parser.parse_args()
 
     cfg = TASK_DEFAULTS[args.task]
     if args.lds_fit_rollouts is not None:
         cfg = replace(cfg, lds_fit_rollouts=args.lds_fit_rollouts)
+    if args.precision is not None:
+        cfg = replace(cfg, fit_precision=args.precision)
+    if args.pretrain_steps is not None:
+        cfg = replace(cfg, pretrain_steps=args.pretrain_steps)
+    if args.pretrain_episodes is not None:
+        cfg = replace(cfg, pretrain_episodes=args.pretrain_episodes)
     threads = args.threads or cfg.num_threads
     torch.set_num_threads(threads)
-    N, T, S, dx, du = args.rollouts, args.horizon, args.image_size, cfg.latent_dim, 2
-    print(f"torch {torch.__version__}, {threads} thread(s); data {N} rollouts x {T} steps of {S}x{S}x3, "
-          f"latent {dx}, {du} actions")
+    env = make(args.task, image_obs=False)
+    N, T, S, dx, du = args.rollouts, args.horizon, args.image_size, cfg.latent_dim, env.action_dim
+    episode_s = env.horizon * env.dt
+    print(f"torch {torch.__version__}, {threads} thread(s); task {args.task}; data {N} rollouts x {T} steps of "
+          f"{S}x{S}x3, latent {dx}, {du} actions; convolutions of gradient steps in {cfg.fit_precision}")
 
     # --- model fitting ------------------------------------------------------------------------------
     window = cfg.train_window or T
     step_s = gradient_step_time(S, cfg.first_stride, cfg.batch_size, dx, window, args.step_repeats, cfg.encoder,
-                                cfg.observed_dim)
+                                cfg.observed_dim, du, cfg.keypoints, cfg.fit_precision)
     print(f"\nSVAE gradient step, {cfg.encoder} encoder, first stride {cfg.first_stride}, "
           f"{cfg.batch_size} windows of {window} steps: "
           f"{step_s * 1e3:8.1f} ms ({step_s / (cfg.batch_size * window) * 1e3:.2f} ms per frame)")
     if args.reference:
-        ref_s = gradient_step_time(S, 1, 2, dx, T, args.step_repeats)
+        ref_s = gradient_step_time(S, 1, 2, dx, T, args.step_repeats, action_dim=du)
         print(f"SVAE gradient step, reference (stride 1, 2 sequences of {T} steps): {ref_s * 1e3:8.1f} ms "
               f"({ref_s / (2 * T) * 1e3:.2f} ms per frame)")
 
@@ -165,6 +205,8 @@ def main() -> None:
 
     if args.refit_sizes:
         refit_times(cfg, [int(n) for n in args.refit_sizes.split(",")], T, S, du)
+    if args.pretrain_fit:
+        pretrain_fit_time(cfg, T, S, du, episode_s)
 
     # --- the control step -----------------------------------------------------------------------------
     frames = rng.integers(0, 256, size=(64, S, S, 3), dtype=np.uint8)
@@ -181,7 +223,7 @@ def main() -> None:
             encoder.end_episode()
             encoder.begin_episode()
         encoded = encoder.encode(frames[i % len(frames)], u)
-        u = policy.act(i % T, encoded.mean, noise[i])
+        u = policy.act(i % T, encoded.mean, noise[max(i, 0)])
         if i >= 0:
             lat[i] = time.perf_counter() - start
     ms = lat * 1e3
