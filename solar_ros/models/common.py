@@ -52,17 +52,21 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def run_convs(convs: nn.Module, x: torch.Tensor, precision: str = "float32") -> torch.Tensor:
+def run_convs(convs: nn.Sequential, x: torch.Tensor, precision: str = "float32", float32_tail: int = 0
+              ) -> torch.Tensor:
     """``convs(x)`` for (B, C, H, W) ``x``. With ``precision='bfloat16'`` and gradients on (a training step),
-    the convolutions run in bfloat16 autocast on channels-last tensors (on CPUs with bfloat16 units, AMX
-    or AVX512-BF16, 2-3x faster forward and backward) and the result comes back as float32, so what
-    follows (the spatial softmax, the likelihood) stays in float32. Passes without gradients (encoding,
-    smoothing, the control path) always run in float32, so they are the same with either setting."""
+    the layers but the last ``float32_tail`` run in bfloat16 autocast on channels-last tensors (on CPUs with
+    bfloat16 units, AMX or AVX512-BF16, 2-3x faster forward and backward), the rest in float32 on their
+    float32 output, and the result is float32, so what follows (the likelihood) stays in float32. The
+    keypoint encoder keeps its last convolution in float32: its outputs are the spatial softmax's logits,
+    whose rounding the exponential would amplify into the feature points. Passes without gradients
+    (encoding, smoothing, the control path) always run in float32, the same with either setting."""
     if precision == "float32" or not torch.is_grad_enabled():
         return convs(x)
+    head, tail = convs[:len(convs) - float32_tail], convs[len(convs) - float32_tail:]
     with torch.autocast(x.device.type, dtype=torch.bfloat16):
-        out = convs(x.contiguous(memory_format=torch.channels_last))
-    return out.float().contiguous()
+        out = head(x.contiguous(memory_format=torch.channels_last))
+    return tail(out.float().contiguous())
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:

@@ -125,7 +125,7 @@ class KeypointGaussianEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W) in [0, 1] -> (mean (B, dz), variance (B, dz))."""
-        points = self.softmax(run_convs(self.convs, x, self.precision)).flatten(1)
+        points = self.softmax(run_convs(self.convs, x, self.precision, float32_tail=1)).flatten(1)
         mean, raw = self.head(points).chunk(2, dim=-1)
         return mean, F.softplus(raw) + self.min_var
 

@@ -405,8 +405,21 @@ def test_bfloat16_convolutions_run_only_in_gradient_steps(encoder):
         assert b.dtype == torch.float32 and not torch.equal(a, b)
         scale = a.detach().abs().max()
         assert (a - b).abs().max() < 0.05 * scale, (a - b).abs().max() / scale
+    dtypes = {}
+
+    def record(i):
+        def hook(module, inputs, output):
+            dtypes.setdefault(i, output.dtype)
+        return hook
+
+    for i, layer in enumerate(half.encoder.convs):
+        layer.register_forward_hook(record(i))
     half.loss(x.view(2, 3, 3, 32, 32), torch.zeros(2, 3, 2), torch.zeros(2, 3))["loss"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in half.encoder.parameters())
+    last = len(half.encoder.convs) - 1
+    assert dtypes[0] == torch.bfloat16
+    # the keypoint encoder's last convolution (the spatial softmax's logits) stays in float32
+    assert dtypes[last] == (torch.float32 if encoder == "keypoints" else torch.bfloat16)
 
 
 def test_precision_is_validated():
