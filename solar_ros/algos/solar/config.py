@@ -367,7 +367,8 @@ REACHER_PAPER_SETTINGS = dict(PROJECT_SETTINGS, pretrain_wide_start=True, measur
 # `fov30_sawyer_stack`); the weight with the best measured policy at 5 cm (0% on all six runs,
 # `arm5fwbest_sawyer_stack`); a latent of 24 with 16 feature points (start 0 50%, 15%, 0%, start 1 0%, 50%, 0%;
 # on the best measured policy 70%, 10%, 5% and 0%, 85%, 0%: `lat24kp16_sawyer_stack`), and with the mixture
-# dynamics prior besides (start 0 80%, 0%, 10%, start 1 0% on every seed: `lat24kp16gmm_sawyer_stack`).
+# dynamics prior besides (start 0 80%, 0%, 10%, start 1 0% on every seed: `lat24kp16gmm_sawyer_stack`), or with
+# twice the KL bound (kl_step=4: start 0 20%, 80%, 0%, start 1 0% on every seed: `lat24kp16kl4_sawyer_stack`).
 SAWYER_STACK_SETTINGS = dict(SAWYER_SETTINGS, cost_fit="readout", action_cost="task")
 # Budgets per task, the same for every seed. point: 100 random + 10 x 10 = 200 episodes (the target
 # budget); the others: the reference 100 random + 10 x 40 = 500.
