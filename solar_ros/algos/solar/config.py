@@ -57,8 +57,9 @@ class SolarConfig:
     """Arithmetic of the encoder's and decoder's convolutions in the model's gradient steps: 'float32' or
     'bfloat16' (autocast; :func:`~solar_ros.models.common.run_convs`). Encoding, smoothing and the control
     path run in float32 either way. 'bfloat16' pays only on CPUs with bfloat16 units (AMX, AVX512-BF16) or a GPU:
-    there the pretraining fit took 198 s against 256 s, but ``point`` learned worse (seeds 0-4: 100, 25, 0, 100, 35%
-    against 100, 95, 100, 100, 0%; docs/results.md, "SOLAR's speed on CPU")."""
+    there the pretraining fit took 198 s against 256 s, but ``point`` learned worse (float32, seeds 0-4: 100, 95, 100,
+    100, 0%; every convolution in bfloat16: 100, 25, 0, 100, 35%; as now, the keypoints' logits in float32: 50% and 30%
+    on seeds 0 and 1; docs/results.md, "SOLAR's speed on CPU")."""
     copy_state: bool = False
     """False: the encoder observes every latent dimension (the reference). True: it observes the first
     ``observed_dim = ceil(latent_dim / 2)``, and the others hold the previous step's observed latent
