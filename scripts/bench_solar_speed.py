@@ -74,6 +74,21 @@ def gradient_step_time(image_size: int, first_stride: int, batch_size: int, late
     return float(np.median(timed(step, repeats)))
 
 
+def random_rollouts(rng: np.random.Generator, n: int, T: int, S: int, du: int) -> RolloutData:
+    """``n`` rollouts of ``T`` random SxSx3 frames, actions and costs (what a fit costs does not depend on them)."""
+    return RolloutData(rng.integers(0, 256, size=(n, T, S, S, 3), dtype=np.uint8), rng.normal(size=(n, T, du)),
+                       rng.random((n, T)))
+
+
+def timed_fit(model: SVAELatentModel, data: RolloutData, steps: int, seed: int, progress: bool = False
+              ) -> tuple[float, float]:
+    """Seconds of ``model.fit(data, steps)``, and the process's peak resident memory (MB) after it."""
+    start = time.perf_counter()
+    model.fit(data, steps, seed=seed, progress=progress)
+    seconds = time.perf_counter() - start
+    return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def refit_times(cfg, sizes: list[int], T: int, S: int, du: int) -> None:
     """Time one real refit (``cfg.refit_steps`` gradient steps and the closing LDS update) on each number of
     rollouts in ``sizes`` (random frames), with the process's peak resident memory after it."""
@@ -84,31 +99,22 @@ def refit_times(cfg, sizes: list[int], T: int, S: int, du: int) -> None:
     torch.manual_seed(0)
     model = SVAELatentModel(S, du, cfg)
     for n in sorted(sizes):
-        data = RolloutData(rng.integers(0, 256, size=(n, T, S, S, 3), dtype=np.uint8), rng.normal(size=(n, T, du)),
-                           rng.random((n, T)))
-        start = time.perf_counter()
-        model.fit(data, cfg.refit_steps, seed=n)
-        seconds = time.perf_counter() - start
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        seconds, peak_mb = timed_fit(model, random_rollouts(rng, n, T, S, du), cfg.refit_steps, seed=n)
         print(f"{n:8d} {seconds:8.1f} {peak_mb:12.0f}")
 
 
-def pretrain_fit_time(cfg, T: int, S: int, du: int, episode_s: float) -> None:
+def pretrain_fit_time(cfg, T: int, S: int, du: int, step_s: float) -> None:
     """Time one real pretraining fit (``cfg.pretrain_steps`` gradient steps with their LDS updates, on
-    ``cfg.pretrain_episodes`` rollouts of random frames) against the real time of those rollouts."""
-    rng = np.random.default_rng(2)
+    ``cfg.pretrain_episodes`` rollouts of ``T`` random frames) against the real time of those rollouts
+    (``T`` control steps of ``step_s`` seconds each)."""
     torch.manual_seed(0)
     model = SVAELatentModel(S, du, cfg)
     n = cfg.pretrain_episodes
-    data = RolloutData(rng.integers(0, 256, size=(n, T, S, S, 3), dtype=np.uint8), rng.normal(size=(n, T, du)),
-                       rng.random((n, T)))
-    start = time.perf_counter()
-    model.fit(data, cfg.pretrain_steps, seed=0, progress=True)
-    seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    data = random_rollouts(np.random.default_rng(2), n, T, S, du)
+    seconds, peak_mb = timed_fit(model, data, cfg.pretrain_steps, seed=0, progress=True)
     print(f"\npretraining fit, measured ({cfg.pretrain_steps} steps on {n} rollouts, convolutions in "
-          f"{cfg.fit_precision}): {seconds:.0f} s against {n * episode_s:.0f} s of rollouts "
-          f"({n} x {episode_s:g} s); peak resident memory of the process so far {peak_mb:.0f} MB")
+          f"{cfg.fit_precision}): {seconds:.0f} s against {n * T * step_s:.0f} s of rollouts "
+          f"({n} x {T * step_s:g} s); peak resident memory of the process so far {peak_mb:.0f} MB")
 
 
 def main() -> None:
@@ -134,19 +140,16 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = TASK_DEFAULTS[args.task]
-    if args.lds_fit_rollouts is not None:
-        cfg = replace(cfg, lds_fit_rollouts=args.lds_fit_rollouts)
-    if args.precision is not None:
-        cfg = replace(cfg, fit_precision=args.precision)
-    if args.pretrain_steps is not None:
-        cfg = replace(cfg, pretrain_steps=args.pretrain_steps)
-    if args.pretrain_episodes is not None:
-        cfg = replace(cfg, pretrain_episodes=args.pretrain_episodes)
+    overrides = {"lds_fit_rollouts": args.lds_fit_rollouts, "fit_precision": args.precision,
+                 "pretrain_steps": args.pretrain_steps, "pretrain_episodes": args.pretrain_episodes}
+    try:
+        cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as err:
+        parser.error(str(err))
     threads = args.threads or cfg.num_threads
     torch.set_num_threads(threads)
     env = make(args.task, image_obs=False)
     N, T, S, dx, du = args.rollouts, args.horizon, args.image_size, cfg.latent_dim, env.action_dim
-    episode_s = env.horizon * env.dt
     print(f"torch {torch.__version__}, {threads} thread(s); task {args.task}; data {N} rollouts x {T} steps of "
           f"{S}x{S}x3, latent {dx}, {du} actions; convolutions of gradient steps in {cfg.fit_precision}")
 
@@ -206,7 +209,7 @@ def main() -> None:
     if args.refit_sizes:
         refit_times(cfg, [int(n) for n in args.refit_sizes.split(",")], T, S, du)
     if args.pretrain_fit:
-        pretrain_fit_time(cfg, T, S, du, episode_s)
+        pretrain_fit_time(cfg, T, S, du, env.dt)
 
     # --- the control step -----------------------------------------------------------------------------
     frames = rng.integers(0, 256, size=(64, S, S, 3), dtype=np.uint8)

@@ -8,13 +8,27 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+SMALL = ["--task", "sawyer_stack_1", "--image-size", "16", "--rollouts", "3", "--horizon", "10", "--step-repeats", "1",
+         "--control-steps", "10", "--pretrain-fit", "--pretrain-steps", "6"]
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "bench_solar_speed.py"), *SMALL, *args],
+                          capture_output=True, text=True, timeout=240, cwd=REPO)
+
+
 def test_prints_the_measured_pretraining_fit_with_the_chosen_precision():
-    out = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench_solar_speed.py"), "--task", "sawyer_stack_1", "--image-size",
-         "16", "--rollouts", "3", "--horizon", "10", "--step-repeats", "1", "--control-steps", "10", "--pretrain-fit",
-         "--pretrain-steps", "6", "--pretrain-episodes", "3", "--precision", "bfloat16"],
-        capture_output=True, text=True, timeout=240, check=True, cwd=REPO).stdout
+    done = bench("--pretrain-episodes", "3", "--precision", "bfloat16")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     assert "7 actions; convolutions of gradient steps in bfloat16" in out
     line = next(x for x in out.splitlines() if x.startswith("pretraining fit, measured"))
-    assert "(6 steps on 3 rollouts, convolutions in bfloat16)" in line and "against 8 s of rollouts (3 x 2.5 s)" in line
+    # 3 rollouts of the 10 steps fitted, each step 0.05 s of the task's time
+    assert "(6 steps on 3 rollouts, convolutions in bfloat16)" in line and "against 2 s of rollouts (3 x 0.5 s)" in line
     assert "control step" in out
+
+
+def test_a_bad_setting_is_a_usage_error():
+    refused = bench("--pretrain-episodes", "0")
+    assert refused.returncode == 2 and "pretrain_episodes must be a positive integer" in refused.stderr
+    assert "Traceback" not in refused.stderr
