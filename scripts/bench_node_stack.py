@@ -21,6 +21,8 @@
    and gaps over the run from its own timing summaries (``--rate`` sets the command and joint-state
    rate, default the sim profile's). With ``--during-fit`` a SOLAR model fit (as the fitting node runs
    it) takes a core beside the stack for the whole run, as on a robot whose fitter trains meanwhile.
+   ``--controller-clock timer`` runs the controller on its own timer in simulated time (with /clock after
+   every simulator step) instead of the sim profile's joint-state clock, for comparison.
 """
 from __future__ import annotations
 
@@ -146,9 +148,13 @@ def controller_timing(log_text: str) -> dict | None:
 
 
 def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed: int, tmp: Path,
-                   rate: float | None = None, fit_niceness: int | None = None) -> dict:
+                   rate: float | None = None, fit_niceness: int | None = None, clock: str | None = None) -> dict:
     out = tmp / "node_run"
     rates = [] if rate is None else [f"controller_node.rate:={rate}", f"sim_arm_node.control_rate:={rate}"]
+    if clock == "timer":  # the controller on a timer in simulated time, which needs /clock after every step
+        rates += ["controller_node.clock:=timer", "controller_node.use_sim_time:=true", "sim_arm_node.clock_rate:=0"]
+    elif clock is not None:
+        rates += [f"controller_node.clock:={clock}"]
     cmd = [sys.executable, "-m", "solar_ros.cli", "launch", "sim",
            f"recorder_node.output_dir:={out / 'episodes'}", f"trainer_node.episode_dir:={out / 'episodes'}",
            f"model_fitting_node.output_dir:={out / 'models'}", f"trainer_node.output_dir:={out}",
@@ -201,6 +207,8 @@ def main() -> int:
     parser.add_argument("--skip-learning", action="store_true")
     parser.add_argument("--rate", type=float, default=None,
                         help="command and joint-state rate of the learning run (default: the sim profile's)")
+    parser.add_argument("--controller-clock", choices=("joint_states", "timer"), default=None,
+                        help="the controller's clock in the learning run (default: the sim profile's, joint_states)")
     parser.add_argument("--during-fit", action="store_true",
                         help="measure the latency twice: idle, and with a SOLAR model fit running beside the nodes; "
                              "and run such a fit beside the whole stack through its learning run")
@@ -228,7 +236,7 @@ def main() -> int:
             print(f"\nlearning sawyer_reach (seed {args.seed}, {n} training episodes, {args.eval_episodes} evaluation "
                   "episodes): through the nodes vs solar-ros train")
             r = bench_learning(args.iterations, args.episodes_per_iteration, args.eval_episodes, args.seed, tmp,
-                               args.rate, args.fit_niceness if args.during_fit else None)
+                               args.rate, args.fit_niceness if args.during_fit else None, args.controller_clock)
             print(f"{'run':<42} {'episodes':>8} {'wall s':>7} {'final dist':>10} {'success':>7}")
             node_label = "nodes: launch sim (lqr_joints)" + (", fit beside" if args.during_fit else "")
             for label, s, wall in ((node_label, r["nodes"], r["nodes_wall"]),
@@ -242,7 +250,8 @@ def main() -> int:
                 print("controller timing: no summaries in the log")
             else:
                 rate = args.rate or "the sim profile's"
-                print(f"controller during the node run ({rate} Hz; {t['summaries']} summaries "
+                clock = args.controller_clock or "the sim profile's"
+                print(f"controller during the node run ({rate} Hz, clock {clock}; {t['summaries']} summaries "
                       f"of its last <= 8192 commands): {t['hz_min']:.0f} Hz lowest, {t['hz_median']:.0f} median; "
                       f"gap p99 {t['gap_p99_median']:.2f} ms median, {t['gap_p99_worst']:.2f} worst; "
                       f"max gap {t['gap_max']:.2f} ms")

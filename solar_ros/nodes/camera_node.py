@@ -34,6 +34,7 @@ class CameraNode(StackNode):
 
     def __init__(self) -> None:
         super().__init__("camera_node", lean=True)  # parameters are read once; fewer entities to wait on
+        self.realtime_priority = self.declare_realtime_priority()
         self.source = str(declare(self, "source", "",
                                   "'' = subscribe to input_topic; a device index or a video/image file"))
         self.input_topic = declare(self, "input_topic", contract.CAMERA_RAW, "driver image topic (when source is '')")

@@ -1,6 +1,7 @@
 """Shared node plumbing: the ``main()`` loop with clean shutdown, stamp conversions, config errors."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -73,6 +74,25 @@ class StackNode(Node):
     def on_shutdown(self) -> None:
         """Last words (e.g. a zero-torque command); ROS communication still works here."""
 
+    def declare_realtime_priority(self) -> int:
+        """Declare ``realtime_priority`` and apply it (see :func:`set_realtime_priority`); returns it."""
+        priority = declare(self, "realtime_priority", 0,
+                           "SCHED_FIFO priority of every thread of this process, 1-99 (0: the normal scheduler)")
+        if isinstance(priority, float) and not priority.is_integer() or not 0 <= priority <= 99:
+            raise ConfigError(f"realtime_priority must be an integer 0-99, got {priority!r}")
+        priority = int(priority)
+        if priority:
+            try:
+                threads = set_realtime_priority(priority)
+            except OSError as err:
+                self.get_logger().warning(
+                    f"realtime_priority {priority} not granted ({err}): running under the normal scheduler; "
+                    "it needs CAP_SYS_NICE or an rtprio limit (e.g. @realtime - rtprio 99 in "
+                    "/etc/security/limits.conf)")
+                return 0
+            self.get_logger().info(f"real-time scheduling: SCHED_FIFO priority {priority} ({threads} threads)")
+        return priority
+
 
 class _NotWaitedOn(CallbackGroup):
     """A callback group whose entities the executor never waits on nor runs (see PolledSubscription)."""
@@ -115,6 +135,25 @@ class PolledSubscription:
 
     def destroy(self) -> None:
         self.node.destroy_subscription(self.subscription)
+
+
+def set_realtime_priority(priority: int) -> int:
+    """Put every thread of this process under SCHED_FIFO at ``priority`` (threads started later inherit it from
+    the thread that starts them); returns how many threads. OSError (PermissionError) where the OS refuses.
+
+    A real-time node then preempts everything under the normal scheduler (a model fit, the recorder) the
+    moment its message arrives; Linux's real-time throttling (``kernel.sched_rt_runtime_us``, 95% by
+    default) keeps a runaway one from taking the whole machine.
+    """
+    param = os.sched_param(priority)
+    tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+    os.sched_setscheduler(0, os.SCHED_FIFO, param)  # the calling thread first: a refusal changes nothing
+    for tid in tids:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_FIFO, param)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+    return len(tids)
 
 
 def _ignore(_msg) -> None:

@@ -6,6 +6,11 @@
 * Command stream: a timer at ``rate`` Hz (default 500) on the node clock (simulated time when
   ``use_sim_time``) publishes 7 torques on /effort_controller/commands *all the time*: the policy's
   torques while an episode runs, zeros while idle (the Sawyer leaves torque mode when commands stop).
+  With ``clock: joint_states`` the robot's joint-state stream is the clock instead, as in a
+  ros2_control update loop (read, update, write): one command answers each joint state, at the
+  joint state's stamp, with no timer and no /clock subscription. The simulation profile uses it (the
+  simulator's joint states carry simulated time); a wall-clock watchdog (``hardware_timeout``) aborts a
+  running episode and sends zero torque when the joint states stop.
 * Episodes: started by /solar/controller/start_episode (StartEpisode), stopped by
   /solar/controller/stop_episode (Trigger) or at the policy's horizon; each start/stop is announced
   on /solar/episode (EpisodeEvent), each finished time index on /solar/controller/steps (PolicyStep).
@@ -53,14 +58,25 @@ from ..srv import StartEpisode
 from . import contract
 from .common import ConfigError, StackNode, Throttle, declare, run_node, set_stamp, stamp_to_ns
 
+CLOCK_SOURCES = ("timer", "joint_states")
+WATCHDOG_PERIOD = 0.02
+"""s between two checks of the joint-state clock (``clock: joint_states``)."""
+
 
 class ControllerNode(StackNode):
     """Real-time torque controller (see the module docstring)."""
 
     def __init__(self) -> None:
         super().__init__("controller_node", lean=True)
+        self.realtime_priority = self.declare_realtime_priority()
         self.state_source = declare(self, "state_source", "latent", "latent, joints or latent+joints")
-        self.rate = float(declare(self, "rate", 500.0, "command rate, Hz"))
+        self.rate = float(declare(self, "rate", 500.0, "command rate, Hz (clock: timer)"))
+        self.clock_source = declare(self, "clock", "timer",
+                                    "timer: commands at `rate` on the node clock; joint_states: one command per joint "
+                                    "state, at its stamp")
+        self.hardware_timeout = float(declare(
+            self, "hardware_timeout", 0.1,
+            "s of wall time without a joint state before a running episode is aborted (clock: joint_states)"))
         joint_names = list(declare(self, "joint_names", list(SAWYER_JOINT_NAMES), "command order"))
         limits = list(declare(self, "torque_limits", list(SAWYER_TORQUE_LIMITS), "N m, per joint"))
         max_latent_age = float(declare(self, "max_latent_age", 0.25, "s; older latents are stale"))
@@ -84,6 +100,10 @@ class ControllerNode(StackNode):
             raise ConfigError(f"state_source must be one of {STATE_SOURCES}, got {self.state_source!r}")
         if not (np.isfinite(self.rate) and self.rate > 0):
             raise ConfigError(f"rate must be positive, got {self.rate}")
+        if self.clock_source not in CLOCK_SOURCES:
+            raise ConfigError(f"clock must be one of {CLOCK_SOURCES}, got {self.clock_source!r}")
+        if not (np.isfinite(self.hardware_timeout) and self.hardware_timeout > 0):
+            raise ConfigError(f"hardware_timeout must be positive, got {self.hardware_timeout}")
         try:
             self.torque_limits = validate_torque_limits(limits, len(joint_names))
             self.inputs = StateAssembler(self.state_source, joint_names, max_latent_age, max_joint_age,
@@ -112,6 +132,11 @@ class ControllerNode(StackNode):
         self._compute_ns = np.zeros(8192, dtype=np.int64)
         self._last_tick_wall = 0
         self._last_stats = time.monotonic()
+        self._joint_clock = self.clock_source == "joint_states"
+        self._hw_now = 0
+        """With ``clock: joint_states``: the newest joint state's stamp, the controller's time."""
+        self._hw_wall = 0.0
+        """time.monotonic() of the newest joint state (the watchdog's reference)."""
 
         self.cmd_pub = self.create_publisher(Float64MultiArray, contract.COMMANDS, contract.RELIABLE_QOS)
         self.info_pub = self.create_publisher(CommandInfo, contract.COMMAND_INFO, contract.EVENT_QOS)
@@ -119,21 +144,26 @@ class ControllerNode(StackNode):
         self.step_pub = self.create_publisher(PolicyStep, contract.STEPS, contract.EVENT_QOS)
         if self.inputs.uses_latent:
             self.create_subscription(LatentState, contract.LATENT, self._on_latent, contract.LATEST_SENSOR_QOS)
-        if self.inputs.uses_joints:
+        if self.inputs.uses_joints or self._joint_clock:
             self.create_subscription(JointState, contract.JOINT_STATES, self._on_joints, contract.LATEST_SENSOR_QOS)
         self.create_subscription(LinearGaussianPolicy, contract.POLICY, self._on_policy, contract.POLICY_QOS)
         self.create_service(StartEpisode, contract.START_EPISODE, self._on_start)
         self.create_service(Trigger, contract.STOP_EPISODE, self._on_stop)
         self.create_service(SetBool, contract.ESTOP, self._on_estop)
-        self.create_timer(1.0 / self.rate, self._on_tick)
+        if self._joint_clock:
+            self.create_timer(WATCHDOG_PERIOD, self._watchdog)
+            timing = "one command per joint state"
+        else:
+            self.create_timer(1.0 / self.rate, self._on_tick)
+            timing = f"{self.rate:g} Hz"
         self.get_logger().info(
-            f"controller: state_source={self.state_source}, {self.rate:g} Hz, "
+            f"controller: state_source={self.state_source}, {timing}, "
             f"torque limits {self.torque_limits.tolist()}")
 
     # ---- inputs --------------------------------------------------------------------------------
 
     def _now_ns(self) -> int:
-        return self.get_clock().now().nanoseconds
+        return self._hw_now if self._joint_clock else self.get_clock().now().nanoseconds
 
     def _on_latent(self, msg: LatentState) -> None:
         now = self._now_ns()
@@ -149,8 +179,18 @@ class ControllerNode(StackNode):
             self.latent_commands += 1
 
     def _on_joints(self, msg: JointState) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        if self._joint_clock and stamp > 0:
+            # The joint states are the clock: it moves to each stamp; a stamp far behind it (a restarted
+            # simulator) starts a new timeline, which the joint gate then accepts too.
+            if stamp >= self._hw_now or self._hw_now - stamp > self.inputs.joint_gate.future_tolerance_ns:
+                self._hw_now = stamp
+                self._hw_wall = time.monotonic()
         now = self._now_ns()
-        reason = self.inputs.update_joints(stamp_to_ns(msg.header.stamp), now, msg.name, msg.position, msg.velocity)
+        if self.inputs.uses_joints:
+            reason = self.inputs.update_joints(stamp, now, msg.name, msg.position, msg.velocity)
+        else:
+            reason = None
         if self.inputs.joint_gate.clock_resets != self._clock_resets:
             self._clock_resets = self.inputs.joint_gate.clock_resets
             self.get_logger().warning("the clock went backwards (a restarted simulator?): joint states of the new "
@@ -160,6 +200,20 @@ class ControllerNode(StackNode):
                 self.get_logger().error(f"joint state rejected: {reason}")
             if self.inputs.joint_error is not None:
                 self._react_to_fault(now)
+                return
+        if self._joint_clock and reason is None and stamp == self._hw_now:
+            self._on_tick()
+
+    def _watchdog(self) -> None:
+        """``clock: joint_states``: no joint state for ``hardware_timeout`` s of wall time ends a running episode
+        (zero torque goes out; the robot's own command timeout holds the arm while nothing arrives)."""
+        core = self.executor_core
+        if core.running and time.monotonic() - self._hw_wall > self.hardware_timeout:
+            self._end_episode(self._hw_now, EpisodeEvent.ABORT,
+                              f"fault: no joint state for {self.hardware_timeout:g} s (the controller's clock)")
+            self._u[:] = 0.0
+            self._cmd_msg.data = self._cmd_buf
+            self.cmd_pub.publish(self._cmd_msg)
 
     def _react_to_fault(self, now: int) -> None:
         """An input was invalidated (NaN, wrong names) during an episode: command zero torque now, not

@@ -55,6 +55,7 @@ class EncoderNode(StackNode):
     def __init__(self) -> None:
         # lean: parameters are read once here, and every entity costs time on the frame path
         super().__init__("encoder_node", lean=True)
+        self.realtime_priority = self.declare_realtime_priority()
         model_path = str(declare(self, "model_path", "", "checkpoint to start with ('': wait for /solar/model)"))
         self.device = str(declare(self, "device", "cpu", "torch device ('cpu', 'cuda')"))
         num_threads = int(declare(self, "num_threads", 1, "torch intra-op threads"))

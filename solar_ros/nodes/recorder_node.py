@@ -71,8 +71,8 @@ DEFAULT_TOPICS = [
 controller's CommandInfo (its timing per command; add ``/solar/controller/command_info
 solar_ros/msg/CommandInfo`` to record it, polled like the commands)."""
 
-POLLED_TOPICS = frozenset({contract.COMMANDS, contract.COMMAND_INFO})
-"""Fast streams read in batches (see the module docstring), never one callback per message."""
+POLLED_TOPICS = frozenset({contract.COMMANDS, contract.COMMAND_INFO, contract.JOINT_STATES})
+"""Fast streams (250-1000 Hz) read in batches (see the module docstring), never one callback per message."""
 POLLED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2000, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.VOLATILE)
 """Room for 2 s of a 1 kHz stream between two reads."""

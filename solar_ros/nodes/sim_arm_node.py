@@ -4,8 +4,10 @@ Same interface as the real stack: torques in on /effort_controller/commands (7 v
 right_j0..right_j6 order, added to gravity compensation as on the robot), /joint_states out at the
 control rate, /camera/image_raw (rgb8, sensor-data QoS) at ``camera_rate``, and /clock, which this
 node owns: it advances simulated time itself, paced at ``real_time_factor`` x real time (0: as
-fast as it can). The newest command is held (zero-order hold) until it is older than
-``command_timeout`` simulated seconds, then the arm gets zero torque, like the robot's command
+fast as it can), and publishes it after every step or, with ``clock_rate``, at most that often (a
+controller ticking on a timer in simulated time needs /clock at its own rate; one that ticks on the
+joint states, as the sim profile's does, needs none). The newest command is held (zero-order hold)
+until it is older than ``command_timeout`` simulated seconds, then the arm gets zero torque, like the robot's command
 timeout. Commands with NaN/Inf or the wrong length are ignored (with a throttled error), and the
 applied torque is clipped to the arm's torque limits (the task's actuator limits, for the Sawyer
 ``config/sawyer_parameters.yaml``'s effort limits, as the controller's). /solar/cost (TaskCost)
@@ -40,11 +42,13 @@ class SimArmNode(StackNode):
 
     def __init__(self) -> None:
         super().__init__("sim_arm_node", lean=True)
+        self.realtime_priority = self.declare_realtime_priority()
         self.task = declare(self, "task", "sawyer_reach", "environment task name (solar_ros.envs.TASKS)")
         image_size = int(declare(self, "image_size", 64, "camera image width = height, pixels"))
         self.control_rate = float(declare(self, "control_rate", 500.0, "Hz of joint states and command sampling"))
         self.camera_rate = float(declare(self, "camera_rate", 20.0, "Hz of camera images"))
         self.cost_rate = float(declare(self, "cost_rate", 20.0, "Hz of /solar/cost"))
+        self.clock_rate = float(declare(self, "clock_rate", 0.0, "Hz of /clock at most (0: after every step)"))
         self.rtf = float(declare(self, "real_time_factor", 1.0, "simulated s per wall s (0: as fast as possible)"))
         self.command_timeout = float(declare(self, "command_timeout", 0.2, "simulated s before a command goes stale"))
         seed = int(declare(self, "seed", 0, "seed of the first reset"))
@@ -58,6 +62,8 @@ class SimArmNode(StackNode):
                         ("cost_rate", self.cost_rate), ("command_timeout", self.command_timeout)):
             if not (np.isfinite(v) and v > 0):
                 raise ConfigError(f"{name} must be positive, got {v}")
+        if not (np.isfinite(self.clock_rate) and self.clock_rate >= 0):
+            raise ConfigError(f"clock_rate must be >= 0, got {self.clock_rate}")
         if not (np.isfinite(self.rtf) and self.rtf >= 0):
             raise ConfigError(f"real_time_factor must be >= 0, got {self.rtf}")
 
@@ -81,6 +87,7 @@ class SimArmNode(StackNode):
         self.period_ns = int(round(self.substeps * timestep * 1e9))
         self.camera_period_ns = int(round(1e9 / self.camera_rate))
         self.cost_period_ns = int(round(1e9 / self.cost_rate))
+        self.clock_period_ns = int(round(1e9 / self.clock_rate)) if self.clock_rate > 0 else 0
         self.timeout_ns = int(round(self.command_timeout * 1e9))
         self.torque_limits = np.asarray(self.env.action_space.high, dtype=np.float64)
 
@@ -114,9 +121,11 @@ class SimArmNode(StackNode):
             raise ConfigError(f"initial reset failed: {err}") from err
         self.next_camera_ns = self.sim_ns
         self.next_cost_ns = self.sim_ns
+        self.next_clock_ns = self.sim_ns
         self.get_logger().info(
             f"sim arm: task {self.task}, {self.control_rate:g} Hz control ({self.substeps} physics steps), "
-            f"camera {image_size}x{image_size} at {self.camera_rate:g} Hz, real-time factor "
+            f"camera {image_size}x{image_size} at {self.camera_rate:g} Hz, /clock "
+            f"{'every step' if self.clock_rate == 0 else f'{self.clock_rate:g} Hz'}, real-time factor "
             f"{self.rtf:g}{' (as fast as possible)' if self.rtf == 0 else ''}, "
             f"goal {np.round(self.env.goal, 3).tolist()}")
 
@@ -179,8 +188,10 @@ class SimArmNode(StackNode):
         mujoco.mj_step(self.model, self.data, nstep=self.substeps)
         self.sim_ns += self.period_ns
         self.steps += 1
-        set_stamp(self._clock_msg.clock, self.sim_ns)
-        self.clock_pub.publish(self._clock_msg)
+        if self.sim_ns >= self.next_clock_ns:
+            set_stamp(self._clock_msg.clock, self.sim_ns)
+            self.clock_pub.publish(self._clock_msg)
+            self.next_clock_ns = max(self.next_clock_ns + self.clock_period_ns, self.sim_ns + 1)
         js = self._joint_msg
         set_stamp(js.header.stamp, self.sim_ns)
         js.position = self.data.qpos[:self.n_joints].tolist()

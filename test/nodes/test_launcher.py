@@ -189,7 +189,7 @@ def test_parse_overrides_needs_name_and_value():
     ({"controler_node.rate": "250"}, "profile 'sim' runs no node 'controler_node' (did you mean controller_node?); "
                                      "its nodes: sim_arm_node, camera_node, encoder_node, controller_node"),
     ({"controller_node.rat": "250"}, "controller_node has no parameter rat (did you mean rate?); its parameters: "
-                                     "abort_on_fault, command_on_latent"),
+                                     "abort_on_fault, clock, command_on_latent"),
     ({"controller_node": {"rate": 1, "bogus": 2}}, "controller_node has no parameter bogus"),
     ({"ratee": "250"}, "no node of profile 'sim' has a parameter 'ratee'"),
 ])
@@ -243,9 +243,9 @@ def test_the_repository_parameter_files_are_valid():
         params = validate_params_files(spec)
         assert set(params) == {n.name for n in spec.nodes}
     sim = validate_params_files(PROFILES["sim"])
-    assert sim["sim_arm_node"]["control_rate"] == 250.0  # sim.yaml overrides sim_arm_node.yaml
-    assert sim["controller_node"]["rate"] == yaml.safe_load((CONFIG_DIR / "sim.yaml").read_text())[
-        "controller_node"]["ros__parameters"].get("rate", 500.0)
+    assert sim["sim_arm_node"]["clock_rate"] == 100.0  # sim.yaml overrides sim_arm_node.yaml
+    # In simulation the controller ticks on the simulator's joint states: one command each, in simulated time.
+    assert sim["controller_node"]["clock"] == "joint_states" and sim["controller_node"]["use_sim_time"] is False
 
 
 def test_launch_record_has_the_command_line_and_every_node_parameter():
@@ -272,12 +272,16 @@ def test_cli_launch_errors_are_one_line_and_status_2(capsys, no_processes):
 # ---- the parameter contract matches the nodes' declarations -------------------------------------
 
 def _declared(module_path) -> list[str]:
-    """Names passed to declare(node, NAME, ...) / declare_parameter(NAME, ...) in a node module's source."""
+    """Names passed to declare(node, NAME, ...) / declare_parameter(NAME, ...) in a node module's source, and
+    ``realtime_priority`` where it calls ``declare_realtime_priority()``."""
     names = []
     for call in ast.walk(ast.parse(module_path.read_text())):
         if not isinstance(call, ast.Call):
             continue
         func = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", None)
+        if func == "declare_realtime_priority":  # StackNode's helper declares this one
+            names.append("realtime_priority")
+            continue
         if func not in ("declare", "declare_parameter"):
             continue
         arg = call.args[1] if func == "declare" else call.args[0]
