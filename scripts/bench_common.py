@@ -111,10 +111,20 @@ class Proc:
         self.log.close()
 
 
-def camera_proc(tmp: Path) -> Proc:
+def realtime_priorities(priority: int) -> dict[str, int]:
+    """``--realtime-priority P`` of the benchmarks: SCHED_FIFO priority per node (0: none). The controller
+    highest, the simulator (the robot) next, then the camera and encoder, whose frames take milliseconds
+    of compute that must not hold up a command tick on the same core."""
+    if not priority:
+        return {}
+    return {"controller_node": priority, "sim_arm_node": max(1, priority - 5), "camera_node": max(1, priority - 10),
+            "encoder_node": max(1, priority - 10)}
+
+
+def camera_proc(tmp: Path, **params) -> Proc:
     """camera_node passing 64x64 rgb8 frames on as they arrive (no resize needed, no rate limit)."""
     return Proc.node("camera_node", {"publish_mode": "on_arrival", "rate": 0.0, "width": 64, "height": 64,
-                                     "encoding": "rgb8"}, tmp)
+                                     "encoding": "rgb8", **params}, tmp)
 
 
 def controller_proc(tmp: Path, state_source: str, rate: float = 500.0, **params) -> Proc:

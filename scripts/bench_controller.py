@@ -2,6 +2,7 @@
 """Benchmark of the real-time path: controller command stream and camera-frame-to-torque latency.
 
     python scripts/bench_controller.py [--seconds 10] [--rates 500 1000] [--skip-latency]
+                                       [--during-fit [--fit-niceness 10]] [--realtime-priority P]
 
 1. Command stream: controller_node (state_source joints, an active episode, joint states fed at
    500 Hz) at each rate in ``--rates``: commands per second and inter-command gaps p50/p99/max,
@@ -15,6 +16,10 @@
    Also the command stream meanwhile: with ``command_on_latent`` each fresh latent gets its command
    at once, in addition to the 500 Hz ticks.
 3. CPU use of each node process over each measurement window, from /proc/<pid>/stat.
+
+``--during-fit`` measures every scenario twice: idle, and with a SOLAR model fit (as the fitting node
+runs it, scripts/bench_node_stack.py's) beside it. ``--realtime-priority P`` runs the controller at
+SCHED_FIFO priority P and the camera and the stand-in encoder at P-10 (where the OS grants it).
 
 Measurement code shared with scripts/bench_node_stack.py lives in scripts/bench_common.py.
 """
@@ -41,8 +46,10 @@ from bench_common import (  # noqa: E402
     load_text,
     p50_p99_max,
     print_frame_to_torque,
+    realtime_priorities,
     stamp_ns,
 )
+from bench_node_stack import fit_proc  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
@@ -52,11 +59,12 @@ from solar_ros.nodes import contract  # noqa: E402
 from solar_ros.runtime.safety import SAWYER_JOINT_NAMES  # noqa: E402
 
 
-def bench_stream(rate: float, seconds: float, tmp: Path, extra=None) -> dict:
+def bench_stream(rate: float, seconds: float, tmp: Path, extra=None, **params) -> dict:
     """The command stream of controller_node at ``rate`` for ``seconds``. ``extra(bench)``, called once
     the episode runs and before the window, starts what else should run meanwhile and returns those
-    processes (their CPU use is reported too; the caller stops them)."""
-    ctrl = controller_proc(tmp, "joints", rate)
+    processes (their CPU use is reported too; the caller stops them). ``params``: more controller
+    parameters."""
+    ctrl = controller_proc(tmp, "joints", rate, **params)
     b = Bench("bench_controller")
     try:
         joint_pub = b.node.create_publisher(JointState, contract.JOINT_STATES, contract.RELIABLE_QOS)
@@ -76,6 +84,7 @@ def bench_stream(rate: float, seconds: float, tmp: Path, extra=None) -> dict:
         b.start_episode(np.zeros((7, 14)), "joints", policy_id="bench-joints")
         b.spin(1.0)
         others = extra(b) if extra is not None else []
+        b.spin(0.2)  # what queued up while extra() started its processes is not part of the window
         arrivals.clear()
         stamps.clear()
         cpu = CpuWindow([ctrl, *others])
@@ -88,17 +97,25 @@ def bench_stream(rate: float, seconds: float, tmp: Path, extra=None) -> dict:
         ctrl.stop()
 
 
-def bench_latency(seconds: float, tmp: Path) -> dict:
-    procs = [camera_proc(tmp), Proc([str(Path(__file__).resolve()), "--encoder"], "stand_in_encoder", None, tmp),
-             controller_proc(tmp, "latent")]
+def bench_latency(seconds: float, tmp: Path, fit: int | None = None, priority: int = 0) -> dict:
+    rt = {name: {"realtime_priority": p} for name, p in realtime_priorities(priority).items()}
+    procs = [camera_proc(tmp, **rt.get("camera_node", {})),
+             Proc([str(Path(__file__).resolve()), "--encoder", "--realtime-priority",
+                   str(realtime_priorities(priority).get("encoder_node", 0))], "stand_in_encoder", None, tmp),
+             controller_proc(tmp, "latent", **rt.get("controller_node", {}))]
+    if fit is not None:
+        procs.append(fit_proc(tmp, fit))
     return frame_to_torque(procs, latent_dim=3, model_id="", frame_hz=30.0, seconds=seconds)
 
 
-def run_encoder() -> int:
+def run_encoder(priority: int = 0) -> int:
     """Stand-in encoder: /solar/image -> /solar/latent (mean colour), keeping the image stamp."""
+    from solar_ros.nodes.common import set_realtime_priority
     from solar_ros.runtime.image import image_to_array
 
     rclpy.init()
+    if priority:
+        set_realtime_priority(priority)
     node = rclpy.create_node("stand_in_encoder")
     pub = node.create_publisher(LatentState, contract.LATENT, contract.SENSOR_QOS)
     latent = LatentState(dim=3, model_id="")
@@ -126,27 +143,49 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per scenario")
     parser.add_argument("--rates", type=float, nargs="+", default=[500.0, 1000.0])
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--during-fit", action="store_true",
+                        help="measure each scenario idle and again with a SOLAR model fit running beside it")
+    parser.add_argument("--fit-niceness", type=int, default=10, help="CPU niceness of that fit (the fitting node's)")
+    parser.add_argument("--realtime-priority", type=int, default=0, metavar="P",
+                        help="SCHED_FIFO priority of the controller (camera and encoder P-10); 0: none")
     parser.add_argument("--encoder", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.encoder:
-        return run_encoder()
+        return run_encoder(args.realtime_priority)
     print(f"machine: {os.cpu_count()} CPUs, {load_text()} at start; window {args.seconds:g} s per scenario")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         print("\ncommand stream (controller_node, active episode, joint state input)")
         print(f"{'target':>8} {'sent/s':>8} {'recv/s':>8} | {'gap p50':>8} {'p99':>7} {'max':>7}"
               f" (ms, controller stamps) | {'arrival p50':>11} {'p99':>7} {'max':>7} (ms) | cpu | load (1 min)")
+        loads = [None, args.fit_niceness] if args.during_fit else [None]
+        ctrl_params = {"realtime_priority": args.realtime_priority} if args.realtime_priority else {}
         for rate in args.rates:
-            r = bench_stream(rate, args.seconds, tmp)
-            g, a = r["gap"], r["arrival_gap"]
-            print(f"{rate:>6.0f}Hz {r['commands_per_s']:>8.1f} {r['received_per_s']:>8.1f} | {g[0]:>8.2f} {g[1]:>7.2f} "
-                  f"{g[2]:>7.2f}                     | {a[0]:>11.2f} {a[1]:>7.2f} {a[2]:>7.2f}      | "
-                  f"controller {100 * r['cpu']['controller_node']:.0f}%, bench {100 * r['cpu']['bench']:.0f}% | "
-                  f"{os.getloadavg()[0]:.2f}")
+            for fit in loads:
+                fits: list[Proc] = []
+
+                def extra(b, fit=fit, fits=fits):
+                    fits.extend([] if fit is None else [fit_proc(tmp, fit, idle=lambda: b.spin(0.2))])
+                    return fits
+
+                try:
+                    r = bench_stream(rate, args.seconds, tmp, extra, **ctrl_params)
+                finally:
+                    for f in fits:
+                        f.stop()
+                g, a = r["gap"], r["arrival_gap"]
+                label = f"{rate:>6.0f}Hz" + ("" if fit is None else f" during a fit (niceness {fit}, "
+                                             f"{100 * r['cpu'].get('model_fit', 0):.0f}%)")
+                print(f"{label} {r['commands_per_s']:>8.1f} {r['received_per_s']:>8.1f} | {g[0]:>8.2f} {g[1]:>7.2f} "
+                      f"{g[2]:>7.2f}                     | {a[0]:>11.2f} {a[1]:>7.2f} {a[2]:>7.2f}      | "
+                      f"controller {100 * r['cpu']['controller_node']:.0f}%, bench {100 * r['cpu']['bench']:.0f}% | "
+                      f"{os.getloadavg()[0]:.2f}")
         if not args.skip_latency:
             print("\ncamera frame -> torque latency (64x64 rgb8 at 30 Hz: camera_node -> stand-in encoder -> "
                   "controller_node at 500 Hz)")
-            print_frame_to_torque("stand-in", bench_latency(args.seconds, tmp))
+            for fit in loads:
+                label = "stand-in" + ("" if fit is None else f", during a model fit (niceness {fit})")
+                print_frame_to_torque(label, bench_latency(args.seconds, tmp, fit, args.realtime_priority))
     print(f"{load_text()} at the end")
     return 0
 

@@ -3,6 +3,7 @@
 
     python scripts/bench_node_stack.py [--seconds 10] [--iterations 6] [--episodes-per-iteration 5]
                                        [--skip-latency] [--skip-learning] [--during-fit [--fit-niceness 10]]
+                                       [--rate HZ] [--controller-clock joint_states|timer] [--realtime-priority P]
 
 1. Camera-frame-to-torque latency through the real nodes: 64x64 rgb8 frames at 20 Hz on
    /camera/image_raw -> camera_node (on_arrival) -> encoder_node with a real 64x64 model -> controller_node
@@ -48,6 +49,7 @@ from bench_common import (  # noqa: E402
     frame_to_torque,
     load_text,
     print_frame_to_torque,
+    realtime_priorities,
 )
 
 
@@ -88,24 +90,41 @@ def fit_load(niceness: int) -> None:
     rng = np.random.default_rng(0)
     data = RolloutData(rng.integers(0, 256, (40, 50, 64, 64, 3), dtype=np.uint8), rng.normal(size=(40, 50, 7)),
                        rng.random((40, 50)))
-    SVAELatentModel(64, 7, TASK_DEFAULTS["sawyer_reach"]).fit(data, 10**9, 0)
+    model = SVAELatentModel(64, 7, TASK_DEFAULTS["sawyer_reach"])
+    print(FIT_RUNNING, flush=True)
+    model.fit(data, 10**9, 0)
 
 
-def fit_proc(tmp: Path, niceness: int) -> Proc:
-    """A process running :func:`fit_load` at ``niceness``."""
-    return Proc([str(Path(__file__).resolve()), "--fit-load", "--fit-niceness", str(niceness)], "model_fit", None, tmp)
+FIT_RUNNING = "fit load running"
 
 
-def bench_latency(kind: str, seconds: float, tmp: Path, during_fit: bool = False, fit_niceness: int = 10) -> dict:
+def fit_proc(tmp: Path, niceness: int, timeout: float = 120.0, idle=lambda: time.sleep(0.2)) -> Proc:
+    """A process running :func:`fit_load` at ``niceness``, returned once its fit has begun (torch imported, data
+    made), so that a measurement started next has the fit beside it from its first second. ``idle()`` is
+    called while waiting (e.g. to keep a benchmark node spinning)."""
+    proc = Proc([str(Path(__file__).resolve()), "--fit-load", "--fit-niceness", str(niceness)], "model_fit", None, tmp)
+    deadline = time.monotonic() + timeout
+    while FIT_RUNNING not in proc.log_path.read_text():
+        if proc.p.poll() is not None or time.monotonic() > deadline:
+            proc.stop()
+            raise RuntimeError(f"the fit load did not start: {proc.log_path.read_text()[-2000:]}")
+        idle()
+    return proc
+
+
+def bench_latency(kind: str, seconds: float, tmp: Path, during_fit: bool = False, fit_niceness: int = 10,
+                  priority: int = 0) -> dict:
     model_id, dim = make_checkpoint(kind, tmp / f"{kind}.pt")
+    rt = {name: {"realtime_priority": p} for name, p in realtime_priorities(priority).items()}
     encoder = Proc.node("encoder_node", {"model_path": str(tmp / f"{kind}.pt"), "stats_period": 1.0,
-                                         "diagnostics_rate": 0.0}, tmp)
+                                         "diagnostics_rate": 0.0, **rt.get("encoder_node", {})}, tmp)
 
     def encoder_stats() -> str:
         lines = [line for line in encoder.log_path.read_text().splitlines() if "encode latency" in line]
         return lines[-1].split("]: ", 1)[-1] if lines else "(no encoder statistics)"
 
-    procs = [camera_proc(tmp), encoder, controller_proc(tmp, "latent")]
+    procs = [camera_proc(tmp, **rt.get("camera_node", {})), encoder,
+             controller_proc(tmp, "latent", **rt.get("controller_node", {}))]
     if during_fit:
         procs.append(fit_proc(tmp, fit_niceness))
     return frame_to_torque(procs, dim, model_id, frame_hz=20.0, seconds=seconds, log_tail=encoder_stats)
@@ -148,9 +167,11 @@ def controller_timing(log_text: str) -> dict | None:
 
 
 def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed: int, tmp: Path,
-                   rate: float | None = None, fit_niceness: int | None = None, clock: str | None = None) -> dict:
+                   rate: float | None = None, fit_niceness: int | None = None, clock: str | None = None,
+                   priority: int = 0) -> dict:
     out = tmp / "node_run"
     rates = [] if rate is None else [f"controller_node.rate:={rate}", f"sim_arm_node.control_rate:={rate}"]
+    rates += [f"{name}.realtime_priority:={p}" for name, p in realtime_priorities(priority).items()]
     if clock == "timer":  # the controller on a timer in simulated time, which needs /clock after every step
         rates += ["controller_node.clock:=timer", "controller_node.use_sim_time:=true", "sim_arm_node.clock_rate:=0"]
     elif clock is not None:
@@ -214,6 +235,9 @@ def main() -> int:
                              "and run such a fit beside the whole stack through its learning run")
     parser.add_argument("--fit-niceness", type=int, default=10,
                         help="CPU niceness of the fit with --during-fit (model_fitting_node's niceness, default 10)")
+    parser.add_argument("--realtime-priority", type=int, default=0, metavar="P",
+                        help="SCHED_FIFO for the real-time nodes: controller P, simulator P-5, camera and encoder "
+                             "P-10 (0, the default: each node's own setting)")
     parser.add_argument("--fit-load", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fit_load:
@@ -227,16 +251,18 @@ def main() -> int:
             print(f"\ncamera frame -> torque latency: camera_node -> encoder_node (64x64 model) -> controller_node "
                   f"(500 Hz), 20 Hz frames, {args.seconds:g} s")
             for kind in ("svae", "dsae"):
-                print_frame_to_torque(kind, bench_latency(kind, args.seconds, tmp))
+                print_frame_to_torque(kind, bench_latency(kind, args.seconds, tmp, priority=args.realtime_priority))
                 if args.during_fit:
                     print_frame_to_torque(f"{kind}, during a model fit (niceness {args.fit_niceness})",
-                                          bench_latency(kind, args.seconds, tmp, True, args.fit_niceness))
+                                          bench_latency(kind, args.seconds, tmp, True, args.fit_niceness,
+                                                        args.realtime_priority))
         if not args.skip_learning:
             n = args.iterations * args.episodes_per_iteration
             print(f"\nlearning sawyer_reach (seed {args.seed}, {n} training episodes, {args.eval_episodes} evaluation "
                   "episodes): through the nodes vs solar-ros train")
             r = bench_learning(args.iterations, args.episodes_per_iteration, args.eval_episodes, args.seed, tmp,
-                               args.rate, args.fit_niceness if args.during_fit else None, args.controller_clock)
+                               args.rate, args.fit_niceness if args.during_fit else None, args.controller_clock,
+                               args.realtime_priority)
             print(f"{'run':<42} {'episodes':>8} {'wall s':>7} {'final dist':>10} {'success':>7}")
             node_label = "nodes: launch sim (lqr_joints)" + (", fit beside" if args.during_fit else "")
             for label, s, wall in ((node_label, r["nodes"], r["nodes_wall"]),
