@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -199,14 +200,35 @@ class Bench:
         rclpy.try_shutdown(context=self.ctx)
 
 
+@contextmanager
+def driver_priority(priority: int):
+    """With ``priority`` > 0, this thread (the benchmark's frame publisher, which plays the camera driver: in
+    the sim profile the simulator, under SCHED_FIFO) runs at that SCHED_FIFO priority meanwhile; processes it
+    starts do not inherit it (SCHED_RESET_ON_FORK). A refusal is reported and changes nothing."""
+    if priority <= 0:
+        yield
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
+    except OSError as err:
+        print(f"    (the frame publisher stays under the normal scheduler: SCHED_FIFO refused, {err})")
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 def frame_to_torque(procs: list[Proc], latent_dim: int, model_id: str, frame_hz: float, seconds: float,
-                    log_tail: Callable[[], str] | None = None) -> dict:
+                    log_tail: Callable[[], str] | None = None, driver_level: int = 0) -> dict:
     """Frames -> torques through ``procs`` (camera, an encoder, controller with state_source latent).
 
     Waits until latents flow, starts an episode with u = 0.01 * sum(x) + 0.1 on every joint, then
     measures for ``seconds``. Returns frames sent, frames with a command, latency (p50, p99, max) in
     ms, the commands seen (per second, gaps p50/p99/max in ms from the controller's stamps), and CPU
-    per process. The processes are stopped at the end.
+    per process. The processes are stopped at the end. ``driver_level``: the frame publisher's SCHED_FIFO
+    priority during the measurement (:func:`driver_priority`).
     """
     b = Bench("bench_frame_to_torque")
     try:
@@ -244,9 +266,10 @@ def frame_to_torque(procs: list[Proc], latent_dim: int, model_id: str, frame_hz:
         sent.clear()
         first.clear()
         command_stamps.clear()
-        cpu = CpuWindow(procs)
-        b.spin(seconds)
-        cpu_use = cpu.result()
+        with driver_priority(driver_level):
+            cpu = CpuWindow(procs)
+            b.spin(seconds)
+            cpu_use = cpu.result()
         n_commands = len(command_stamps)
         b.spin(0.3)  # the last frames' commands
         lat = [(first[s] - s) * 1e-6 for s in first]

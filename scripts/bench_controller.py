@@ -105,7 +105,8 @@ def bench_latency(seconds: float, tmp: Path, fit: int | None = None, priority: i
              controller_proc(tmp, "latent", **rt.get("controller_node", {}))]
     if fit is not None:
         procs.append(fit_proc(tmp, fit))
-    return frame_to_torque(procs, latent_dim=3, model_id="", frame_hz=30.0, seconds=seconds)
+    return frame_to_torque(procs, latent_dim=3, model_id="", frame_hz=30.0, seconds=seconds,
+                           driver_level=realtime_priorities(priority).get("sim_arm_node", 0))
 
 
 def run_encoder(priority: int = 0) -> int:

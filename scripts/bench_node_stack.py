@@ -127,7 +127,8 @@ def bench_latency(kind: str, seconds: float, tmp: Path, during_fit: bool = False
              controller_proc(tmp, "latent", **rt.get("controller_node", {}))]
     if during_fit:
         procs.append(fit_proc(tmp, fit_niceness))
-    return frame_to_torque(procs, dim, model_id, frame_hz=20.0, seconds=seconds, log_tail=encoder_stats)
+    return frame_to_torque(procs, dim, model_id, frame_hz=20.0, seconds=seconds, log_tail=encoder_stats,
+                           driver_level=realtime_priorities(priority).get("sim_arm_node", 0))
 
 
 def _node_pids(parent: int) -> dict[str, int]:
