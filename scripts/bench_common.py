@@ -157,9 +157,10 @@ class Bench:
         self.ex.add_node(self.node)
         self._polled: list[tuple[PolledSubscription, Callable]] = []
 
-    def poll(self, msg_type, topic: str, handler: Callable) -> None:
-        """Read ``topic`` (reliable) by polling: ``handler(msg, received_ns)`` for each message."""
-        self._polled.append((PolledSubscription(self.node, msg_type, topic, POLLED_QOS), handler))
+    def poll(self, msg_type, topic: str, handler: Callable, qos=POLLED_QOS) -> None:
+        """Read ``topic`` (reliable unless ``qos`` says otherwise) by polling: ``handler(msg, received_ns)`` for
+        each message."""
+        self._polled.append((PolledSubscription(self.node, msg_type, topic, qos), handler))
 
     def spin(self, seconds: float, until=None):
         end = time.monotonic() + seconds
@@ -201,23 +202,31 @@ class Bench:
 
 
 @contextmanager
-def driver_priority(priority: int):
+def driver_priority(priority: int, all_threads: bool = False):
     """With ``priority`` > 0, this thread (the benchmark's frame publisher, which plays the camera driver: in
-    the sim profile the simulator, under SCHED_FIFO) runs at that SCHED_FIFO priority meanwhile; processes it
-    starts do not inherit it (SCHED_RESET_ON_FORK). A refusal is reported and changes nothing."""
+    the sim profile the simulator, under SCHED_FIFO), or with ``all_threads`` every thread of this process
+    (a monitor whose middleware threads take the reception stamps), runs at that SCHED_FIFO priority
+    meanwhile; processes it starts do not inherit it (SCHED_RESET_ON_FORK). A refusal is reported and
+    changes nothing."""
     if priority <= 0:
         yield
         return
+    tids = [int(t) for t in os.listdir("/proc/self/task")] if all_threads else [0]
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
+        for tid in tids:
+            os.sched_setscheduler(tid, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
     except OSError as err:
-        print(f"    (the frame publisher stays under the normal scheduler: SCHED_FIFO refused, {err})")
+        print(f"    (the benchmark stays under the normal scheduler: SCHED_FIFO refused, {err})")
         yield
         return
     try:
         yield
     finally:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        for tid in tids:
+            try:
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+            except ProcessLookupError:
+                pass
 
 
 def frame_to_torque(procs: list[Proc], latent_dim: int, model_id: str, frame_hz: float, seconds: float,

@@ -24,6 +24,14 @@
    it) takes a core beside the stack for the whole run, as on a robot whose fitter trains meanwhile.
    ``--controller-clock timer`` runs the controller on its own timer in simulated time (with /clock after
    every simulator step) instead of the sim profile's joint-state clock, for comparison.
+   ``--stack-latency`` also measures the camera-frame-to-torque latency inside that run, through the
+   stack's own simulator, camera, encoder and controller: the encoder holds an untrained 16-point deep
+   spatial autoencoder from the start (it costs what a trained one does), the controller acts on
+   [feature points, q, dq] on every fresh frame, and the trainer runs the ``dsae`` method's exploratory
+   iterations only (LQR-FLM on [q, dq] sent with zero gains on the feature points, as in the main job's
+   first fits). Latency = arrival here of the first CommandInfo computed from a frame minus the arrival
+   here of that frame on /camera/image_raw (both reception stamps of this process, which polls the two
+   streams; its threads run at the simulator's SCHED_FIFO priority meanwhile, as a camera driver would).
 """
 from __future__ import annotations
 
@@ -38,18 +46,23 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import (  # noqa: E402
     REPO,
+    Bench,
     Proc,
     camera_proc,
     controller_proc,
     cpu_seconds,
+    driver_priority,
     frame_to_torque,
     load_text,
+    p50_p99_max,
     print_frame_to_torque,
     realtime_priorities,
+    stamp_ns,
 )
 
 
@@ -167,12 +180,70 @@ def controller_timing(log_text: str) -> dict | None:
             "gap_p99_worst": float(p99.max()), "gap_p99_median": float(np.median(p99)), "gap_max": float(gap_max.max())}
 
 
+def monitor_priority(priority: int) -> int:
+    """SCHED_FIFO priority of the stack-latency monitor: the simulator's (``--realtime-priority``'s, else the sim
+    profile's). Under the normal scheduler its middleware threads would stamp a frame's arrival only once
+    the real-time nodes let them run, after the command computed from it."""
+    if priority:
+        return realtime_priorities(priority)["sim_arm_node"]
+    profile = yaml.safe_load((REPO / "config" / "sim.yaml").read_text())
+    return int(profile["sim_arm_node"]["ros__parameters"].get("realtime_priority", 0))
+
+
+class StackLatency:
+    """Frame -> torque latency inside a running stack, from this process's reception stamps (see the module
+    docstring, ``--stack-latency``)."""
+
+    def __init__(self) -> None:
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        from solar_ros.msg import CommandInfo
+        from solar_ros.nodes import contract
+
+        self.bench = Bench("bench_stack_latency")
+        self.frames: dict[int, int] = {}  # frame stamp -> its arrival here
+        self.first: dict[int, int] = {}  # frame stamp -> arrival of the first command computed from it
+        self.commands = 0
+        self._active = CommandInfo.ACTIVE
+        images = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT,
+                            durability=DurabilityPolicy.VOLATILE)
+        self.bench.poll(Image, contract.CAMERA_RAW, self._on_frame, images)
+        self.bench.poll(CommandInfo, contract.COMMAND_INFO, self._on_info)
+
+    def _on_frame(self, msg, received_ns: int) -> None:
+        self.frames.setdefault(stamp_ns(msg.header.stamp), received_ns)
+
+    def _on_info(self, msg, received_ns: int) -> None:
+        if msg.status != self._active:
+            return
+        self.commands += 1
+        self.first.setdefault(stamp_ns(msg.source_stamp), received_ns)
+
+    def spin(self, seconds: float) -> None:
+        self.bench.spin(seconds)
+
+    def result(self) -> dict:
+        lat = [(self.first[s] - t) * 1e-6 for s, t in self.frames.items() if s in self.first]
+        return {"frames": len(self.frames), "matched": len(lat), "latency": p50_p99_max(lat)}
+
+    def close(self) -> None:
+        self.bench.close()
+
+
 def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed: int, tmp: Path,
                    rate: float | None = None, fit_niceness: int | None = None, clock: str | None = None,
-                   priority: int = 0) -> dict:
+                   priority: int = 0, stack_latency: bool = False) -> dict:
     out = tmp / "node_run"
     rates = [] if rate is None else [f"controller_node.rate:={rate}", f"sim_arm_node.control_rate:={rate}"]
     rates += [f"{name}.realtime_priority:={p}" for name, p in realtime_priorities(priority).items()]
+    if stack_latency:
+        make_checkpoint("dsae", tmp / "dsae.pt")
+        method = ["trainer_node.method:=dsae", "controller_node.state_source:=latent+joints",
+                  f"encoder_node.model_path:={tmp / 'dsae.pt'}",
+                  f"trainer_node.fit_config:={{explore_iterations: {iterations + 1}}}"]
+    else:
+        method = ["trainer_node.method:=lqr_joints", "controller_node.state_source:=joints"]
     if clock == "timer":  # the controller on a timer in simulated time, which needs /clock after every step
         rates += ["controller_node.clock:=timer", "controller_node.use_sim_time:=true", "sim_arm_node.clock_rate:=0"]
     elif clock is not None:
@@ -180,22 +251,31 @@ def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed
     cmd = [sys.executable, "-m", "solar_ros.cli", "launch", "sim",
            f"recorder_node.output_dir:={out / 'episodes'}", f"trainer_node.episode_dir:={out / 'episodes'}",
            f"model_fitting_node.output_dir:={out / 'models'}", f"trainer_node.output_dir:={out}",
-           "trainer_node.method:=lqr_joints", "controller_node.state_source:=joints", f"trainer_node.seed:={seed}",
+           *method, f"trainer_node.seed:={seed}",
            f"trainer_node.iterations:={iterations}", f"trainer_node.episodes_per_iteration:={per_iteration}",
            f"trainer_node.eval_episodes:={eval_episodes}", "controller_node.stats_period:=2.0", *rates]
     log = open(tmp / "node_run.log", "w")
     t0 = time.monotonic()
     launcher = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     fit = None if fit_niceness is None else fit_proc(tmp, fit_niceness)
+    monitor = StackLatency() if stack_latency else None
     last_cpu: dict[str, float] = {}
-    while launcher.poll() is None:
-        for name, pid in _node_pids(launcher.pid).items():
-            cpu = cpu_seconds(pid)
-            if cpu is not None:
-                last_cpu[name] = cpu
-        if fit is not None:
-            last_cpu["SOLAR fit beside the stack"] = fit.cpu_seconds()
-        time.sleep(1.0)
+    try:
+        with driver_priority(monitor_priority(priority) if monitor else 0, all_threads=True):
+            while launcher.poll() is None:
+                for name, pid in _node_pids(launcher.pid).items():
+                    cpu = cpu_seconds(pid)
+                    if cpu is not None:
+                        last_cpu[name] = cpu
+                if fit is not None:
+                    last_cpu["SOLAR fit beside the stack"] = fit.cpu_seconds()
+                if monitor is not None:
+                    monitor.spin(1.0)
+                else:
+                    time.sleep(1.0)
+    finally:
+        if monitor is not None:
+            monitor.close()
     node_wall = time.monotonic() - t0
     if fit is not None:
         fit.stop()
@@ -215,7 +295,8 @@ def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed
     # CPU seconds of each node (last sample before it exited) over the node run's wall time
     return {"nodes": nodes, "nodes_wall": node_wall, "train": direct, "train_wall": train_wall,
             "cpu": {n: last_cpu[n] / node_wall for n in last_cpu},
-            "timing": controller_timing((tmp / "node_run.log").read_text())}
+            "timing": controller_timing((tmp / "node_run.log").read_text()),
+            "stack_latency": monitor.result() if monitor is not None else None}
 
 
 def main() -> int:
@@ -239,6 +320,10 @@ def main() -> int:
     parser.add_argument("--realtime-priority", type=int, default=0, metavar="P",
                         help="SCHED_FIFO for the real-time nodes: controller P, simulator P-5, camera and encoder "
                              "P-10 (0, the default: each node's own setting)")
+    parser.add_argument("--stack-latency", action="store_true",
+                        help="the learning run with a deep spatial autoencoder in the encoder from the start, the "
+                             "controller on [feature points, q, dq], the dsae method's exploratory iterations; "
+                             "measures the frame-to-torque latency inside the run")
     parser.add_argument("--fit-load", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fit_load:
@@ -256,16 +341,17 @@ def main() -> int:
                 if args.during_fit:
                     print_frame_to_torque(f"{kind}, during a model fit (niceness {args.fit_niceness})",
                                           bench_latency(kind, args.seconds, tmp, True, args.fit_niceness,
-                                                        args.realtime_priority))
+                                                        args.realtime_priority, args.stack_latency))
         if not args.skip_learning:
             n = args.iterations * args.episodes_per_iteration
             print(f"\nlearning sawyer_reach (seed {args.seed}, {n} training episodes, {args.eval_episodes} evaluation "
                   "episodes): through the nodes vs solar-ros train")
             r = bench_learning(args.iterations, args.episodes_per_iteration, args.eval_episodes, args.seed, tmp,
                                args.rate, args.fit_niceness if args.during_fit else None, args.controller_clock,
-                               args.realtime_priority)
+                               args.realtime_priority, args.stack_latency)
             print(f"{'run':<42} {'episodes':>8} {'wall s':>7} {'final dist':>10} {'success':>7}")
-            node_label = "nodes: launch sim (lqr_joints)" + (", fit beside" if args.during_fit else "")
+            node_label = ("nodes: launch sim (" + ("dsae, exploring" if args.stack_latency else "lqr_joints") + ")"
+                          + (", fit beside" if args.during_fit else ""))
             for label, s, wall in ((node_label, r["nodes"], r["nodes_wall"]),
                                    ("solar-ros train --method lqr_state", r["train"], r["train_wall"])):
                 print(f"{label:<42} {s['episodes']:>8} {wall:>7.1f} {s['final_distance']:>10.4f} "
@@ -282,6 +368,12 @@ def main() -> int:
                       f"of its last <= 8192 commands): {t['hz_min']:.0f} Hz lowest, {t['hz_median']:.0f} median; "
                       f"gap p99 {t['gap_p99_median']:.2f} ms median, {t['gap_p99_worst']:.2f} worst; "
                       f"max gap {t['gap_max']:.2f} ms")
+            if r["stack_latency"] is not None:
+                sl = r["stack_latency"]
+                lat = sl["latency"]
+                print(f"frame -> torque inside the run (/camera/image_raw arrival -> first CommandInfo from that "
+                      f"frame, both as received here): {sl['matched']} of {sl['frames']} frames, p50 {lat[0]:.2f} ms, "
+                      f"p99 {lat[1]:.2f} ms, max {lat[2]:.2f} ms")
     print(f"{load_text()} at the end")
     return 0
 
