@@ -18,8 +18,9 @@
 3. CPU use of each node process over each measurement window, from /proc/<pid>/stat.
 
 ``--during-fit`` measures every scenario twice: idle, and with a SOLAR model fit (as the fitting node
-runs it, scripts/bench_node_stack.py's) beside it. ``--realtime-priority P`` runs the controller at
-SCHED_FIFO priority P and the camera and the stand-in encoder at P-10 (where the OS grants it).
+runs it, scripts/bench_node_stack.py's) beside it. ``--realtime-priority P`` (default 80, the
+profiles') runs the controller at SCHED_FIFO priority P, the camera and the stand-in encoder at P-10
+and the frame publisher at P-5 (where the OS grants it); 0 runs them all under the normal scheduler.
 
 Measurement code shared with scripts/bench_node_stack.py lives in scripts/bench_common.py.
 """
@@ -37,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rclpy  # noqa: E402
 from bench_common import (  # noqa: E402
+    PROFILE_PRIORITY,
     Bench,
     CpuWindow,
     Proc,
@@ -147,8 +149,9 @@ def main() -> int:
     parser.add_argument("--during-fit", action="store_true",
                         help="measure each scenario idle and again with a SOLAR model fit running beside it")
     parser.add_argument("--fit-niceness", type=int, default=10, help="CPU niceness of that fit (the fitting node's)")
-    parser.add_argument("--realtime-priority", type=int, default=0, metavar="P",
-                        help="SCHED_FIFO priority of the controller (camera and encoder P-10); 0: none")
+    parser.add_argument("--realtime-priority", type=int, default=PROFILE_PRIORITY, metavar="P",
+                        help="SCHED_FIFO priority of the controller (camera and encoder P-10; default 80, the "
+                             "profiles'); 0: the normal scheduler")
     parser.add_argument("--encoder", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.encoder:
@@ -160,7 +163,7 @@ def main() -> int:
         print(f"{'target':>8} {'sent/s':>8} {'recv/s':>8} | {'gap p50':>8} {'p99':>7} {'max':>7}"
               f" (ms, controller stamps) | {'arrival p50':>11} {'p99':>7} {'max':>7} (ms) | cpu | load (1 min)")
         loads = [None, args.fit_niceness] if args.during_fit else [None]
-        ctrl_params = {"realtime_priority": args.realtime_priority} if args.realtime_priority else {}
+        ctrl_params = {"realtime_priority": realtime_priorities(args.realtime_priority)["controller_node"]}
         for rate in args.rates:
             for fit in loads:
                 fits: list[Proc] = []

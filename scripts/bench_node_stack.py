@@ -46,10 +46,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import (  # noqa: E402
+    PROFILE_PRIORITY,
     REPO,
     Bench,
     Proc,
@@ -180,16 +180,6 @@ def controller_timing(log_text: str) -> dict | None:
             "gap_p99_worst": float(p99.max()), "gap_p99_median": float(np.median(p99)), "gap_max": float(gap_max.max())}
 
 
-def monitor_priority(priority: int) -> int:
-    """SCHED_FIFO priority of the stack-latency monitor: the simulator's (``--realtime-priority``'s, else the sim
-    profile's). Under the normal scheduler its middleware threads would stamp a frame's arrival only once
-    the real-time nodes let them run, after the command computed from it."""
-    if priority:
-        return realtime_priorities(priority)["sim_arm_node"]
-    profile = yaml.safe_load((REPO / "config" / "sim.yaml").read_text())
-    return int(profile["sim_arm_node"]["ros__parameters"].get("realtime_priority", 0))
-
-
 class StackLatency:
     """Frame -> torque latency inside a running stack, from this process's reception stamps (see the module
     docstring, ``--stack-latency``)."""
@@ -261,7 +251,9 @@ def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed
     monitor = StackLatency() if stack_latency else None
     last_cpu: dict[str, float] = {}
     try:
-        with driver_priority(monitor_priority(priority) if monitor else 0, all_threads=True):
+        # The monitor at the simulator's priority: under the normal scheduler its middleware threads would stamp
+        # a frame's arrival only once the real-time nodes let them run, after the command computed from it.
+        with driver_priority(realtime_priorities(priority)["sim_arm_node"] if monitor else 0, all_threads=True):
             while launcher.poll() is None:
                 for name, pid in _node_pids(launcher.pid).items():
                     cpu = cpu_seconds(pid)
@@ -317,9 +309,9 @@ def main() -> int:
                              "and run such a fit beside the whole stack through its learning run")
     parser.add_argument("--fit-niceness", type=int, default=10,
                         help="CPU niceness of the fit with --during-fit (model_fitting_node's niceness, default 10)")
-    parser.add_argument("--realtime-priority", type=int, default=0, metavar="P",
+    parser.add_argument("--realtime-priority", type=int, default=PROFILE_PRIORITY, metavar="P",
                         help="SCHED_FIFO for the real-time nodes: controller P, simulator P-5, camera and encoder "
-                             "P-10 (0, the default: each node's own setting)")
+                             "P-10 (default 80, the sim profile's; 0: all under the normal scheduler)")
     parser.add_argument("--stack-latency", action="store_true",
                         help="the learning run with a deep spatial autoencoder in the encoder from the start, the "
                              "controller on [feature points, q, dq], the dsae method's exploratory iterations; "
