@@ -160,7 +160,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         print("\ncommand stream (controller_node, active episode, joint state input)")
-        print(f"{'target':>8} {'sent/s':>8} {'recv/s':>8} | {'gap p50':>8} {'p99':>7} {'max':>7}"
+        if args.during_fit:
+            print(f"(fit: a SOLAR model fit beside the controller at niceness {args.fit_niceness}, as the fitting node "
+                  "runs it)")
+        print(f"{'target':>8} {'load':>5} {'sent/s':>8} {'recv/s':>8} | {'gap p50':>8} {'p99':>7} {'max':>7}"
               f" (ms, controller stamps) | {'arrival p50':>11} {'p99':>7} {'max':>7} (ms) | cpu | load (1 min)")
         loads = [None, args.fit_niceness] if args.during_fit else [None]
         ctrl_params = {"realtime_priority": realtime_priorities(args.realtime_priority)["controller_node"]}
@@ -178,12 +181,12 @@ def main() -> int:
                     for f in fits:
                         f.stop()
                 g, a = r["gap"], r["arrival_gap"]
-                label = f"{rate:>6.0f}Hz" + ("" if fit is None else f" during a fit (niceness {fit}, "
-                                             f"{100 * r['cpu'].get('model_fit', 0):.0f}%)")
-                print(f"{label} {r['commands_per_s']:>8.1f} {r['received_per_s']:>8.1f} | {g[0]:>8.2f} {g[1]:>7.2f} "
+                beside = "" if fit is None else f", fit {100 * r['cpu'].get('model_fit', 0):.0f}%"
+                print(f"{rate:>6.0f}Hz {'idle' if fit is None else 'fit':>5} {r['commands_per_s']:>8.1f} "
+                      f"{r['received_per_s']:>8.1f} | {g[0]:>8.2f} {g[1]:>7.2f} "
                       f"{g[2]:>7.2f}                     | {a[0]:>11.2f} {a[1]:>7.2f} {a[2]:>7.2f}      | "
-                      f"controller {100 * r['cpu']['controller_node']:.0f}%, bench {100 * r['cpu']['bench']:.0f}% | "
-                      f"{os.getloadavg()[0]:.2f}")
+                      f"controller {100 * r['cpu']['controller_node']:.0f}%, bench {100 * r['cpu']['bench']:.0f}%"
+                      f"{beside} | {os.getloadavg()[0]:.2f}")
         if not args.skip_latency:
             print("\ncamera frame -> torque latency (64x64 rgb8 at 30 Hz: camera_node -> stand-in encoder -> "
                   "controller_node at 500 Hz)")

@@ -333,7 +333,7 @@ def main() -> int:
                 if args.during_fit:
                     print_frame_to_torque(f"{kind}, during a model fit (niceness {args.fit_niceness})",
                                           bench_latency(kind, args.seconds, tmp, True, args.fit_niceness,
-                                                        args.realtime_priority, args.stack_latency))
+                                                        args.realtime_priority))
         if not args.skip_learning:
             n = args.iterations * args.episodes_per_iteration
             print(f"\nlearning sawyer_reach (seed {args.seed}, {n} training episodes, {args.eval_episodes} evaluation "
@@ -341,12 +341,12 @@ def main() -> int:
             r = bench_learning(args.iterations, args.episodes_per_iteration, args.eval_episodes, args.seed, tmp,
                                args.rate, args.fit_niceness if args.during_fit else None, args.controller_clock,
                                args.realtime_priority, args.stack_latency)
-            print(f"{'run':<42} {'episodes':>8} {'wall s':>7} {'final dist':>10} {'success':>7}")
+            print(f"{'run':<48} {'episodes':>8} {'wall s':>7} {'final dist':>10} {'success':>7}")
             node_label = ("nodes: launch sim (" + ("dsae, exploring" if args.stack_latency else "lqr_joints") + ")"
                           + (", fit beside" if args.during_fit else ""))
             for label, s, wall in ((node_label, r["nodes"], r["nodes_wall"]),
                                    ("solar-ros train --method lqr_state", r["train"], r["train_wall"])):
-                print(f"{label:<42} {s['episodes']:>8} {wall:>7.1f} {s['final_distance']:>10.4f} "
+                print(f"{label:<48} {s['episodes']:>8} {wall:>7.1f} {s['final_distance']:>10.4f} "
                       f"{s['success_rate']:>7.0%}")
             print("average CPU per node process during the node run: "
                   + ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(r["cpu"].items(), key=lambda kv: -kv[1])))

@@ -29,7 +29,7 @@ def test_bench_controller_prints_the_stream_idle_and_beside_a_fit():
     out = _run("bench_controller.py", "--seconds", "1", "--rates", "500", "--skip-latency", "--during-fit",
                timeout=300)
     rows = [line for line in out.splitlines() if line.strip().startswith("500Hz")]
-    assert len(rows) == 2 and "during a fit (niceness 10" in rows[1], out
+    assert len(rows) == 2 and rows[0].split()[1] == "idle" and rows[1].split()[1] == "fit", out
     for row in rows:
         sent = float(row.split("|")[0].split()[-2])
         assert sent > 100, row  # commands flowed (the rate itself is measured, not asserted)
@@ -47,3 +47,11 @@ def test_bench_node_stack_measures_the_latency_inside_a_learning_run(tmp_path):
     assert 0 < p50 <= p99, "a command cannot come before the frame it was computed from"
     assert re.search(rf"controller during the node run .*: ({NUMBER}) Hz lowest", out), out
     assert "nodes: launch sim (dsae, exploring)" in out
+
+
+def test_bench_node_stack_prints_the_latency_idle_and_beside_a_fit():
+    out = _run("bench_node_stack.py", "--seconds", "1", "--skip-learning", "--during-fit", timeout=380)
+    for label in ("svae", "svae, during a model fit (niceness 10)", "dsae", "dsae, during a model fit (niceness 10)"):
+        m = re.search(rf"^{re.escape(label)}: frames (\d+), with a command (\d+): latency p50 ({NUMBER}) ms", out,
+                      re.MULTILINE)
+        assert m and 0 < int(m[2]) <= int(m[1]) and float(m[3]) > 0, out
