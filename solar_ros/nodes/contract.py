@@ -88,7 +88,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "recorder_node": ("output_dir", "topics", "write_mcap", "stop_grace", "max_episode_duration", "joint_names"),
     "sim_arm_node": ("task", "image_size", "control_rate", "camera_rate", "cost_rate", "clock_rate", "real_time_factor",
                      "command_timeout", "seed", "fixed_goal", "goal", "gravity_compensation", "camera_frame_id",
-                     "start_time", "realtime_priority"),
+                     "start_time", "render_thread", "realtime_priority"),
     "trainer_node": ("task", "method", "seed", "iterations", "episodes_per_iteration", "first_iteration_episodes",
                      "eval_episodes", "fixed_goal",
                      "goal", "horizon", "fit_config", "episode_dir", "output_dir", "success_threshold",
