@@ -118,13 +118,12 @@ PROFILE_PRIORITY = 80
 
 def realtime_priorities(priority: int) -> dict[str, int]:
     """``--realtime-priority P`` of the benchmarks: SCHED_FIFO priority per node, as the profiles set them for
-    P = 80: the controller highest, the simulator (the robot) next, then the camera and encoder, whose
-    frames take milliseconds of compute that must not hold up a command tick on the same core. P = 0:
-    every node under the normal scheduler."""
+    P = 80: the controller highest, then the camera and encoder (the frame-to-torque path), then the
+    simulator, whose steps are short. P = 0: every node under the normal scheduler."""
     if priority <= 0:
         return dict.fromkeys(("controller_node", "sim_arm_node", "camera_node", "encoder_node"), 0)
-    return {"controller_node": priority, "sim_arm_node": max(1, priority - 5), "camera_node": max(1, priority - 10),
-            "encoder_node": max(1, priority - 10)}
+    return {"controller_node": priority, "sim_arm_node": max(1, priority - 5), "camera_node": max(1, priority - 2),
+            "encoder_node": max(1, priority - 2)}
 
 
 def camera_proc(tmp: Path, **params) -> Proc:

@@ -19,7 +19,7 @@
 
 ``--during-fit`` measures every scenario twice: idle, and with a SOLAR model fit (as the fitting node
 runs it, scripts/bench_node_stack.py's) beside it. ``--realtime-priority P`` (default 80, the
-profiles') runs the controller at SCHED_FIFO priority P, the camera and the stand-in encoder at P-10
+profiles') runs the controller at SCHED_FIFO priority P, the camera and the stand-in encoder at P-2
 and the frame publisher at P-5 (where the OS grants it); 0 runs them all under the normal scheduler.
 
 Measurement code shared with scripts/bench_node_stack.py lives in scripts/bench_common.py.
@@ -150,7 +150,7 @@ def main() -> int:
                         help="measure each scenario idle and again with a SOLAR model fit running beside it")
     parser.add_argument("--fit-niceness", type=int, default=10, help="CPU niceness of that fit (the fitting node's)")
     parser.add_argument("--realtime-priority", type=int, default=PROFILE_PRIORITY, metavar="P",
-                        help="SCHED_FIFO priority of the controller (camera and encoder P-10; default 80, the "
+                        help="SCHED_FIFO priority of the controller (camera and encoder P-2; default 80, the "
                              "profiles'); 0: the normal scheduler")
     parser.add_argument("--encoder", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

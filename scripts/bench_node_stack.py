@@ -311,7 +311,7 @@ def main() -> int:
                         help="CPU niceness of the fit with --during-fit (model_fitting_node's niceness, default 10)")
     parser.add_argument("--realtime-priority", type=int, default=PROFILE_PRIORITY, metavar="P",
                         help="SCHED_FIFO for the real-time nodes: controller P, simulator P-5, camera and encoder "
-                             "P-10 (default 80, the sim profile's; 0: all under the normal scheduler)")
+                             "P-2 (default 80, the sim profile's; 0: all under the normal scheduler)")
     parser.add_argument("--stack-latency", action="store_true",
                         help="the learning run with a deep spatial autoencoder in the encoder from the start, the "
                              "controller on [feature points, q, dq], the dsae method's exploratory iterations; "
