@@ -370,7 +370,9 @@ REACHER_PAPER_SETTINGS = dict(PROJECT_SETTINGS, pretrain_wide_start=True, measur
 # `arm5fwbest_sawyer_stack`); a latent of 24 with 16 feature points (start 0 50%, 15%, 0%, start 1 0%, 50%, 0%;
 # on the best measured policy 70%, 10%, 5% and 0%, 85%, 0%: `lat24kp16_sawyer_stack`), and with the mixture
 # dynamics prior besides (start 0 80%, 0%, 10%, start 1 0% on every seed: `lat24kp16gmm_sawyer_stack`), or with
-# twice the KL bound (kl_step=4: start 0 20%, 80%, 0%, start 1 0% on every seed: `lat24kp16kl4_sawyer_stack`).
+# twice the KL bound (kl_step=4: start 0 20%, 80%, 0%, start 1 0% on every seed: `lat24kp16kl4_sawyer_stack`), and
+# with twice the random pretraining rollouts besides (pretrain_episodes=200, 30 per iteration: start 0 seed 1 15%,
+# start 1 seeds 1 and 2 100%, 85%; the other three runs were stopped in pretraining: `pre200_sawyer_stack`).
 SAWYER_STACK_SETTINGS = dict(SAWYER_SETTINGS, cost_fit="readout", action_cost="task")
 # Budgets per task, the same for every seed. point: 100 random + 10 x 10 = 200 episodes (the target
 # budget); the others: the reference 100 random + 10 x 40 = 500.
