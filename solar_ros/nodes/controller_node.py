@@ -211,9 +211,7 @@ class ControllerNode(StackNode):
         if core.running and time.monotonic() - self._hw_wall > self.hardware_timeout:
             self._end_episode(self._hw_now, EpisodeEvent.ABORT,
                               f"fault: no joint state for {self.hardware_timeout:g} s (the controller's clock)")
-            self._u[:] = 0.0
-            self._cmd_msg.data = self._cmd_buf
-            self.cmd_pub.publish(self._cmd_msg)
+            self._publish_zero()
 
     def _react_to_fault(self, now: int) -> None:
         """An input was invalidated (NaN, wrong names) during an episode: command zero torque now, not
@@ -447,6 +445,10 @@ class ControllerNode(StackNode):
         """Abort a running episode and leave the arm with a zero command."""
         if self.executor_core.running:
             self._end_episode(self._now_ns(), EpisodeEvent.ABORT, "controller shutting down")
+        self._publish_zero()
+
+    def _publish_zero(self) -> None:
+        """One zero-torque command, outside the checks of :meth:`_command` (watchdog, shutdown)."""
         self._u[:] = 0.0
         self._cmd_msg.data = self._cmd_buf
         self.cmd_pub.publish(self._cmd_msg)
