@@ -172,6 +172,8 @@ class SimArmNode(StackNode):
         self.cost_model = self.env.cost_model()
         self.command[:] = 0.0
         self.command_ns = None  # commands sent before the reset do not carry over
+        if self._frames is not None:
+            self._frames.drain()  # no frame of the state before the reset is sent after it
         # A fresh frame and cost sample right away, so that with equal rates every frame has the cost of
         # its own state (the schedules would otherwise keep their phases from before the reset).
         self.next_camera_ns = self.next_cost_ns = self.sim_ns
@@ -296,6 +298,7 @@ class FrameWorker:
         self.send = send
         self.data = mujoco.MjData(self.model)
         self._pending: tuple[np.ndarray, ...] | None = None
+        self._busy = False  # a frame is being rendered or sent
         self._cond = threading.Condition()
         self._stopped = False
         self.dropped = 0
@@ -320,14 +323,26 @@ class FrameWorker:
                     if self._stopped:
                         return
                     qpos, qvel, mocap_pos, mocap_quat, stamp_ns = self._pending
-                    self._pending = None
-                d = self.data
-                d.qpos[:], d.qvel[:], d.mocap_pos[:], d.mocap_quat[:] = qpos, qvel, mocap_pos, mocap_quat
-                self._mujoco.mj_forward(self.model, d)
-                renderer.update_scene(d, camera=self.camera)
-                self.send(renderer.render(), stamp_ns)
+                    self._pending, self._busy = None, True
+                try:
+                    d = self.data
+                    d.qpos[:], d.qvel[:], d.mocap_pos[:], d.mocap_quat[:] = qpos, qvel, mocap_pos, mocap_quat
+                    self._mujoco.mj_forward(self.model, d)
+                    renderer.update_scene(d, camera=self.camera)
+                    self.send(renderer.render(), stamp_ns)
+                finally:
+                    with self._cond:
+                        self._busy = False
+                        self._cond.notify_all()
         finally:
             renderer.close()
+
+    def drain(self, timeout: float = 1.0) -> bool:
+        """Drop the waiting frame and wait until the one being rendered has been sent (at a reset, so that
+        no frame of the old state follows it). Returns False if that took longer than ``timeout`` seconds."""
+        with self._cond:
+            self._pending = None
+            return self._cond.wait_for(lambda: not self._busy or self._stopped, timeout)
 
     def stop(self) -> None:
         with self._cond:

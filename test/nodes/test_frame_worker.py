@@ -44,3 +44,38 @@ def test_the_worker_renders_the_submitted_state(task):
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8
     np.testing.assert_array_equal(img, expected)
     assert not np.array_equal(env.render(), expected), "the later state looks different (the test can fail)"
+
+
+def test_drain_drops_the_waiting_frame_and_waits_for_the_one_being_sent():
+    """At a reset no frame of the old state may follow: drain() returns only after the frame in flight was
+    sent, and the frame still waiting is never sent."""
+    env = envs.make("sawyer_reach", image_obs=True, image_size=64)
+    env.reset(seed=0)
+    sent: list[int] = []
+    started, release = threading.Event(), threading.Event()
+
+    def send(img, stamp):
+        started.set()
+        assert release.wait(30)
+        sent.append(stamp)
+
+    worker = FrameWorker(env, 64, send)
+    try:
+        worker.submit(env.data, 1)
+        assert started.wait(30), "the first frame never reached send"
+        worker.submit(env.data, 2)  # waits behind the first
+        drained = threading.Event()
+        threading.Thread(target=lambda: worker.drain(30) and drained.set(), daemon=True).start()
+        assert not drained.wait(0.2), "drain returned while a frame was still being sent"
+        release.set()
+        assert drained.wait(30)
+        assert sent == [1]
+        worker.submit(env.data, 3)  # the worker goes on after a drain
+        for _ in range(300):
+            if sent[-1] == 3:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        release.set()
+        worker.stop()
+    assert sent == [1, 3]
