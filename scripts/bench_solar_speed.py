@@ -23,7 +23,6 @@ Prints, at the reference data sizes (40 rollouts x 50 steps of 64x64x3 images, l
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 from dataclasses import replace
 
@@ -38,6 +37,7 @@ from solar_ros.envs import make
 from solar_ros.models.common import PRECISIONS
 from solar_ros.models.svae import StructuredVAE, SVAEConfig
 from solar_ros.runtime.latent_encoder import SVAEEncoder
+from solar_ros.runtime.resources import FitMeter
 
 
 def timed(fn, repeats: int) -> np.ndarray:
@@ -82,11 +82,11 @@ def random_rollouts(rng: np.random.Generator, n: int, T: int, S: int, du: int) -
 
 def timed_fit(model: SVAELatentModel, data: RolloutData, steps: int, seed: int, progress: bool = False
               ) -> tuple[float, float]:
-    """Seconds of ``model.fit(data, steps)``, and the process's peak resident memory (MB) after it."""
-    start = time.perf_counter()
-    model.fit(data, steps, seed=seed, progress=progress)
-    seconds = time.perf_counter() - start
-    return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Seconds of ``model.fit(data, steps)``, and the peak resident memory (MB) of the process during it
+    (:class:`FitMeter`: the fit's own peak, as the runs' logs report it)."""
+    with FitMeter() as meter:
+        model.fit(data, steps, seed=seed, progress=progress)
+    return meter.seconds, meter.peak_mb
 
 
 def refit_times(cfg, sizes: list[int], T: int, S: int, du: int) -> None:
@@ -94,7 +94,7 @@ def refit_times(cfg, sizes: list[int], T: int, S: int, du: int) -> None:
     rollouts in ``sizes`` (random frames), with the process's peak resident memory after it."""
     print(f"\nrefit: {cfg.refit_steps} gradient steps + the closing LDS update, lds_fit_rollouts "
           f"{cfg.lds_fit_rollouts or 'all'}")
-    print("rollouts  refit s  peak RSS MB")
+    print("rollouts  refit s  peak resident MB (of the refit)")
     rng = np.random.default_rng(1)
     torch.manual_seed(0)
     model = SVAELatentModel(S, du, cfg)
@@ -114,7 +114,7 @@ def pretrain_fit_time(cfg, T: int, S: int, du: int, step_s: float) -> None:
     seconds, peak_mb = timed_fit(model, data, cfg.pretrain_steps, seed=0, progress=True)
     print(f"\npretraining fit, measured ({cfg.pretrain_steps} steps on {n} rollouts, convolutions in "
           f"{cfg.fit_precision}): {seconds:.0f} s against {n * T * step_s:.0f} s of rollouts "
-          f"({n} x {T * step_s:g} s); peak resident memory of the process so far {peak_mb:.0f} MB")
+          f"({n} x {T * step_s:g} s); peak resident memory during the fit {peak_mb:.0f} MB")
 
 
 def main() -> None:

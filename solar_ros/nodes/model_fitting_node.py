@@ -58,6 +58,7 @@ from ..runtime.fitting import (
     set_thread_niceness,
 )
 from ..runtime.policy_msg import policy_to_msg
+from ..runtime.resources import FitMeter
 from . import contract
 from .common import ConfigError, StackNode, declare, run_node
 
@@ -199,10 +200,11 @@ class ModelFittingNode(StackNode):
             goal_handle.abort()
             result.message = "a fit is already running"
             return result
-        t0 = time.monotonic()
         method_name = goal.method or self.default_method
+        meter = FitMeter()
         try:
-            output = self._fit(goal, method_name, self._progress_fn(goal_handle))
+            with meter:
+                output = self._fit(goal, method_name, self._progress_fn(goal_handle))
         except FitCancelled:
             self.method = None  # reload the last saved state next time
             goal_handle.canceled()
@@ -222,12 +224,14 @@ class ModelFittingNode(StackNode):
         result.policy_id = output.policy.policy_id
         result.model_path = output.model_path
         result.policy_path = output.metrics.pop("_policy_path", "")
+        output.metrics.update(meter.metrics("fit"))  # the whole fit: loading, fitting, saving
         result.metric_names = list(output.metrics)
         result.metric_values = [float(v) for v in output.metrics.values()]
         result.message = f"{method_name} iteration {goal.iteration}: policy {output.policy.policy_id}"
         goal_handle.succeed()
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in output.metrics.items())
-        self.get_logger().info(f"fit done in {time.monotonic() - t0:.1f} s: {result.message} ({shown})")
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in output.metrics.items() if k not in ("fit_s", "fit_peak_mb"))
+        self.get_logger().info(f"fit done in {meter.seconds:.1f} s, peak resident memory {meter.peak_mb:.0f} MB: "
+                               f"{result.message} ({shown})")
         return result
 
     def _progress_fn(self, goal_handle):

@@ -52,6 +52,8 @@ def test_a_run_logs_every_iteration_and_writes_its_outputs(tiny_run):
     for key in ("cost_r2", "probe_ee_position", "probe_velocities", "coverage_span", "coverage_cells",
                 "coverage_nearest_goal"):
         assert np.isfinite(pre[key]), key
+    # The pretraining fit's wall time and peak resident memory (torch and the frames: well above 50 MB).
+    assert pre["model_fit_s"] > 0 and pre["model_fit_peak_mb"] > 50
     for row in rows[1:]:
         for key in ("cost_r2", "probe_ee_position", "heldout_cost_r2", "heldout_probe_ee_position"):
             assert np.isfinite(row["extra"][key]), key

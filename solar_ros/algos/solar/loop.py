@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
@@ -59,6 +58,7 @@ from ...core.gmm import GMMPrior
 from ...core.noise import standard_normal_sequence
 from ...core.types import LinearGaussianPolicy
 from ...envs import make
+from ...runtime.resources import FitMeter
 from ..common import (
     EVAL,
     FIT,
@@ -429,6 +429,9 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         (tqdm.write if progress else print)("\n".join(line if len(rows) == 1 else line[2:]))
         if diagnostics_line(row.extra):
             (tqdm.write if progress else print)("    " + diagnostics_line(row.extra))
+        if "model_fit_s" in row.extra:
+            (tqdm.write if progress else print)(f"    model fit: {row.extra['model_fit_s']:.1f} s, peak resident "
+                                                f"memory {row.extra['model_fit_peak_mb']:.0f} MB")
         bar.set_postfix(cost=f"{row.mean_cost:.3g}", dist=f"{row.final_distance:.3f}",
                         success=f"{row.success_rate:.0%}")
         if writer is not None:
@@ -459,13 +462,12 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         episodes_now = collect(random_actors, PRETRAIN, 0, cfg.pretrain_episodes)
         data = RolloutData.from_episodes(episodes_now)
         data_files.append(save_data(out, "pretrain", data))
-        fit_start = time.perf_counter()
-        terms = model.fit(data, cfg.pretrain_steps, derive_seed(seed, FIT, 0, 1), progress=progress)
-        fit_s = time.perf_counter() - fit_start
+        with FitMeter() as fit:
+            terms = model.fit(data, cfg.pretrain_steps, derive_seed(seed, FIT, 0, 1), progress=progress)
         diagnostics = pretraining_diagnostics(model, data, cfg.buffer_size, probe_groups, hand, env.success_threshold)
         stats = summarize(episodes_now)
         report(IterationLog(0, data.N, data.N * T, stats["mean_cost"], stats["final_distance"], stats["success_rate"],
-                            elapsed_before + clock(), {"phase": "pretrain", "model_fit_s": fit_s, **diagnostics,
+                            elapsed_before + clock(), {"phase": "pretrain", **fit.metrics("model_fit"), **diagnostics,
                                                        **{f"model_{k}": v for k, v in terms.items()}}))
         bar.update(1)
         checkpoint_now(0)
@@ -486,10 +488,10 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         buffer = data.last(cfg.buffer_size)
 
         if cfg.refit_every and it % cfg.refit_every == 0:
-            fit_start = time.perf_counter()
-            policy, step, terms = refit(model, data, buffer, policy, step, cfg.refit_steps,
-                                        derive_seed(seed, FIT, it, 0))
-            extra.update({"model_fit_s": time.perf_counter() - fit_start,
+            with FitMeter() as fit:
+                policy, step, terms = refit(model, data, buffer, policy, step, cfg.refit_steps,
+                                            derive_seed(seed, FIT, it, 0))
+            extra.update({**fit.metrics("model_fit"),
                           **{f"model_{k}": v for k, v in terms.items()}})
 
         policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
