@@ -457,7 +457,7 @@ def test_lds_updates_smooth_a_bounded_weighted_sample_of_the_rollouts(monkeypatc
     sample, weight = data.sample(3, seed=5)
     assert sample.N == 3 and weight == data.N / 3 and len(set(sample.ids)) == 3
     assert set(sample.ids) <= set(data.ids) and np.array_equal(data.sample(3, seed=5)[0].ids, sample.ids)
-    for n in (0, data.N):
+    for n in (0, data.N, data.N + 1, solar.SolarConfig().lds_fit_rollouts):  # the default bound: all 8
         everything, one = data.sample(n, seed=5)
         assert everything is data and one == 1.0
     encoded, weights = [], []
@@ -467,6 +467,10 @@ def test_lds_updates_smooth_a_bounded_weighted_sample_of_the_rollouts(monkeypatc
     update_call = solar.models.ConjugateLDSUpdate.__call__
     monkeypatch.setattr(solar.models.ConjugateLDSUpdate, "__call__",
                         lambda self, stats, weight=1.0: (weights.append(weight), update_call(self, stats, weight))[1])
+    model.cfg = replace(model.cfg, lds_fit_rollouts=data.N + 1)  # a bound above the data: every rollout, weight 1
+    model.fit(data, steps=2, seed=1)
+    assert sum(encoded) == data.N and weights == [1.0]
+    encoded.clear(), weights.clear()
     model.cfg = replace(model.cfg, lds_fit_rollouts=3)
     model.fit(data, steps=2, seed=1)
     assert sum(encoded) == 3 and weights == [data.N / 3]  # the closing update: 3 of the 8 rollouts, weighted

@@ -113,11 +113,12 @@ class SolarConfig:
     """Network steps between conjugate LDS updates of the SVAE (each smooths the whole dataset)."""
     lds_update_iters: int = 1
     """Alternations of smoothing and conjugate update per LDS update (EM-style)."""
-    lds_fit_rollouts: int = 0
+    lds_fit_rollouts: int = 500
     """Each conjugate LDS update of the SVAE smooths at most this many rollouts (or their windows),
     drawn at random (seeded), their statistics weighted to stand for all the data (0: every rollout).
     After a refit's gradient steps every rollout has to be encoded again, so without a bound a refit
-    grows with the data."""
+    grows with the data. 500, the default, is the benchmark's whole budget: runs of up to 500 episodes
+    fit every rollout (the same numbers as 0), longer ones stop growing there."""
     lds_prior_scale: float = 1.0
     """Scale of the MNIW prior centred on x' = x: Psi = V = scale * I, nu = dx + 2."""
     refit_every: int = 0
