@@ -134,3 +134,15 @@ def test_watchdog_aborts_when_the_joint_states_stop(rig, ros):
     assert "no joint state" in end.reason
     ros.spin_until(lambda: len(rig.commands) >= 1, 2, "the zero command")
     assert np.all(rig.commands[-1] == 0.0)
+
+
+@pytest.mark.parametrize("node_name, params, message", [
+    ("controller_node", {"clock": "wall"}, "clock must be one of"),
+    ("controller_node", {"clock": "joint_states", "hardware_timeout": 0.0}, "hardware_timeout must be positive"),
+    ("sim_arm_node", {"clock_rate": -5.0}, "clock_rate must be >= 0"),
+])
+def test_bad_clock_settings_are_configuration_errors(start_node, node_name, params, message):
+    """A clock setting out of range stops the node with status 2 and one line that names it."""
+    node = start_node(node_name, {"state_source": "joints", **params} if node_name == "controller_node" else params)
+    assert node.proc.wait(timeout=60) == 2
+    assert message in node.log()
