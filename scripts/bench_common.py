@@ -41,7 +41,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from solar_ros.core.types import LinearGaussianPolicy as LGPolicy  # noqa: E402
 from solar_ros.msg import CommandInfo, LatentState, LinearGaussianPolicy  # noqa: E402
 from solar_ros.nodes import contract  # noqa: E402
-from solar_ros.nodes.common import PolledSubscription  # noqa: E402
+from solar_ros.nodes.common import PolledSubscription, set_normal_scheduler, set_realtime_priority  # noqa: E402
 from solar_ros.runtime.policy_msg import PolicyPackage, policy_to_msg  # noqa: E402
 from solar_ros.srv import StartEpisode  # noqa: E402
 
@@ -215,10 +215,8 @@ def driver_priority(priority: int, all_threads: bool = False):
     if priority <= 0:
         yield
         return
-    tids = [int(t) for t in os.listdir("/proc/self/task")] if all_threads else [0]
     try:
-        for tid in tids:
-            os.sched_setscheduler(tid, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
+        set_realtime_priority(priority, all_threads=all_threads, reset_on_fork=True)
     except OSError as err:
         print(f"    (the benchmark stays under the normal scheduler: SCHED_FIFO refused, {err})")
         yield
@@ -226,11 +224,7 @@ def driver_priority(priority: int, all_threads: bool = False):
     try:
         yield
     finally:
-        for tid in tids:
-            try:
-                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
-            except ProcessLookupError:
-                pass
+        set_normal_scheduler(all_threads=all_threads)
 
 
 def frame_to_torque(procs: list[Proc], latent_dim: int, model_id: str, frame_hz: float, seconds: float,

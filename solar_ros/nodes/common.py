@@ -137,20 +137,32 @@ class PolledSubscription:
         self.node.destroy_subscription(self.subscription)
 
 
-def set_realtime_priority(priority: int) -> int:
-    """Put every thread of this process under SCHED_FIFO at ``priority`` (threads started later inherit it from
-    the thread that starts them); returns how many threads. OSError (PermissionError) where the OS refuses.
+def set_realtime_priority(priority: int, all_threads: bool = True, reset_on_fork: bool = False) -> int:
+    """Put every thread of this process (or, without ``all_threads``, the calling one) under SCHED_FIFO at
+    ``priority`` (threads started later inherit it from the thread that starts them); returns how many
+    threads. ``reset_on_fork``: processes started from them run under the normal scheduler
+    (SCHED_RESET_ON_FORK). OSError (PermissionError) where the OS refuses; a refusal changes nothing.
 
     A real-time node then preempts everything under the normal scheduler (a model fit, the recorder) the
     moment its message arrives; Linux's real-time throttling (``kernel.sched_rt_runtime_us``, 95% by
-    default) keeps a runaway one from taking the whole machine.
+    default) keeps a runaway one from taking the whole machine. :func:`set_normal_scheduler` undoes it.
     """
-    param = os.sched_param(priority)
-    tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
-    os.sched_setscheduler(0, os.SCHED_FIFO, param)  # the calling thread first: a refusal changes nothing
+    policy = os.SCHED_FIFO | (os.SCHED_RESET_ON_FORK if reset_on_fork else 0)
+    return _set_scheduler(policy, os.sched_param(priority), all_threads)
+
+
+def set_normal_scheduler(all_threads: bool = True) -> int:
+    """Put every thread of this process (or the calling one) back under the normal scheduler."""
+    return _set_scheduler(os.SCHED_OTHER, os.sched_param(0), all_threads)
+
+
+def _set_scheduler(policy: int, param, all_threads: bool) -> int:
+    on_proc = all_threads and os.path.isdir("/proc/self/task")
+    tids = [int(t) for t in os.listdir("/proc/self/task")] if on_proc else [0]
+    os.sched_setscheduler(0, policy, param)  # the calling thread first: a refusal changes nothing
     for tid in tids:
         try:
-            os.sched_setscheduler(tid, os.SCHED_FIFO, param)
+            os.sched_setscheduler(tid, policy, param)
         except ProcessLookupError:  # a thread that ended meanwhile
             pass
     return len(tids)

@@ -21,7 +21,7 @@ def _granted() -> bool:
 def test_every_thread_goes_to_sched_fifo_or_nothing_changes():
     code = """
 import os, threading
-from solar_ros.nodes.common import set_realtime_priority
+from solar_ros.nodes.common import set_normal_scheduler, set_realtime_priority
 started = threading.Event()
 t = threading.Thread(target=lambda: started.wait(5)); t.start()   # a thread that exists before the call
 try:
@@ -31,11 +31,13 @@ except PermissionError:
 else:
     policies = {os.sched_getscheduler(int(tid)) for tid in os.listdir("/proc/self/task")}
     print("granted", n >= 2, policies == {os.SCHED_FIFO}, os.sched_getparam(0).sched_priority)
+    set_normal_scheduler()
+    print({os.sched_getscheduler(int(tid)) for tid in os.listdir("/proc/self/task")} == {os.SCHED_OTHER})
 started.set(); t.join()
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == (["granted", "True", "True", "7"] if _granted() else ["refused", "True"])
+    assert out.stdout.split() == (["granted", "True", "True", "7", "True"] if _granted() else ["refused", "True"])
 
 
 def test_controller_node_applies_it_or_says_why_not(start_node, ros):
