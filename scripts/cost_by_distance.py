@@ -10,9 +10,10 @@ out) on their smoothed latents, and the mean observed per-step cost. A cost that
 observed one falls (near the goal) cannot lead the policy there.
 
 ``--probe-near R`` adds how precisely the final latent gives the position there: a linear probe from the
-smoothed latent to the first three ``ee_pos_idx`` entries (the hand, or the held block's centre), fitted on a
-random 80% of the chosen rollouts' frames within R (m) of the goal and scored on the other 20% (median and
-90th percentile error, cm). ``--rollouts all``: every rollout file of the run.
+smoothed latent to the ``ee_pos_idx`` entries, fitted on a random 80% of the chosen rollouts' frames within R (m)
+of the goal and scored on the other 20%: the error of the first three (the hand, or the held block's centre;
+median and 90th percentile, cm) and, on ``sawyer_stack``, of the block's tilt computed from the probed points
+(degrees). ``--rollouts all``: every rollout file of the run.
 """
 from __future__ import annotations
 
@@ -79,14 +80,22 @@ def main() -> int:
         if args.probe_near is not None:
             near = distance < args.probe_near
             near_latents.append(latents[near])
-            near_positions.append(data.states[..., list(env.ee_pos_idx)[:3]][near])
+            near_positions.append(data.states[..., list(env.ee_pos_idx)][near])
     if args.probe_near is not None:
-        probe_near(np.concatenate(near_latents), np.concatenate(near_positions), args.probe_near)
+        tilt = None
+        if hasattr(env, "tilt"):  # a held block: its tilt from the block points (the state's other entries unused)
+            def tilt(points: np.ndarray) -> np.ndarray:
+                states = np.zeros((len(points), env.state_dim))
+                states[:, list(env.ee_pos_idx)] = points
+                return env.tilt(states)
+        probe_near(np.concatenate(near_latents), np.concatenate(near_positions), args.probe_near, tilt)
     return 0
 
 
-def probe_near(latents: np.ndarray, positions: np.ndarray, radius: float, seed: int = 0) -> None:
-    """Print a held-out linear probe's position error (cm) on frames near the goal (see the module docstring)."""
+def probe_near(latents: np.ndarray, positions: np.ndarray, radius: float, tilt=None, seed: int = 0) -> None:
+    """Print a held-out linear probe's position error (cm; the first 3 columns of ``positions``) on frames near
+    the goal, and with ``tilt`` (points -> degrees) the error of the tilt of the probed points (see the module
+    docstring)."""
     n = len(latents)
     if n < 10 * (latents.shape[1] + 1):
         print(f"probe within {radius} m of the goal: {n} frames, too few for a probe of a {latents.shape[1]}-d latent")
@@ -95,11 +104,18 @@ def probe_near(latents: np.ndarray, positions: np.ndarray, radius: float, seed: 
     fit, test = order[: n * 4 // 5], order[n * 4 // 5:]
     X = np.hstack([latents, np.ones((n, 1))])
     W = np.linalg.lstsq(X[fit], positions[fit], rcond=None)[0]
-    err = np.linalg.norm(X[test] @ W - positions[test], axis=1) * 100.0
-    spread = np.linalg.norm(positions[test].std(axis=0)) * 100.0
+    predicted = X[test] @ W
+    err = np.linalg.norm(predicted[:, :3] - positions[test, :3], axis=1) * 100.0
+    spread = np.linalg.norm(positions[test, :3].std(axis=0)) * 100.0
     print(f"probe within {radius} m of the goal ({len(fit)} frames fitted, {len(test)} held out): position error "
           f"median {np.median(err):.2f} cm, 90th percentile {np.percentile(err, 90):.2f} cm "
           f"(spread of the positions there {spread:.2f} cm)")
+    if tilt is not None:
+        true_tilt = tilt(positions[test])
+        tilt_err = np.abs(tilt(predicted) - true_tilt)
+        print(f"  tilt of the block from the probed points: error median {np.median(tilt_err):.1f}, 90th percentile "
+              f"{np.percentile(tilt_err, 90):.1f} degrees (tilt there median {np.median(true_tilt):.1f}, 90th "
+              f"percentile {np.percentile(true_tilt, 90):.1f} degrees)")
 
 
 if __name__ == "__main__":
