@@ -17,6 +17,14 @@ each task and method's full configuration.
 episodes PPO needs to reach the success rate SOLAR reached on that seed: PPO is trained and
 evaluated (10 noise-free episodes) every 100 episodes up to CAP episodes ("> CAP" when it never
 gets there; a SOLAR success of 0% is not searched).
+
+``--targets`` runs the project's target table instead of --tasks/--seeds (:data:`TARGETS`: each task with its
+seeds, budget and target success): SOLAR, the VAE ablation and PPO at the same budget on every row, PPO's
+episodes to SOLAR's success where SOLAR got somewhere (``--ppo-search``, default 2000 here), and the report
+opens with the target table. It takes hours on 2 cores; with ``--reuse`` an interrupted or partial build
+goes on where it stopped:
+
+    python scripts/benchmark.py --targets --name targets --jobs 2 --reuse
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,6 +47,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # solar_ros from this checkout, as the runs themselves
 
 from solar_ros.settings import SettingsError, changed_settings, lookup  # noqa: E402
+
+
+class Target(NamedTuple):
+    """One row of the project's target table: ``task`` learned by SOLAR from images in ``episodes`` training
+    episodes to a ``success`` rate (over its evaluation episodes) on every one of ``seeds``; ``stretch``: a row
+    to report, whose target is a stretch goal."""
+
+    task: str
+    seeds: tuple[int, ...]
+    episodes: int
+    success: float
+    stretch: bool = False
+
+
+TARGETS = (
+    Target("point", tuple(range(5)), 200, 0.90),
+    Target("reacher_paper", tuple(range(3)), 500, 0.80),
+    Target("sawyer_reach", tuple(range(3)), 500, 0.80),
+    Target("sawyer_stack_0", tuple(range(3)), 500, 0.70),
+    Target("sawyer_stack_1", tuple(range(3)), 500, 0.70),
+    Target("sawyer_stack_2", tuple(range(3)), 500, 0.50, stretch=True),
+)
+TARGET_METHODS = ("solar", "vae", "ppo")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -185,6 +217,35 @@ def search_lines(searches: list[dict], rows: list[dict]) -> list[str]:
     return lines
 
 
+def target_lines(targets: tuple[Target, ...], rows: list[dict], searches: list[dict]) -> list[str]:
+    """Markdown: the target table, one line per :class:`Target`: SOLAR's success per seed against the target,
+    the VAE ablation's and PPO's beside it, and PPO's episodes to SOLAR's success per seed."""
+    by = {(r["task"], r["method"], r["seed"]): r for r in rows}
+    found = {(q["task"], q["seed"]): q for q in searches}
+
+    def per_seed(task: str, method: str, seeds) -> str:
+        return ", ".join(f"{by[(task, method, s)]['success_rate']:.0%}" if (task, method, s) in by else "-"
+                         for s in seeds)
+
+    lines = ["## Targets", "",
+             "| task (episodes) | target, seeds | SOLAR per seed | met | VAE ablation | PPO "
+             "| PPO's episodes to SOLAR's success, per seed |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for t in targets:
+        solar = [by.get((t.task, "solar", s)) for s in t.seeds]
+        if any(r is None for r in solar):
+            met = "not run"
+        else:
+            met = "yes" if all(r["success_rate"] >= t.success for r in solar) else "no"
+        searched = ", ".join(("-" if (t.task, s) not in found else
+                              str(found[(t.task, s)]["episodes"] or f"> {found[(t.task, s)]['cap']}"))
+                             for s in t.seeds)
+        goal = f">= {t.success:.0%}" + (" (stretch)" if t.stretch else "") + f", {len(t.seeds)}"
+        lines.append(f"| `{t.task}` ({t.episodes}) | {goal} | {per_seed(t.task, 'solar', t.seeds)} | {met} | "
+                     f"{per_seed(t.task, 'vae', t.seeds)} | {per_seed(t.task, 'ppo', t.seeds)} | {searched} |")
+    return lines + [""]
+
+
 def run_commit(summary: dict) -> str:
     """The commit a run's summary records ('?' for runs from before summaries recorded it)."""
     prov = summary.get("provenance") or {}
@@ -194,7 +255,8 @@ def run_commit(summary: dict) -> str:
 
 
 def write_report(name: str, rows: list[dict], command: str, docs: Path, searches: list[dict] | None = None,
-                 settings: list[str] | None = None, commit: str | None = None) -> None:
+                 settings: list[str] | None = None, commit: str | None = None,
+                 targets: tuple[Target, ...] | None = None) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -205,6 +267,7 @@ def write_report(name: str, rows: list[dict], command: str, docs: Path, searches
              + ", ".join(f"`{c}`" for c in commits) + " (per run below).", "",
              "Settings: " + (", ".join(f"`{s}`" for s in settings) + " on top of each method's task defaults"
                              if settings else "each method's task defaults") + " (full configurations below).", "",
+             *(target_lines(targets, rows, searches or []) if targets else []),
              "## Summary (mean over seeds)", "",
              "| task | method | seeds | success rate | final distance | training episodes | env steps "
              "| wall time (s) |",
@@ -278,8 +341,10 @@ def main() -> int:
         ppo_search_worker(task, int(seed), float(target), int(cap), Path(out), sys.argv[7:])
         return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", required=True, help="comma-separated task names")
-    p.add_argument("--methods", required=True, help="comma-separated method names")
+    p.add_argument("--tasks", help="comma-separated task names")
+    p.add_argument("--methods", help="comma-separated method names")
+    p.add_argument("--targets", action="store_true",
+                   help="run the project's target table (every task with its seeds and budget; solar, vae, ppo)")
     p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-4"), help="e.g. 0-9 or 0,3,5")
     p.add_argument("--episodes", type=positive_int, default=None, help="training episode budget (default: method's)")
     p.add_argument("--ppo-episodes", type=positive_int, default=None,
@@ -295,7 +360,18 @@ def main() -> int:
                         "repeatable")
     args = p.parse_args()
     command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    tasks, methods = args.tasks.split(","), args.methods.split(",")
+    if args.targets:
+        if args.tasks or args.methods or args.episodes or args.ppo_episodes:
+            p.error("--targets sets the tasks, methods, seeds and budgets itself: leave out --tasks, --methods, "
+                    "--episodes and --ppo-episodes")
+        target_rows = TARGETS
+        tasks, methods = [t.task for t in target_rows], list(TARGET_METHODS)
+        args.ppo_search = args.ppo_search or 2000
+    elif not (args.tasks and args.methods):
+        p.error("give --tasks and --methods, or --targets")
+    else:
+        target_rows = None
+        tasks, methods = args.tasks.split(","), args.methods.split(",")
     try:
         check_settings(tasks, methods, args.settings)
     except SettingsError as err:
@@ -307,15 +383,18 @@ def main() -> int:
         tag = settings_tag(method_settings(args.settings, m))
         return ROOT / "runs" / "benchmark" / args.name / f"{t}_{m}_s{s}{tag}"
 
-    runs = [(t, m, s) for t in tasks for m in methods for s in args.seeds]
+    if target_rows:  # every method at the row's budget, on the row's seeds
+        runs = [(t.task, m, s, t.episodes) for t in target_rows for m in methods for s in t.seeds]
+    else:
+        runs = [(t, m, s, (args.ppo_episodes or args.episodes) if m == "ppo" else args.episodes)
+                for t in tasks for m in methods for s in args.seeds]
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, t, m, s, run_dir(t, m, s),
-                               (args.ppo_episodes or args.episodes) if m == "ppo" else args.episodes, args.reuse,
+        futures = [pool.submit(run_one, t, m, s, run_dir(t, m, s), episodes, args.reuse,
                                method_settings(args.settings, m))
-                   for t, m, s in runs]
+                   for t, m, s, episodes in runs]
         rows = []
-        for (t, m, s), f in zip(runs, futures):
+        for (t, m, s, _), f in zip(runs, futures):
             r = f.result()
             rows.append(r)
             print(f"{t:>13} {m:>10} seed {s:>2}: success {r['success_rate']:.0%}, final distance "
@@ -335,7 +414,7 @@ def main() -> int:
                 searches.append(q)
                 print(f"{t:>13} ppo search seed {s:>2}: {q['episodes'] or '> ' + str(q['cap'])} episodes to "
                       f"{target:.0%} success", flush=True)
-    write_report(args.name, rows, command, ROOT / "docs" / "results", searches, args.settings, commit)
+    write_report(args.name, rows, command, ROOT / "docs" / "results", searches, args.settings, commit, target_rows)
     print(f"wrote docs/results/{args.name}.md and .png ({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -70,3 +70,68 @@ def test_reuse_only_takes_runs_with_the_same_settings(bench, tmp_path):
 def test_reports_of_older_runs_show_an_unknown_commit(bench):
     assert bench.run_commit({}) == "?"
     assert bench.run_commit({"provenance": {"commit": None}}) == "not a git checkout"
+
+
+def test_the_target_rows_run_solar_at_its_own_budget(bench):
+    from solar_ros.algos.solar import TASK_DEFAULTS
+    from solar_ros.envs import TASKS
+    for t in bench.TARGETS:
+        assert t.task.split("_")[0] in {name.split("_")[0] for name in TASKS} and t.task in TASK_DEFAULTS
+        assert TASK_DEFAULTS[t.task].training_episodes == t.episodes, t.task
+    assert [t.task for t in bench.TARGETS if t.stretch] == ["sawyer_stack_2"]
+
+
+def test_the_target_table_says_which_rows_are_met(bench):
+    def row(task, method, seed, success):
+        return {"task": task, "method": method, "seed": seed, "success_rate": success}
+    targets = (bench.Target("point", (0, 1), 200, 0.9), bench.Target("sawyer_reach", (0, 1), 500, 0.8),
+               bench.Target("sawyer_stack_2", (0,), 500, 0.5, stretch=True))
+    rows = [row("point", "solar", 0, 1.0), row("point", "solar", 1, 0.9), row("point", "vae", 0, 0.1),
+            row("point", "ppo", 0, 0.0), row("point", "ppo", 1, 0.05),
+            row("sawyer_reach", "solar", 0, 1.0), row("sawyer_reach", "solar", 1, 0.75)]
+    searches = [{"task": "point", "seed": 0, "episodes": 1500, "cap": 2000},
+                {"task": "point", "seed": 1, "episodes": None, "cap": 2000}]
+    lines = bench.target_lines(targets, rows, searches)
+    assert lines[4] == "| `point` (200) | >= 90%, 2 | 100%, 90% | yes | 10%, - | 0%, 5% | 1500, > 2000 |"
+    assert lines[5] == "| `sawyer_reach` (500) | >= 80%, 2 | 100%, 75% | no | -, - | -, - | -, - |"
+    assert lines[6] == "| `sawyer_stack_2` (500) | >= 50% (stretch), 1 | - | not run | - | - | - |"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--targets", "--tasks", "point", "--name", "x"], "--targets sets the tasks"),
+    (["--methods", "solar", "--name", "x"], "give --tasks and --methods, or --targets"),
+])
+def test_targets_and_tasks_do_not_mix(args, message):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), *args], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_targets_mode_plans_every_row_at_its_budget(bench, monkeypatch, tmp_path):
+    """--targets runs solar, vae and ppo on each row's seeds at the row's budget, and searches PPO's episodes
+    where SOLAR got somewhere (the runs themselves replaced here by their would-be summaries)."""
+    planned, searched, reported = [], [], {}
+
+    def fake_run(task, method, seed, out, episodes, reuse=False, settings=None):
+        planned.append((task, method, seed, episodes, reuse))
+        return {"task": task, "method": method, "seed": seed, "episodes": episodes, "env_steps": 0,
+                "success_rate": 1.0 if (method == "solar" and seed == 0) else 0.0, "final_distance": 0.0,
+                "wall_time_s": 0.0}
+
+    def fake_search(task, seed, target, cap, out, reuse=False, settings=None):
+        searched.append((task, seed, target, cap))
+        return {"task": task, "seed": seed, "episodes": None, "cap": cap}
+
+    monkeypatch.setattr(bench, "run_one", fake_run)
+    monkeypatch.setattr(bench, "run_ppo_search", fake_search)
+    monkeypatch.setattr(bench, "write_report", lambda *a, **k: reported.update(targets=a[7]))
+    monkeypatch.setattr(bench.sys, "argv", ["benchmark.py", "--targets", "--name", "t", "--reuse"])
+    assert bench.main() == 0
+    expected = {(t.task, m, s, t.episodes, True) for t in bench.TARGETS for m in ("solar", "vae", "ppo")
+                for s in t.seeds}
+    assert set(planned) == expected and len(planned) == len(expected)
+    assert len([p for p in planned if p[0] == "point"]) == 15  # 5 seeds x 3 methods
+    assert sorted(searched) == sorted((t.task, 0, 1.0, 2000) for t in bench.TARGETS)  # seed 0: SOLAR at 100%
+    assert reported["targets"] == bench.TARGETS
