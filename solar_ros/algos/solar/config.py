@@ -365,7 +365,8 @@ REACHER_PAPER_SETTINGS = dict(PROJECT_SETTINGS, pretrain_wide_start=True, measur
 # * twice the KL bound (kl_step=4): every iteration of the 16-point runs used its whole bound of 2;
 # * twice the random pretraining rollouts within the same 500 episodes (200, then 10 iterations of 30), with 4000
 #   gradient steps for them.
-# With all four (`pre200_sawyer_stack`), starts 0 and 1, seeds 0-2: 85%, 15%, 0% and 100%, 100%, 85%; with the
+# With all four (`pre200_sawyer_stack`), starts 0 and 1, seeds 0-2: 85%, 15%, 0% and 100%, 100%, 85% (start 1 seeds
+# 3-5, run after the choice: 0%, 0%, 0%, `stack1_seeds345`; start 2: 35%, 0%, 0%, `stack2_defaults`); with the
 # readout cost alone 0%, 70%, 0% and 0%, 30%, 100% (`arm5_sawyer_stack`); with all but the pretraining 20%, 80%, 0%
 # and 0% on every seed (`lat24kp16kl4_sawyer_stack`).
 SAWYER_STACK_SETTINGS = dict(SAWYER_SETTINGS, cost_fit="readout", action_cost="task", latent_dim=24, keypoints=16,
