@@ -64,11 +64,12 @@ def test_a_run_logs_every_iteration_and_writes_its_outputs(tiny_run):
 
 
 def _without_times(rows):
+    """The rows without what was measured of the machine: wall times (``*_s``) and the fits' peak memory."""
     out = []
     for r in rows:
         r = dict(r)
         r.pop("wall_time_s")
-        r["extra"] = {k: v for k, v in r["extra"].items() if not k.endswith("_s")}
+        r["extra"] = {k: v for k, v in r["extra"].items() if not k.endswith(("_s", "_peak_mb"))}
         out.append(r)
     return out
 
