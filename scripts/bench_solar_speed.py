@@ -91,7 +91,7 @@ def timed_fit(model: SVAELatentModel, data: RolloutData, steps: int, seed: int, 
 
 def refit_times(cfg, sizes: list[int], T: int, S: int, du: int) -> None:
     """Time one real refit (``cfg.refit_steps`` gradient steps and the closing LDS update) on each number of
-    rollouts in ``sizes`` (random frames), with the process's peak resident memory after it."""
+    rollouts in ``sizes`` (random frames), with the peak resident memory during each (:class:`FitMeter`)."""
     print(f"\nrefit: {cfg.refit_steps} gradient steps + the closing LDS update, lds_fit_rollouts "
           f"{cfg.lds_fit_rollouts or 'all'}")
     print("rollouts  refit s  peak resident MB (of the refit)")
