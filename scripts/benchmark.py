@@ -144,8 +144,23 @@ def same_settings(summary: dict, method: str, task: str, settings: list[str]) ->
     return all(lookup(config, k, object()) == json.loads(json.dumps(v)) for k, v in wanted.items())
 
 
+def pretraining_source(name: str, task: str, method: str, seed: int) -> Path:
+    """The run of benchmark ``name`` whose pretraining the run (task, method, seed) starts from: the one with a
+    pretraining checkpoint among ``runs/benchmark/<name>/<task>_<method>_s<seed>[_set-...]`` (ValueError if there
+    is none, or more than one)."""
+    folder = ROOT / "runs" / "benchmark" / name
+    found = sorted(d for d in folder.glob(f"{task}_{method}_s{seed}*")
+                   if re.fullmatch(rf"{re.escape(task)}_{method}_s{seed}(_set-[0-9a-f]+)?", d.name)
+                   and (d / "pretrain_checkpoint.pt").is_file())
+    if len(found) != 1:
+        raise ValueError(f"--pretraining-from {name}: {len(found)} runs of {task}/{method}/seed {seed} with a "
+                         f"pretraining checkpoint under {folder} ({', '.join(d.name for d in found) or 'none'}); "
+                         "give a benchmark whose runs have one each")
+    return found[0]
+
+
 def run_one(task: str, method: str, seed: int, out: Path, episodes: int | None, reuse: bool = False,
-            settings: list[str] | None = None) -> dict:
+            settings: list[str] | None = None, pretraining_from: Path | None = None) -> dict:
     settings = list(settings or [])
     if reuse and (out / "summary.json").is_file():
         summary = json.loads((out / "summary.json").read_text())
@@ -158,6 +173,8 @@ def run_one(task: str, method: str, seed: int, out: Path, episodes: int | None, 
         cmd += ["--episodes", str(episodes)]
     for item in settings:
         cmd += ["--set", item]
+    if pretraining_from is not None:
+        cmd += ["--pretraining-from", str(pretraining_from)]
     return run_logged(cmd, out, "summary.json", f"{task}/{method}/seed {seed}")
 
 
@@ -345,7 +362,7 @@ def main() -> int:
     p.add_argument("--methods", help="comma-separated method names")
     p.add_argument("--targets", action="store_true",
                    help="run the project's target table (every task with its seeds and budget; solar, vae, ppo)")
-    p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-4"), help="e.g. 0-9 or 0,3,5")
+    p.add_argument("--seeds", type=parse_seeds, default=None, help="e.g. 0-9 or 0,3,5 (default 0-4)")
     p.add_argument("--episodes", type=positive_int, default=None, help="training episode budget (default: method's)")
     p.add_argument("--ppo-episodes", type=positive_int, default=None,
                    help="PPO's training episode budget (default: --episodes, else PPO's own default)")
@@ -355,15 +372,18 @@ def main() -> int:
     p.add_argument("--jobs", type=positive_int, default=2, help="runs in parallel")
     p.add_argument("--ppo-search", type=positive_int, default=0, metavar="CAP",
                    help="also find PPO's episodes to SOLAR's success per seed, up to CAP episodes")
+    p.add_argument("--pretraining-from", metavar="NAME", default=None,
+                   help="start each solar/vae run from the pretraining of the same task, method and seed in "
+                        "runs/benchmark/NAME/ (for settings of the iterations only; see solar-ros train)")
     p.add_argument("--set", action="append", default=[], metavar="[METHOD:]KEY=VALUE", dest="settings",
                    help="change a setting of every run (or of one method's runs), as `solar-ros train --set`; "
                         "repeatable")
     args = p.parse_args()
     command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.targets:
-        if args.tasks or args.methods or args.episodes or args.ppo_episodes:
+        if args.tasks or args.methods or args.seeds or args.episodes or args.ppo_episodes:
             p.error("--targets sets the tasks, methods, seeds and budgets itself: leave out --tasks, --methods, "
-                    "--episodes and --ppo-episodes")
+                    "--seeds, --episodes and --ppo-episodes")
         target_rows = TARGETS
         tasks, methods = [t.task for t in target_rows], list(TARGET_METHODS)
         args.ppo_search = args.ppo_search or 2000
@@ -372,6 +392,7 @@ def main() -> int:
     else:
         target_rows = None
         tasks, methods = args.tasks.split(","), args.methods.split(",")
+        args.seeds = args.seeds or parse_seeds("0-4")
     try:
         check_settings(tasks, methods, args.settings)
     except SettingsError as err:
@@ -388,10 +409,17 @@ def main() -> int:
     else:
         runs = [(t, m, s, (args.ppo_episodes or args.episodes) if m == "ppo" else args.episodes)
                 for t in tasks for m in methods for s in args.seeds]
+    sources: dict[tuple[str, str, int], Path] = {}
+    if args.pretraining_from:
+        try:
+            sources = {(t, m, s): pretraining_source(args.pretraining_from, t, m, s)
+                       for t, m, s, _ in runs if m in ("solar", "vae")}
+        except ValueError as err:
+            p.error(str(err))
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(run_one, t, m, s, run_dir(t, m, s), episodes, args.reuse,
-                               method_settings(args.settings, m))
+                               method_settings(args.settings, m), sources.get((t, m, s)))
                    for t, m, s, episodes in runs]
         rows = []
         for (t, m, s, _), f in zip(runs, futures):

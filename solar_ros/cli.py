@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=None, help="output directory (created)")
     train.add_argument("--resume", type=Path, default=None, metavar="DIR",
                        help="continue an interrupted run from its last checkpoint in DIR")
+    train.add_argument("--pretraining-from", type=Path, default=None, metavar="RUN",
+                       help="start from the pretraining (rollouts and fitted model) of the run in RUN, which must "
+                            "differ from this one only in settings of the iterations (solar and vae)")
     train.add_argument("--episodes", type=_positive_int, default=None,
                        help="training episode budget (default: the method's own default for the task)")
     train.add_argument("--goal", type=_goal, default=None,
@@ -206,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             if "resume" not in inspect.signature(train).parameters:
                 return _error("train", f"--method {args.method} has no checkpoints to resume from")
             kwargs["resume"] = True
+        if args.pretraining_from:
+            if "pretraining_from" not in inspect.signature(train).parameters:
+                return _error("train", f"--method {args.method} has no pretraining to start from")
+            kwargs["pretraining_from"] = args.pretraining_from
         if cfg is not None:
             kwargs["config"] = cfg
         out.mkdir(parents=True, exist_ok=True)

@@ -99,6 +99,7 @@ def test_the_target_table_says_which_rows_are_met(bench):
 
 @pytest.mark.parametrize("args, message", [
     (["--targets", "--tasks", "point", "--name", "x"], "--targets sets the tasks"),
+    (["--targets", "--seeds", "0-2", "--name", "x"], "leave out --tasks, --methods, --seeds"),
     (["--methods", "solar", "--name", "x"], "give --tasks and --methods, or --targets"),
 ])
 def test_targets_and_tasks_do_not_mix(args, message):

@@ -396,11 +396,15 @@ class StructuredVAE(nn.Module):
     @torch.no_grad()
     def sequence_potentials(self, images) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 sequences (N, T, H, W, C) -> potential means and diagonal variances, each (N, T, dx).
-        A frame's potential depends on the encoder's weights only (on this CPU the same to the bit
-        whichever frames share its batch of two or more), so a caller may keep them while the weights stay."""
+        Each sequence is encoded on its own (:meth:`frame_potentials`), so a frame's potential depends on the
+        encoder's weights and its sequence only, to the bit: the convolutions' last bits depend on how many
+        frames share a pass (a sequence's last 8 frames encoded in a pass of 8 differed from the same frames in
+        a pass of 32), and a caller may keep potentials while the weights stay (a run resumed from a checkpoint
+        then repeats the uninterrupted run exactly). On 2 CPU cores this is also faster than passes across
+        sequences (0.85 s against 1.2-1.4 s for 40 rollouts of 50 frames, 16 feature points)."""
         N, T = images.shape[:2]
-        m, s = self.frame_potentials(images.reshape(N * T, *images.shape[2:]))
-        return m.view(N, T, -1), s.view(N, T, -1)
+        parts = [self.frame_potentials(images[n]) for n in range(N)]
+        return torch.stack([m for m, _ in parts]), torch.stack([s for _, s in parts])
 
     ENCODE_CHUNK = 32
     """Frames per encoder pass in :meth:`frame_potentials`: with many more, the convolutions' activations

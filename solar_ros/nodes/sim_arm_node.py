@@ -173,7 +173,10 @@ class SimArmNode(StackNode):
         self.command[:] = 0.0
         self.command_ns = None  # commands sent before the reset do not carry over
         if self._frames is not None:
-            self._frames.drain()  # no frame of the state before the reset is sent after it
+            # No frame of the state before the reset is sent after it.
+            if not self._frames.drain():
+                self.get_logger().warning("reset: the camera frame being rendered was not sent within 1 s; "
+                                          "a frame of the state before the reset may follow it")
         # A fresh frame and cost sample right away, so that with equal rates every frame has the cost of
         # its own state (the schedules would otherwise keep their phases from before the reset).
         self.next_camera_ns = self.next_cost_ns = self.sim_ns
@@ -341,6 +344,8 @@ class FrameWorker:
         """Drop the waiting frame and wait until the one being rendered has been sent (at a reset, so that
         no frame of the old state follows it). Returns False if that took longer than ``timeout`` seconds."""
         with self._cond:
+            if self._pending is not None:
+                self.dropped += 1
             self._pending = None
             return self._cond.wait_for(lambda: not self._busy or self._stopped, timeout)
 

@@ -147,6 +147,34 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tiny_run, tmp_path,
         solar.train("point", seed=2, out=tmp_path, progress=False, config=TINY, resume=True)
 
 
+def test_a_run_started_from_another_runs_pretraining_gives_its_result_from_scratch(tiny_run, tmp_path):
+    """Runs that differ only in settings of the iterations share their pretraining: a run started from another's
+    gives exactly what it gives from scratch; a run whose pretraining would differ is refused."""
+    source, _ = tiny_run
+    assert (source / "pretrain_checkpoint.pt").is_file()
+    other = replace(TINY, kl_step=1.0, iterations=1, rollouts_per_iteration=5, adapt_step=False, measured_step=True)
+    scratch = solar.train("point", seed=1, out=tmp_path / "scratch", progress=False, config=other)
+    started = solar.train("point", seed=1, out=tmp_path / "started", progress=False, config=other,
+                          pretraining_from=source)
+    assert started.iterations[0]["extra"].pop("pretraining_from") == str(source)
+    assert started.final_cost == scratch.final_cost and started.success_rate == scratch.success_rate
+    _assert_same_rows(started.iterations, scratch.iterations)
+    # It has its own pretraining checkpoint and rollouts, so it resumes, and others can start from it.
+    assert (tmp_path / "started" / "pretrain_checkpoint.pt").is_file()
+    assert (tmp_path / "started" / "data" / "pretrain.npz").is_file()
+    again = solar.train("point", seed=1, out=tmp_path / "started", progress=False, config=other, resume=True)
+    assert again.final_cost == scratch.final_cost
+
+    for config, seed, what in ((replace(TINY, latent_dim=4), 1, "latent_dim"), (replace(TINY, pretrain_steps=61), 1,
+                                                                                 "pretrain_steps"), (TINY, 2, "seed")):
+        with pytest.raises(ValueError, match=what):
+            solar.train("point", seed=seed, out=tmp_path / "refused", progress=False, config=config,
+                        pretraining_from=source)
+    with pytest.raises(ValueError, match="no pretrain_checkpoint.pt"):
+        solar.train("point", seed=1, out=tmp_path / "refused", progress=False, config=TINY,
+                    pretraining_from=tmp_path / "nowhere")
+
+
 def _random_point_rollouts(n):
     """The point env (16x16 images, seed 0's goal) and ``n`` seeded random-action rollouts (std 0.5 x action_scale)."""
     env = make("point", image_size=16)

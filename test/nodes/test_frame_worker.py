@@ -70,6 +70,7 @@ def test_drain_drops_the_waiting_frame_and_waits_for_the_one_being_sent():
         release.set()
         assert drained.wait(30)
         assert sent == [1]
+        assert worker.dropped == 1, "the drained frame counts as dropped"
         worker.submit(env.data, 3)  # the worker goes on after a drain
         for _ in range(300):
             if sent[-1] == 3:

@@ -303,6 +303,17 @@ class SolarConfig:
         return self.pretrain_episodes + self.iterations * self.rollouts_per_iteration
 
 
+# The settings that only the iterations read (after the pretraining fit). Runs that differ in nothing else have
+# the same pretraining, so one can start from another's (`solar-ros train --pretraining-from RUN`): an ablation of
+# the reinforcement-learning phase then skips the random rollouts and the pretraining fit, and gives what a run
+# from scratch with its settings gives (test/algos/test_solar.py checks this).
+ITERATION_SETTINGS = frozenset({
+    "iterations", "rollouts_per_iteration", "eval_episodes", "refit_every", "refit_steps", "init_noise",
+    "policy_smoothing", "kl_step", "final_cost_weight", "dynamics_latents", "prior_strength", "dynamics_prior",
+    "adapt_step", "measured_step", "final_policy", "measured_step_z",
+})
+
+
 # The project's settings where they differ from the reference, for every task. They were chosen in
 # tuning runs on point, before every setting could be given on the command line; each can be switched
 # back with `solar-ros train --set KEY=VALUE` (docs/results/history.md, "Learning from pixels on point", has the

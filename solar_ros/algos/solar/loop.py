@@ -103,7 +103,15 @@ from .models import (
     local_latent_cost,
     readout_latent_cost,
 )
-from .persistence import CHECKPOINT_NAME, load_data, load_run_checkpoint, save_data, save_run_checkpoint
+from .persistence import (
+    CHECKPOINT_NAME,
+    PRETRAIN_CHECKPOINT_NAME,
+    load_data,
+    load_pretraining,
+    load_run_checkpoint,
+    save_data,
+    save_run_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -355,14 +363,17 @@ def refit(model: LatentModel, data: RolloutData, buffer: RolloutData, policy: Li
 
 def train(task: str, seed: int, out: Path | None = None, episodes: int | None = None, goal=None,
           progress: bool = True, resume: bool = False, config: SolarConfig | None = None,
-          method: str = "solar") -> RunResult:
+          method: str = "solar", pretraining_from: Path | None = None) -> RunResult:
     """Learn ``task`` from images with SOLAR (``method='solar'``) or the VAE ablation (``'vae'``).
 
     ``episodes``: total training-episode budget (pretraining included); it sets the number of
     iterations. ``resume``: continue from ``out/checkpoint.pt`` when it exists (same task, seed,
-    method and settings), giving the result an uninterrupted run would have. Writes
-    summary.json, learning_curve.png, the checkpoint, the rollouts (``data/``) and TensorBoard
-    scalars (``tb/``, when tensorboard is installed) to ``out``.
+    method and settings), giving the result an uninterrupted run would have. ``pretraining_from``: a run
+    directory whose pretraining (rollouts and fitted model) this run takes instead of doing its own; it must
+    differ from this run only in settings the iterations read (:func:`~.persistence.load_pretraining`), and
+    the result is the one this run would have had from scratch (its wall time includes the other run's
+    pretraining). Writes summary.json, learning_curve.png, the checkpoints, the rollouts (``data/``) and
+    TensorBoard scalars (``tb/``, when tensorboard is installed) to ``out``.
     """
     if method not in MODEL_CLASSES:
         raise ValueError(f"unknown method {method!r}; use one of {sorted(MODEL_CLASSES)}")
@@ -407,20 +418,32 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     policy = initial_policy(T, cfg.latent_dim, du, cfg.init_noise * env.action_scale)
     step = StepState()
     elapsed_before = 0.0
-    if resume and checkpoint.is_file():
+    data: RolloutData | None = None
+    taken_pretraining: IterationLog | None = None  # the pretraining row of the run started from
+    resumed = bool(resume and checkpoint.is_file())
+    if resumed:
         state = load_run_checkpoint(checkpoint, model, identity)
         torch.set_rng_state(torch.from_numpy(np.asarray(state["torch_rng"])))
         start_iteration = state["iteration"] + 1
         data_files, rows = state["data_files"], [IterationLog(**r) for r in state["rows"]]
         policy, step = policy_from_arrays("policy", state), StepState.from_arrays(state)
         elapsed_before = state["elapsed_s"]
+        data = load_data(out, data_files)
         log.info("resuming %s/%s seed %d after iteration %d", task, method, seed, state["iteration"])
+    elif pretraining_from is not None:
+        state, data = load_pretraining(Path(pretraining_from), model, identity)
+        torch.set_rng_state(torch.from_numpy(np.asarray(state["torch_rng"])))
+        row = state["rows"][0]
+        extra = {**row["extra"], "pretraining_from": str(pretraining_from)}
+        taken_pretraining = IterationLog(**{**row, "extra": extra})
+        data_files.append(save_data(out, "pretrain", data))
+        elapsed_before = state["elapsed_s"]
+        log.info("starting %s/%s seed %d from the pretraining of %s", task, method, seed, pretraining_from)
     elif resume:
         log.warning("no checkpoint in %s: starting from scratch", out)
-    data = load_data(out, data_files) if data_files else None
 
     writer = _tensorboard(out, purge_step=start_iteration)
-    bar = tqdm(total=cfg.iterations + 1, initial=start_iteration if data_files else 0,
+    bar = tqdm(total=cfg.iterations + 1, initial=start_iteration if resumed else 0,
                desc=f"{task}/{method}", disable=not progress, unit="iter")
 
     def report(row: IterationLog) -> None:
@@ -451,6 +474,8 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
             "torch_rng": torch.get_rng_state().numpy(), "elapsed_s": elapsed_before + clock(),
         }
         save_run_checkpoint(checkpoint, model, loop_state)
+        if iteration == 0:
+            save_run_checkpoint(checkpoint.parent / PRETRAIN_CHECKPOINT_NAME, model, loop_state)
 
     # --- 1. pretraining: random actions, then the model fit --------------------------------------------
     if data is None:
@@ -469,6 +494,10 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         report(IterationLog(0, data.N, data.N * T, stats["mean_cost"], stats["final_distance"], stats["success_rate"],
                             elapsed_before + clock(), {"phase": "pretrain", **fit.metrics("model_fit"), **diagnostics,
                                                        **{f"model_{k}": v for k, v in terms.items()}}))
+        bar.update(1)
+        checkpoint_now(0)
+    elif taken_pretraining is not None:
+        report(taken_pretraining)
         bar.update(1)
         checkpoint_now(0)
 
@@ -566,9 +595,11 @@ def evaluate_saved_run(out: Path, which: str | None = None, episodes: int | None
 
 
 def train_vae_ablation(task: str, seed: int, out: Path | None = None, episodes: int | None = None, goal=None,
-                       progress: bool = True, resume: bool = False, config: SolarConfig | None = None) -> RunResult:
+                       progress: bool = True, resume: bool = False, config: SolarConfig | None = None,
+                       pretraining_from: Path | None = None) -> RunResult:
     """The VAE ablation of :func:`train`: the same loop with a per-frame VAE latent."""
-    return train(task, seed, out, episodes, goal, progress, resume, config, method="vae")
+    return train(task, seed, out, episodes, goal, progress, resume, config, method="vae",
+                 pretraining_from=pretraining_from)
 
 
 def _tensorboard(out: Path | None, purge_step: int):

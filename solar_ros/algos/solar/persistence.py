@@ -4,7 +4,9 @@
   written once each, atomically;
 * the checkpoint, ``checkpoint.pt``, rewritten after every iteration: the whole latent model
   (:meth:`~solar_ros.algos.solar.models.LatentModel.save`: network, LDS posterior, fitted extras;
-  the same file format the model fitting node writes) with the loop's state as its ``extra``.
+  the same file format the model fitting node writes) with the loop's state as its ``extra``;
+* the pretraining checkpoint, ``pretrain_checkpoint.pt``: the checkpoint as it was after the pretraining fit,
+  kept so that another run can start from this run's pretraining (:func:`load_pretraining`).
 """
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ...models.checkpoint import load_checkpoint
 from ...runtime.atomic import atomic_file
+from .config import ITERATION_SETTINGS
 from .models import LatentModel, RolloutData
 
 CHECKPOINT_NAME = "checkpoint.pt"
+PRETRAIN_CHECKPOINT_NAME = "pretrain_checkpoint.pt"
 DATA_DIR = "data"
 
 
@@ -83,3 +88,34 @@ def load_run_checkpoint(path: Path, model: LatentModel, identity: dict) -> dict:
     if not np.allclose(state["goal"], identity["goal"]):
         raise ValueError(f"cannot resume from {path}: its goal {state['goal']} differs from {identity['goal']}")
     return state
+
+
+def load_pretraining(run: Path, model: LatentModel, identity: dict) -> tuple[dict, RolloutData]:
+    """Restore ``model`` from the pretraining checkpoint of the run in ``run`` and return the loop's state saved
+    with it and the pretraining rollouts.
+
+    The run must have the same task, seed, method and goal, and the same settings except those only the
+    iterations read (:data:`~solar_ros.algos.solar.config.ITERATION_SETTINGS`): its pretraining is then the one
+    this run would do itself. ValueError naming what differs, or what is missing, otherwise."""
+    path = Path(run) / PRETRAIN_CHECKPOINT_NAME
+    if not path.is_file():
+        raise ValueError(f"cannot start from the pretraining of {run}: it has no {PRETRAIN_CHECKPOINT_NAME} "
+                         "(a run writes it after its pretraining fit)")
+    ckpt = load_checkpoint(path)
+    state = ckpt.extra  # checked before the weights are loaded: another latent size would not fit
+    for key in ("task", "seed", "method"):
+        if state.get(key) != identity[key]:
+            raise ValueError(f"cannot start from the pretraining of {run}: it has {key}={state.get(key)!r}, "
+                             f"this run {key}={identity[key]!r}")
+    if not np.allclose(state["goal"], identity["goal"]):
+        raise ValueError(f"cannot start from the pretraining of {run}: its goal {state['goal']} differs from "
+                         f"{identity['goal']}")
+    stored, ours = state.get("config") or {}, identity["config"]
+    changed = sorted(k for k in (set(stored) | set(ours)) - ITERATION_SETTINGS if stored.get(k) != ours.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {stored.get(k)!r} -> {ours.get(k)!r}" for k in changed)
+        raise ValueError(f"cannot start from the pretraining of {run}: settings that the pretraining reads "
+                         f"differ ({diffs})")
+    if state.get("iteration") != 0 or state.get("data_files") != ["pretrain"]:
+        raise ValueError(f"{path} is not a pretraining checkpoint (iteration {state.get('iteration')})")
+    return model.restore(ckpt, path), load_data(Path(run), ["pretrain"])
