@@ -115,7 +115,7 @@ def test_targets_mode_plans_every_row_at_its_budget(bench, monkeypatch, tmp_path
     where SOLAR got somewhere (the runs themselves replaced here by their would-be summaries)."""
     planned, searched, reported = [], [], {}
 
-    def fake_run(task, method, seed, out, episodes, reuse=False, settings=None):
+    def fake_run(task, method, seed, out, episodes, reuse=False, settings=None, pretraining_from=None):
         planned.append((task, method, seed, episodes, reuse))
         return {"task": task, "method": method, "seed": seed, "episodes": episodes, "env_steps": 0,
                 "success_rate": 1.0 if (method == "solar" and seed == 0) else 0.0, "final_distance": 0.0,
@@ -136,3 +136,20 @@ def test_targets_mode_plans_every_row_at_its_budget(bench, monkeypatch, tmp_path
     assert len([p for p in planned if p[0] == "point"]) == 15  # 5 seeds x 3 methods
     assert sorted(searched) == sorted((t.task, 0, 1.0, 2000) for t in bench.TARGETS)  # seed 0: SOLAR at 100%
     assert reported["targets"] == bench.TARGETS
+
+
+def test_pretraining_from_finds_the_run_of_the_same_task_method_and_seed(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    folder = tmp_path / "runs" / "benchmark" / "base"
+    for name in ("point_solar_s1_set-0a1b", "point_solar_s10", "point_vae_s1", "reacher_solar_s1"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "pretrain_checkpoint.pt").write_bytes(b"")
+    (folder / "point_solar_s2").mkdir()  # a run without a pretraining checkpoint
+    assert bench.pretraining_source("base", "point", "solar", 1) == folder / "point_solar_s1_set-0a1b"
+    assert bench.pretraining_source("base", "point", "vae", 1) == folder / "point_vae_s1"
+    with pytest.raises(ValueError, match="0 runs of point/solar/seed 2"):
+        bench.pretraining_source("base", "point", "solar", 2)
+    (folder / "point_solar_s1").mkdir()
+    (folder / "point_solar_s1" / "pretrain_checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="2 runs of point/solar/seed 1"):
+        bench.pretraining_source("base", "point", "solar", 1)
