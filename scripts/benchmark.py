@@ -150,7 +150,7 @@ def pretraining_source(name: str, task: str, method: str, seed: int) -> Path:
     is none, or more than one)."""
     folder = ROOT / "runs" / "benchmark" / name
     found = sorted(d for d in folder.glob(f"{task}_{method}_s{seed}*")
-                   if re.fullmatch(rf"{re.escape(task)}_{method}_s{seed}(_set-[0-9a-f]+)?", d.name)
+                   if re.fullmatch(rf"{re.escape(task)}_{method}_s{seed}(_set-.+)?", d.name)
                    and (d / "pretrain_checkpoint.pt").is_file())
     if len(found) != 1:
         raise ValueError(f"--pretraining-from {name}: {len(found)} runs of {task}/{method}/seed {seed} with a "

@@ -141,11 +141,11 @@ def test_targets_mode_plans_every_row_at_its_budget(bench, monkeypatch, tmp_path
 def test_pretraining_from_finds_the_run_of_the_same_task_method_and_seed(bench, tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "ROOT", tmp_path)
     folder = tmp_path / "runs" / "benchmark" / "base"
-    for name in ("point_solar_s1_set-0a1b", "point_solar_s10", "point_vae_s1", "reacher_solar_s1"):
+    for name in ("point_solar_s1_set-kl_step=8", "point_solar_s10", "point_vae_s1", "reacher_solar_s1"):
         (folder / name).mkdir(parents=True)
         (folder / name / "pretrain_checkpoint.pt").write_bytes(b"")
     (folder / "point_solar_s2").mkdir()  # a run without a pretraining checkpoint
-    assert bench.pretraining_source("base", "point", "solar", 1) == folder / "point_solar_s1_set-0a1b"
+    assert bench.pretraining_source("base", "point", "solar", 1) == folder / "point_solar_s1_set-kl_step=8"
     assert bench.pretraining_source("base", "point", "vae", 1) == folder / "point_vae_s1"
     with pytest.raises(ValueError, match="0 runs of point/solar/seed 2"):
         bench.pretraining_source("base", "point", "solar", 2)
