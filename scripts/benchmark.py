@@ -271,6 +271,19 @@ def run_commit(summary: dict) -> str:
     return prov["commit"] or "not a git checkout"
 
 
+def pretraining_lines(rows: list[dict]) -> list[str]:
+    """The report's line on runs that started from another run's pretraining (none if no run did)."""
+    sources = [r["iterations"][0].get("extra", {}).get("pretraining_from") if r.get("iterations") else None
+               for r in rows]
+    taken = sorted({Path(str(src)).parent.name for src in sources if src})
+    if not taken:
+        return []
+    names = ", ".join(f"`{t}`" for t in taken)
+    return [f"Pretraining: {sum(1 for src in sources if src)} of the {len(rows)} runs started from the pretraining of "
+            f"the same task, method and seed in benchmark {names} (`--pretraining-from`); their wall times include "
+            "that pretraining.", ""]
+
+
 def write_report(name: str, rows: list[dict], command: str, docs: Path, searches: list[dict] | None = None,
                  settings: list[str] | None = None, commit: str | None = None,
                  targets: tuple[Target, ...] | None = None) -> None:
@@ -284,6 +297,7 @@ def write_report(name: str, rows: list[dict], command: str, docs: Path, searches
              + ", ".join(f"`{c}`" for c in commits) + " (per run below).", "",
              "Settings: " + (", ".join(f"`{s}`" for s in settings) + " on top of each method's task defaults"
                              if settings else "each method's task defaults") + " (full configurations below).", "",
+             *pretraining_lines(rows),
              *(target_lines(targets, rows, searches or []) if targets else []),
              "## Summary (mean over seeds)", "",
              "| task | method | seeds | success rate | final distance | training episodes | env steps "

@@ -153,3 +153,11 @@ def test_pretraining_from_finds_the_run_of_the_same_task_method_and_seed(bench, 
     (folder / "point_solar_s1" / "pretrain_checkpoint.pt").write_bytes(b"")
     with pytest.raises(ValueError, match="2 runs of point/solar/seed 1"):
         bench.pretraining_source("base", "point", "solar", 1)
+
+
+def test_the_report_says_which_runs_took_another_runs_pretraining(bench):
+    took = {"iterations": [{"extra": {"phase": "pretrain", "pretraining_from": "/x/runs/benchmark/base/point_solar_s1"}}]}
+    own = {"iterations": [{"extra": {"phase": "pretrain"}}]}
+    assert bench.pretraining_lines([own, {}]) == []
+    line = bench.pretraining_lines([took, own])[0]
+    assert line.startswith("Pretraining: 1 of the 2 runs") and "benchmark `base`" in line
