@@ -156,7 +156,8 @@ def test_pretraining_from_finds_the_run_of_the_same_task_method_and_seed(bench, 
 
 
 def test_the_report_says_which_runs_took_another_runs_pretraining(bench):
-    took = {"iterations": [{"extra": {"phase": "pretrain", "pretraining_from": "/x/runs/benchmark/base/point_solar_s1"}}]}
+    source = "/x/runs/benchmark/base/point_solar_s1"
+    took = {"iterations": [{"extra": {"phase": "pretrain", "pretraining_from": source}}]}
     own = {"iterations": [{"extra": {"phase": "pretrain"}}]}
     assert bench.pretraining_lines([own, {}]) == []
     line = bench.pretraining_lines([took, own])[0]
