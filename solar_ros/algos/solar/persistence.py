@@ -70,23 +70,30 @@ def save_run_checkpoint(path: Path, model: LatentModel, loop_state: dict) -> Non
     model.save(path, extra=loop_state)
 
 
+def identity_mismatch(state: dict, identity: dict, ignore: frozenset = frozenset()) -> str | None:
+    """How the run identity saved in ``state`` differs from ``identity`` (task, seed, method, goal, and the config
+    except the keys in ``ignore``), or None when it does not."""
+    for key in ("task", "seed", "method"):
+        if state.get(key) != identity[key]:
+            return f"it was written with {key}={state.get(key)!r}, this run has {key}={identity[key]!r}"
+    stored, ours = state.get("config") or {}, identity["config"]
+    changed = sorted(k for k in (set(stored) | set(ours)) - ignore if stored.get(k) != ours.get(k))
+    if changed:
+        return "the settings differ (" + ", ".join(f"{k}: {stored.get(k)!r} -> {ours.get(k)!r}" for k in changed) + ")"
+    if not np.allclose(state["goal"], identity["goal"]):
+        return f"its goal {state['goal']} differs from {identity['goal']}"
+    return None
+
+
 def load_run_checkpoint(path: Path, model: LatentModel, identity: dict) -> dict:
     """Restore ``model`` from the checkpoint at ``path`` and return the loop's state saved with it.
 
     ``identity`` (task, seed, method, goal, config) must be the checkpoint's: a run resumes only
     with the settings it was started with (ValueError naming what differs)."""
     state = model.load(path)
-    for key in ("task", "seed", "method"):
-        if state.get(key) != identity[key]:
-            raise ValueError(f"cannot resume from {path}: it was written with {key}={state.get(key)!r}, "
-                             f"this run has {key}={identity[key]!r}")
-    stored = state.get("config") or {}
-    changed = sorted(k for k in set(stored) | set(identity["config"]) if stored.get(k) != identity["config"].get(k))
-    if changed:
-        diffs = ", ".join(f"{k}: {stored.get(k)!r} -> {identity['config'].get(k)!r}" for k in changed)
-        raise ValueError(f"cannot resume from {path}: the settings differ ({diffs}); resume with the same settings")
-    if not np.allclose(state["goal"], identity["goal"]):
-        raise ValueError(f"cannot resume from {path}: its goal {state['goal']} differs from {identity['goal']}")
+    mismatch = identity_mismatch(state, identity)
+    if mismatch:
+        raise ValueError(f"cannot resume from {path}: {mismatch}; resume with the same settings")
     return state
 
 
@@ -103,19 +110,10 @@ def load_pretraining(run: Path, model: LatentModel, identity: dict) -> tuple[dic
                          "(a run writes it after its pretraining fit)")
     ckpt = load_checkpoint(path)
     state = ckpt.extra  # checked before the weights are loaded: another latent size would not fit
-    for key in ("task", "seed", "method"):
-        if state.get(key) != identity[key]:
-            raise ValueError(f"cannot start from the pretraining of {run}: it has {key}={state.get(key)!r}, "
-                             f"this run {key}={identity[key]!r}")
-    if not np.allclose(state["goal"], identity["goal"]):
-        raise ValueError(f"cannot start from the pretraining of {run}: its goal {state['goal']} differs from "
-                         f"{identity['goal']}")
-    stored, ours = state.get("config") or {}, identity["config"]
-    changed = sorted(k for k in (set(stored) | set(ours)) - ITERATION_SETTINGS if stored.get(k) != ours.get(k))
-    if changed:
-        diffs = ", ".join(f"{k}: {stored.get(k)!r} -> {ours.get(k)!r}" for k in changed)
-        raise ValueError(f"cannot start from the pretraining of {run}: settings that the pretraining reads "
-                         f"differ ({diffs})")
+    mismatch = identity_mismatch(state, identity, ignore=ITERATION_SETTINGS)
+    if mismatch:
+        raise ValueError(f"cannot start from the pretraining of {run}: {mismatch} (beyond the settings of the "
+                         "iterations)")
     if state.get("iteration") != 0 or state.get("data_files") != ["pretrain"]:
         raise ValueError(f"{path} is not a pretraining checkpoint (iteration {state.get('iteration')})")
     return model.restore(ckpt, path), load_data(Path(run), ["pretrain"])
