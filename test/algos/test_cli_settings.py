@@ -111,3 +111,12 @@ def test_list_settings_shows_the_task_values(capsys):
     lines = {line.split()[0]: line for line in out.splitlines()}
     assert "3.0" in lines["final_kl_step"] and "float" in lines["final_kl_step"]
     assert "exploration.kl_step" in lines and "exploration" not in lines
+
+
+def test_pretraining_from_a_run_without_a_pretraining_checkpoint_is_a_clear_error(capsys, tmp_path):
+    rc, _, err = _run(capsys, "train", "--task", "point", "--method", "solar", "--out", str(tmp_path / "out"),
+                      "--pretraining-from", str(tmp_path / "nowhere"))
+    assert rc == 2 and "no pretrain_checkpoint.pt" in err
+    rc, _, err = _run(capsys, "train", "--task", "point", "--method", "lqr_state", "--out", str(tmp_path / "out"),
+                      "--pretraining-from", str(tmp_path / "nowhere"))
+    assert rc == 2 and "has no pretraining to start from" in err
