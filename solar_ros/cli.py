@@ -221,8 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         if cfg is not None:
             kwargs["config"] = cfg
         out.mkdir(parents=True, exist_ok=True)
-        result = train(task=args.task, seed=args.seed, out=out, episodes=args.episodes, goal=args.goal,
-                       progress=not args.no_progress, **kwargs)
+        from .algos.common import RunMismatch
+
+        try:
+            result = train(task=args.task, seed=args.seed, out=out, episodes=args.episodes, goal=args.goal,
+                           progress=not args.no_progress, **kwargs)
+        except RunMismatch as err:
+            return _error("train", str(err))
         print(f"\n{result.task} / {result.method} / seed {result.seed}: success {result.success_rate:.0%} over "
               f"{result.eval_episodes} evaluation episodes, final distance {result.final_distance:.4f}, "
               f"{result.episodes} training episodes ({result.env_steps} env steps), {result.wall_time_s:.1f} s")

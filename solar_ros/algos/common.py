@@ -23,6 +23,11 @@ same streams as the in-process loops, so a run through the nodes starts the same
 noise as ``solar-ros train`` with the same seed."""
 
 
+class RunMismatch(ValueError):
+    """A run directory that this run may not continue from (``--resume``, ``--pretraining-from``): another task,
+    seed, method, goal or settings, or not the checkpoint asked for. The CLI reports it as a usage error."""
+
+
 def derive_seed(*keys: int) -> int:
     """A 31-bit seed derived from integer keys (run seed, phase, iteration, index)."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] & 0x7FFFFFFF)

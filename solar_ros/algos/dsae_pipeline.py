@@ -62,6 +62,7 @@ from .common import (
     Episode,
     IterationLog,
     LQRFLMLoop,
+    RunMismatch,
     RunResult,
     Stopwatch,
     finite_or_raise,
@@ -382,9 +383,9 @@ class _Checkpoints:
                 raise ValueError(f"{record_path} is corrupt ({err}); start a fresh run instead") from err
             differ = [k for k in run if stored.get(k) != record[k]]
             if differ:
-                raise ValueError(f"cannot resume from {self.dir}: it belongs to another run "
-                                 f"({', '.join(differ)} differ: stored {[stored.get(k) for k in differ]}, "
-                                 f"asked {[record[k] for k in differ]})")
+                raise RunMismatch(f"cannot resume from {self.dir}: it belongs to another run "
+                                  f"({', '.join(differ)} differ: stored {[stored.get(k) for k in differ]}, "
+                                  f"asked {[record[k] for k in differ]})")
             changed = {k for k, v in record["settings"].items() if stored.get("settings", {}).get(k) != v}
             for i, name in enumerate(STAGE_FILES):
                 if changed & set(STAGE_SETTINGS[name]):

@@ -35,7 +35,15 @@ from tqdm import tqdm
 
 from ..envs import make
 from ..runtime.atomic import atomic_file
-from .common import IterationLog, RunResult, Stopwatch, format_table, plot_learning_curve, write_json_atomic
+from .common import (
+    IterationLog,
+    RunMismatch,
+    RunResult,
+    Stopwatch,
+    format_table,
+    plot_learning_curve,
+    write_json_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -302,8 +310,8 @@ class _PPORun:
         mine = {"task": self.task, "seed": self.seed, "goal": self.goal.tolist(), "config": _identity(self.cfg)}
         differ = sorted(k for k in mine if state.get(k) != mine[k])
         if differ:
-            raise ValueError(f"cannot resume from {directory}: it belongs to a run with other settings "
-                             f"({', '.join(differ)} differ)")
+            raise RunMismatch(f"cannot resume from {directory}: it belongs to a run with other settings "
+                              f"({', '.join(differ)} differ)")
         model_path = directory / state["model"]
         if not model_path.is_file():
             raise ValueError(f"checkpoint {path} refers to the missing model file {model_path.name}")

@@ -175,6 +175,19 @@ def test_a_run_started_from_another_runs_pretraining_gives_its_result_from_scrat
                     pretraining_from=tmp_path / "nowhere")
 
 
+def test_the_cli_refuses_another_runs_pretraining_in_one_line(tiny_run, tmp_path, capsys):
+    """A pretraining this run would not have done (here another seed's) is a usage error naming what differs,
+    before anything is trained."""
+    from solar_ros import cli
+
+    source, _ = tiny_run
+    rc = cli.main(["train", "--task", "point", "--method", "solar", "--seed", "2", "--no-progress",
+                   "--out", str(tmp_path / "out"), "--pretraining-from", str(source)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "seed=1" in err and "seed=2" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()
+
+
 def _random_point_rollouts(n):
     """The point env (16x16 images, seed 0's goal) and ``n`` seeded random-action rollouts (std 0.5 x action_scale)."""
     env = make("point", image_size=16)

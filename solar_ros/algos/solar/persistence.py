@@ -16,6 +16,7 @@ import numpy as np
 
 from ...models.checkpoint import load_checkpoint
 from ...runtime.atomic import atomic_file
+from ..common import RunMismatch
 from .config import ITERATION_SETTINGS
 from .models import LatentModel, RolloutData
 
@@ -89,11 +90,11 @@ def load_run_checkpoint(path: Path, model: LatentModel, identity: dict) -> dict:
     """Restore ``model`` from the checkpoint at ``path`` and return the loop's state saved with it.
 
     ``identity`` (task, seed, method, goal, config) must be the checkpoint's: a run resumes only
-    with the settings it was started with (ValueError naming what differs)."""
+    with the settings it was started with (:class:`RunMismatch` naming what differs)."""
     state = model.load(path)
     mismatch = identity_mismatch(state, identity)
     if mismatch:
-        raise ValueError(f"cannot resume from {path}: {mismatch}; resume with the same settings")
+        raise RunMismatch(f"cannot resume from {path}: {mismatch}; resume with the same settings")
     return state
 
 
@@ -103,17 +104,17 @@ def load_pretraining(run: Path, model: LatentModel, identity: dict) -> tuple[dic
 
     The run must have the same task, seed, method and goal, and the same settings except those only the
     iterations read (:data:`~solar_ros.algos.solar.config.ITERATION_SETTINGS`): its pretraining is then the one
-    this run would do itself. ValueError naming what differs, or what is missing, otherwise."""
+    this run would do itself. :class:`RunMismatch` naming what differs, or what is missing, otherwise."""
     path = Path(run) / PRETRAIN_CHECKPOINT_NAME
     if not path.is_file():
-        raise ValueError(f"cannot start from the pretraining of {run}: it has no {PRETRAIN_CHECKPOINT_NAME} "
+        raise RunMismatch(f"cannot start from the pretraining of {run}: it has no {PRETRAIN_CHECKPOINT_NAME} "
                          "(a run writes it after its pretraining fit)")
     ckpt = load_checkpoint(path)
     state = ckpt.extra  # checked before the weights are loaded: another latent size would not fit
     mismatch = identity_mismatch(state, identity, ignore=ITERATION_SETTINGS)
     if mismatch:
-        raise ValueError(f"cannot start from the pretraining of {run}: {mismatch} (beyond the settings of the "
+        raise RunMismatch(f"cannot start from the pretraining of {run}: {mismatch} (beyond the settings of the "
                          "iterations)")
     if state.get("iteration") != 0 or state.get("data_files") != ["pretrain"]:
-        raise ValueError(f"{path} is not a pretraining checkpoint (iteration {state.get('iteration')})")
+        raise RunMismatch(f"{path} is not a pretraining checkpoint (iteration {state.get('iteration')})")
     return model.restore(ckpt, path), load_data(Path(run), ["pretrain"])
