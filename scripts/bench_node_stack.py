@@ -32,6 +32,9 @@
    first fits). Latency = arrival here of the first CommandInfo computed from a frame minus the arrival
    here of that frame on /camera/image_raw (both reception stamps of this process, which polls the two
    streams; its threads run at the simulator's SCHED_FIFO priority meanwhile, as a camera driver would).
+   It also lists every pause over 20 ms between consecutive joint states and between consecutive torque
+   commands (idle ones included) as they arrive here, in seconds from the launch: a pause in the commands
+   with none in the joint states is the controller's (its input or its work), not the simulator's.
 """
 from __future__ import annotations
 
@@ -180,13 +183,28 @@ def controller_timing(log_text: str) -> dict | None:
             "gap_p99_worst": float(p99.max()), "gap_p99_median": float(np.median(p99)), "gap_max": float(gap_max.max())}
 
 
+def pauses(arrivals_ns: list[int], start_ns: int, over_ms: float = 20.0) -> list[tuple[float, float]]:
+    """Every gap longer than ``over_ms`` between consecutive arrivals: (its length in ms, its start in s after
+    ``start_ns``)."""
+    t = np.sort(np.asarray(arrivals_ns, dtype=np.int64))
+    gaps = np.diff(t) * 1e-6
+    return [(float(g), float((t[i] - start_ns) * 1e-9)) for i, g in enumerate(gaps) if g > over_ms]
+
+
+def _pause_text(name: str, first: float | None, found: list[tuple[float, float]]) -> str:
+    if first is None:
+        return f"{name} none received"
+    return f"{name} (first at {first:.1f} s) " + (", ".join(f"{ms:.1f} ms at {at:.1f} s" for ms, at in found) or "none")
+
+
 class StackLatency:
     """Frame -> torque latency inside a running stack, from this process's reception stamps (see the module
     docstring, ``--stack-latency``)."""
 
     def __init__(self) -> None:
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import Image, JointState
+        from std_msgs.msg import Float64MultiArray
 
         from solar_ros.msg import CommandInfo
         from solar_ros.nodes import contract
@@ -195,11 +213,17 @@ class StackLatency:
         self.frames: dict[int, int] = {}  # frame stamp -> its arrival here
         self.first: dict[int, int] = {}  # frame stamp -> arrival of the first command computed from it
         self.commands = 0
+        self.arrivals: dict[str, list[int]] = {"joint states": [], "commands": []}  # every arrival here (ns)
+        self.start_ns = time.time_ns()  # the stack's launch (reception stamps are on the system clock)
         self._active = CommandInfo.ACTIVE
         images = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT,
                             durability=DurabilityPolicy.VOLATILE)
         self.bench.poll(Image, contract.CAMERA_RAW, self._on_frame, images)
         self.bench.poll(CommandInfo, contract.COMMAND_INFO, self._on_info)
+        for name, msg_type, topic in (("joint states", JointState, contract.JOINT_STATES),
+                                      ("commands", Float64MultiArray, contract.COMMANDS)):
+            self.bench.poll(msg_type, topic, lambda _msg, received_ns, a=self.arrivals[name]: a.append(received_ns),
+                            contract.RECORDING_SENSOR_QOS)
 
     def _on_frame(self, msg, received_ns: int) -> None:
         self.frames.setdefault(stamp_ns(msg.header.stamp), received_ns)
@@ -215,7 +239,9 @@ class StackLatency:
 
     def result(self) -> dict:
         lat = [(self.first[s] - t) * 1e-6 for s, t in self.frames.items() if s in self.first]
-        return {"frames": len(self.frames), "matched": len(lat), "latency": p50_p99_max(lat)}
+        return {"frames": len(self.frames), "matched": len(lat), "latency": p50_p99_max(lat),
+                "pauses": {name: pauses(a, self.start_ns) for name, a in self.arrivals.items()},
+                "first": {name: (min(a) - self.start_ns) * 1e-9 if a else None for name, a in self.arrivals.items()}}
 
     def close(self) -> None:
         self.bench.close()
@@ -245,15 +271,17 @@ def bench_learning(iterations: int, per_iteration: int, eval_episodes: int, seed
            f"trainer_node.iterations:={iterations}", f"trainer_node.episodes_per_iteration:={per_iteration}",
            f"trainer_node.eval_episodes:={eval_episodes}", "controller_node.stats_period:=2.0", *rates]
     log = open(tmp / "node_run.log", "w")
-    t0 = time.monotonic()
-    launcher = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    fit = None if fit_niceness is None else fit_proc(tmp, fit_niceness)
+    # The monitor listens from before the launch (the stack's bring-up included), at the simulator's priority:
+    # under the normal scheduler its middleware threads would stamp a frame's arrival only once the real-time
+    # nodes let them run, after the command computed from it.
     monitor = StackLatency() if stack_latency else None
     last_cpu: dict[str, float] = {}
     try:
-        # The monitor at the simulator's priority: under the normal scheduler its middleware threads would stamp
-        # a frame's arrival only once the real-time nodes let them run, after the command computed from it.
         with driver_priority(realtime_priorities(priority)["sim_arm_node"] if monitor else 0, all_threads=True):
+            t0 = time.monotonic()
+            launcher = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            fit = None if fit_niceness is None else fit_proc(
+                tmp, fit_niceness, idle=(lambda: monitor.spin(0.2)) if monitor else (lambda: time.sleep(0.2)))
             while launcher.poll() is None:
                 for name, pid in _node_pids(launcher.pid).items():
                     cpu = cpu_seconds(pid)
@@ -366,6 +394,8 @@ def main() -> int:
                 print(f"frame -> torque inside the run (/camera/image_raw arrival -> first CommandInfo from that "
                       f"frame, both as received here): {sl['matched']} of {sl['frames']} frames, p50 {lat[0]:.2f} ms, "
                       f"p99 {lat[1]:.2f} ms, max {lat[2]:.2f} ms")
+                print("pauses over 20 ms between arrivals here (s from the launch): "
+                      + "; ".join(_pause_text(name, sl["first"][name], p) for name, p in sl["pauses"].items()))
     print(f"{load_text()} at the end")
     return 0
 

@@ -3,6 +3,7 @@ beside a model fit, and bench_node_stack's latency inside a learning run of the 
 figures themselves are for docs/ros_interfaces.md, not asserted)."""
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -47,6 +48,18 @@ def test_bench_node_stack_measures_the_latency_inside_a_learning_run(tmp_path):
     assert 0 < p50 <= p99, "a command cannot come before the frame it was computed from"
     assert re.search(rf"controller during the node run .*: ({NUMBER}) Hz lowest", out), out
     assert "nodes: launch sim (dsae, exploring)" in out
+    assert re.search(r"pauses over 20 ms between arrivals here \(s from the launch\): joint states \(first at .*\) .*; "
+                     r"commands \(first at ", out), out
+
+
+def test_pauses_are_the_gaps_over_the_threshold_with_their_start():
+    code = ("import sys; sys.path.insert(0, 'scripts'); from bench_node_stack import pauses; "
+            "print(pauses([10**9, 10**9 + 2 * 10**6, 10**9 + 338 * 10**6, 10**9 + 340 * 10**6, 10**9 + 361 * 10**6], "
+            "10**9 - 5 * 10**8))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    found = ast.literal_eval(out.stdout.strip())
+    assert len(found) == 2 and found[0] == pytest.approx((336.0, 0.502)) and found[1] == pytest.approx((21.0, 0.84))
 
 
 def test_bench_node_stack_prints_the_latency_idle_and_beside_a_fit():
