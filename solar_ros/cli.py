@@ -212,11 +212,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.pretraining_from:
             if "pretraining_from" not in inspect.signature(train).parameters:
                 return _error("train", f"--method {args.method} has no pretraining to start from")
-            from .algos.solar.persistence import PRETRAIN_CHECKPOINT_NAME
-
-            if not (args.pretraining_from / PRETRAIN_CHECKPOINT_NAME).is_file():
-                return _error("train", f"--pretraining-from {args.pretraining_from}: no {PRETRAIN_CHECKPOINT_NAME} "
-                                       "there (a SOLAR or VAE run writes it after its pretraining fit)")
             kwargs["pretraining_from"] = args.pretraining_from
         if cfg is not None:
             kwargs["config"] = cfg
