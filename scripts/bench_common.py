@@ -159,12 +159,12 @@ class Bench:
         self.node = rclpy.create_node(name, context=self.ctx)
         self.ex = SingleThreadedExecutor(context=self.ctx)
         self.ex.add_node(self.node)
-        self._polled: list[tuple[PolledSubscription, Callable]] = []
+        self._polled: list[tuple[PolledSubscription, Callable, bool]] = []
 
-    def poll(self, msg_type, topic: str, handler: Callable, qos=POLLED_QOS) -> None:
+    def poll(self, msg_type, topic: str, handler: Callable, qos=POLLED_QOS, sent: bool = False) -> None:
         """Read ``topic`` (reliable unless ``qos`` says otherwise) by polling: ``handler(msg, received_ns)`` for
-        each message."""
-        self._polled.append((PolledSubscription(self.node, msg_type, topic, qos), handler))
+        each message (``sent``: ``handler(msg, received_ns, sent_ns)``, with the publisher's write stamp)."""
+        self._polled.append((PolledSubscription(self.node, msg_type, topic, qos), handler, sent))
 
     def spin(self, seconds: float, until=None):
         end = time.monotonic() + seconds
@@ -172,9 +172,12 @@ class Bench:
             if until is not None and until():
                 return True
             self.ex.spin_once(timeout_sec=0.02)  # timers still fire on time; polls at least every 20 ms
-            for sub, handler in self._polled:
+            for sub, handler, sent in self._polled:
                 for msg, info in sub.take_all(with_info=True):
-                    handler(msg, info["received_timestamp"])
+                    if sent:
+                        handler(msg, info["received_timestamp"], info["source_timestamp"])
+                    else:
+                        handler(msg, info["received_timestamp"])
         return until() if until is not None else True
 
     def wait(self, until, timeout, what):

@@ -33,8 +33,11 @@
    here of that frame on /camera/image_raw (both reception stamps of this process, which polls the two
    streams; its threads run at the simulator's SCHED_FIFO priority meanwhile, as a camera driver would).
    It also lists every pause over 20 ms between consecutive joint states and between consecutive torque
-   commands (idle ones included) as they arrive here, in seconds from the launch: a pause in the commands
-   with none in the joint states is the controller's (its input or its work), not the simulator's.
+   commands (idle ones included) as they arrive here, in seconds from the launch, each with how far apart
+   the two messages around it were written (their publishers' write stamps): written as far apart as the
+   pause, the publisher stopped writing; written on time, they were delivered late. A pause in the
+   commands with none in the joint states is the controller's (its input or its work), not the simulator's.
+   ``--keep-log FILE`` keeps the node run's log (every node's output, stamped) to line the pauses up with.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -183,18 +187,27 @@ def controller_timing(log_text: str) -> dict | None:
             "gap_p99_worst": float(p99.max()), "gap_p99_median": float(np.median(p99)), "gap_max": float(gap_max.max())}
 
 
-def pauses(arrivals_ns: list[int], start_ns: int, over_ms: float = 20.0) -> list[tuple[float, float]]:
+def pauses(arrivals_ns: list[int], start_ns: int, over_ms: float = 20.0,
+           sent_ns: list[int] | None = None) -> list[tuple[float, float, float | None]]:
     """Every gap longer than ``over_ms`` between consecutive arrivals: (its length in ms, its start in s after
-    ``start_ns``)."""
-    t = np.sort(np.asarray(arrivals_ns, dtype=np.int64))
+    ``start_ns``, and with ``sent_ns`` (each arrival's write stamp at its publisher) the gap in ms between the
+    writes of the two messages on either side: as long as the pause where the publisher stopped writing, short
+    where the messages were written on time and delivered late)."""
+    t = np.asarray(arrivals_ns, dtype=np.int64)
+    order = np.argsort(t, kind="stable")
+    t = t[order]
+    s = None if sent_ns is None else np.asarray(sent_ns, dtype=np.int64)[order]
     gaps = np.diff(t) * 1e-6
-    return [(float(g), float((t[i] - start_ns) * 1e-9)) for i, g in enumerate(gaps) if g > over_ms]
+    return [(float(g), float((t[i] - start_ns) * 1e-9), None if s is None else float((s[i + 1] - s[i]) * 1e-6))
+            for i, g in enumerate(gaps) if g > over_ms]
 
 
-def _pause_text(name: str, first: float | None, found: list[tuple[float, float]]) -> str:
+def _pause_text(name: str, first: float | None, found: list[tuple[float, float, float | None]]) -> str:
     if first is None:
         return f"{name} none received"
-    return f"{name} (first at {first:.1f} s) " + (", ".join(f"{ms:.1f} ms at {at:.1f} s" for ms, at in found) or "none")
+    text = [f"{ms:.1f} ms at {at:.1f} s" + ("" if written is None else f" (written {written:.1f} ms apart)")
+            for ms, at, written in found]
+    return f"{name} (first at {first:.1f} s) " + (", ".join(text) or "none")
 
 
 class StackLatency:
@@ -214,6 +227,7 @@ class StackLatency:
         self.first: dict[int, int] = {}  # frame stamp -> arrival of the first command computed from it
         self.commands = 0
         self.arrivals: dict[str, list[int]] = {"joint states": [], "commands": []}  # every arrival here (ns)
+        self.sent: dict[str, list[int]] = {"joint states": [], "commands": []}  # its write stamp at the publisher
         self.start_ns = time.time_ns()  # the stack's launch (reception stamps are on the system clock)
         self._active = CommandInfo.ACTIVE
         images = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -222,8 +236,11 @@ class StackLatency:
         self.bench.poll(CommandInfo, contract.COMMAND_INFO, self._on_info)
         for name, msg_type, topic in (("joint states", JointState, contract.JOINT_STATES),
                                       ("commands", Float64MultiArray, contract.COMMANDS)):
-            self.bench.poll(msg_type, topic, lambda _msg, received_ns, a=self.arrivals[name]: a.append(received_ns),
-                            contract.RECORDING_SENSOR_QOS)
+            self.bench.poll(msg_type, topic, self._recorder(name), contract.RECORDING_SENSOR_QOS, sent=True)
+
+    def _recorder(self, name: str):
+        arrived, written = self.arrivals[name], self.sent[name]
+        return lambda _msg, received_ns, sent_ns: (arrived.append(received_ns), written.append(sent_ns))
 
     def _on_frame(self, msg, received_ns: int) -> None:
         self.frames.setdefault(stamp_ns(msg.header.stamp), received_ns)
@@ -240,8 +257,10 @@ class StackLatency:
     def result(self) -> dict:
         lat = [(self.first[s] - t) * 1e-6 for s, t in self.frames.items() if s in self.first]
         return {"frames": len(self.frames), "matched": len(lat), "latency": p50_p99_max(lat),
-                "pauses": {name: pauses(a, self.start_ns) for name, a in self.arrivals.items()},
-                "first": {name: (min(a) - self.start_ns) * 1e-9 if a else None for name, a in self.arrivals.items()}}
+                "pauses": {name: pauses(a, self.start_ns, sent_ns=self.sent[name])
+                           for name, a in self.arrivals.items()},
+                "first": {name: (min(a) - self.start_ns) * 1e-9 if a else None for name, a in self.arrivals.items()},
+                "launch_ns": self.start_ns}
 
     def close(self) -> None:
         self.bench.close()
@@ -344,6 +363,8 @@ def main() -> int:
                         help="the learning run with a deep spatial autoencoder in the encoder from the start, the "
                              "controller on [feature points, q, dq], the dsae method's exploratory iterations; "
                              "measures the frame-to-torque latency inside the run")
+    parser.add_argument("--keep-log", type=Path, metavar="FILE",
+                        help="copy the node run's log (every node's output) to FILE")
     parser.add_argument("--fit-load", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fit_load:
@@ -369,6 +390,8 @@ def main() -> int:
             r = bench_learning(args.iterations, args.episodes_per_iteration, args.eval_episodes, args.seed, tmp,
                                args.rate, args.fit_niceness if args.during_fit else None, args.controller_clock,
                                args.realtime_priority, args.stack_latency)
+            if args.keep_log is not None:
+                shutil.copyfile(tmp / "node_run.log", args.keep_log)
             print(f"{'run':<48} {'episodes':>8} {'wall s':>7} {'final dist':>10} {'success':>7}")
             node_label = ("nodes: launch sim (" + ("dsae, exploring" if args.stack_latency else "lqr_joints") + ")"
                           + (", fit beside" if args.during_fit else ""))
@@ -394,7 +417,8 @@ def main() -> int:
                 print(f"frame -> torque inside the run (/camera/image_raw arrival -> first CommandInfo from that "
                       f"frame, both as received here): {sl['matched']} of {sl['frames']} frames, p50 {lat[0]:.2f} ms, "
                       f"p99 {lat[1]:.2f} ms, max {lat[2]:.2f} ms")
-                print("pauses over 20 ms between arrivals here (s from the launch): "
+                print(f"launch at {sl['launch_ns'] * 1e-9:.3f} s (system clock); "
+                      "pauses over 20 ms between arrivals here (s from the launch): "
                       + "; ".join(_pause_text(name, sl["first"][name], p) for name, p in sl["pauses"].items()))
     print(f"{load_text()} at the end")
     return 0

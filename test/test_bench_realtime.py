@@ -38,8 +38,9 @@ def test_bench_controller_prints_the_stream_idle_and_beside_a_fit():
 
 
 def test_bench_node_stack_measures_the_latency_inside_a_learning_run(tmp_path):
+    log = tmp_path / "node_run.log"
     out = _run("bench_node_stack.py", "--skip-latency", "--stack-latency", "--iterations", "1",
-               "--episodes-per-iteration", "1", "--eval-episodes", "1", timeout=380)
+               "--episodes-per-iteration", "1", "--eval-episodes", "1", "--keep-log", str(log), timeout=380)
     m = re.search(rf"frame -> torque inside the run .*: (\d+) of (\d+) frames, p50 ({NUMBER}) ms, p99 ({NUMBER}) ms",
                   out)
     assert m, out
@@ -50,16 +51,23 @@ def test_bench_node_stack_measures_the_latency_inside_a_learning_run(tmp_path):
     assert "nodes: launch sim (dsae, exploring)" in out
     assert re.search(r"pauses over 20 ms between arrivals here \(s from the launch\): joint states \(first at .*\) .*; "
                      r"commands \(first at ", out), out
+    assert "[controller_node]" in log.read_text() and "timing over" in log.read_text()
 
 
-def test_pauses_are_the_gaps_over_the_threshold_with_their_start():
-    code = ("import sys; sys.path.insert(0, 'scripts'); from bench_node_stack import pauses; "
-            "print(pauses([10**9, 10**9 + 2 * 10**6, 10**9 + 338 * 10**6, 10**9 + 340 * 10**6, 10**9 + 361 * 10**6], "
-            "10**9 - 5 * 10**8))")
+def test_pauses_are_the_gaps_over_the_threshold_with_their_start_and_write_gap():
+    # arrivals (ms after 1 s): 0, 2, 338 (written 4 ms after the one before: delivered late), 340, 361 (written
+    # 21 ms after: the publisher paused); given out of order, as two polled streams may interleave
+    code = ("import sys; sys.path.insert(0, 'scripts'); from bench_node_stack import pauses; ms = 10**6; "
+            "arrived = [10**9 + a * ms for a in (0, 338, 2, 340, 361)]; "
+            "written = [10**9 + w * ms for w in (0, 6, 2, 8, 29)]; "
+            "print(pauses(arrived, 10**9 - 5 * 10**8, sent_ns=written)); print(pauses(arrived, 10**9 - 5 * 10**8))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
-    found = ast.literal_eval(out.stdout.strip())
-    assert len(found) == 2 and found[0] == pytest.approx((336.0, 0.502)) and found[1] == pytest.approx((21.0, 0.84))
+    with_written, without = (ast.literal_eval(line) for line in out.stdout.strip().splitlines())
+    assert len(with_written) == 2
+    assert with_written[0] == pytest.approx((336.0, 0.502, 4.0))
+    assert with_written[1] == pytest.approx((21.0, 0.84, 21.0))
+    assert [p[:2] for p in without] == [p[:2] for p in with_written] and all(p[2] is None for p in without)
 
 
 def test_bench_node_stack_prints_the_latency_idle_and_beside_a_fit():
