@@ -156,6 +156,22 @@ def set_normal_scheduler(all_threads: bool = True) -> int:
     return _set_scheduler(os.SCHED_OTHER, os.sched_param(0), all_threads)
 
 
+def start_background_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    """Start a daemon thread that runs ``target`` under the normal scheduler: a thread inherits SCHED_FIFO from
+    the real-time thread that starts it, and slow work there (loading a model) would run above the simulator and
+    every process under the normal scheduler. Where the scheduler cannot be changed it runs as it is."""
+    def run() -> None:
+        try:
+            set_normal_scheduler(all_threads=False)
+        except OSError:
+            pass
+        target()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
 def _set_scheduler(policy: int, param, all_threads: bool) -> int:
     on_proc = all_threads and os.path.isdir("/proc/self/task")
     tids = [int(t) for t in os.listdir("/proc/self/task")] if on_proc else [0]

@@ -28,7 +28,6 @@
 from __future__ import annotations
 
 import array
-import threading
 import time
 
 import numpy as np
@@ -40,7 +39,7 @@ from ..runtime.fitting import check_device
 from ..runtime.image import ImageFormatError, image_to_array
 from ..runtime.latent_encoder import ActionAccumulator, DSAEEncoder, LatencyRing, LatentEncoder, load_encoder
 from . import contract
-from .common import ConfigError, PolledSubscription, StackNode, Throttle, declare, run_node
+from .common import ConfigError, PolledSubscription, StackNode, Throttle, declare, run_node, start_background_thread
 
 # Commands queued between two polls: up to 0.4 s at 500 Hz (older ones are dropped).
 COMMAND_QOS = contract.RECORDING_SENSOR_QOS
@@ -142,7 +141,8 @@ class EncoderNode(StackNode):
                                                  and self._pending is None):
             return
         self._loading = path
-        threading.Thread(target=self._load, args=(path,), name="model-loader", daemon=True).start()
+        # Off the real-time scheduler: a model load must not run above the simulator and the fit.
+        start_background_thread(lambda: self._load(path), "model-loader")
 
     def _load(self, path: str) -> None:
         t0 = time.monotonic()

@@ -40,6 +40,26 @@ started.set(); t.join()
     assert out.stdout.split() == (["granted", "True", "True", "7", "True"] if _granted() else ["refused", "True"])
 
 
+def test_a_background_thread_of_a_real_time_thread_runs_under_the_normal_scheduler():
+    code = """
+import os, threading
+from solar_ros.nodes.common import set_realtime_priority, start_background_thread
+try:
+    set_realtime_priority(7)
+except PermissionError:
+    print("refused")
+else:
+    seen = {}
+    plain = threading.Thread(target=lambda: seen.update(plain=os.sched_getscheduler(0))); plain.start(); plain.join()
+    start_background_thread(lambda: seen.update(background=os.sched_getscheduler(0)), "loader").join()
+    print("granted", seen["plain"] == os.SCHED_FIFO, seen["background"] == os.SCHED_OTHER,
+          os.sched_getscheduler(0) == os.SCHED_FIFO)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == (["granted", "True", "True", "True"] if _granted() else ["refused"])
+
+
 def test_controller_node_applies_it_or_says_why_not(start_node, ros):
     controller = start_node("controller_node", {"state_source": "joints", "realtime_priority": 20})
     deadline = time.monotonic() + 30
