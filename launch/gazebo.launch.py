@@ -20,7 +20,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from solar_ros.envs.sawyer_model import build_urdf
-from solar_ros.launcher import get_profile, optional_launch_actions, validate_params_files
+from solar_ros.launcher import get_profile, middleware_env, optional_launch_actions, validate_params_files
 
 PROFILE = "gazebo"
 
@@ -57,6 +57,7 @@ def generate_launch_description():
             params.append({"output_dir": LaunchConfiguration("output_dir")})
         # A node that dies is started again, as `solar-ros launch` does (the profile's respawn settings).
         actions.append(Node(package="solar_ros", executable=spec.name, name=spec.name, output="screen",
+                            additional_env=middleware_env(config),
                             emulate_tty=True, parameters=params, remappings=list(spec.remappings),
                             respawn=profile.respawn, respawn_delay=profile.respawn_delay,
                             respawn_max_retries=profile.max_respawns))

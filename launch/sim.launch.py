@@ -21,7 +21,7 @@ from launch.actions import DeclareLaunchArgument, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from solar_ros.launcher import get_profile, optional_launch_actions, validate_params_files
+from solar_ros.launcher import get_profile, middleware_env, optional_launch_actions, validate_params_files
 
 PROFILE = "sim"
 
@@ -60,6 +60,7 @@ def generate_launch_description():
         # The run is over when the trainer exits by itself: that stops the rest of the stack.
         on_exit = end_launch_unless_killed if node.name == spec.main_node else None
         actions.append(Node(package="solar_ros", executable=node.name, name=node.name, output="screen",
+                            additional_env=middleware_env(config),
                             emulate_tty=True, parameters=params, remappings=list(node.remappings), on_exit=on_exit,
                             respawn=spec.respawn, respawn_delay=spec.respawn_delay,
                             respawn_max_retries=spec.max_respawns))

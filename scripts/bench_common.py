@@ -30,7 +30,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+# The stack's middleware profile (UDPv4 only, config/fastdds_profile.xml) for this process and the ones it starts,
+# as `solar-ros launch` gives its nodes; a domain of their own keeps them apart (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+# would make rmw_fastrtps add shared memory back).
+from solar_ros.launcher import middleware_env  # noqa: E402
+
+os.environ.update(middleware_env())
 os.environ["PYTHONUNBUFFERED"] = "1"
 
 import rclpy  # noqa: E402

@@ -45,6 +45,9 @@ RESPAWN_DELAY = 2.0
 MAX_RESPAWNS = 20
 """Restarts of one node before the launch gives up on it."""
 CONFIG_ERROR_STATUS = 2
+FASTDDS_PROFILE = "fastdds_profile.xml"
+"""The Fast DDS profile the stack's nodes run with (UDPv4 only; why: the file's own comment)."""
+PROFILES_FILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 """Exit status of a node that refused its parameters (``nodes.common.run_node``): not respawned."""
 
 
@@ -180,7 +183,8 @@ def optional_launch_actions(spec: LaunchSpec, config_dir: str) -> list:
             Node(package="solar_ros", executable=node.name, name=node.name, output="screen", emulate_tty=True,
                  parameters=[os.path.join(config_dir, f) for f in node.params_files],
                  remappings=list(node.remappings), respawn=spec.respawn, respawn_delay=spec.respawn_delay,
-                 respawn_max_retries=spec.max_respawns, condition=IfCondition(LaunchConfiguration(arg))),
+                 respawn_max_retries=spec.max_respawns, additional_env=middleware_env(config_dir),
+                 condition=IfCondition(LaunchConfiguration(arg))),
         ]
     return actions
 
@@ -353,6 +357,18 @@ def launch_record(spec: LaunchSpec, file_params: Mapping[str, Mapping[str, Any]]
     return {"argv": list(sys.argv if argv is None else argv), "profile": spec.profile, "parameters": parameters}
 
 
+def middleware_env(config_dir: str | os.PathLike = CONFIG_DIR, environ: Mapping[str, str] | None = None
+                   ) -> dict[str, str]:
+    """The environment the stack's nodes add for the middleware: FASTDDS_DEFAULT_PROFILES_FILE set to the
+    project's Fast DDS profile (``config/fastdds_profile.xml``, from ``config_dir`` where it has one), unless
+    ``environ`` (default: this process's) already names a profiles file, which then stays in charge."""
+    environ = os.environ if environ is None else environ
+    if any(environ.get(var) for var in PROFILES_FILE_VARS):
+        return {}
+    path = Path(config_dir) / FASTDDS_PROFILE
+    return {PROFILES_FILE_VARS[0]: str(path if path.is_file() else CONFIG_DIR / FASTDDS_PROFILE)}
+
+
 def node_command(spec: NodeSpec, config_dir: str | os.PathLike = CONFIG_DIR,
                  extra_params_file: str | os.PathLike | None = None, python: str = sys.executable) -> list[str]:
     """The command line that runs one node here."""
@@ -434,6 +450,7 @@ def launch(profile: str, extra_params: Mapping[str, Any] | None = None, *,
     out = output if output is not None else sys.stdout
     child_env = dict(os.environ)
     child_env.update(env or {})
+    child_env.update(middleware_env(config_dir, child_env))
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     child_env[LAUNCH_ENV] = json.dumps(launch_record(spec, file_params, extra_params or {}, argv), default=str)
     extra_file = None

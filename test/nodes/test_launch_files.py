@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from solar_ros.launcher import PROFILES
+from solar_ros.launcher import PROFILES, middleware_env
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILES = {"sim": "sim.launch.py", "gazebo": "gazebo.launch.py", "real_sawyer": "real_sawyer.launch.py"}
@@ -97,6 +97,8 @@ def test_launch_file_matches_the_launcher_profile(profile, monkeypatch):
         assert files == [str(REPO / "config" / f) for f in expected.params_files]
         assert all(os.path.isfile(f) for f in files), files
         assert [tuple(r) for r in node.kwargs.get("remappings", [])] == list(expected.remappings)
+        # the stack's Fast DDS profile, as `solar-ros launch` gives every node (config/fastdds_profile.xml)
+        assert node.kwargs["additional_env"] == middleware_env(str(REPO / "config"))
 
 
 @pytest.mark.parametrize("profile", sorted(LAUNCH_FILES))
