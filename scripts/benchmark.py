@@ -271,6 +271,15 @@ def run_commit(summary: dict) -> str:
     return prov["commit"] or "not a git checkout"
 
 
+def machine_lines(rows: list[dict]) -> list[str]:
+    """The report's line on the machines the runs recorded (none for runs from before summaries recorded it): a
+    seeded run gives the same floats only on the same kind of CPU."""
+    seen = sorted({f"{m.get('cpu') or 'unknown CPU'} ({m.get('cpus')} CPUs; {', '.join(m.get('vector') or []) or 'no'}"
+                   f" vector extensions of note; torch {m.get('torch')})"
+                   for r in rows if (m := (r.get("provenance") or {}).get("machine"))})
+    return [f"Machine{'s' if len(seen) > 1 else ''} of the runs: " + "; ".join(seen) + ".", ""] if seen else []
+
+
 def pretraining_lines(rows: list[dict]) -> list[str]:
     """The report's line on runs that started from another run's pretraining (none if no run did)."""
     sources = [r["iterations"][0].get("extra", {}).get("pretraining_from") if r.get("iterations") else None
@@ -297,6 +306,7 @@ def write_report(name: str, rows: list[dict], command: str, docs: Path, searches
              + ", ".join(f"`{c}`" for c in commits) + " (per run below).", "",
              "Settings: " + (", ".join(f"`{s}`" for s in settings) + " on top of each method's task defaults"
                              if settings else "each method's task defaults") + " (full configurations below).", "",
+             *machine_lines(rows),
              *pretraining_lines(rows),
              *(target_lines(targets, rows, searches or []) if targets else []),
              "## Summary (mean over seeds)", "",

@@ -61,14 +61,39 @@ def pin_commit() -> str | None:
     return _PINNED["commit"]
 
 
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+"""The CPU's vector extensions that decide which kernels torch runs: a seeded run gives the same floats only on
+the same kind of CPU (and, on this project's measurements, not always across sessions there)."""
+
+
+def machine_info(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, Any]:
+    """``{"cpu", "cpus", "vector", "torch"}``: the CPU's model name, how many CPUs this process may use, which of
+    :data:`VECTOR_FLAGS` it has, and the torch version (None where torch is not imported)."""
+    model, flags = None, set()
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    torch = sys.modules.get("torch")
+    return {"cpu": model, "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "vector": [f for f in VECTOR_FLAGS if f in flags],
+            "torch": getattr(torch, "__version__", None) if torch is not None else None}
+
+
 def provenance(config: dict | None = None, argv: list[str] | None = None) -> dict[str, Any]:
-    """``{"commit", "argv", "python"}``, plus ``"config"`` when given and ``"launch"`` inside a
-    ``solar-ros launch`` stack; JSON-serialisable. The commit is the one :func:`pin_commit` recorded, if it
-    was called, else the checkout's now."""
+    """``{"commit", "argv", "python", "machine"}`` (:func:`machine_info`), plus ``"config"`` when given and
+    ``"launch"`` inside a ``solar-ros launch`` stack; JSON-serialisable. The commit is the one :func:`pin_commit`
+    recorded, if it was called, else the checkout's now."""
     out: dict[str, Any] = {
         "commit": _PINNED["commit"] if "commit" in _PINNED else git_commit(),
         "argv": list(sys.argv if argv is None else argv),
         "python": sys.version.split()[0],
+        "machine": machine_info(),
     }
     if config is not None:
         out["config"] = config

@@ -162,3 +162,13 @@ def test_the_report_says_which_runs_took_another_runs_pretraining(bench):
     assert bench.pretraining_lines([own, {}]) == []
     line = bench.pretraining_lines([took, own])[0]
     assert line.startswith("Pretraining: 1 of the 2 runs") and "benchmark `base`" in line
+
+
+def test_the_report_names_the_machines_the_runs_recorded(bench):
+    one = {"provenance": {"machine": {"cpu": "CPU A", "cpus": 2, "vector": ["avx2", "avx512f"], "torch": "2.13.0"}}}
+    other = {"provenance": {"machine": {"cpu": "CPU B", "cpus": 2, "vector": [], "torch": "2.13.0"}}}
+    assert bench.machine_lines([{}]) == []  # runs from before summaries recorded it
+    line = bench.machine_lines([one, one])[0]
+    assert line == "Machine of the runs: CPU A (2 CPUs; avx2, avx512f vector extensions of note; torch 2.13.0)."
+    assert bench.machine_lines([one, other])[0].startswith("Machines of the runs: CPU A (") and "; CPU B (2 CPUs; no" \
+        in bench.machine_lines([one, other])[0]

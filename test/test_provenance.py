@@ -99,3 +99,14 @@ def test_a_pinned_commit_outlives_a_change_of_checkout(monkeypatch):
     assert _result().provenance["commit"] == "aaaaaaa"
     monkeypatch.setattr(prov, "_PINNED", {})
     assert prov.provenance()["commit"] == "bbbbbbb"  # nothing pinned: the checkout's now
+
+
+def test_machine_info_names_the_cpu_and_its_vector_units(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse2 avx2 avx512f amx_tile\n\n"
+                       "processor\t: 1\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse2 avx2 avx512f amx_tile\n")
+    info = prov.machine_info(cpuinfo)
+    assert info["cpu"] == "Some CPU 9000" and info["vector"] == ["avx2", "avx512f", "amx_tile"]
+    assert info["cpus"] >= 1
+    assert prov.machine_info(tmp_path / "missing")["cpu"] is None
+    assert prov.provenance()["machine"]["cpus"] >= 1
