@@ -367,6 +367,8 @@ def main() -> int:
                         help="copy the node run's log (every node's output) to FILE")
     parser.add_argument("--fit-load", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.keep_log is not None and not args.keep_log.resolve().parent.is_dir():
+        parser.error(f"--keep-log: no directory {args.keep_log.resolve().parent} to write {args.keep_log.name} in")
     if args.fit_load:
         fit_load(args.fit_niceness)
         return 0

@@ -79,10 +79,9 @@ def machine_info(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, Any]
                 flags = set(value.split())
     except OSError:
         pass
-    torch = sys.modules.get("torch")
     return {"cpu": model, "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "vector": [f for f in VECTOR_FLAGS if f in flags],
-            "torch": getattr(torch, "__version__", None) if torch is not None else None}
+            "torch": getattr(sys.modules.get("torch"), "__version__", None)}
 
 
 def provenance(config: dict | None = None, argv: list[str] | None = None) -> dict[str, Any]:

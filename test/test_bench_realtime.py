@@ -76,3 +76,11 @@ def test_bench_node_stack_prints_the_latency_idle_and_beside_a_fit():
         m = re.search(rf"^{re.escape(label)}: frames (\d+), with a command (\d+): latency p50 ({NUMBER}) ms", out,
                       re.MULTILINE)
         assert m and 0 < int(m[2]) <= int(m[1]) and float(m[3]) > 0, out
+
+
+def test_keep_log_into_a_missing_directory_is_refused_before_the_run(tmp_path):
+    missing = tmp_path / "no_such_dir" / "run.log"
+    out = subprocess.run([sys.executable, "scripts/bench_node_stack.py", "--skip-latency", "--keep-log", str(missing)],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 2 and f"--keep-log: no directory {missing.parent}" in out.stderr, out.stderr
+    assert "learning sawyer_reach" not in out.stdout and not missing.parent.exists()
