@@ -46,6 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # solar_ros from this checkout, as the runs themselves
 
+from solar_ros.algos.solar.persistence import SAME_PRETRAINING  # noqa: E402
 from solar_ros.settings import SettingsError, changed_settings, lookup  # noqa: E402
 
 
@@ -146,12 +147,16 @@ def same_settings(summary: dict, method: str, task: str, settings: list[str]) ->
 
 def pretraining_source(name: str, task: str, method: str, seed: int) -> Path:
     """The run of benchmark ``name`` whose pretraining the run (task, method, seed) starts from: the one with a
-    pretraining checkpoint among ``runs/benchmark/<name>/<task>_<method>_s<seed>[_set-...]`` (ValueError if there
+    pretraining checkpoint among ``runs/benchmark/<name>/<task>_<method>_s<seed>[_set-...]``, or, where there is
+    none, among the runs of the method whose pretraining it shares (the MPC ablation: SOLAR's; ValueError if there
     is none, or more than one)."""
     folder = ROOT / "runs" / "benchmark" / name
-    found = sorted(d for d in folder.glob(f"{task}_{method}_s{seed}*")
-                   if re.fullmatch(rf"{re.escape(task)}_{method}_s{seed}(_set-.+)?", d.name)
-                   and (d / "pretrain_checkpoint.pt").is_file())
+    for source_method in dict.fromkeys((method, SAME_PRETRAINING.get(method, method))):  # its own runs first
+        found = sorted(d for d in folder.glob(f"{task}_{source_method}_s{seed}*")
+                       if re.fullmatch(rf"{re.escape(task)}_{source_method}_s{seed}(_set-.+)?", d.name)
+                       and (d / "pretrain_checkpoint.pt").is_file())
+        if found:
+            break
     if len(found) != 1:
         raise ValueError(f"--pretraining-from {name}: {len(found)} runs of {task}/{method}/seed {seed} with a "
                          f"pretraining checkpoint under {folder} ({', '.join(d.name for d in found) or 'none'}); "
@@ -397,7 +402,7 @@ def main() -> int:
     p.add_argument("--ppo-search", type=positive_int, default=0, metavar="CAP",
                    help="also find PPO's episodes to SOLAR's success per seed, up to CAP episodes")
     p.add_argument("--pretraining-from", metavar="NAME", default=None,
-                   help="start each solar/vae run from the pretraining of the same task, method and seed in "
+                   help="start each solar/vae/solar_mpc run from the pretraining of the same task, method and seed in "
                         "runs/benchmark/NAME/ (for settings of the iterations only; see solar-ros train)")
     p.add_argument("--set", action="append", default=[], metavar="[METHOD:]KEY=VALUE", dest="settings",
                    help="change a setting of every run (or of one method's runs), as `solar-ros train --set`; "
@@ -437,7 +442,7 @@ def main() -> int:
     if args.pretraining_from:
         try:
             sources = {(t, m, s): pretraining_source(args.pretraining_from, t, m, s)
-                       for t, m, s, _ in runs if m in ("solar", "vae")}
+                       for t, m, s, _ in runs if m in ("solar", "vae", "solar_mpc")}
         except ValueError as err:
             p.error(str(err))
     started = time.perf_counter()

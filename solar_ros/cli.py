@@ -26,6 +26,7 @@ METHODS = {
     "lqr_state": ("solar_ros.algos.lqr_state", "train"),
     "solar": ("solar_ros.algos.solar", "train"),
     "vae": ("solar_ros.algos.solar", "train_vae_ablation"),
+    "solar_mpc": ("solar_ros.algos.solar", "train_mpc_ablation"),
     "dsae": ("solar_ros.algos.dsae_pipeline", "train"),
     "ppo": ("solar_ros.algos.ppo", "train"),
 }

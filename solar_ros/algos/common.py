@@ -16,11 +16,11 @@ from ..core.dynamics import GlobalLinearPrior, fit_dynamics
 from ..core.gmm import GMMPrior
 from ..core.types import LinearGaussianDynamics, LinearGaussianPolicy, TrajectoryBatch
 
-PRETRAIN, ITERATION, EVAL, FIT, NOISE = range(5)
+PRETRAIN, ITERATION, EVAL, FIT, NOISE, PLAN = range(6)
 """Phases of a run's seeds (see :func:`derive_seed`): the episodes' resets (pretraining, iterations,
-evaluation), the model fits, and the exploration noise. The model fitting and trainer nodes draw from the
-same streams as the in-process loops, so a run through the nodes starts the same episodes with the same
-noise as ``solar-ros train`` with the same seed."""
+evaluation), the model fits, the exploration noise, and the MPC ablation's planner samples. The model fitting
+and trainer nodes draw from the same streams as the in-process loops, so a run through the nodes starts the
+same episodes with the same noise as ``solar-ros train`` with the same seed."""
 
 
 class RunMismatch(ValueError):

@@ -10,6 +10,7 @@ package, read in this order:
   the learned latent cost as LQR-FLM's quadratic;
 * :mod:`.loop`: the learning loop (its docstring describes it step by step), its iteration step
   :func:`solar_step` and model refit :func:`refit`, which the model fitting node runs too;
+* :mod:`.mpc`: the MPC ablation (``--method solar_mpc``): the same model and loop, actions by CEM MPC;
 * :mod:`.persistence`: the run's rollouts and checkpoint on disk.
 """
 from .config import PROJECT_SETTINGS, SAWYER_SETTINGS, TASK_DEFAULTS, SolarConfig
@@ -34,6 +35,7 @@ from .loop import (
     task_action_weights,
     task_distance_link,
     train,
+    train_mpc_ablation,
     train_vae_ablation,
 )
 from .models import (
@@ -66,5 +68,6 @@ __all__ = [
     "latent_actor", "latent_cost", "latent_diagnostics", "load_data", "load_run_checkpoint", "local_latent_cost",
     "fit_readout", "readout_latent_cost",
     "pretraining_diagnostics", "random_actor", "reexpress_policy", "refit", "save_data", "save_run_checkpoint",
-    "solar_step", "task_action_weights", "task_distance_link", "train", "train_svae_weighted", "train_vae_ablation",
+    "solar_step", "task_action_weights", "task_distance_link", "train", "train_mpc_ablation", "train_svae_weighted",
+    "train_vae_ablation",
 ]

@@ -214,6 +214,21 @@ class SolarConfig:
     spends the 5 observed dimensions on the block, and LQR-FLM on the block points alone stacks on few seeds
     (``scripts/state_capacity.py --features block``)."""
 
+    # --- the MPC ablation (``--method solar_mpc``; SOLAR and the VAE ablation ignore these) ---------------
+    mpc_horizon: int = 10
+    """Steps the MPC ablation plans ahead at every step (fewer near the episode's end)."""
+    mpc_samples: int = 200
+    """Action sequences the cross-entropy method samples per iteration of a plan."""
+    mpc_elites: int = 20
+    """The cheapest this many sequences refit the cross-entropy method's sampling Gaussian."""
+    mpc_iterations: int = 5
+    """Cross-entropy iterations per plan (per step)."""
+    mpc_init_std: float = 0.5
+    """Std of a plan's first samples, in units of the task's ``action_scale``."""
+    mpc_noise: float = 0.1
+    """Std of the Gaussian noise added to the planned action in the iterations' rollouts (exploration for the
+    model's refits), in units of the task's ``action_scale``; the evaluation adds none."""
+
     # --- compute ---------------------------------------------------------------------------------
     num_threads: int = 1
     """torch intra-op threads. 1 by default: on the 2-core target the simulator, the renderer and other
@@ -228,6 +243,18 @@ class SolarConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"SolarConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"SolarConfig.{name} must be a positive integer, got {value!r}")
+        if self.mpc_elites > self.mpc_samples:
+            raise ValueError(f"SolarConfig.mpc_elites ({self.mpc_elites}) cannot exceed mpc_samples "
+                             f"({self.mpc_samples})")
+        if not (isinstance(self.mpc_init_std, (int, float)) and math.isfinite(self.mpc_init_std)
+                and self.mpc_init_std > 0):
+            raise ValueError(f"SolarConfig.mpc_init_std must be a positive number, got {self.mpc_init_std!r}")
+        if not (isinstance(self.mpc_noise, (int, float)) and math.isfinite(self.mpc_noise) and self.mpc_noise >= 0):
+            raise ValueError(f"SolarConfig.mpc_noise must be >= 0, got {self.mpc_noise!r}")
         if self.encoder not in ("conv", "keypoints"):
             raise ValueError(f"SolarConfig.encoder must be 'conv' or 'keypoints', got {self.encoder!r}")
         if self.fit_precision not in PRECISIONS:
@@ -311,6 +338,7 @@ ITERATION_SETTINGS = frozenset({
     "iterations", "rollouts_per_iteration", "eval_episodes", "refit_every", "refit_steps", "init_noise",
     "policy_smoothing", "kl_step", "final_cost_weight", "dynamics_latents", "prior_strength", "dynamics_prior",
     "adapt_step", "measured_step", "final_policy", "measured_step_z",
+    "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations", "mpc_init_std", "mpc_noise",
 })
 
 

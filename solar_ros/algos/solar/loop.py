@@ -55,6 +55,7 @@ from tqdm import tqdm
 
 from ...core.cost import StateDistanceCost
 from ...core.gmm import GMMPrior
+from ...core.lqr_flm import QuadraticCost
 from ...core.noise import standard_normal_sequence
 from ...core.types import LinearGaussianPolicy
 from ...envs import make
@@ -64,6 +65,7 @@ from ..common import (
     FIT,
     ITERATION,
     NOISE,
+    PLAN,
     PRETRAIN,
     Episode,
     IterationLog,
@@ -103,6 +105,8 @@ from .models import (
     local_latent_cost,
     readout_latent_cost,
 )
+from .mpc import METHOD as MPC_METHOD
+from .mpc import mpc_actor, mpc_cost
 from .persistence import (
     CHECKPOINT_NAME,
     PRETRAIN_CHECKPOINT_NAME,
@@ -252,6 +256,38 @@ def dynamics_prior(model: LatentModel, latents: np.ndarray, buffer: RolloutData,
     return model.lds.as_prior(cfg.prior_strength)
 
 
+def check_cost_inputs(cfg: SolarConfig, buffer: RolloutData, hand: tuple[list[int], np.ndarray] | None,
+                      distance_link: DistanceLink | None) -> None:
+    """ValueError where ``cfg.cost_fit`` needs what is not given (:func:`iteration_cost`)."""
+    if cfg.cost_fit in ("distance", "readout") and distance_link is None:
+        raise ValueError(f"cost_fit={cfg.cost_fit!r} needs the task's distance_link (task_distance_link)")
+    if cfg.cost_fit == "readout" and (hand is None or buffer.states is None):
+        raise ValueError("cost_fit='readout' needs the rollouts' true states and the positions the cost "
+                         "compares (hand)")
+
+
+def iteration_cost(model: LatentModel, latents: np.ndarray, buffer: RolloutData, cfg: SolarConfig,
+                   action_weights: np.ndarray | None = None, hand: tuple[list[int], np.ndarray] | None = None,
+                   distance_link: DistanceLink | None = None, metrics: dict | None = None) -> QuadraticCost:
+    """The latent cost an iteration minimises (``cfg.cost_fit``), on ``latents`` (N, T, dx) of ``buffer``: the
+    model's learned cost, or one fitted to the buffer (through the task's ``distance_link`` for 'distance' and
+    'readout', the latter on the positions ``hand`` names in the buffer's true states); ``action_weights``: the
+    task's action penalty instead of the learned one. Unweighted over the steps (see ``cfg.step_weights``).
+    ``metrics`` (a dict) receives the readout's R^2 where there is one."""
+    check_cost_inputs(cfg, buffer, hand, distance_link)
+    if cfg.cost_fit == "local":
+        return local_latent_cost(latents, buffer, action_weights)
+    if cfg.cost_fit == "distance":
+        return distance_latent_cost(latents, buffer, action_weights, distance_link)
+    if cfg.cost_fit == "readout":
+        cost, r2 = readout_latent_cost(latents, buffer, action_weights, distance_link, *hand,
+                                       near_scale=cfg.readout_near_scale)
+        if metrics is not None:
+            metrics["readout_r2"] = r2
+        return cost
+    return latent_cost(model, buffer.T, action_weights)
+
+
 def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: RolloutData, step: StepState,
                cfg: SolarConfig, action_weights: np.ndarray | None = None,
                probe_groups: dict[str, list[int]] | None = None, step_costs: np.ndarray | None = None,
@@ -270,11 +306,7 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     step state for the next iteration and the diagnostics (for the iteration's log row; ``probe_groups``,
     ``hand``: see :func:`latent_diagnostics`).
     """
-    if cfg.cost_fit in ("distance", "readout") and distance_link is None:
-        raise ValueError(f"cost_fit={cfg.cost_fit!r} needs the task's distance_link (task_distance_link)")
-    if cfg.cost_fit == "readout" and (hand is None or buffer.states is None):
-        raise ValueError("cost_fit='readout' needs the rollouts' true states and the positions the cost "
-                         "compares (hand)")
+    check_cost_inputs(cfg, buffer, hand, distance_link)
     metrics: dict[str, float] = {}
     weights = cfg.step_weights(buffer.T)
     if cfg.measured_step:
@@ -284,15 +316,7 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
         policy, step, reverted = measured_step(policy, episode_costs, step, cfg.measured_step_z)
         metrics.update({"reverted": float(reverted), "anchor_cost": step.anchor_cost})
     latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
-    if cfg.cost_fit == "local":
-        cost = local_latent_cost(latents, buffer, action_weights)
-    elif cfg.cost_fit == "distance":
-        cost = distance_latent_cost(latents, buffer, action_weights, distance_link)
-    elif cfg.cost_fit == "readout":
-        cost, metrics["readout_r2"] = readout_latent_cost(latents, buffer, action_weights, distance_link, *hand,
-                                                         near_scale=cfg.readout_near_scale)
-    else:
-        cost = latent_cost(model, buffer.T, action_weights)
+    cost = iteration_cost(model, latents, buffer, cfg, action_weights, hand, distance_link, metrics)
     new_policy, step, info = lqr_flm_step(policy, latents, buffer.actions, dynamics_prior(model, latents, buffer, cfg),
                                           cost.weighted(weights), step, kl_step=cfg.kl_step,
                                           adapt_step=cfg.adapt_step)
@@ -312,6 +336,17 @@ def evaluation_episodes(env, model: LatentModel, policy: LinearGaussianPolicy, s
     low, high = env.action_space.low, env.action_space.high
     return [rollout(env, latent_actor(model, policy, None, low, high), seed=derive_seed(seed, EVAL, 0, i),
                     options={"goal": goal, "wide_start": False}, record_images=True) for i in range(n)]
+
+
+def mpc_evaluation_episodes(env, model: LatentModel, cost: QuadraticCost, cfg: SolarConfig, seed: int,
+                            goal: np.ndarray, n: int) -> list[Episode]:
+    """The MPC ablation's noise-free evaluation: MPC on ``cost`` (no exploration noise) on the episodes
+    :func:`evaluation_episodes` uses, filtered online by ``model``."""
+    low, high = env.action_space.low, env.action_space.high
+    return [rollout(env, mpc_actor(model, cost, cfg, env.action_scale, low, high,
+                                   np.random.default_rng(derive_seed(seed, PLAN, EVAL, i))),
+                    seed=derive_seed(seed, EVAL, 0, i), options={"goal": goal, "wide_start": False},
+                    record_images=True) for i in range(n)]
 
 
 def final_policy(policy: LinearGaussianPolicy, step: StepState, cfg: SolarConfig) -> LinearGaussianPolicy:
@@ -364,7 +399,8 @@ def refit(model: LatentModel, data: RolloutData, buffer: RolloutData, policy: Li
 def train(task: str, seed: int, out: Path | None = None, episodes: int | None = None, goal=None,
           progress: bool = True, resume: bool = False, config: SolarConfig | None = None,
           method: str = "solar", pretraining_from: Path | None = None) -> RunResult:
-    """Learn ``task`` from images with SOLAR (``method='solar'``) or the VAE ablation (``'vae'``).
+    """Learn ``task`` from images with SOLAR (``method='solar'``), the VAE ablation (``'vae'``) or the MPC
+    ablation (``'solar_mpc'``, :mod:`.mpc`: the same loop, actions by MPC on the cost instead of a policy).
 
     ``episodes``: total training-episode budget (pretraining included); it sets the number of
     iterations. ``resume``: continue from ``out/checkpoint.pt`` when it exists (same task, seed,
@@ -377,6 +413,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     """
     if method not in MODEL_CLASSES:
         raise ValueError(f"unknown method {method!r}; use one of {sorted(MODEL_CLASSES)}")
+    mpc = method == MPC_METHOD
     cfg = config or TASK_DEFAULTS.get(task, SolarConfig())
     if episodes is not None:
         if episodes < cfg.pretrain_episodes + cfg.rollouts_per_iteration:
@@ -502,10 +539,21 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         checkpoint_now(0)
 
     # --- 2. iterations: roll out on the filtered latent, fit dynamics, LQR-FLM ---------------------------
+    # (the MPC ablation: roll out with MPC on the cost SOLAR's step would minimise, no policy update)
+    plan_cost: QuadraticCost | None = None
     for it in range(start_iteration, cfg.iterations + 1):
-        def actors(i: int, it: int = it) -> Callable:
-            return latent_actor(model, policy, np.random.default_rng(derive_seed(seed, NOISE, it, i)), low, high,
-                                smoothing=cfg.policy_smoothing)
+        if mpc:
+            if plan_cost is None:  # the first iteration, or one resumed: the cost the last iteration ended with
+                plan_cost = mpc_cost(model, data.last(cfg.buffer_size), cfg, action_weights, hand, distance_link)
+
+            def actors(i: int, it: int = it) -> Callable:
+                return mpc_actor(model, plan_cost, cfg, env.action_scale, low, high,
+                                 np.random.default_rng(derive_seed(seed, PLAN, it, i)),
+                                 np.random.default_rng(derive_seed(seed, NOISE, it, i)))
+        else:
+            def actors(i: int, it: int = it) -> Callable:
+                return latent_actor(model, policy, np.random.default_rng(derive_seed(seed, NOISE, it, i)), low, high,
+                                    smoothing=cfg.policy_smoothing)
 
         episodes_now = collect(actors, ITERATION, it, cfg.rollouts_per_iteration)
         new_data = RolloutData.from_episodes(episodes_now)
@@ -523,8 +571,13 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
             extra.update({**fit.metrics("model_fit"),
                           **{f"model_{k}": v for k, v in terms.items()}})
 
-        policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
-                                           step_costs=new_data.costs, hand=hand, distance_link=distance_link)
+        if mpc:
+            metrics = {}
+            plan_cost = mpc_cost(model, buffer, cfg, action_weights, hand, distance_link, metrics)
+            metrics.update(latent_diagnostics(model.smooth(buffer), buffer, plan_cost, probe_groups, hand))
+        else:
+            policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
+                                               step_costs=new_data.costs, hand=hand, distance_link=distance_link)
         extra.update(metrics)
         stats = summarize(episodes_now)
         finite_or_raise("mean cost", stats["mean_cost"])
@@ -534,11 +587,16 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         checkpoint_now(it)
     bar.close()
 
-    # --- 3. evaluation: the final policy's mean on fresh episodes -----------------------------------------
-    final_pol = final_policy(policy, step, cfg)
-    if final_pol is not policy:
-        log.info("evaluating the best measured policy (mean episode cost %.4g in training)", step.anchor_cost)
-    evaluation = evaluation_episodes(env, model, final_pol, seed, goal, cfg.eval_episodes)
+    # --- 3. evaluation: the final policy's mean (or MPC without noise) on fresh episodes ----------------------
+    if mpc:
+        if plan_cost is None:
+            plan_cost = mpc_cost(model, data.last(cfg.buffer_size), cfg, action_weights, hand, distance_link)
+        evaluation = mpc_evaluation_episodes(env, model, plan_cost, cfg, seed, goal, cfg.eval_episodes)
+    else:
+        final_pol = final_policy(policy, step, cfg)
+        if final_pol is not policy:
+            log.info("evaluating the best measured policy (mean episode cost %.4g in training)", step.anchor_cost)
+        evaluation = evaluation_episodes(env, model, final_pol, seed, goal, cfg.eval_episodes)
     final = summarize(evaluation)
     if writer is not None:
         for key, value in final.items():
@@ -580,6 +638,8 @@ def evaluate_saved_run(out: Path, which: str | None = None, episodes: int | None
     n = cfg.eval_episodes if episodes is None else int(episodes)
     if n < 1:
         raise ValueError(f"episodes must be >= 1, got {n}")
+    if method == MPC_METHOD and which != "update":
+        raise ValueError(f"{path} is an MPC-ablation run: it has no policy but its plans ('update')")
     policy, step = policy_from_arrays("policy", state), StepState.from_arrays(state)
     if which == "best_measured":
         if step.anchor is None:
@@ -591,7 +651,20 @@ def evaluate_saved_run(out: Path, which: str | None = None, episodes: int | None
     env.reset(seed=seed)
     model = MODEL_CLASSES[method](env.image_shape[0], env.action_dim, cfg, readout_idx=list(env.ee_pos_idx))
     model.restore(ckpt, path)
+    if method == MPC_METHOD:
+        buffer = load_data(Path(out), state["data_files"]).last(cfg.buffer_size)
+        cost = mpc_cost(model, buffer, cfg, task_action_weights(env, cfg), (list(env.ee_pos_idx), env.goal.copy()),
+                        task_distance_link(env, cfg))
+        return summarize(mpc_evaluation_episodes(env, model, cost, cfg, seed, env.goal.copy(), n))
     return summarize(evaluation_episodes(env, model, policy, seed, env.goal.copy(), n))
+
+
+def train_mpc_ablation(task: str, seed: int, out: Path | None = None, episodes: int | None = None, goal=None,
+                       progress: bool = True, resume: bool = False, config: SolarConfig | None = None,
+                       pretraining_from: Path | None = None) -> RunResult:
+    """The MPC ablation of :func:`train` (:mod:`.mpc`): SOLAR's model, cost and budget, actions by CEM MPC."""
+    return train(task, seed, out, episodes, goal, progress, resume, config, method=MPC_METHOD,
+                 pretraining_from=pretraining_from)
 
 
 def train_vae_ablation(task: str, seed: int, out: Path | None = None, episodes: int | None = None, goal=None,

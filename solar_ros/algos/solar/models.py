@@ -615,7 +615,9 @@ class VAELatentModel(LatentModel):
         self.cost_fit = (state["cost_C"], state["cost_c"], float(state["cost_c0"]), state["cost_R"])
 
 
-MODEL_CLASSES: dict[str, type[LatentModel]] = {"solar": SVAELatentModel, "vae": VAELatentModel}
+MODEL_CLASSES: dict[str, type[LatentModel]] = {"solar": SVAELatentModel, "vae": VAELatentModel,
+                                               "solar_mpc": SVAELatentModel}
+"""The latent model of each method (the MPC ablation plans on SOLAR's model)."""
 """Training method -> its latent model."""
 
 

@@ -98,11 +98,17 @@ def load_run_checkpoint(path: Path, model: LatentModel, identity: dict) -> dict:
     return state
 
 
+SAME_PRETRAINING = {"solar_mpc": "solar"}
+"""Methods whose pretraining is another's (the same random rollouts and model fit): the MPC ablation can start
+from a SOLAR run's pretraining and the other way round."""
+
+
 def load_pretraining(run: Path, model: LatentModel, identity: dict) -> tuple[dict, RolloutData]:
     """Restore ``model`` from the pretraining checkpoint of the run in ``run`` and return the loop's state saved
     with it and the pretraining rollouts.
 
-    The run must have the same task, seed, method and goal, and the same settings except those only the
+    The run must have the same task, seed, method (or one with the same pretraining, :data:`SAME_PRETRAINING`)
+    and goal, and the same settings except those only the
     iterations read (:data:`~solar_ros.algos.solar.config.ITERATION_SETTINGS`): its pretraining is then the one
     this run would do itself. :class:`RunMismatch` naming what differs, or what is missing, otherwise."""
     path = Path(run) / PRETRAIN_CHECKPOINT_NAME
@@ -111,7 +117,9 @@ def load_pretraining(run: Path, model: LatentModel, identity: dict) -> tuple[dic
                          "(a run writes it after its pretraining fit)")
     ckpt = load_checkpoint(path)
     state = ckpt.extra  # checked before the weights are loaded: another latent size would not fit
-    mismatch = identity_mismatch(state, identity, ignore=ITERATION_SETTINGS)
+    family = lambda method: SAME_PRETRAINING.get(method, method)  # noqa: E731
+    mismatch = identity_mismatch({**state, "method": family(state.get("method"))},
+                                 {**identity, "method": family(identity["method"])}, ignore=ITERATION_SETTINGS)
     if mismatch:
         raise RunMismatch(f"cannot start from the pretraining of {run}: {mismatch} (beyond the settings of the "
                          "iterations)")

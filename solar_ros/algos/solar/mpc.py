@@ -1,0 +1,79 @@
+"""The MPC ablation of SOLAR (``solar-ros train --method solar_mpc``).
+
+The paper's ablation: the same learned model (the structured VAE's encoder, its latent LDS and the latent cost
+SOLAR's iteration minimises, ``cost_fit``) and the same data budget, but the actions come from receding-horizon
+model-predictive control (:mod:`solar_ros.core.mpc`, the cross-entropy method) that replans on the filtered
+latent at every step, instead of LQR-FLM's time-varying linear-Gaussian policy. The loop is SOLAR's
+(:func:`~.loop.train`): the same pretraining (a SOLAR run's pretraining can be reused), then per iteration the
+plan's cost is fitted on the buffer as SOLAR's step fits it, rollouts are collected with MPC (plus a little
+exploration noise, ``mpc_noise``), and the model is refitted (``refit_every``); no policy is learned. The
+dynamics MPC plans with are the model's global LDS (its posterior mean), the only dynamics the model has before
+any rollout of the controller: SOLAR's per-step fits need rollouts of the policy they improve.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ...core.lqr_flm import QuadraticCost
+from ...core.mpc import CEMController, CEMSettings, LinearModel
+from .config import SolarConfig
+from .models import DistanceLink, LatentModel, RolloutData
+
+METHOD = "solar_mpc"
+"""The method name of the ablation (its runs reuse SOLAR's pretraining)."""
+
+
+def cem_settings(cfg: SolarConfig) -> CEMSettings:
+    """The planner's settings from the run's ``mpc_*`` settings."""
+    return CEMSettings(horizon=cfg.mpc_horizon, samples=cfg.mpc_samples, elites=cfg.mpc_elites,
+                       iterations=cfg.mpc_iterations, init_std=cfg.mpc_init_std)
+
+
+def latent_dynamics(model: LatentModel) -> LinearModel:
+    """The model's LDS as mean dynamics x' = A x + B u + c (its posterior mean)."""
+    if model.lds is None:
+        raise ValueError("the latent model has no fitted LDS yet: fit it before planning with it")
+    p = model.lds.mean_params()
+    return LinearModel(p.A, p.B, p.c)
+
+
+def mpc_cost(model: LatentModel, buffer: RolloutData, cfg: SolarConfig, action_weights: np.ndarray | None,
+             hand: tuple[list[int], np.ndarray] | None, distance_link: DistanceLink | None,
+             metrics: dict | None = None) -> QuadraticCost:
+    """The per-step latent cost MPC plans with: the one SOLAR's iteration would minimise on ``buffer``
+    (:func:`~.loop.iteration_cost` on its ``dynamics_latents``), the steps weighted as SOLAR weights them."""
+    from .loop import iteration_cost  # the loop imports this module
+
+    latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
+    cost = iteration_cost(model, latents, buffer, cfg, action_weights, hand, distance_link, metrics)
+    return cost.weighted(cfg.step_weights(buffer.T))
+
+
+def mpc_actor(model: LatentModel, cost: QuadraticCost, cfg: SolarConfig, action_scale: np.ndarray, low: np.ndarray,
+              high: np.ndarray, plan_rng: np.random.Generator, noise_rng: np.random.Generator | None = None,
+              record: list | None = None) -> Callable:
+    """An ``act`` for :func:`~solar_ros.algos.common.rollout` that sees only the image: each frame is folded into
+    the latent belief by one Kalman step of the model's LDS (with the previous applied action), as SOLAR's
+    :func:`~.loop.latent_actor`, and the action is the first of a CEM plan from the filtered mean
+    (``plan_rng`` seeds the planner's samples). ``noise_rng``: add Gaussian noise of ``mpc_noise`` x
+    ``action_scale`` (the iterations' exploration); None: the plan's action (the evaluation). ``record`` (a
+    list) receives each step's planned cost."""
+    scale = np.asarray(action_scale, dtype=np.float64)
+    controller = CEMController(latent_dynamics(model), cost, cem_settings(cfg), scale, low, high, plan_rng)
+    belief: list = [None, None]
+
+    def act(t: int, _true_state: np.ndarray, obs: dict) -> np.ndarray:
+        prev = None if t == 0 else belief[0]
+        mean, cov = model.filter_step(obs["image"], prev, belief[1])
+        u = controller.act(t, mean)
+        if noise_rng is not None and cfg.mpc_noise > 0:
+            u = u + cfg.mpc_noise * scale * noise_rng.standard_normal(u.shape)
+        u = np.clip(u, low, high)
+        belief[0], belief[1] = (mean, cov), u
+        if record is not None:
+            record.append(controller.last_cost)
+        return u
+
+    return act
