@@ -889,6 +889,16 @@ def test_a_heavier_last_step_weights_the_lqr_cost_and_the_measured_episode_costs
         plain.weighted(np.ones(T - 1))
 
 
+def test_the_linear_ramp_moves_the_cost_towards_the_end_of_the_episode():
+    # 2 (t + 1) / (T + 1): a mean of 1, so the ramp moves weight between the steps without adding any
+    np.testing.assert_allclose(solar.SolarConfig(cost_ramp="linear").step_weights(4), [0.4, 0.8, 1.2, 1.6])
+    np.testing.assert_allclose(solar.SolarConfig(cost_ramp="linear", final_cost_weight=2.0).step_weights(4),
+                               [0.4, 0.8, 1.2, 3.2])
+    assert solar.SolarConfig(cost_ramp="linear").step_weights(50).mean() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="cost_ramp"):
+        solar.SolarConfig(cost_ramp="quadratic")
+
+
 def test_readout_head_is_a_linear_gaussian_on_the_observed_latent():
     head = solar.ReadoutHead(observed_dim=2, n_targets=3)
     rng = np.random.default_rng(3)

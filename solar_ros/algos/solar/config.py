@@ -145,6 +145,12 @@ class SolarConfig:
     ``wp_final_multiplier``). Success is judged where the episode ends; with every step alike the
     policy is paid as much for a fast approach as for where the hand stops, and the learned quadratic,
     flat at its minimum, pulls weakly over the last few centimetres. See :meth:`step_weights`."""
+    cost_ramp: str = "constant"
+    """How the steps' costs are weighted over the episode, in the cost LQR-FLM minimises and in the episode costs
+    the measured step compares (before ``final_cost_weight`` multiplies the last): 'constant' (the reference,
+    every step alike) or 'linear' (step t of T weighted 2 (t + 1) / (T + 1), growing from near 0 to near 2 with
+    a mean of 1; Guided Policy Search's linear ramp): the steps where the arm should hold its pose at the goal
+    count more than the approach, and LQR-FLM's KL bound is spent on them rather than on the approach alone."""
     dynamics_latents: str = "smoothed"
     """Latent trajectories the per-step dynamics are fitted on: 'smoothed' (SOLAR: E[x_t | all frames]) or
     'filtered' (E[x_t | frames up to t], the estimate the policy acts on)."""
@@ -288,6 +294,8 @@ class SolarConfig:
             raise ValueError(f"SolarConfig.dynamics_prior must be 'lds' or 'gmm', got {self.dynamics_prior!r}")
         if self.cost_form not in COST_FORMS:
             raise ValueError(f"SolarConfig.cost_form must be one of {COST_FORMS}, got {self.cost_form!r}")
+        if self.cost_ramp not in ("constant", "linear"):
+            raise ValueError(f"SolarConfig.cost_ramp must be 'constant' or 'linear', got {self.cost_ramp!r}")
         if self.dynamics_latents not in ("smoothed", "filtered"):
             raise ValueError(f"SolarConfig.dynamics_latents must be 'smoothed' or 'filtered', "
                              f"got {self.dynamics_latents!r}")
@@ -316,8 +324,11 @@ class SolarConfig:
                              "the task's action penalty; set action_cost='task' with it")
 
     def step_weights(self, T: int) -> np.ndarray:
-        """How much each of the T steps' cost counts (``final_cost_weight`` on the last, 1 elsewhere)."""
-        return ramp_weights(T, self.final_cost_weight, "constant")
+        """How much each of the T steps' cost counts (``cost_ramp``, then ``final_cost_weight`` on the last)."""
+        w = ramp_weights(T, 1.0, self.cost_ramp)
+        w *= T / w.sum()  # a mean of 1: the ramp moves weight between the steps, it does not add any
+        w[-1] *= self.final_cost_weight
+        return w
 
     @property
     def observed_dim(self) -> int | None:
@@ -336,8 +347,8 @@ class SolarConfig:
 # from scratch with its settings gives (test/algos/test_solar.py checks this).
 ITERATION_SETTINGS = frozenset({
     "iterations", "rollouts_per_iteration", "eval_episodes", "refit_every", "refit_steps", "init_noise",
-    "policy_smoothing", "kl_step", "final_cost_weight", "dynamics_latents", "prior_strength", "dynamics_prior",
-    "adapt_step", "measured_step", "final_policy", "measured_step_z",
+    "policy_smoothing", "kl_step", "final_cost_weight", "cost_ramp", "dynamics_latents", "prior_strength",
+    "dynamics_prior", "adapt_step", "measured_step", "final_policy", "measured_step_z",
     "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations", "mpc_init_std", "mpc_noise",
 })
 
