@@ -15,6 +15,8 @@ NODES = [
     "trainer_node",
     "sim_arm_node",
     "inspector_node",
+    "labeller_node",
+    "label_keyboard",
 ]
 
 setup(

@@ -30,6 +30,7 @@ RECONSTRUCTION = "/solar/encoder/reconstruction"    # sensor_msgs/msg/Image: the
 FEATURE_POINTS = "/solar/encoder/feature_points"    # sensor_msgs/msg/Image: feature points drawn on the input
 GOAL = "/solar/goal"                                # geometry_msgs/msg/PointStamped: the task's goal (base frame)
 ROBOT_DESCRIPTION = "/robot_description"            # std_msgs/msg/String: the URDF
+SUCCESS_LABEL = "/solar/success_label"              # std_msgs/msg/Header: a success label given (frame_id: episode)
 
 # ---- services and actions -----------------------------------------------------------------------
 START_EPISODE = "/solar/controller/start_episode"   # solar_ros/srv/StartEpisode
@@ -37,6 +38,7 @@ STOP_EPISODE = "/solar/controller/stop_episode"     # std_srvs/srv/Trigger
 ESTOP = "/solar/controller/estop"                   # std_srvs/srv/SetBool (true: engage, false: release)
 SIM_RESET = "/sim/reset"                            # solar_ros/srv/ResetArm
 FIT_MODEL = "/solar/fit_model"                      # solar_ros/action/FitModel
+LABEL_SUCCESS = "/solar/label_success"              # std_srvs/srv/Trigger: "success now" (a person's sparse reward)
 
 # ---- QoS ----------------------------------------------------------------------------------------
 SENSOR_QOS: QoSProfile = qos_profile_sensor_data
@@ -86,6 +88,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "model_fitting_node": ("method", "output_dir", "device", "num_threads", "niceness", "task", "horizon", "seed",
                            "config_yaml"),
     "recorder_node": ("output_dir", "topics", "write_mcap", "stop_grace", "max_episode_duration", "joint_names"),
+    "labeller_node": ("success_distance", "delay", "miss_rate", "seed"),
     "sim_arm_node": ("task", "image_size", "control_rate", "camera_rate", "cost_rate", "clock_rate", "real_time_factor",
                      "command_timeout", "seed", "fixed_goal", "goal", "gravity_compensation", "camera_frame_id",
                      "start_time", "render_thread", "realtime_priority"),

@@ -28,6 +28,14 @@ keeps a fast stream cheap for this node. The goal and the robot description (tra
 into every episode's bag too, so a recording replays in Foxglove with the arm, its goal and its
 torques.
 
+Success labels (a person's sparse reward, SOLAR's mug pushing): the service /solar/label_success
+(std_srvs/Trigger; ``ros2 service call``, rqt's service caller, the ``label_keyboard`` executable, or the
+scripted ``labeller_node`` in simulation) says "success now" during an episode. The label goes to the newest
+time index the controller has reported (its step records arrive as each index ends, so a press during index
+t labels t - 1 at the latest), into the npz as ``success_labels`` (per time index: how many labels it got),
+into the index entry as their count and into the bag (and live on /solar/success_label) as a std_msgs/Header
+stamped at the press, its frame_id the episode. Outside an episode the call fails with the reason.
+
 Index ``status``: ``complete`` (stopped at the horizon), ``stopped`` (stopped early on request),
 ``aborted`` (e-stop, input fault, no STOP within ``max_episode_duration``, or shutdown).
 """
@@ -41,7 +49,9 @@ from types import SimpleNamespace
 
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.serialization import deserialize_message
+from rclpy.serialization import deserialize_message, serialize_message
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
 
 from ..msg import EpisodeEvent, PolicyStep
 from ..runtime.episode_store import ABORTED, COMPLETE, EpisodeRecording, recover_episodes
@@ -165,6 +175,8 @@ class RecorderNode(StackNode):
                 qos = contract.EVENT_QOS
             self.create_subscription(cls, topic, lambda data, topic=topic: self._on_message(topic, data), qos, raw=True)
         self.create_timer(0.1, self._on_timer)
+        self.label_pub = self.create_publisher(Header, contract.SUCCESS_LABEL, contract.EVENT_QOS)
+        self.create_service(Trigger, contract.LABEL_SUCCESS, self._on_label)
         try:
             recovered = recover_episodes(self.output_dir)
         except OSError as err:
@@ -280,6 +292,27 @@ class RecorderNode(StackNode):
             if not (np.isfinite(msg.cost) and np.isfinite(msg.distance)):
                 raise ValueError("cost or distance is NaN or Inf")
             buf.costs.add(stamp, float(msg.cost), float(msg.distance))
+
+    # ---- success labels ------------------------------------------------------------------------
+
+    def _on_label(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """"Success now": a label on the newest time index of the episode being recorded (module docstring)."""
+        ep = self.episode
+        if ep is None or ep.stop is not None:
+            response.success, response.message = False, "no episode is running: the label was not recorded"
+            self.get_logger().warning(response.message, throttle_duration_sec=2.0)
+            return response
+        t = max(ep.step_indices) if ep.step_indices else 0
+        ep.recording.buffers.labels.append(t)
+        now = self.get_clock().now()
+        header = Header(frame_id=ep.start.episode_id)
+        header.stamp = now.to_msg()
+        ep.recording.write(contract.SUCCESS_LABEL, "std_msgs/msg/Header", serialize_message(header), now.nanoseconds)
+        self.label_pub.publish(header)
+        response.success = True
+        response.message = f"success labelled at time index {t} of episode {ep.start.episode_id!r}"
+        self.get_logger().info(response.message)
+        return response
 
     # ---- episode lifecycle ---------------------------------------------------------------------
 

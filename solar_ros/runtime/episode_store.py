@@ -223,6 +223,8 @@ class EpisodeBuffers:
     """(mean (n,), covariance (n, n))"""
     costs: Stream = field(default_factory=Stream)
     """(cost, distance)"""
+    labels: list[int] = field(default_factory=list)
+    """The time index of each success label given during the episode (a person's "success now")."""
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Arrays aligned to the time steps (see the module docstring); streams with no data are left out."""
@@ -239,6 +241,10 @@ class EpisodeBuffers:
         out["noise"] = np.stack([np.asarray(s.noise, dtype=np.float64) for s in steps])
         out["commands"] = np.array([s.commands for s in steps], dtype=np.int64)
         out["clipped"] = np.array([bool(s.clipped) for s in steps])
+        # success labels per time index: how many times "success now" was said during it
+        rows = np.clip(np.searchsorted(out["time_index"], np.asarray(self.labels, dtype=np.int64), side="right") - 1,
+                       0, len(steps) - 1)
+        out["success_labels"] = np.bincount(rows, minlength=len(steps)).astype(np.int64)
         for stream in (self.images, self.latents):
             stream.keep_common_shape()
         if len(self.images):
@@ -317,6 +323,7 @@ class EpisodeRecording:
             "mcap": f"{self.name}/{self.bag.path.name}" if self.bag is not None else None,
             "message_counts": counts,
             "arrays": sorted(arrays),
+            "success_labels": len(self.buffers.labels),
             "wall_time": self.wall_start,
             **self.meta,
             **(extra or {}),
