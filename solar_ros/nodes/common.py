@@ -193,16 +193,24 @@ def run_node(factory: Callable[[], StackNode], args: list[str] | None = None,
              loop: Callable[[StackNode, SingleThreadedExecutor, threading.Event], None] | None = None) -> int:
     """Create the node and spin it on a SingleThreadedExecutor until SIGINT/SIGTERM; returns an exit status.
 
+    Before ``rclpy.init`` the process gets the stack's Fast DDS profile (:func:`~solar_ros.launcher.middleware_env`)
+    unless a profiles file is already named.
+
     The signal handlers only set a flag, so ``on_shutdown`` can still publish before the context
     goes down. Parameter errors (:class:`ConfigError`) are logged and give status 2. ``loop``
     replaces the plain spin loop (the simulator steps physics in its own loop); it must return
     soon after the event is set.
     """
+    from ..launcher import middleware_env
+
     stop = threading.Event()
 
     def request_stop(signum, _frame):
         stop.set()
 
+    # The stack's Fast DDS profile (UDP, no shared memory: docs/ros_interfaces.md) for a node started by hand too
+    # (`ros2 run`), as `solar-ros launch` and the launch files give it; a profiles file already named stays in charge.
+    os.environ.update(middleware_env())
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     node = None

@@ -71,3 +71,27 @@ def test_launched_nodes_run_with_the_profile(monkeypatch):
     environ = open(f"/proc/{m[1]}/environ", "rb").read().split(b"\0")
     runner.join(timeout=30)
     assert f"FASTDDS_DEFAULT_PROFILES_FILE={PROFILE}".encode() in environ
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(120)
+def test_a_node_started_by_hand_runs_with_the_profile(tmp_path):
+    """`ros2 run solar_ros <node>` without the launcher: run_node gives the process the profile before rclpy.init."""
+    unset = ("FASTDDS_BUILTIN_TRANSPORTS", "FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET", "ROS_DOMAIN_ID": str(200 + os.getpid() % 30)})
+    log = tmp_path / "node.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "solar_ros.nodes.labeller_node"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "labelling success" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        time.sleep(0.5)
+        maps = open(f"/proc/{proc.pid}/maps").read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert "/dev/shm/fastdds" not in maps
