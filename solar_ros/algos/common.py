@@ -16,9 +16,10 @@ from ..core.dynamics import GlobalLinearPrior, fit_dynamics
 from ..core.gmm import GMMPrior
 from ..core.types import LinearGaussianDynamics, LinearGaussianPolicy, TrajectoryBatch
 
-PRETRAIN, ITERATION, EVAL, FIT, NOISE, PLAN = range(6)
+PRETRAIN, ITERATION, EVAL, FIT, NOISE, PLAN, LABEL = range(7)
 """Phases of a run's seeds (see :func:`derive_seed`): the episodes' resets (pretraining, iterations,
-evaluation), the model fits, the exploration noise, and the MPC ablation's planner samples. The model fitting
+evaluation), the model fits, the exploration noise, the MPC ablation's planner samples, and the scripted
+labeller's misses. The model fitting
 and trainer nodes draw from the same streams as the in-process loops, so a run through the nodes starts the
 same episodes with the same noise as ``solar-ros train`` with the same seed."""
 
@@ -49,6 +50,8 @@ class Episode:
     """The task's success criterion at the final step."""
     images: np.ndarray | None = None
     """(T, H, W, C) uint8 images seen before each action, when recorded."""
+    successes: np.ndarray | None = None
+    """(T,) the task's success criterion after each step (what a person watching would see)."""
 
 
 def rollout(env, act: Callable[[int, np.ndarray, dict], np.ndarray], seed: int | None = None,
@@ -60,6 +63,7 @@ def rollout(env, act: Callable[[int, np.ndarray, dict], np.ndarray], seed: int |
     U = np.zeros((T, env.action_dim))
     costs = np.zeros(T)
     distances = np.zeros(T)
+    successes = np.zeros(T, dtype=bool)
     images = [] if record_images else None
     low, high = env.action_space.low, env.action_space.high
     info: dict = {}
@@ -71,8 +75,9 @@ def rollout(env, act: Callable[[int, np.ndarray, dict], np.ndarray], seed: int |
         obs, _, _, _, info = env.step(U[t])
         costs[t] = info["cost"]
         distances[t] = info["distance"]
+        successes[t] = bool(info["success"])
     return Episode(X, U, costs, distances, bool(info["success"]),
-                   np.stack(images) if record_images else None)
+                   np.stack(images) if record_images else None, successes)
 
 
 def policy_actor(policy: LinearGaussianPolicy, rng: np.random.Generator | None):

@@ -220,6 +220,25 @@ class SolarConfig:
     spends the 5 observed dimensions on the block, and LQR-FLM on the block points alone stacks on few seeds
     (``scripts/state_capacity.py --features block``)."""
 
+    # --- sparse success labels instead of the task's cost (the paper's mug pushing) -----------------
+    reward: str = "dense"
+    """'dense': the task's cost per step is observed (every task's default). 'labels': no cost is observed, only a
+    person's "success now" during some episodes (in process a scripted person, ``label_delay`` and
+    ``label_miss_rate``; through the nodes the recorder's /solar/label_success service): the model and the
+    measured step learn from the costs the labels give, 1 for a failure frame and 0 for a success frame, and
+    LQR-FLM minimises the latent success model's negative log-odds (needs ``cost_fit='labels'``,
+    ``action_cost='task'``; :mod:`~solar_ros.algos.solar.labels`)."""
+    label_delay: int = 2
+    """With ``reward='labels'`` in process: steps between the task first succeeding and the scripted person's
+    press (a person's reaction)."""
+    label_miss_rate: float = 0.0
+    """With ``reward='labels'`` in process: the probability that the scripted person misses an episode's success."""
+    label_window: int = 3
+    """With ``reward='labels'``: an episode's frames from this many steps before its first label to its end are
+    successes (a press comes after the success is seen, and a stacked block or pushed mug stays)."""
+    label_ridge: float = 1e-3
+    """Ridge penalty of the latent success model's logistic fit (on features scaled to unit RMS)."""
+
     # --- the MPC ablation (``--method solar_mpc``; SOLAR and the VAE ablation ignore these) ---------------
     mpc_horizon: int = 10
     """Steps the MPC ablation plans ahead at every step (fewer near the episode's end)."""
@@ -311,9 +330,22 @@ class SolarConfig:
                              "set measured_step=true with it")
         if self.action_cost not in ("learned", "task"):
             raise ValueError(f"SolarConfig.action_cost must be 'learned' or 'task', got {self.action_cost!r}")
-        if self.cost_fit not in ("model", "local", "distance", "readout"):
-            raise ValueError("SolarConfig.cost_fit must be 'model', 'local', 'distance' or 'readout', "
+        if self.cost_fit not in ("model", "local", "distance", "readout", "labels"):
+            raise ValueError("SolarConfig.cost_fit must be 'model', 'local', 'distance', 'readout' or 'labels', "
                              f"got {self.cost_fit!r}")
+        if self.reward not in ("dense", "labels"):
+            raise ValueError(f"SolarConfig.reward must be 'dense' or 'labels', got {self.reward!r}")
+        if (self.reward == "labels") != (self.cost_fit == "labels"):
+            raise ValueError("SolarConfig: reward='labels' and cost_fit='labels' go together (the cost is learned "
+                             "from the labels, and the labels are all a run on them observes)")
+        for name in ("label_delay", "label_window"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"SolarConfig.{name} must be a non-negative integer, got {value!r}")
+        if not 0.0 <= self.label_miss_rate <= 1.0:
+            raise ValueError(f"SolarConfig.label_miss_rate must be in [0, 1], got {self.label_miss_rate!r}")
+        if not (math.isfinite(self.label_ridge) and self.label_ridge >= 0):
+            raise ValueError(f"SolarConfig.label_ridge must be >= 0, got {self.label_ridge!r}")
         if not (isinstance(self.readout_weight, (int, float)) and math.isfinite(self.readout_weight)
                 and self.readout_weight >= 0):
             raise ValueError(f"SolarConfig.readout_weight must be >= 0, got {self.readout_weight!r}")
@@ -349,7 +381,7 @@ ITERATION_SETTINGS = frozenset({
     "iterations", "rollouts_per_iteration", "eval_episodes", "refit_every", "refit_steps", "init_noise",
     "policy_smoothing", "kl_step", "final_cost_weight", "cost_ramp", "dynamics_latents", "prior_strength",
     "dynamics_prior", "adapt_step", "measured_step", "final_policy", "measured_step_z",
-    "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations", "mpc_init_std", "mpc_noise",
+    "label_ridge", "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations", "mpc_init_std", "mpc_noise",
 })
 
 

@@ -64,6 +64,7 @@ from ..common import (
     EVAL,
     FIT,
     ITERATION,
+    LABEL,
     NOISE,
     PLAN,
     PRETRAIN,
@@ -93,6 +94,7 @@ from ..probes import (
     state_groups,
 )
 from .config import TASK_DEFAULTS, SolarConfig
+from .labels import label_costs, labels_latent_cost, scripted_labels
 from .models import (
     MODEL_CLASSES,
     DistanceLink,
@@ -264,6 +266,8 @@ def check_cost_inputs(cfg: SolarConfig, buffer: RolloutData, hand: tuple[list[in
     if cfg.cost_fit == "readout" and (hand is None or buffer.states is None):
         raise ValueError("cost_fit='readout' needs the rollouts' true states and the positions the cost "
                          "compares (hand)")
+    if cfg.cost_fit == "labels" and buffer.labels is None:
+        raise ValueError("cost_fit='labels' needs rollouts with success labels (reward='labels')")
 
 
 def iteration_cost(model: LatentModel, latents: np.ndarray, buffer: RolloutData, cfg: SolarConfig,
@@ -279,6 +283,8 @@ def iteration_cost(model: LatentModel, latents: np.ndarray, buffer: RolloutData,
         return local_latent_cost(latents, buffer, action_weights)
     if cfg.cost_fit == "distance":
         return distance_latent_cost(latents, buffer, action_weights, distance_link)
+    if cfg.cost_fit == "labels":
+        return labels_latent_cost(latents, buffer, action_weights, cfg.label_window, cfg.label_ridge, metrics)
     if cfg.cost_fit == "readout":
         cost, r2 = readout_latent_cost(latents, buffer, action_weights, distance_link, *hand,
                                        near_scale=cfg.readout_near_scale)
@@ -445,6 +451,17 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         return [rollout(env, actor_for(i), seed=derive_seed(seed, phase, it, i), options=options, record_images=True)
                 for i in range(n)]
 
+    def as_data(episodes: list[Episode], phase: int, it: int) -> RolloutData:
+        """The rollouts as the model sees them; on sparse labels, the scripted person's labels and the costs they
+        give instead of the task's (labels.py)."""
+        data = RolloutData.from_episodes(episodes)
+        if cfg.reward != "labels":
+            return data
+        rngs = [np.random.default_rng(derive_seed(seed, LABEL, phase, it, i)) for i in range(len(episodes))]
+        labels = scripted_labels(np.stack([e.successes for e in episodes]), cfg.label_delay, cfg.label_miss_rate,
+                                 rngs)
+        return replace(data, costs=label_costs(labels, cfg.label_window), labels=labels)
+
     # --- state that a checkpoint restores -----------------------------------------------------------
     torch.manual_seed(derive_seed(seed, FIT, 0, 0))
     model = MODEL_CLASSES[method](image_size, du, cfg, readout_idx=list(env.ee_pos_idx))
@@ -522,7 +539,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
             return random_actor(rng, std, low, high, cfg.pretrain_smoothing, T)
 
         episodes_now = collect(random_actors, PRETRAIN, 0, cfg.pretrain_episodes)
-        data = RolloutData.from_episodes(episodes_now)
+        data = as_data(episodes_now, PRETRAIN, 0)
         data_files.append(save_data(out, "pretrain", data))
         with FitMeter() as fit:
             terms = model.fit(data, cfg.pretrain_steps, derive_seed(seed, FIT, 0, 1), progress=progress)
@@ -556,7 +573,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
                                     smoothing=cfg.policy_smoothing)
 
         episodes_now = collect(actors, ITERATION, it, cfg.rollouts_per_iteration)
-        new_data = RolloutData.from_episodes(episodes_now)
+        new_data = as_data(episodes_now, ITERATION, it)
         data_files.append(save_data(out, f"iter_{it:03d}", new_data))
         extra: dict = {"phase": "iteration",
                        **heldout_diagnostics(model, data.last(cfg.buffer_size), new_data, latent_cost(model, T),

@@ -63,6 +63,9 @@ class RolloutData:
     ids: np.ndarray | None = field(default=None, repr=False, compare=False)
     """(N,) numbers naming the rollouts within this process (new ones on construction, kept by ``+`` and
     :meth:`last`), so that a model can keep what it computed from a rollout's frames."""
+    labels: np.ndarray | None = None
+    """(N, T) success labels per step (how many times "success now" was said during it), when the reward is a
+    person's sparse labels (``reward='labels'``): then ``costs`` are derived from them, not observed."""
 
     def __post_init__(self) -> None:
         self.images = np.asarray(self.images)
@@ -87,6 +90,10 @@ class RolloutData:
             self.states = np.asarray(self.states, dtype=np.float64)
             if self.states.ndim != 3 or self.states.shape[:2] != (N, T):
                 raise ValueError(f"states must have shape ({N}, {T}, ds), got {self.states.shape}")
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels, dtype=np.int64)
+            if self.labels.shape != (N, T) or np.any(self.labels < 0):
+                raise ValueError(f"labels must be counts >= 0 of shape ({N}, {T}), got {self.labels.shape}")
         if self.ids is None:
             self.ids = np.array([next(_ROLLOUT_IDS) for _ in range(N)], dtype=np.int64)
         elif np.shape(self.ids) != (N,):
@@ -111,10 +118,13 @@ class RolloutData:
 
     def __add__(self, other: "RolloutData") -> "RolloutData":
         both = self.states is not None and other.states is not None
+        if (self.labels is None) != (other.labels is None):
+            raise ValueError("cannot join rollouts with success labels and rollouts without")
         return RolloutData(np.concatenate([self.images, other.images]), np.concatenate([self.actions, other.actions]),
                            np.concatenate([self.costs, other.costs]),
                            np.concatenate([self.states, other.states]) if both else None,
-                           np.concatenate([self.ids, other.ids]))
+                           np.concatenate([self.ids, other.ids]),
+                           None if self.labels is None else np.concatenate([self.labels, other.labels]))
 
     def last(self, n: int) -> "RolloutData":
         """The most recent ``n`` rollouts (all of them if there are fewer)."""
@@ -123,7 +133,8 @@ class RolloutData:
     def take(self, rows: np.ndarray | slice) -> "RolloutData":
         """The rollouts at ``rows`` (their ids kept)."""
         return RolloutData(self.images[rows], self.actions[rows], self.costs[rows],
-                           None if self.states is None else self.states[rows], self.ids[rows])
+                           None if self.states is None else self.states[rows], self.ids[rows],
+                           None if self.labels is None else self.labels[rows])
 
     def sample(self, n: int, seed: int) -> tuple["RolloutData", float]:
         """At most ``n`` of the rollouts, drawn without replacement by ``seed`` (0 or at least N: all), and

@@ -34,6 +34,8 @@ def save_data(out: Path | None, name: str, data: RolloutData) -> str:
     arrays = {"images": data.images, "actions": data.actions, "costs": data.costs}
     if data.states is not None:
         arrays["states"] = data.states
+    if data.labels is not None:
+        arrays["labels"] = data.labels
     with atomic_file(folder / f"{name}.npz") as f:
         np.savez_compressed(f, **arrays)
     return name
@@ -47,7 +49,8 @@ def load_data(out: Path, names: list[str]) -> RolloutData:
         if not path.is_file():
             raise FileNotFoundError(f"cannot resume: the checkpoint lists {path}, which is missing")
         with np.load(path) as f:
-            parts.append(RolloutData(f["images"], f["actions"], f["costs"], f["states"] if "states" in f else None))
+            parts.append(RolloutData(f["images"], f["actions"], f["costs"], f["states"] if "states" in f else None,
+                                     labels=f["labels"] if "labels" in f else None))
     data = parts[0]
     for p in parts[1:]:
         data = data + p
