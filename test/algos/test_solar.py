@@ -968,3 +968,17 @@ def test_readout_head_makes_the_latent_hold_the_cost_positions_linearly():
 
     assert heldout_r2(10.0) > 0.8
     assert heldout_r2(0.0) < 0.5
+
+
+def test_a_run_made_before_a_setting_existed_counts_as_having_its_default():
+    """Runs on disk from before a setting was added (their config does not name it) still match a run with that
+    setting at its default, for --pretraining-from and --resume alike; a run with another value does not."""
+    from dataclasses import asdict
+
+    from solar_ros.algos.solar.persistence import identity_mismatch
+
+    ours = {"task": "point", "seed": 1, "method": "solar", "goal": [0.1, 0.2], "config": asdict(TINY)}
+    old = {**ours, "config": {k: v for k, v in asdict(TINY).items() if k not in ("reward", "label_window")}}
+    assert identity_mismatch(old, ours) is None
+    other = {**ours, "config": asdict(replace(TINY, label_window=5))}
+    assert "label_window" in identity_mismatch(old, other)

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from ...models.checkpoint import load_checkpoint
 from ...runtime.atomic import atomic_file
 from ..common import RunMismatch
-from .config import ITERATION_SETTINGS
+from .config import ITERATION_SETTINGS, SolarConfig
 from .models import LatentModel, RolloutData
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -81,6 +82,9 @@ def identity_mismatch(state: dict, identity: dict, ignore: frozenset = frozenset
         if state.get(key) != identity[key]:
             return f"it was written with {key}={state.get(key)!r}, this run has {key}={identity[key]!r}"
     stored, ours = state.get("config") or {}, identity["config"]
+    # a setting the stored run does not name did not exist when it was made: it ran as that setting's default
+    defaults = {f.name: f.default for f in fields(SolarConfig)}
+    stored = {**{k: defaults[k] for k in set(ours) - set(stored) if k in defaults}, **stored}
     changed = sorted(k for k in (set(stored) | set(ours)) - ignore if stored.get(k) != ours.get(k))
     if changed:
         return "the settings differ (" + ", ".join(f"{k}: {stored.get(k)!r} -> {ours.get(k)!r}" for k in changed) + ")"
