@@ -114,6 +114,8 @@ class TrainingData:
     """(N, T, H, W, C) uint8 model input images."""
     latents: np.ndarray | None = None
     """(N, T, n) latent means published by the encoder."""
+    labels: np.ndarray | None = None
+    """(N, T) success labels per step (the recorder's /solar/label_success: a person's "success now")."""
     root: str = ""
     """The episode directory they were read from."""
 
@@ -130,7 +132,7 @@ class TrainingData:
 _ARRAY_FIELDS = {
     "states": "states", "actions": "actions", "costs": "costs", "distances": "distances",
     "joint_positions": "joint_positions", "joint_velocities": "joint_velocities", "images": "images",
-    "latent_mean": "latents",
+    "latent_mean": "latents", "success_labels": "labels",
 }
 
 

@@ -79,8 +79,12 @@ class SolarMethod(FitMethod):
 
     name = "solar"
     state_source = "latent"
-    required_arrays = ("states", "actions", "costs", "images")
     STATE_FILE = "solar_state.npz"
+
+    @property
+    def required_arrays(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The recorded arrays a fit needs: on sparse labels the success labels instead of the task's costs."""
+        return ("states", "actions", self._reward_array, "images")
 
     def __init__(self, settings: RunSettings, overrides: dict[str, Any], out_dir: Path, device: str = "cpu") -> None:
         super().__init__(settings, overrides, out_dir, device)
@@ -212,12 +216,26 @@ class SolarMethod(FitMethod):
         ids = self.history if self.config.refit_every else self.history[-self.config.buffer_size:]
         if not ids or not self.episode_dir:
             raise FitError("the saved solar run has no episode history to continue from")
-        data = load_training_data(self.episode_dir, ids, ("images", "actions", "costs"), self.horizon)
+        data = load_training_data(self.episode_dir, ids, ("images", "actions", self._reward_array), self.horizon)
         return self._rollouts(data)
 
+    @property
+    def _reward_array(self) -> str:
+        """The recorded array the run learns its cost from: the task's costs, or a person's success labels."""
+        return "success_labels" if self.config.reward == "labels" else "costs"
+
     def _rollouts(self, data: TrainingData) -> solar.RolloutData:
-        """The episodes as the model's rollouts, with the task's true states where they can be computed."""
+        """The episodes as the model's rollouts, with the task's true states where they can be computed. On sparse
+        labels (``reward='labels'``) the costs are those the recorded success labels give, as in the in-process
+        loop; the recorded task costs, where a simulator published any, are not used."""
         try:
+            if self.config.reward == "labels":
+                if data.labels is None:
+                    raise FitError("reward='labels' learns from the recorder's success labels, and these episodes "
+                                   "have none (success_labels)")
+                labels = data.labels.astype(np.int64)
+                costs = solar.label_costs(labels, self.config.label_window)
+                return solar.RolloutData(data.images, data.actions, costs, self._true_states(data), labels=labels)
             return solar.RolloutData(data.images, data.actions, data.costs, self._true_states(data))
         except ValueError as err:
             raise FitError(str(err)) from err

@@ -246,3 +246,41 @@ def test_the_nodes_readout_cost_reads_the_positions_from_the_recorded_joint_stat
     bare.initialize()
     with pytest.raises(solar_fit.FitError, match="joint states"):
         bare.update(_recorded_with_joints(pretrain, bare.policy_id, "pre-", joints=False), 1)
+
+
+def test_the_nodes_solar_fit_learns_from_the_recorded_success_labels_as_the_loop_does(tmp_path):
+    """reward='labels' through the nodes: the recorder's success_labels (not the recorded task costs) give the costs,
+    the same as in the in-process loop, and LQR-FLM minimises the latent success model's cost."""
+    torch.set_num_threads(1)
+    env = make("point", image_obs=True, image_size=16)
+    env.reset(seed=SEED)
+    goal = env.goal.copy()
+    rng = np.random.default_rng(0)
+
+    def labelled(data: solar.RolloutData) -> solar.RolloutData:
+        labels = (rng.random((data.N, data.T)) < 0.05).astype(np.int64)
+        labels[0, data.T // 2] = 1  # at least one labelled episode
+        return replace(data, labels=labels, costs=solar.label_costs(labels, 3))
+
+    pretrain = labelled(_rollouts(env, goal, TINY["pretrain_episodes"], 100))
+    batch = labelled(_rollouts(env, goal, TINY["rollouts_per_iteration"], 200))
+    overrides = {**TINY, "reward": "labels", "cost_fit": "labels", "action_cost": "task"}
+    cfg = replace(solar.TASK_DEFAULTS["point"], **overrides)
+    node = SolarMethod(RunSettings(task="point", goal=goal.tolist(), seed=SEED), overrides, tmp_path)
+    assert node.required_arrays == ("states", "actions", "success_labels", "images")
+    node.initialize()
+
+    def recorded(data, prefix):  # the recorded task costs are something else entirely: they must not be used
+        return replace(_recorded(data, node.policy_id, prefix), costs=np.full(data.costs.shape, 7.0),
+                       labels=data.labels.astype(float))
+
+    node.update(recorded(pretrain, "pre-"), 1)
+    out = node.update(recorded(batch, "it1-"), 2)
+    np.testing.assert_array_equal(node._data.costs, np.concatenate([pretrain.costs, batch.costs]))
+    assert "label_success_frames" in out.metrics
+    policy, _ = _in_process(env, cfg, pretrain, [batch])
+    for name in ("K", "k", "cov"):
+        np.testing.assert_allclose(getattr(out.policy.policy, name), getattr(policy, name), rtol=1e-9, atol=1e-12,
+                                   err_msg=name)
+    with pytest.raises(solar_fit.FitError, match="success labels"):
+        node._rollouts(replace(recorded(batch, "x-"), labels=None))

@@ -14,6 +14,7 @@ package, read in this order:
 * :mod:`.persistence`: the run's rollouts and checkpoint on disk.
 """
 from .config import PROJECT_SETTINGS, SAWYER_SETTINGS, TASK_DEFAULTS, SolarConfig
+from .labels import label_costs, labels_latent_cost, scripted_labels
 from .loop import (
     EVAL,
     FIT,
@@ -68,6 +69,7 @@ __all__ = [
     "latent_actor", "latent_cost", "latent_diagnostics", "load_data", "load_run_checkpoint", "local_latent_cost",
     "fit_readout", "readout_latent_cost",
     "pretraining_diagnostics", "random_actor", "reexpress_policy", "refit", "save_data", "save_run_checkpoint",
-    "solar_step", "task_action_weights", "task_distance_link", "train", "train_mpc_ablation", "train_svae_weighted",
+    "solar_step", "label_costs", "labels_latent_cost", "scripted_labels", "task_action_weights",
+    "task_distance_link", "train", "train_mpc_ablation", "train_svae_weighted",
     "train_vae_ablation",
 ]
