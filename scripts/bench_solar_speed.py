@@ -11,7 +11,9 @@ Prints, at the reference data sizes (40 rollouts x 50 steps of 64x64x3 images, l
   rollouts of random frames), its wall time and peak memory, against the real time of those rollouts;
 * the control step a robot runs per frame: encode one 64x64 frame + one Kalman filter update (the
   encoder node's code path) + the policy's matrix-vector product, as p50 / p99 / max latency and
-  jitter (std) in milliseconds.
+  jitter (std) in milliseconds;
+* the MPC ablation's plan per step (``--method solar_mpc``: CEM on the latent LDS, the config's ``mpc_*``
+  settings), against the camera's frame period.
 
     python scripts/bench_solar_speed.py                # the defaults of `solar-ros train --task reacher`
     python scripts/bench_solar_speed.py --reference    # also the reference network settings
@@ -31,8 +33,10 @@ import torch
 
 from solar_ros.algos.common import initial_policy
 from solar_ros.algos.solar import TASK_DEFAULTS, RolloutData, SVAELatentModel, latent_cost
+from solar_ros.algos.solar.mpc import cem_settings
 from solar_ros.core import lqr_flm
 from solar_ros.core.dynamics import BayesianLDS, fit_dynamics
+from solar_ros.core.mpc import CEMController, LinearModel
 from solar_ros.envs import make
 from solar_ros.models.common import PRECISIONS
 from solar_ros.models.svae import StructuredVAE, SVAEConfig
@@ -234,6 +238,31 @@ def main() -> None:
           f"the encoder and controller nodes run it), {args.control_steps} steps: "
           f"p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms, max {ms.max():.2f} ms, "
           f"jitter (std) {ms.std():.2f} ms")
+
+    # --- the MPC ablation's plan per step -------------------------------------------------------------
+    mpc_ms = mpc_plan_times(cfg, dx, du, T, args.control_steps, rng) * 1e3
+    print(f"MPC ablation's plan per step (CEM: {cfg.mpc_samples} sequences x {cfg.mpc_iterations} iterations over "
+          f"{cfg.mpc_horizon} steps, latent {dx}, {du} actions; the frame's encoding above comes on top), "
+          f"{args.control_steps} steps: p50 {np.percentile(mpc_ms, 50):.2f} ms, p99 {np.percentile(mpc_ms, 99):.2f} "
+          f"ms, max {mpc_ms.max():.2f} ms, against {env.dt * 1e3:.0f} ms per camera frame")
+
+
+def mpc_plan_times(cfg, dx: int, du: int, T: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """Seconds of each of ``steps`` receding-horizon CEM plans (the run's ``mpc_*`` settings) on a random stable
+    latent LDS and a random convex cost of the run's sizes, the plan warm-started from step to step."""
+    A = np.eye(dx) + 0.01 * rng.normal(size=(dx, dx))
+    M = rng.normal(size=(dx + du, dx + du))
+    cost = lqr_flm.QuadraticCost.constant(M @ M.T / (dx + du), rng.normal(size=dx + du), 0.0, T)
+    ctrl = CEMController(LinearModel(A, 0.1 * rng.normal(size=(dx, du)), np.zeros(dx)), cost, cem_settings(cfg),
+                         np.ones(du), -np.ones(du), np.ones(du), np.random.default_rng(0))
+    out = np.empty(steps)
+    x = rng.normal(size=dx)
+    for i in range(-10, steps):  # 10 warm-up steps
+        start = time.perf_counter()
+        ctrl.act((i % T + T) % T, x)
+        if i >= 0:
+            out[i] = time.perf_counter() - start
+    return out
 
 
 if __name__ == "__main__":

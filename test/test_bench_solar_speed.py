@@ -26,6 +26,9 @@ def test_prints_the_measured_pretraining_fit_with_the_chosen_precision():
     # 3 rollouts of the 10 steps fitted, each step 0.05 s of the task's time
     assert "(6 steps on 3 rollouts, convolutions in bfloat16)" in line and "against 2 s of rollouts (3 x 0.5 s)" in line
     assert "control step" in out
+    mpc = next(x for x in out.splitlines() if x.startswith("MPC ablation's plan per step"))
+    # the stacking defaults' planner (200 x 5 over 10 steps) on a latent of 24 and 7 actions, 10 timed steps
+    assert "200 sequences x 5 iterations over 10 steps, latent 24, 7 actions" in mpc and "against 50 ms" in mpc
 
 
 def test_a_bad_setting_is_a_usage_error():
