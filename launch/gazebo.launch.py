@@ -1,6 +1,7 @@
 """The node stack with the Sawyer in Gazebo (Harmonic) and ros2_control, for a full ROS 2 install.
 
-    ros2 launch solar_ros gazebo.launch.py [world:=empty.sdf] [output_dir:=runs/episodes] [inspector:=false]
+    ros2 launch solar_ros gazebo.launch.py [world:=empty.sdf] [output_dir:=runs/episodes]
+        [inspector:=false] [labeller:=false]
 
 Gazebo runs the arm with ``gz_ros2_control`` (effort command interfaces, controllers from
 config/gazebo_controllers.yaml): ``effort_controller`` (JointGroupEffortController) listens on
@@ -61,6 +62,6 @@ def generate_launch_description():
                             emulate_tty=True, parameters=params, remappings=list(spec.remappings),
                             respawn=profile.respawn, respawn_delay=profile.respawn_delay,
                             respawn_max_retries=profile.max_respawns))
-    # inspector:=true adds the Foxglove WebSocket inspector (docs/inspection.md)
+    # inspector:=true adds the Foxglove WebSocket inspector (docs/inspection.md), labeller:=true the scripted labeller
     actions += optional_launch_actions(get_profile(PROFILE), config)
     return LaunchDescription(actions)

@@ -1,6 +1,7 @@
 """The node stack on a physical Sawyer, reached through the Intera SDK (ROS 1) and ros1_bridge.
 
-    ros2 launch solar_ros real_sawyer.launch.py [bridge:=true] [output_dir:=runs/episodes] [inspector:=false]
+    ros2 launch solar_ros real_sawyer.launch.py [bridge:=true] [output_dir:=runs/episodes]
+        [inspector:=false] [labeller:=false]
 
 Intera is ROS 1 only. The path (docs/ros_interfaces.md, "Real Sawyer"):
 
@@ -50,6 +51,6 @@ def generate_launch_description():
                             emulate_tty=True, parameters=params, remappings=list(spec.remappings),
                             respawn=profile.respawn, respawn_delay=profile.respawn_delay,
                             respawn_max_retries=profile.max_respawns))
-    # inspector:=true adds the Foxglove WebSocket inspector (docs/inspection.md)
+    # inspector:=true adds the Foxglove WebSocket inspector (docs/inspection.md), labeller:=true the scripted labeller
     actions += optional_launch_actions(get_profile(PROFILE), config)
     return LaunchDescription(actions)

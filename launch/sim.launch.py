@@ -1,7 +1,7 @@
 """The whole learning stack with the MuJoCo Sawyer (sim_arm_node owns /clock); ends when the trainer does.
 
     ros2 launch solar_ros sim.launch.py [real_time_factor:=1.0] [output_dir:=runs/episodes]
-        [results_dir:=runs/node_train] [seed:=0] [inspector:=false]
+        [results_dir:=runs/node_train] [seed:=0] [inspector:=false] [labeller:=false]
 
 The image method: add ``method:=solar state_source:=latent`` (the controller then acts on the
 encoder's latent instead of the joint state).
@@ -64,7 +64,7 @@ def generate_launch_description():
                             emulate_tty=True, parameters=params, remappings=list(node.remappings), on_exit=on_exit,
                             respawn=spec.respawn, respawn_delay=spec.respawn_delay,
                             respawn_max_retries=spec.max_respawns))
-    # inspector:=true adds the Foxglove WebSocket inspector (docs/inspection.md)
+    # inspector:=true adds the Foxglove WebSocket inspector (docs/inspection.md), labeller:=true the scripted labeller
     actions += optional_launch_actions(get_profile(PROFILE), config)
     return LaunchDescription(actions)
 

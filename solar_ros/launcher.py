@@ -109,9 +109,10 @@ _INTERA_REMAPS = {
     "inspector_node": (("/joint_states", "/robot/joint_states"),),
 }
 
-OPTIONAL_NODES: dict[str, str] = {"inspector": "inspector_node"}
+OPTIONAL_NODES: dict[str, str] = {"inspector": "inspector_node", "labeller": "labeller_node"}
 """Launch argument -> the optional node it starts in every profile (``inspector:=true``: the Foxglove
-WebSocket inspector); the launch files declare the same arguments (default false)."""
+WebSocket inspector; ``labeller:=true``: the scripted person who labels successes, for learning from sparse
+labels in simulation); the launch files declare the same arguments (default false)."""
 
 
 def _optional(profile: str, remappings: Mapping[str, tuple[tuple[str, str], ...]] | None = None):

@@ -84,13 +84,14 @@ def test_launch_file_matches_the_launcher_profile(profile, monkeypatch):
     optional = [n for n in ours if n.kwargs.get("condition") is not None]
     ours = [n for n in ours if n.kwargs.get("condition") is None]
     assert [n.kwargs["executable"] for n in ours] == [n.name for n in spec.nodes]
-    assert [n.kwargs["executable"] for n in optional] == [n.name for n in spec.optional] == ["inspector_node"]
+    assert [n.kwargs["executable"] for n in optional] == [n.name for n in spec.optional] == ["inspector_node",
+                                                                                                "labeller_node"]
     switches = {e.args[0]: e.kwargs["default_value"] for e in description.entities
                 if type(e).__name__ == "DeclareLaunchArgument"}
-    for node in optional:  # started only with inspector:=true (default false), as `solar-ros launch`
-        condition = node.kwargs["condition"]
+    for node, arg in zip(optional, ("inspector", "labeller")):  # started only with inspector:=true (default
+        condition = node.kwargs["condition"]                     # false) or labeller:=true, as `solar-ros launch`
         assert type(condition).__name__ == "IfCondition"
-        assert condition.args[0].args == ("inspector",) and switches["inspector"] == "false"
+        assert condition.args[0].args == (arg,) and switches[arg] == "false"
     for node, expected in zip(ours + optional, spec.nodes + spec.optional):
         assert node.kwargs["name"] == expected.name
         files = [p for p in node.kwargs["parameters"] if isinstance(p, str)]

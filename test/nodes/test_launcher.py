@@ -318,12 +318,14 @@ def test_rclpy_declares_only_the_listed_builtin_parameters():
         rclpy.shutdown(context=context)
 
 
-def test_the_inspector_is_optional_in_every_profile(no_processes):
+def test_the_inspector_and_the_labeller_are_optional_in_every_profile(no_processes):
     from solar_ros.launcher import split_optional
 
     for spec in PROFILES.values():
-        assert [n.name for n in spec.optional] == ["inspector_node"]
+        assert [n.name for n in spec.optional] == ["inspector_node", "labeller_node"]
         assert validate_params_files(spec, nodes=spec.optional)["inspector_node"]["port"] == 8765
+        assert validate_params_files(spec, nodes=spec.optional)["labeller_node"]["delay"] == 0.5
+        assert split_optional(spec, {"labeller": "true", "inspector": "false"}) == ([spec.node("labeller_node")], {})
         assert split_optional(spec, {"inspector": "true", "seed": "1"}) == ([spec.node("inspector_node")],
                                                                             {"seed": "1"})
         assert split_optional(spec, {"inspector": "false"}) == ([], {})
