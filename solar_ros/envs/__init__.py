@@ -3,6 +3,8 @@
 ``make(task, **kwargs)`` builds one of :data:`TASKS`:
 
 * ``"point"``         2D point mass, linear dynamics, 32x32 top-down images (:mod:`.point`)
+* ``"car"``           the paper's nonholonomic car, bottom right to a fixed target at the top left, 32x32
+                      top-down images (:mod:`.car`)
 * ``"reacher"``       2-link planar arm in MuJoCo, 64x64 top-down images, random goal (:mod:`.reacher`)
 * ``"reacher_paper"`` the same arm in the SOLAR paper's setting: fixed goal (-0.1, -0.1) (bottom left of
                       the image) and fixed start (:class:`.reacher.ReacherPaperEnv`)
@@ -23,6 +25,7 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports MuJoCo
 
 from .base import TaskEnv  # noqa: E402
+from .car import CarEnv  # noqa: E402
 from .point import PointEnv  # noqa: E402
 from .reacher import ReacherEnv, ReacherPaperEnv  # noqa: E402
 from .sawyer_reach import SawyerReachEnv  # noqa: E402
@@ -30,6 +33,7 @@ from .sawyer_stack import SawyerStackEnv, SawyerStackStart1Env, SawyerStackStart
 
 TASKS: dict[str, type[TaskEnv]] = {
     "point": PointEnv,
+    "car": CarEnv,
     "reacher": ReacherEnv,
     "reacher_paper": ReacherPaperEnv,
     "sawyer_reach": SawyerReachEnv,
@@ -54,5 +58,5 @@ def make(task: str, **kwargs) -> TaskEnv:
     return TASKS[task](**kwargs)
 
 
-__all__ = ["TASKS", "make", "TaskEnv", "PointEnv", "ReacherEnv", "ReacherPaperEnv", "SawyerReachEnv",
+__all__ = ["TASKS", "make", "TaskEnv", "CarEnv", "PointEnv", "ReacherEnv", "ReacherPaperEnv", "SawyerReachEnv",
            "SawyerStackEnv", "SawyerStackStart1Env", "SawyerStackStart2Env"]

@@ -15,6 +15,7 @@ ENV_NAMES = [n for n in TASK_NAMES if next(m for m in TASK_NAMES if TASKS[m] is 
 """One name per environment class (an alias of the same class, e.g. sawyer_stack_0, is not tested twice)."""
 EXPECTED = {  # (state_dim, action_dim, image shape, horizon, success threshold)
     "point": (4, 2, (32, 32, 3), 50, 0.1),
+    "car": (5, 2, (32, 32, 3), 50, 0.15),
     "reacher": (8, 2, (64, 64, 3), 50, 0.05),
     "reacher_paper": (8, 2, (64, 64, 3), 50, 0.05),
     "sawyer_reach": (20, 7, (64, 64, 3), 50, 0.05),
@@ -23,10 +24,10 @@ EXPECTED = {  # (state_dim, action_dim, image shape, horizon, success threshold)
     "sawyer_stack_2": (32, 7, (64, 64, 3), 50, 0.01),
 }
 GOAL_COLOR_CHANNEL = {  # red, red, green markers; the stacking goal is shown by the blue base block under it
-    "point": 0, "reacher": 0, "reacher_paper": 0, "sawyer_reach": 1,
+    "point": 0, "car": 0, "reacher": 0, "reacher_paper": 0, "sawyer_reach": 1,
     "sawyer_stack": 2, "sawyer_stack_1": 2, "sawyer_stack_2": 2,
 }
-FIXED_GOAL = {"reacher_paper", "sawyer_stack", "sawyer_stack_1", "sawyer_stack_2"}
+FIXED_GOAL = {"car", "reacher_paper", "sawyer_stack", "sawyer_stack_1", "sawyer_stack_2"}
 """Tasks whose default goal is fixed (nothing random is drawn for it)."""
 FIXED_START = {"reacher_paper"}
 """Tasks whose initial state does not depend on the seed."""
@@ -192,7 +193,8 @@ def test_random_goals_lie_in_the_documented_region(env):
     goals = np.array(goals)
     if name in FIXED_GOAL:
         assert np.all(goals == goals[0])
-        expected = env.paper_goal if name == "reacher_paper" else env.stacked_goal
+        expected = {"reacher_paper": getattr(env, "paper_goal", None), "car": getattr(env, "target", None)}.get(
+            name, getattr(env, "stacked_goal", None))
         np.testing.assert_array_equal(goals[0], expected)
         return
     assert len(np.unique(goals[:, 0])) == len(goals)
@@ -272,7 +274,7 @@ def test_images_show_the_goal(env):
     env.reset(seed=0)
     g0 = env.goal.copy()
     g1 = g0.copy()
-    g1[0] += -0.3 if name == "point" else -0.08  # move the goal along x (towards the robot / left)
+    g1[0] += -0.3 if name in ("point", "car") else -0.08  # move the goal along x (towards the robot / left)
     if name in STACKED_HEIGHT:
         g1[3::3] += -0.08  # a stacked pose: its other block points move with the centre
     centroids = []
@@ -288,7 +290,7 @@ def test_images_show_the_goal(env):
     assert np.linalg.norm(centroids[1] - centroids[0]) > 1.0
 
 
-WIDE_START = {"reacher", "reacher_paper", "sawyer_reach", "sawyer_stack", "sawyer_stack_1", "sawyer_stack_2"}
+WIDE_START = {"car", "reacher", "reacher_paper", "sawyer_reach", "sawyer_stack", "sawyer_stack_1", "sawyer_stack_2"}
 
 
 def test_wide_start_spreads_the_initial_state_seeded_and_keeps_the_goal(env):
@@ -307,6 +309,9 @@ def test_wide_start_spreads_the_initial_state_seeded_and_keeps_the_goal(env):
     if name.startswith("reacher"):
         assert wide[:, :2].std(0).min() > 5 * own[:, :2].std(0).max() + 0.1
         np.testing.assert_array_equal(wide[:, 2], 0.0)  # at rest
+    elif name == "car":  # anywhere, any heading, at rest with the wheels straight
+        assert wide[:, :3].std(0).min() > 5 * own[:, :3].std(0).max()
+        np.testing.assert_array_equal(wide[:, 3:], 0.0)
     else:  # the hand (or the held block) anywhere in the goal box (the own start: within a few cm), at rest
         hand = list(env.ee_pos_idx)
         assert wide[:, hand].std(0).min() > max(0.05, 3 * own[:, hand].std(0).max())

@@ -461,6 +461,7 @@ TASK_DEFAULTS: dict[str, SolarConfig] = {
     "point": SolarConfig(pretrain_episodes=100, iterations=10, rollouts_per_iteration=10, buffer_size=40,
                          **PROJECT_SETTINGS),
     "reacher": SolarConfig(**_REFERENCE_BUDGET, **PROJECT_SETTINGS),
+    "car": SolarConfig(**_REFERENCE_BUDGET, **PROJECT_SETTINGS),
     "reacher_paper": SolarConfig(**_REFERENCE_BUDGET, **REACHER_PAPER_SETTINGS),
     "sawyer_reach": SolarConfig(**_REFERENCE_BUDGET, **SAWYER_REACH_SETTINGS),
     **{task: SolarConfig(**_STACK_BUDGET, **SAWYER_STACK_SETTINGS)
