@@ -21,6 +21,7 @@ Prints, at the reference data sizes (40 rollouts x 50 steps of 64x64x3 images, l
                                                        # real refits as the data grows, and peak memory
     python scripts/bench_solar_speed.py --task sawyer_stack_1 --precision bfloat16 --pretrain-fit
                                                        # a real pretraining fit, convolutions in bfloat16
+    python scripts/bench_solar_speed.py --task sawyer_stack_1 --mpc-only   # the MPC ablation's plan only
 """
 from __future__ import annotations
 
@@ -141,6 +142,7 @@ def main() -> None:
                         help="time one real pretraining fit (minutes) against the real time of its rollouts")
     parser.add_argument("--pretrain-steps", type=int, default=None, help="its gradient steps (default: the config's)")
     parser.add_argument("--pretrain-episodes", type=int, default=None, help="its rollouts (default: the config's)")
+    parser.add_argument("--mpc-only", action="store_true", help="time only the MPC ablation's plan per step")
     args = parser.parse_args()
 
     cfg = TASK_DEFAULTS[args.task]
@@ -154,6 +156,9 @@ def main() -> None:
     torch.set_num_threads(threads)
     env = make(args.task, image_obs=False)
     N, T, S, dx, du = args.rollouts, args.horizon, args.image_size, cfg.latent_dim, env.action_dim
+    if args.mpc_only:
+        print_mpc_plan_times(cfg, dx, du, T, args.control_steps, env.dt)
+        return
     print(f"torch {torch.__version__}, {threads} thread(s); task {args.task}; data {N} rollouts x {T} steps of "
           f"{S}x{S}x3, latent {dx}, {du} actions; convolutions of gradient steps in {cfg.fit_precision}")
 
@@ -240,11 +245,15 @@ def main() -> None:
           f"jitter (std) {ms.std():.2f} ms")
 
     # --- the MPC ablation's plan per step -------------------------------------------------------------
-    mpc_ms = mpc_plan_times(cfg, dx, du, T, args.control_steps, rng) * 1e3
+    print_mpc_plan_times(cfg, dx, du, T, args.control_steps, env.dt)
+
+
+def print_mpc_plan_times(cfg, dx: int, du: int, T: int, steps: int, dt: float) -> None:
+    mpc_ms = mpc_plan_times(cfg, dx, du, T, steps, np.random.default_rng(0)) * 1e3
     print(f"MPC ablation's plan per step (CEM: {cfg.mpc_samples} sequences x {cfg.mpc_iterations} iterations over "
-          f"{cfg.mpc_horizon} steps, latent {dx}, {du} actions; the frame's encoding above comes on top), "
-          f"{args.control_steps} steps: p50 {np.percentile(mpc_ms, 50):.2f} ms, p99 {np.percentile(mpc_ms, 99):.2f} "
-          f"ms, max {mpc_ms.max():.2f} ms, against {env.dt * 1e3:.0f} ms per camera frame")
+          f"{cfg.mpc_horizon} steps, latent {dx}, {du} actions; the frame's encoding comes on top), "
+          f"{steps} steps: p50 {np.percentile(mpc_ms, 50):.2f} ms, p99 {np.percentile(mpc_ms, 99):.2f} "
+          f"ms, max {mpc_ms.max():.2f} ms, against {dt * 1e3:.0f} ms per camera frame")
 
 
 def mpc_plan_times(cfg, dx: int, du: int, T: int, steps: int, rng: np.random.Generator) -> np.ndarray:

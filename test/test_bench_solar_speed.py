@@ -35,3 +35,12 @@ def test_a_bad_setting_is_a_usage_error():
     refused = bench("--pretrain-episodes", "0")
     assert refused.returncode == 2 and "pretrain_episodes must be a positive integer" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_mpc_only_prints_the_plan_time_alone():
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_solar_speed.py"), "--task", "point",
+                           "--mpc-only", "--control-steps", "5"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("MPC ablation's plan per step")
+    assert "latent 10, 2 actions" in lines[0]
