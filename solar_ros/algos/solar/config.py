@@ -263,23 +263,14 @@ class SolarConfig:
     def __post_init__(self) -> None:
         positive = ("pretrain_episodes", "iterations", "rollouts_per_iteration", "buffer_size", "eval_episodes",
                     "latent_dim", "batch_size", "lds_update_every", "lds_update_iters", "num_threads",
-                    "vae_em_iterations", "keypoints")
+                    "vae_em_iterations", "keypoints", "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations")
         for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"SolarConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"SolarConfig.{name} must be a positive integer, got {value!r}")
         if self.mpc_elites > self.mpc_samples:
             raise ValueError(f"SolarConfig.mpc_elites ({self.mpc_elites}) cannot exceed mpc_samples "
                              f"({self.mpc_samples})")
-        if not (isinstance(self.mpc_init_std, (int, float)) and math.isfinite(self.mpc_init_std)
-                and self.mpc_init_std > 0):
-            raise ValueError(f"SolarConfig.mpc_init_std must be a positive number, got {self.mpc_init_std!r}")
-        if not (isinstance(self.mpc_noise, (int, float)) and math.isfinite(self.mpc_noise) and self.mpc_noise >= 0):
-            raise ValueError(f"SolarConfig.mpc_noise must be >= 0, got {self.mpc_noise!r}")
         if self.encoder not in ("conv", "keypoints"):
             raise ValueError(f"SolarConfig.encoder must be 'conv' or 'keypoints', got {self.encoder!r}")
         if self.fit_precision not in PRECISIONS:
@@ -287,18 +278,18 @@ class SolarConfig:
         for name in ("copy_state", "background", "pretrain_wide_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"SolarConfig.{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("pretrain_smoothing", "policy_smoothing", "cost_relative_noise"):
+        for name in ("pretrain_smoothing", "policy_smoothing", "cost_relative_noise", "mpc_noise", "label_ridge"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"SolarConfig.{name} must be >= 0, got {value!r}")
-        for name in ("pretrain_steps", "refit_every", "refit_steps", "lds_fit_rollouts"):
+        for name in ("pretrain_steps", "refit_every", "refit_steps", "lds_fit_rollouts", "label_delay", "label_window"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"SolarConfig.{name} must be a non-negative integer, got {value!r}")
         if not (math.isfinite(self.cost_weight_floor) and self.cost_weight_floor >= 0):
             raise ValueError(f"SolarConfig.cost_weight_floor must be >= 0, got {self.cost_weight_floor!r}")
         for name in ("pretrain_noise", "lr", "cost_lr", "beta_end", "lds_prior_scale", "init_noise", "kl_step",
-                     "prior_strength", "final_cost_weight"):
+                     "prior_strength", "final_cost_weight", "mpc_init_std"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"SolarConfig.{name} must be a positive number, got {value!r}")
@@ -338,14 +329,8 @@ class SolarConfig:
         if (self.reward == "labels") != (self.cost_fit == "labels"):
             raise ValueError("SolarConfig: reward='labels' and cost_fit='labels' go together (the cost is learned "
                              "from the labels, and the labels are all a run on them observes)")
-        for name in ("label_delay", "label_window"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"SolarConfig.{name} must be a non-negative integer, got {value!r}")
         if not 0.0 <= self.label_miss_rate <= 1.0:
             raise ValueError(f"SolarConfig.label_miss_rate must be in [0, 1], got {self.label_miss_rate!r}")
-        if not (math.isfinite(self.label_ridge) and self.label_ridge >= 0):
-            raise ValueError(f"SolarConfig.label_ridge must be >= 0, got {self.label_ridge!r}")
         if not (isinstance(self.readout_weight, (int, float)) and math.isfinite(self.readout_weight)
                 and self.readout_weight >= 0):
             raise ValueError(f"SolarConfig.readout_weight must be >= 0, got {self.readout_weight!r}")

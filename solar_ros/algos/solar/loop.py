@@ -340,8 +340,14 @@ def evaluation_episodes(env, model: LatentModel, policy: LinearGaussianPolicy, s
     """The run's noise-free evaluation: ``policy``'s mean on the first ``n`` evaluation episodes of ``seed``
     (the task's own start states, ``goal``), filtered online by ``model``."""
     low, high = env.action_space.low, env.action_space.high
-    return [rollout(env, latent_actor(model, policy, None, low, high), seed=derive_seed(seed, EVAL, 0, i),
-                    options={"goal": goal, "wide_start": False}, record_images=True) for i in range(n)]
+    return _evaluation(env, lambda i: latent_actor(model, policy, None, low, high), seed, goal, n)
+
+
+def _evaluation(env, actor_for: Callable[[int], Callable], seed: int, goal: np.ndarray, n: int) -> list[Episode]:
+    """The first ``n`` evaluation episodes of ``seed`` (the task's own start states, ``goal``), episode i acted in by
+    ``actor_for(i)``."""
+    return [rollout(env, actor_for(i), seed=derive_seed(seed, EVAL, 0, i), options={"goal": goal, "wide_start": False},
+                    record_images=True) for i in range(n)]
 
 
 def mpc_evaluation_episodes(env, model: LatentModel, cost: QuadraticCost, cfg: SolarConfig, seed: int,
@@ -349,10 +355,9 @@ def mpc_evaluation_episodes(env, model: LatentModel, cost: QuadraticCost, cfg: S
     """The MPC ablation's noise-free evaluation: MPC on ``cost`` (no exploration noise) on the episodes
     :func:`evaluation_episodes` uses, filtered online by ``model``."""
     low, high = env.action_space.low, env.action_space.high
-    return [rollout(env, mpc_actor(model, cost, cfg, env.action_scale, low, high,
-                                   np.random.default_rng(derive_seed(seed, PLAN, EVAL, i))),
-                    seed=derive_seed(seed, EVAL, 0, i), options={"goal": goal, "wide_start": False},
-                    record_images=True) for i in range(n)]
+    return _evaluation(env, lambda i: mpc_actor(model, cost, cfg, env.action_scale, low, high,
+                                                np.random.default_rng(derive_seed(seed, PLAN, EVAL, i))),
+                       seed, goal, n)
 
 
 def final_policy(policy: LinearGaussianPolicy, step: StepState, cfg: SolarConfig) -> LinearGaussianPolicy:
