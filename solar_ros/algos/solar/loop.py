@@ -108,7 +108,7 @@ from .models import (
     readout_latent_cost,
 )
 from .mpc import METHOD as MPC_METHOD
-from .mpc import mpc_actor, mpc_cost
+from .mpc import mpc_actor, mpc_cost, mpc_step
 from .persistence import (
     CHECKPOINT_NAME,
     PRETRAIN_CHECKPOINT_NAME,
@@ -594,9 +594,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
                           **{f"model_{k}": v for k, v in terms.items()}})
 
         if mpc:
-            metrics = {}
-            plan_cost = mpc_cost(model, buffer, cfg, action_weights, hand, distance_link, metrics)
-            metrics.update(latent_diagnostics(model.smooth(buffer), buffer, plan_cost, probe_groups, hand))
+            plan_cost, metrics = mpc_step(model, buffer, cfg, action_weights, hand, distance_link, probe_groups)
         else:
             policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
                                                step_costs=new_data.costs, hand=hand, distance_link=distance_link)

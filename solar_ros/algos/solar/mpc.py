@@ -40,15 +40,26 @@ def latent_dynamics(model: LatentModel) -> LinearModel:
 
 
 def mpc_cost(model: LatentModel, buffer: RolloutData, cfg: SolarConfig, action_weights: np.ndarray | None,
-             hand: tuple[list[int], np.ndarray] | None, distance_link: DistanceLink | None,
-             metrics: dict | None = None) -> QuadraticCost:
+             hand: tuple[list[int], np.ndarray] | None, distance_link: DistanceLink | None) -> QuadraticCost:
     """The per-step latent cost MPC plans with: the one SOLAR's iteration would minimise on ``buffer``
     (:func:`~.loop.iteration_cost` on its ``dynamics_latents``), the steps weighted as SOLAR weights them."""
-    from .loop import iteration_cost  # the loop imports this module
+    return mpc_step(model, buffer, cfg, action_weights, hand, distance_link, diagnose=False)[0]
+
+
+def mpc_step(model: LatentModel, buffer: RolloutData, cfg: SolarConfig, action_weights: np.ndarray | None,
+             hand: tuple[list[int], np.ndarray] | None, distance_link: DistanceLink | None,
+             probe_groups: dict[str, list[int]] | None = None, diagnose: bool = True
+             ) -> tuple[QuadraticCost, dict[str, float]]:
+    """The ablation's iteration step, in place of :func:`~.loop.solar_step`: :func:`mpc_cost` and, with ``diagnose``,
+    the iteration row's diagnostics of the latent and of the unweighted cost (as SOLAR's step reports them)."""
+    from .loop import iteration_cost, latent_diagnostics  # the loop imports this module
 
     latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
+    metrics: dict[str, float] = {}
     cost = iteration_cost(model, latents, buffer, cfg, action_weights, hand, distance_link, metrics)
-    return cost.weighted(cfg.step_weights(buffer.T))
+    if diagnose:
+        metrics.update(latent_diagnostics(latents, buffer, cost, probe_groups, hand))
+    return cost.weighted(cfg.step_weights(buffer.T)), metrics
 
 
 def mpc_actor(model: LatentModel, cost: QuadraticCost, cfg: SolarConfig, action_scale: np.ndarray, low: np.ndarray,
