@@ -51,12 +51,12 @@ class LabellerNode(StackNode):
     def _threshold(self, task: str) -> float:
         if self.success_distance > 0:
             return self.success_distance
-        if task not in self.thresholds:
-            from ..envs import make  # only when the task's own threshold is needed
-            try:
-                self.thresholds[task] = float(make(task, image_obs=False).success_threshold)
-            except (KeyError, ValueError) as err:
-                self.get_logger().error(f"cannot tell success for task {task!r}: {err}; set success_distance")
+        if task not in self.thresholds:  # the task's own threshold, as the trainer reads it
+            from ..envs import TASKS
+            if task in TASKS:
+                self.thresholds[task] = float(TASKS[task].success_threshold)
+            else:
+                self.get_logger().error(f"cannot tell success for unknown task {task!r}; set success_distance")
                 self.thresholds[task] = -1.0
         return self.thresholds[task]
 
