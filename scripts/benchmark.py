@@ -46,7 +46,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # solar_ros from this checkout, as the runs themselves
 
-from solar_ros.algos.solar.persistence import SAME_PRETRAINING  # noqa: E402
 from solar_ros.settings import SettingsError, changed_settings, lookup  # noqa: E402
 
 
@@ -150,6 +149,8 @@ def pretraining_source(name: str, task: str, method: str, seed: int) -> Path:
     pretraining checkpoint among ``runs/benchmark/<name>/<task>_<method>_s<seed>[_set-...]``, or, where there is
     none, among the runs of the method whose pretraining it shares (the MPC ablation: SOLAR's; ValueError if there
     is none, or more than one)."""
+    from solar_ros.algos.solar.persistence import SAME_PRETRAINING  # torch: only when a pretraining is reused
+
     folder = ROOT / "runs" / "benchmark" / name
     for source_method in dict.fromkeys((method, SAME_PRETRAINING.get(method, method))):  # its own runs first
         found = sorted(d for d in folder.glob(f"{task}_{source_method}_s{seed}*")
