@@ -46,7 +46,7 @@ def generate_launch_description():
         DeclareLaunchArgument("results_dir", default_value="runs/node_train",
                               description="where the trainer writes summary.json and learning_curve.png"),
         DeclareLaunchArgument("method", default_value="lqr_joints",
-                              description="fit method: lqr_joints, solar or dsae"),
+                              description="fit method: lqr_joints, solar, solar_mpc (the MPC ablation) or dsae"),
         DeclareLaunchArgument("state_source", default_value="joints",
                               description="controller state: joints (lqr_joints), latent (solar) "
                                           "or latent+joints (dsae)"),

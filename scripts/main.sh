@@ -4,7 +4,8 @@
 # to reach a goal on `sawyer_reach` from the camera, ending with the results table, summary.json and
 # the learning-curve plot. The console shows the trainer's progress (and any warning or error); every
 # node's full log goes to OUT_DIR/stack.log.
-# Usage: scripts/main.sh [OUT_DIR] [--method solar|dsae] [--seed N]   (default runs/main, method solar, seed 0)
+# Usage: scripts/main.sh [OUT_DIR] [--method solar|solar_mpc|dsae] [--seed N]   (default runs/main, method solar, seed 0)
+# solar_mpc is SOLAR's MPC ablation (the same model and budget, actions replanned by CEM at every camera frame).
 # SOLAR runs the simulator at SOLAR_ROS_RTF x real time (default 1.5), the deep spatial autoencoder at 1.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,18 +14,18 @@ METHOD=solar
 SEED=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --method) METHOD=${2:-}; shift 2 || { echo "main.sh: --method needs a value (solar or dsae)" >&2; exit 2; } ;;
+    --method) METHOD=${2:-}; shift 2 || { echo "main.sh: --method needs a value (solar, solar_mpc or dsae)" >&2; exit 2; } ;;
     --method=*) METHOD=${1#--method=}; shift ;;
     --seed) SEED=${2:-}; shift 2 || { echo "main.sh: --seed needs a value (a non-negative integer)" >&2; exit 2; } ;;
     --seed=*) SEED=${1#--seed=}; shift ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    -*) echo "main.sh: unknown option $1 (usage: scripts/main.sh [OUT_DIR] [--method solar|dsae] [--seed N])" >&2; exit 2 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "main.sh: unknown option $1 (usage: scripts/main.sh [OUT_DIR] [--method solar|solar_mpc|dsae] [--seed N])" >&2; exit 2 ;;
     *) OUT=$1; shift ;;
   esac
 done
 case "$METHOD" in
-  solar|dsae) ;;
-  *) echo "main.sh: --method must be solar or dsae, got '$METHOD'" >&2; exit 2 ;;
+  solar|solar_mpc|dsae) ;;
+  *) echo "main.sh: --method must be solar, solar_mpc or dsae, got '$METHOD'" >&2; exit 2 ;;
 esac
 [[ "$SEED" =~ ^[0-9]+$ ]] || { echo "main.sh: --seed must be a non-negative integer, got '$SEED'" >&2; exit 2; }
 RTF=${SOLAR_ROS_RTF:-1.5}
@@ -50,6 +51,7 @@ if [ "$METHOD" = dsae ]; then
         trainer_node.fit_config:="{explore_iterations: 6, dsae_steps: 300, control_points: 8}"
         trainer_node.iterations:=12 trainer_node.episodes_per_iteration:=5 trainer_node.eval_episodes:=10)
 else
+  # (solar_mpc: the same stack, model and budget, with the controller replanning by CEM at every frame.)
   # SOLAR from the camera alone, with the task's SOLAR settings (solar_ros/algos/solar/config.py): 100
   # random pretraining episodes (the hand started anywhere in the goal box) -> the structured VAE fit ->
   # the model hot-swapped into the encoder -> 10 iterations of 40 episodes of LQR-FLM on the filtered
@@ -60,7 +62,7 @@ else
   # is sent when its latent arrives and held until the next), so a faster command stream only takes
   # CPU from the fitter (at 250 Hz the whole job took 31 minutes); 100 Hz steps also fall exactly on
   # the 50 ms frames (at 250 Hz frames came 48 and 52 ms apart).
-  ARGS=(trainer_node.method:=solar controller_node.state_source:=latent
+  ARGS=(trainer_node.method:="$METHOD" controller_node.state_source:=latent
         trainer_node.iterations:=11 trainer_node.first_iteration_episodes:=100
         trainer_node.episodes_per_iteration:=40 trainer_node.eval_episodes:=20
         sim_arm_node.real_time_factor:="$RTF" sim_arm_node.control_rate:=100)

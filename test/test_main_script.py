@@ -16,7 +16,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--method", "foo"), "--method must be solar or dsae, got 'foo'"),
+    (("--method", "foo"), "--method must be solar, solar_mpc or dsae, got 'foo'"),
     (("--seed", "x"), "--seed must be a non-negative integer, got 'x'"),
     (("--seed=-1",), "--seed must be a non-negative integer, got '-1'"),
     (("--seed",), "--seed needs a value"),
@@ -30,7 +30,7 @@ def test_bad_options_exit_2_with_a_message(args, message):
 
 def test_help_names_the_options():
     result = run("--help")
-    assert result.returncode == 0 and "--method solar|dsae" in result.stdout and "--seed N" in result.stdout
+    assert result.returncode == 0 and "--method solar|solar_mpc|dsae" in result.stdout and "--seed N" in result.stdout
 
 
 @pytest.mark.parametrize("rtf", ["fast", "-1", "nan", "1.5x"])

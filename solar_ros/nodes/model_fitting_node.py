@@ -73,7 +73,7 @@ HEARTBEAT_PERIOD = 1.0
 def _register_optional_methods() -> None:
     """Methods whose dependencies may be missing or still in development register themselves on import."""
     try:
-        from ..runtime import solar_fit  # noqa: F401  (adds "solar" to METHODS)
+        from ..runtime import solar_fit  # noqa: F401  (adds "solar" and "solar_mpc" to METHODS)
     except ImportError:
         pass
     try:

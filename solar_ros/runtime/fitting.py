@@ -40,7 +40,7 @@ from ..algos.common import LQRFLMLoop, initial_policy, policy_arrays, policy_fro
 from ..core.types import CostExpansion
 from .atomic import atomic_file
 from .episode_store import load_episode, read_index
-from .policy_msg import PolicyPackage
+from .policy_msg import LatentPlanner, PolicyPackage
 
 ProgressFn = Callable[[str, float, float, int], None]
 """``progress(stage, fraction 0..1, loss (NaN if none), step)``; may raise :class:`FitCancelled`."""
@@ -418,8 +418,9 @@ def save_policy(path: Path, package: PolicyPackage) -> Path:
     meta = {"policy_id": package.policy_id, "dt": package.dt, "state_source": package.state_source,
             "iteration": package.iteration, "model_id": package.model_id, "noise_smoothing": package.noise_smoothing,
             "wide_start": package.wide_start}
+    planner = {} if package.planner is None else package.planner.arrays()
     with atomic_file(path) as f:
-        np.savez(f, **policy_arrays("policy", package.policy), meta=np.array(json.dumps(meta)))
+        np.savez(f, **policy_arrays("policy", package.policy), **planner, meta=np.array(json.dumps(meta)))
     return path
 
 
@@ -428,7 +429,8 @@ def load_policy(path: Path) -> PolicyPackage:
     with np.load(path, allow_pickle=False) as f:
         meta = json.loads(str(f["meta"]))
         policy = policy_from_arrays("policy", f)
-    return PolicyPackage(policy=policy, **meta)
+        planner = LatentPlanner.from_arrays(f)
+    return PolicyPackage(policy=policy, planner=planner, **meta)
 
 
 class LQRJointsMethod(FitMethod):

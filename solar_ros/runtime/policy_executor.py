@@ -27,6 +27,13 @@ action of the equivalent discrete-time system.
 
 Policies are swapped atomically between episodes: :meth:`offer` stores a pending policy and
 :meth:`start` makes the newest pending one active.
+
+A package with a planner (the MPC ablation, :class:`~solar_ros.runtime.policy_msg.LatentPlanner`) replans at
+the first command of each time index, from that command's state: the plan's first action is added to the
+policy's command for the whole index (the policy's gain and offset are zero, its noise is the exploration
+noise). The planner's samples are seeded from the episode's noise seed (stream :data:`PLAN_STREAM`), so a
+seed reproduces the episode's plans too. Planning allocates and takes milliseconds (once per index, not per
+command).
 """
 from __future__ import annotations
 
@@ -59,6 +66,9 @@ class StepRecord:
     clipped: bool
     """Whether any command of this index was clipped to the torque limits."""
 
+
+PLAN_STREAM = 1
+"""The planner's generator of an episode is ``default_rng([noise_seed, PLAN_STREAM])``, apart from its noise's."""
 
 WAITING = -2
 """Index of a frame-locked episode's commands before its first frame (see :meth:`PolicyExecutor.index`)."""
@@ -95,6 +105,10 @@ class PolicyExecutor:
         self._rec_clipped = False
         self._rec_source_ns = 0
         self._last_u = np.zeros(self.n_joints)
+        self._planner = None
+        """The running episode's CEM controller (a package with a planner), else None."""
+        self._plan_u = np.zeros(self.n_joints)
+        """The current index's planned action (zeros without a planner)."""
 
     # ---- policies and episodes -------------------------------------------------------------------
 
@@ -130,6 +144,10 @@ class PolicyExecutor:
                      else standard_normal_sequence(rng, p.T, p.du, pkg.noise_smoothing))
         self._K = np.ascontiguousarray(p.K)
         self._bias = p.k + np.einsum("tij,tj->ti", p.chol, self._eps)
+        self._planner = (None if pkg.planner is None else
+                         pkg.planner.controller(-self.torque_limits, self.torque_limits,
+                                                np.random.default_rng([int(noise_seed), PLAN_STREAM])))
+        self._plan_u[:] = 0.0
         self._dt_ns = max(1, int(round(pkg.dt * 1e9)))
         self._rec_state = np.zeros(p.dx)
         self.episode_id = episode_id
@@ -198,8 +216,11 @@ class PolicyExecutor:
             self._rec_sum[:] = 0.0
             self._rec_count = 0
             self._rec_clipped = False
+            if self._planner is not None:
+                self._plan_u[:] = self._planner.act(t, x)
         np.dot(self._K[t], x, out=out)
         out += self._bias[t]
+        out += self._plan_u
         clipped = clip_torques(out, self.torque_limits)
         self._rec_sum += out
         self._rec_count += 1

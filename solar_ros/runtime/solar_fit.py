@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,9 @@ import torch
 from ..algos import solar
 from ..algos.common import StepState, initial_policy, policy_arrays, policy_from_arrays, save_npz_atomic
 from ..algos.probes import state_groups
+from ..algos.solar import mpc as solar_mpc
+from ..core.lqr_flm import QuadraticCost
+from ..core.types import LinearGaussianPolicy
 from .fitting import (
     METHODS,
     FitError,
@@ -64,7 +67,7 @@ from .fitting import (
     new_id,
     no_progress,
 )
-from .policy_msg import PolicyPackage
+from .policy_msg import LatentPlanner, PolicyPackage
 
 
 def _fit_reporter(progress: ProgressFn, start: float, span: float) -> solar.FitHook:
@@ -175,8 +178,8 @@ class SolarMethod(FitMethod):
                                                          self.hand, self.env.success_threshold))
             self._save_model(iteration)
             new_model = True
-            self.policy = initial_policy(self.horizon, cfg.latent_dim, self.du, cfg.init_noise * self.env.action_scale)
             self.step, self.phase = self.step.without_previous(), "control"
+            self._start_control(rollouts)
         else:
             if self._data is None:
                 self._data = self._reload_data()
@@ -193,21 +196,32 @@ class SolarMethod(FitMethod):
                 self._save_model(iteration)
                 new_model = True
             progress("dynamics", 0.7, math.nan, 0)
-            self.policy, self.step, step_metrics = solar.solar_step(
-                self.model, self.policy, buffer, self.step, cfg, solar.task_action_weights(self.env, cfg),
-                self.probe_groups, step_costs=rollouts.costs, hand=self.hand,
-                distance_link=solar.task_distance_link(self.env, cfg))
+            metrics.update(self._improve(buffer, rollouts, final))
             progress("policy", 0.85, math.nan, 0)
-            metrics.update(step_metrics)
-            if final:  # the trainer evaluates this fit's policy: the run's final one, as in the in-process loop
-                chosen = solar.final_policy(self.policy, self.step, cfg)
-                metrics["final_best_measured"] = float(chosen is not self.policy)
-                self.policy = chosen
         self.history += data.episode_ids
         self.episode_dir = data.root or self.episode_dir
         self.iteration = iteration
         return FitOutput(self._package(iteration), self.model_path, new_model=new_model,
                          metrics={k: float(v) for k, v in metrics.items()})
+
+    def _start_control(self, pretraining: solar.RolloutData) -> None:
+        """After the pretraining's model fit: the first control policy (zero gains, ``init_noise``)."""
+        cfg = self.config
+        self.policy = initial_policy(self.horizon, cfg.latent_dim, self.du, cfg.init_noise * self.env.action_scale)
+
+    def _improve(self, buffer: solar.RolloutData, rollouts: solar.RolloutData, final: bool) -> dict[str, float]:
+        """One iteration's update of the controller from ``buffer`` (the newest episodes ``rollouts``): SOLAR's
+        LQR-FLM step; ``final``: the run's final policy (the trainer evaluates it). Returns the step's metrics."""
+        cfg = self.config
+        self.policy, self.step, metrics = solar.solar_step(
+            self.model, self.policy, buffer, self.step, cfg, solar.task_action_weights(self.env, cfg),
+            self.probe_groups, step_costs=rollouts.costs, hand=self.hand,
+            distance_link=solar.task_distance_link(self.env, cfg))
+        if final:  # the trainer evaluates this fit's policy: the run's final one, as in the in-process loop
+            chosen = solar.final_policy(self.policy, self.step, cfg)
+            metrics["final_best_measured"] = float(chosen is not self.policy)
+            self.policy = chosen
+        return metrics
 
     def _reload_data(self) -> solar.RolloutData:
         """The episodes the run holds, from the recorder's files (after the fitting node restarted): all of
@@ -258,8 +272,16 @@ class SolarMethod(FitMethod):
         meta = {"method": self.name, "iteration": self.iteration, "policy_id": self.policy_id, "phase": self.phase,
                 "model_id": self.model_id, "model_path": self.model_path, "history": self.history,
                 "episode_dir": self.episode_dir, "settings": asdict(self.settings), "config": asdict(self.config)}
-        arrays = {"meta": np.array(json.dumps(meta)), **policy_arrays("policy", self.policy), **self.step.arrays()}
+        arrays = {"meta": np.array(json.dumps(meta)), **policy_arrays("policy", self.policy), **self.step.arrays(),
+                  **self._extra_arrays()}
         save_npz_atomic(self.out_dir / self.STATE_FILE, arrays)
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        """What a subclass adds to the saved state (:meth:`_load_extra` reads it back)."""
+        return {}
+
+    def _load_extra(self, arrays: dict[str, np.ndarray]) -> None:
+        """Read back what :meth:`_extra_arrays` saved."""
 
     @classmethod
     def load(cls, settings: RunSettings, overrides: dict[str, Any], out_dir: Path,
@@ -271,8 +293,9 @@ class SolarMethod(FitMethod):
             method.model.net.to(device).eval()
             method.policy = policy_from_arrays("policy", arrays)
             method.step = StepState.from_arrays(arrays)
+            method._load_extra(arrays)
         except (OSError, ValueError, KeyError) as err:
-            raise FitError(f"cannot read the saved solar run in {out_dir}: {err}") from err
+            raise FitError(f"cannot read the saved {cls.name} run in {out_dir}: {err}") from err
         if meta["settings"]["task"] != settings.task:
             raise FitError(f"the saved run in {out_dir} is for task {meta['settings']['task']}, not {settings.task}")
         method.iteration, method.policy_id, method.phase = int(meta["iteration"]), meta["policy_id"], meta["phase"]
@@ -281,4 +304,61 @@ class SolarMethod(FitMethod):
         return method
 
 
+class SolarMpcMethod(SolarMethod):
+    """SOLAR's MPC ablation through the nodes (``method: solar_mpc``; :mod:`solar_ros.algos.solar.mpc`).
+
+    The same pretraining, model fits and refits as :class:`SolarMethod`, but no policy is learned: after each
+    iteration's episodes the fit computes the latent cost SOLAR's iteration would minimise
+    (:func:`~solar_ros.algos.solar.mpc.mpc_step`, the in-process ablation's own step) and sends the controller a
+    planner (:class:`~solar_ros.runtime.policy_msg.LatentPlanner`: the model's LDS, that cost, the ``mpc_*``
+    settings) with a zero-gain policy whose covariance is the exploration noise (``mpc_noise`` x action_scale,
+    white, as the in-process ablation adds it; deterministic episodes have none). The controller replans at
+    every time index from the encoder's filtered latent and applies the plan's first action."""
+
+    name = solar_mpc.METHOD
+
+    def __init__(self, settings: RunSettings, overrides: dict[str, Any], out_dir: Path, device: str = "cpu") -> None:
+        super().__init__(settings, overrides, out_dir, device)
+        self.plan_cost: QuadraticCost | None = None
+        """The latent cost the planner minimises (None before the pretraining's model fit)."""
+
+    def _noise_policy(self) -> LinearGaussianPolicy:
+        """Zero gains and offsets, covariance (``mpc_noise`` x action_scale)^2: the exploration added to the plan.
+        A covariance must be positive definite: with ``mpc_noise`` 0 it is (1e-6 x action_scale)^2."""
+        std = max(self.config.mpc_noise, 1e-6) * np.asarray(self.env.action_scale, dtype=np.float64)
+        return initial_policy(self.horizon, self.config.latent_dim, self.du, std)
+
+    def _plan(self, buffer: solar.RolloutData, diagnose: bool) -> dict[str, float]:
+        cfg = self.config
+        self.plan_cost, metrics = solar_mpc.mpc_step(
+            self.model, buffer, cfg, solar.task_action_weights(self.env, cfg), self.hand,
+            solar.task_distance_link(self.env, cfg), self.probe_groups, diagnose=diagnose)
+        return metrics
+
+    def _start_control(self, pretraining: solar.RolloutData) -> None:
+        self.policy = self._noise_policy()
+        self._plan(pretraining.last(self.config.buffer_size), diagnose=False)
+
+    def _improve(self, buffer: solar.RolloutData, rollouts: solar.RolloutData, final: bool) -> dict[str, float]:
+        return self._plan(buffer, diagnose=True)
+
+    def _package(self, iteration: int) -> PolicyPackage:
+        package = super()._package(iteration)
+        if self.phase == "pretrain":
+            return package
+        planner = LatentPlanner(solar_mpc.latent_dynamics(self.model), self.plan_cost,
+                                solar_mpc.cem_settings(self.config), self.env.action_scale)
+        return replace(package, noise_smoothing=0.0, planner=planner)
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        if self.plan_cost is None:
+            return {}
+        return {"plan_Cm": self.plan_cost.Cm, "plan_cv": self.plan_cost.cv, "plan_cc": self.plan_cost.cc}
+
+    def _load_extra(self, arrays: dict[str, np.ndarray]) -> None:
+        if "plan_Cm" in arrays:
+            self.plan_cost = QuadraticCost(arrays["plan_Cm"], arrays["plan_cv"], arrays["plan_cc"])
+
+
 METHODS[SolarMethod.name] = SolarMethod
+METHODS[SolarMpcMethod.name] = SolarMpcMethod

@@ -245,6 +245,23 @@ def test_solar_method_pretrains_the_model_announces_it_and_updates_the_policy(ri
     assert p2.model_id == load_checkpoint(res2.model_path).extra["model_id"] and "model_loss" in metrics
 
 
+def test_solar_mpc_method_sends_the_controller_a_planner_after_the_pretraining(rig, ros):
+    """The MPC ablation through the nodes: its policies on /solar/policy carry the planner (the model's LDS and the
+    latent cost, ``planner: cem``) from the first control iteration on."""
+    fitter, node, out = rig
+    episodes = out / "solar_mpc_episodes"
+    config = {**SOLAR_TINY, "mpc_horizon": 3, "mpc_samples": 20, "mpc_elites": 2}
+    res = fitter.fit(0, episodes, method="solar_mpc", config=config)
+    assert res.success, res.message
+    assert fitter.policy(res.policy_id).planner is None
+    res1 = fitter.fit(1, episodes, record_image_rollouts(episodes, res.policy_id, [1, 2, 3], "pre-"),
+                      method="solar_mpc", config=config)
+    assert res1.success, res1.message
+    p1 = fitter.policy(res1.policy_id)
+    assert p1.planner is not None and p1.planner.settings.horizon == 3 and np.all(p1.policy.K == 0)
+    assert (p1.planner.model.dx, p1.planner.model.du, p1.planner.cost.T) == (3, 7, p1.policy.T)
+
+
 def test_a_long_fit_can_be_cancelled(rig, ros):
     fitter, node, out = rig
     episodes = out / "cancel_episodes"

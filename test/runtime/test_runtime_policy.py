@@ -225,3 +225,77 @@ def test_smoothed_noise_is_seeded_temporally_correlated_and_of_unit_std():
         standard_normal_sequence(np.random.default_rng(0), 5, 2, float("nan"))
     np.testing.assert_array_equal(standard_normal_sequence(np.random.default_rng(3), 5, 2),
                                   np.random.default_rng(3).standard_normal((5, 2)))
+
+
+# ---- the MPC ablation's planner ------------------------------------------------------------------------------------
+
+def mpc_package(T=6, dx=3, du=7, noise=0.05, horizon=3):
+    """A zero-gain noise policy with a CEM planner on a random stable LDS and a quadratic cost."""
+    from solar_ros.core.lqr_flm import QuadraticCost
+    from solar_ros.core.mpc import CEMSettings, LinearModel
+    from solar_ros.runtime.policy_msg import LatentPlanner
+    A = 0.9 * np.eye(dx) + 0.05 * RNG.standard_normal((dx, dx))
+    model = LinearModel(A, 0.1 * RNG.standard_normal((dx, du)), 0.01 * RNG.standard_normal(dx))
+    z = dx + du
+    Cm = np.tile(np.diag(np.r_[np.ones(dx), 0.01 * np.ones(du)]), (T, 1, 1))
+    cost = QuadraticCost(Cm, 0.1 * RNG.standard_normal((T, z)), np.zeros(T))
+    scale = np.array([2, 2, 1, 1, 0.25, 0.25, 0.25])
+    planner = LatentPlanner(model, cost, CEMSettings(horizon=horizon, samples=40, elites=5, iterations=3,
+                                                     init_std=0.5), scale)
+    policy = LinearGaussianPolicy(np.zeros((T, du, dx)), np.zeros((T, du)),
+                                  np.tile(np.diag((noise * scale) ** 2), (T, 1, 1)))
+    return PolicyPackage(policy, "mpc", 0.05, "latent", iteration=2, model_id="m", planner=planner)
+
+
+def test_a_planner_travels_in_the_policy_message_and_in_the_policy_file(tmp_path):
+    from solar_ros.runtime.fitting import load_policy, save_policy
+    pkg = mpc_package()
+    msg = policy_to_msg(pkg, SimpleNamespace())
+    assert msg.planner == "cem" and len(msg.cost_matrix) == 6 * 10 * 10
+    for back in (policy_from_msg(msg), load_policy(save_policy(tmp_path / "p.npz", pkg))):
+        p, q = back.planner, pkg.planner
+        for a, b in ((p.model.A, q.model.A), (p.model.B, q.model.B), (p.model.c, q.model.c), (p.cost.Cm, q.cost.Cm),
+                     (p.cost.cv, q.cost.cv), (p.cost.cc, q.cost.cc), (p.action_scale, q.action_scale)):
+            np.testing.assert_array_equal(a, b)
+        assert p.settings == q.settings
+    # without one, the fields are empty and nothing comes back
+    plain = policy_to_msg(package(), SimpleNamespace())
+    assert plain.planner == "" and len(plain.dynamics) == 0 and policy_from_msg(plain).planner is None
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(planner="mppi"), "planner must be one of"),
+    (dict(dynamics=[0.0] * 5), "'dynamics' has 5 entries"),
+    (dict(cost_constant=[float("inf")] * 6), "NaN or Inf"),
+    (dict(action_scale=[1.0] * 6), "'action_scale' has 6 entries"),
+    (dict(plan_elites=100), "elites"),
+    (dict(plan_horizon=0), "horizon"),
+])
+def test_malformed_planners_are_rejected(change, match):
+    msg = policy_to_msg(mpc_package(), SimpleNamespace())
+    for k, v in change.items():
+        setattr(msg, k, v)
+    with pytest.raises(ValueError, match=match):
+        policy_from_msg(msg)
+
+
+def test_a_planner_replans_once_per_time_index_as_the_in_process_controller_does():
+    """Each index's first command plans from its state (as CEMController.act on the same seed) and the index's
+    commands add the exploration noise to that plan; a deterministic episode sends the plan alone."""
+    from solar_ros.runtime.policy_executor import PLAN_STREAM
+    pkg = mpc_package()
+    for deterministic in (False, True):
+        ex = PolicyExecutor(LIMITS)
+        ex.offer(pkg)
+        ex.start(0, "ep", deterministic=deterministic, noise_seed=7)
+        reference = pkg.planner.controller(-LIMITS, LIMITS, np.random.default_rng([7, PLAN_STREAM]))
+        chol = np.linalg.cholesky(pkg.policy.cov[0])
+        eps = np.zeros((6, 7)) if deterministic else np.random.default_rng(7).standard_normal((6, 7))
+        u = np.zeros(7)
+        for t in range(6):
+            x = RNG.standard_normal(3)
+            plan = reference.act(t, x)
+            for k in range(3):  # later commands of the index keep the plan made from its first state
+                ex.command(t, x if k == 0 else RNG.standard_normal(3), 0, u)
+                np.testing.assert_allclose(u, np.clip(plan + chol @ eps[t], -LIMITS, LIMITS), rtol=1e-12, atol=1e-12)
+        assert np.any(plan != 0)

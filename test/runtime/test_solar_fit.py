@@ -284,3 +284,58 @@ def test_the_nodes_solar_fit_learns_from_the_recorded_success_labels_as_the_loop
                                    err_msg=name)
     with pytest.raises(solar_fit.FitError, match="success labels"):
         node._rollouts(replace(recorded(batch, "x-"), labels=None))
+
+
+def test_the_nodes_mpc_ablation_plans_with_the_in_process_ablations_model_and_cost(tmp_path, monkeypatch):
+    """method solar_mpc through the nodes: after the pretraining's fit and after each iteration's refit the
+    controller gets the in-process ablation's planner (the model's LDS, the cost its step computes, the mpc_*
+    settings) and a zero-gain policy with the ablation's white exploration noise; the saved run continues."""
+    from solar_ros.algos.solar import mpc as solar_mpc
+    from solar_ros.runtime.solar_fit import SolarMpcMethod
+    torch.set_num_threads(1)
+    env = make("point", image_obs=True, image_size=16)
+    env.reset(seed=SEED)
+    goal = env.goal.copy()
+    pretrain = _rollouts(env, goal, TINY["pretrain_episodes"], 100)
+    batches = [_rollouts(env, goal, TINY["rollouts_per_iteration"], 200 + 10 * i) for i in range(2)]
+    overrides = {**TINY, "mpc_horizon": 4, "mpc_samples": 30, "mpc_elites": 3, "mpc_noise": 0.2}
+    cfg = replace(solar.TASK_DEFAULTS["point"], **overrides)
+    settings = RunSettings(task="point", goal=goal.tolist(), seed=SEED)
+    node = SolarMpcMethod(settings, overrides, tmp_path)
+    first = node.initialize()
+    assert first.policy.planner is None  # the pretraining explores at random, as SOLAR's
+    recorded = [_recorded(pretrain, node.policy_id, "pre-")]
+    outs = [node.update(recorded[-1], 1)]
+    recorded.append(_recorded(batches[0], node.policy_id, "it1-"))
+    outs.append(node.update(recorded[-1], 2))
+    node.save()
+    monkeypatch.setattr(solar_fit, "load_training_data", _recorder_files(recorded))
+    node = SolarMpcMethod.load(settings, overrides, tmp_path)
+    outs.append(node.update(_recorded(batches[1], node.policy_id, "it2-"), 3, final=True))
+
+    # the in-process ablation (solar.train's mpc branch) on the same episodes
+    torch.manual_seed(solar.derive_seed(SEED, solar.FIT, 0, 0))
+    model = solar.SVAELatentModel(cfg.image_size, env.action_dim, cfg)
+    model.fit(pretrain, cfg.pretrain_steps, solar.derive_seed(SEED, solar.FIT, 0, 1))
+    weights, hand = solar.task_action_weights(env, cfg), (list(env.ee_pos_idx), goal)
+    link = solar.task_distance_link(env, cfg)
+    expected = [(solar_mpc.mpc_cost(model, pretrain.last(cfg.buffer_size), cfg, weights, hand, link),
+                 solar_mpc.latent_dynamics(model))]
+    policy, step, data = initial_policy(env.horizon, cfg.latent_dim, env.action_dim, env.action_scale), StepState(), \
+        pretrain
+    for it, batch in enumerate(batches, start=1):
+        data = data + batch
+        buffer = data.last(cfg.buffer_size)
+        policy, step, _ = solar.refit(model, data, buffer, policy, step, cfg.refit_steps,
+                                      solar.derive_seed(SEED, solar.FIT, it, 0))
+        expected.append((solar_mpc.mpc_step(model, buffer, cfg, weights, hand, link)[0],
+                         solar_mpc.latent_dynamics(model)))
+    for out, (cost, dynamics) in zip(outs, expected):
+        planner = out.policy.planner
+        assert planner.settings == solar_mpc.cem_settings(cfg) and out.policy.noise_smoothing == 0.0
+        for a, b in ((planner.cost.Cm, cost.Cm), (planner.cost.cv, cost.cv), (planner.cost.cc, cost.cc),
+                     (planner.model.A, dynamics.A), (planner.model.B, dynamics.B), (planner.model.c, dynamics.c)):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(out.policy.policy.K, 0.0)
+        np.testing.assert_allclose(out.policy.policy.cov[0], np.diag((0.2 * env.action_scale) ** 2), rtol=1e-12)
+    assert "cost_r2" in outs[1].metrics  # the iteration's diagnostics, as SOLAR's step reports them
