@@ -3,7 +3,8 @@
 The policy sees only the last ``frame_stack`` camera images of the task (stacked along the channels,
 so that it can tell velocities), never the true state; a small CNN suits the 32x32 and 64x64 images
 of the tasks. The run's goal is fixed (drawn from the seed unless given), the horizon is the task's,
-the reward is -cost of the task's cost model (``info["cost"]``), actions in [-1, 1] are mapped onto
+the reward is -cost of the task's cost model (``info["cost"]``) or, with ``reward='labels'``, a person's sparse
+"success now" (1 at the press, 0 elsewhere; a scripted person as SOLAR's), actions in [-1, 1] are mapped onto
 the actuator limits. An ``episodes`` budget means ``episodes * T`` environment steps, rounded up to
 whole PPO updates of ``episodes_per_update`` episodes. Success is the task's own criterion on
 deterministic (mean-action) evaluation episodes.
@@ -81,6 +82,15 @@ class PPOConfig:
     torch_threads: int | None = 1
     """CPU threads torch may use during the run (None: leave torch's setting). PPO acts on one image at
     a time with a small network, where thread hand-offs cost more than they save."""
+    reward: str = "dense"
+    """'dense': reward = -the task's cost per step. 'labels': the sparse reward SOLAR learns from on
+    ``reward='labels'``: 1 at the step a scripted person presses "success now" (once per episode, ``label_delay``
+    steps after the task's success criterion first holds, at the last step if that is later; an episode missed
+    with probability ``label_miss_rate``), 0 at every other step."""
+    label_delay: int = 2
+    """With ``reward='labels'``: steps between the task first succeeding and the press."""
+    label_miss_rate: float = 0.0
+    """With ``reward='labels'``: the probability that the person misses an episode's success."""
 
     def __post_init__(self) -> None:
         for name in ("episodes", "episodes_per_update", "batch_size", "n_epochs", "frame_stack", "features_dim",
@@ -100,6 +110,19 @@ class PPOConfig:
             raise ValueError(f"PPOConfig.torch_threads must be None or a positive integer, got {self.torch_threads!r}")
         if not math.isfinite(self.ent_coef) or self.ent_coef < 0:
             raise ValueError(f"PPOConfig.ent_coef must be >= 0, got {self.ent_coef!r}")
+        _check_reward(self.reward, self.label_delay, self.label_miss_rate)
+
+
+def _check_reward(reward: str, label_delay: int, label_miss_rate: float) -> None:
+    if reward not in REWARDS:
+        raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+    if int(label_delay) != label_delay or label_delay < 0:
+        raise ValueError(f"label_delay must be a non-negative integer, got {label_delay!r}")
+    if not (math.isfinite(label_miss_rate) and 0.0 <= label_miss_rate < 1.0):
+        raise ValueError(f"label_miss_rate must be in [0, 1), got {label_miss_rate!r}")
+
+
+REWARDS = ("dense", "labels")
 
 
 TASK_DEFAULTS: dict[str, PPOConfig] = {
@@ -114,20 +137,28 @@ TASK_DEFAULTS: dict[str, PPOConfig] = {
 
 
 class ImageTaskEnv(gymnasium.Env):
-    """A task with image-only observations, actions in [-1, 1] and reward = -cost.
+    """A task with image-only observations, actions in [-1, 1] and reward = -cost (or sparse labels).
 
     Observation: the last ``frame_stack`` images, uint8 (H, W, 3 * frame_stack), the newest in the
     last three channels (at reset the first image fills every slot). Action a in [-1, 1]^du is
     applied as low + (a + 1) / 2 * (high - low). ``episode_log`` holds one record per finished
-    episode: total cost, final distance and success (the task's criterion).
+    episode: total cost, final distance and success (the task's criterion). ``reward='labels'``: the
+    reward is 1 at a scripted person's press and 0 elsewhere (:class:`PPOConfig`'s ``reward``); whether
+    the person misses an episode is drawn at its reset from the environment's seeded generator.
     """
 
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, task: str, goal, frame_stack: int = 2, **env_kwargs):
+    def __init__(self, task: str, goal, frame_stack: int = 2, reward: str = "dense", label_delay: int = 2,
+                 label_miss_rate: float = 0.0, **env_kwargs):
         super().__init__()
         if int(frame_stack) != frame_stack or frame_stack < 1:
             raise ValueError(f"frame_stack must be a positive integer, got {frame_stack!r}")
+        _check_reward(reward, label_delay, label_miss_rate)
+        self.reward, self.label_delay, self.label_miss_rate = reward, int(label_delay), float(label_miss_rate)
+        self._t = 0
+        self._press: int | None = None
+        self._missed = False
         self.task_env = make(task, image_obs=True, goal=goal, **env_kwargs)
         self.frame_stack = int(frame_stack)
         H, W, C = self.task_env.image_shape
@@ -160,12 +191,20 @@ class ImageTaskEnv(gymnasium.Env):
         for _ in range(self.frame_stack):
             self._frames.append(obs["image"])
         self._episode_cost = 0.0
+        self._t, self._press = 0, None
+        self._missed = self.reward == "labels" and bool(self.np_random.random() < self.label_miss_rate)
         return self._observation(), info
 
     def step(self, action):
         obs, _, terminated, truncated, info = self.task_env.step(self.task_action(action))
         self._frames.append(obs["image"])
-        reward = -info["cost"]  # costs are primary; PPO maximises reward
+        if self.reward == "labels":  # the press comes label_delay steps after success is first seen
+            if self._press is None and info["success"]:
+                self._press = min(self._t + self.label_delay, self.horizon - 1)
+            reward = float(self._press == self._t and not self._missed)
+        else:
+            reward = -info["cost"]  # costs are primary; PPO maximises reward
+        self._t += 1
         self._episode_cost += info["cost"]
         if terminated or truncated:
             self.episode_log.append({"cost": self._episode_cost, "final_distance": info["distance"],
@@ -219,7 +258,8 @@ class _PPORun:
         self.T = probe.horizon
         self.success_threshold = probe.success_threshold
         sizes = {} if cfg.image_size is None else {"image_size": cfg.image_size}
-        self.train_env = ImageTaskEnv(task, self.goal, cfg.frame_stack, **sizes)
+        reward = dict(reward=cfg.reward, label_delay=cfg.label_delay, label_miss_rate=cfg.label_miss_rate)
+        self.train_env = ImageTaskEnv(task, self.goal, cfg.frame_stack, **reward, **sizes)
         self.vec_env = DummyVecEnv([lambda: self.train_env])
         self.eval_env = ImageTaskEnv(task, self.goal, cfg.frame_stack, **sizes)
         self.eval_seeds = np.random.default_rng([self.seed, 1]).integers(0, 2**31 - 1, size=cfg.eval_episodes)

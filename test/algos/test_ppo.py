@@ -129,3 +129,36 @@ def test_bad_arguments_are_clear_errors():
         ppo.episodes_to_success("point", seed=0, target_success=0.0, config=TINY)
     with pytest.raises(ValueError, match="frame_stack"):
         ImageTaskEnv("point", goal=None, frame_stack=0)
+
+
+def _drive_to_goal(env: ImageTaskEnv) -> tuple[list[float], list[bool]]:
+    """One episode of a PD controller onto the point's goal (actions in [-1, 1] = +-3 N): rewards, successes."""
+    env.reset(seed=1)
+    rewards, successes = [], []
+    for _ in range(env.horizon):
+        x = env.task_env.state
+        a = np.clip((8.0 * (np.array([0.3, -0.2]) - x[:2]) - 4.0 * x[2:4]) / 3.0, -1, 1)
+        _, reward, _, _, info = env.step(a)
+        rewards.append(reward)
+        successes.append(info["success"])
+    return rewards, successes
+
+
+@pytest.mark.parametrize("delay", [0, 3])
+def test_sparse_labels_reward_one_press_after_the_task_first_succeeds(delay):
+    """reward='labels': 1 at the scripted person's press (``label_delay`` steps after the success criterion first
+    holds, as SOLAR's scripted person presses), 0 elsewhere; a missed episode gets nothing; costs still logged."""
+    from solar_ros.algos.solar import scripted_labels
+    env = ImageTaskEnv("point", goal=[0.3, -0.2], frame_stack=1, reward="labels", label_delay=delay)
+    rewards, successes = _drive_to_goal(env)
+    assert any(successes) and sum(rewards) == 1.0
+    expected = scripted_labels(np.array([successes]), delay, 0.0, [np.random.default_rng(0)])[0]
+    np.testing.assert_array_equal(rewards, expected)
+    assert env.episode_log[-1]["cost"] > 0
+    missed = ImageTaskEnv("point", goal=[0.3, -0.2], frame_stack=1, reward="labels", label_miss_rate=0.999)
+    rewards, successes = _drive_to_goal(missed)
+    assert any(successes) and sum(rewards) == 0.0
+    with pytest.raises(ValueError, match="reward must be one of"):
+        PPOConfig(reward="sparse")
+    with pytest.raises(ValueError, match="label_miss_rate"):
+        ImageTaskEnv("point", goal=None, reward="labels", label_miss_rate=1.0)
