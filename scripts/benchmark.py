@@ -25,6 +25,14 @@ opens with the target table. It takes hours on 2 cores; with ``--reuse`` an inte
 goes on where it stopped:
 
     python scripts/benchmark.py --targets --name targets --jobs 2 --reuse
+
+``--paper`` runs the paper-style table (:data:`PAPER`): every task of the paper's experiments, 3 seeds each, with
+SOLAR, the VAE ablation, the MPC ablation, the DSAE pipeline where it applies (the arm tasks with a dense cost) and
+PPO at SOLAR's budget. The MPC ablation's runs start from the SOLAR runs' pretraining (so they run after them).
+The report opens with the table, each row's target for SOLAR and whether it is met, and checks the paper's
+prediction for the MPC ablation. Many hours on 2 cores; ``--reuse`` builds it over several invocations:
+
+    python scripts/benchmark.py --paper --name paper --jobs 2 --reuse
 """
 from __future__ import annotations
 
@@ -70,6 +78,78 @@ TARGETS = (
     Target("sawyer_stack_2", tuple(range(3)), 500, 0.50, stretch=True),
 )
 TARGET_METHODS = ("solar", "vae", "ppo")
+
+
+class PaperRow(NamedTuple):
+    """One task of the paper-style table: each of ``methods`` on each of ``seeds`` at ``episodes`` training episodes;
+    ``target``: SOLAR's target success on every seed (None: report only); ``stretch``: a stretch target."""
+
+    task: str
+    episodes: int
+    methods: tuple[str, ...]
+    target: float | None = None
+    stretch: bool = False
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
+PAPER_METHODS = ("solar", "vae", "solar_mpc", "dsae", "ppo")
+"""The table's columns: SOLAR, its VAE and MPC ablations, the deep spatial autoencoder pipeline, PPO."""
+_NO_DSAE = tuple(m for m in PAPER_METHODS if m != "dsae")
+PAPER = (
+    PaperRow("point", 200, PAPER_METHODS, 0.90),
+    PaperRow("reacher_paper", 500, PAPER_METHODS, 0.80),
+    PaperRow("car", 500, _NO_DSAE, 0.80),  # no arm: the DSAE pipeline's controller acts on joint states
+    PaperRow("sawyer_reach", 500, PAPER_METHODS, 0.80),
+    PaperRow("sawyer_stack_0", 500, PAPER_METHODS, 0.70),
+    PaperRow("sawyer_stack_1", 500, PAPER_METHODS, 0.70),
+    PaperRow("sawyer_stack_2", 500, PAPER_METHODS, 0.50, stretch=True),
+    PaperRow("sawyer_push", 500, _NO_DSAE, 0.60),  # sparse labels: no dense cost for the DSAE pipeline
+)
+"""The paper-style table (``--paper``): the SOLAR paper's tasks with the project's targets."""
+
+
+def paper_runs(rows: tuple[PaperRow, ...]) -> tuple[list[tuple[str, str, int, int]], list[tuple[str, str, int, int]]]:
+    """The table's runs (task, method, seed, episodes) in two phases: every method but the MPC ablation, then the
+    MPC ablation, whose runs start from the first phase's SOLAR runs' pretraining."""
+    runs = [(r.task, m, s, r.episodes) for r in rows for m in r.methods for s in r.seeds]
+    return [x for x in runs if x[1] != "solar_mpc"], [x for x in runs if x[1] == "solar_mpc"]
+
+
+def paper_lines(rows: tuple[PaperRow, ...], results: list[dict]) -> list[str]:
+    """Markdown: the paper-style table (success per seed of each method, SOLAR's target and whether it is met) and
+    the paper's prediction for the MPC ablation (it fails where the block must first be lifted) against the runs."""
+    by = {(r["task"], r["method"], r["seed"]): r for r in results}
+
+    def cell(row: PaperRow, method: str) -> str:
+        if method not in row.methods:
+            return "n/a"
+        return ", ".join(f"{by[(row.task, method, s)]['success_rate']:.0%}" if (row.task, method, s) in by else "-"
+                         for s in row.seeds)
+
+    names = {"solar": "SOLAR", "vae": "VAE ablation", "solar_mpc": "MPC ablation", "dsae": "DSAE", "ppo": "PPO"}
+    lines = ["## The paper's table", "", "Success over the noise-free evaluation episodes, per seed.", "",
+             "| task (episodes) | SOLAR target | met | " + " | ".join(names[m] for m in PAPER_METHODS) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in PAPER_METHODS) + " |"]
+    for row in rows:
+        solar = [by.get((row.task, "solar", s)) for s in row.seeds]
+        if row.target is None:
+            goal, met = "report", ""
+        else:
+            goal = f">= {row.target:.0%}" + (" (stretch)" if row.stretch else "")
+            met = ("not run" if any(r is None for r in solar) else
+                   "yes" if all(r["success_rate"] >= row.target for r in solar) else "no")
+        lines.append(f"| `{row.task}` ({row.episodes}) | {goal} | {met} | "
+                     + " | ".join(cell(row, m) for m in PAPER_METHODS) + " |")
+
+    def mean(task: str, method: str) -> str:
+        found = [r["success_rate"] for (t, m, _), r in by.items() if t == task and m == method]
+        return f"{np.mean(found):.0%} ({len(found)} runs)" if found else "not run"
+
+    lines += ["", "The paper's prediction: the MPC ablation acts greedily, so it fails where the block must first be "
+              f"lifted (`sawyer_stack_2`). Measured, mean success: MPC on start 2 {mean('sawyer_stack_2', 'solar_mpc')}"
+              f", on starts 0 and 1 {mean('sawyer_stack_0', 'solar_mpc')} and {mean('sawyer_stack_1', 'solar_mpc')}; "
+              f"SOLAR on start 2 {mean('sawyer_stack_2', 'solar')}.", ""]
+    return lines
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -301,7 +381,7 @@ def pretraining_lines(rows: list[dict]) -> list[str]:
 
 def write_report(name: str, rows: list[dict], command: str, docs: Path, searches: list[dict] | None = None,
                  settings: list[str] | None = None, commit: str | None = None,
-                 targets: tuple[Target, ...] | None = None) -> None:
+                 targets: tuple[Target, ...] | None = None, paper: tuple[PaperRow, ...] | None = None) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -315,6 +395,7 @@ def write_report(name: str, rows: list[dict], command: str, docs: Path, searches
              *machine_lines(rows),
              *pretraining_lines(rows),
              *(target_lines(targets, rows, searches or []) if targets else []),
+             *(paper_lines(paper, rows) if paper else []),
              "## Summary (mean over seeds)", "",
              "| task | method | seeds | success rate | final distance | training episodes | env steps "
              "| wall time (s) |",
@@ -392,6 +473,8 @@ def main() -> int:
     p.add_argument("--methods", help="comma-separated method names")
     p.add_argument("--targets", action="store_true",
                    help="run the project's target table (every task with its seeds and budget; solar, vae, ppo)")
+    p.add_argument("--paper", action="store_true",
+                   help="run the paper-style table (every paper task, 3 seeds; solar, vae, solar_mpc, dsae, ppo)")
     p.add_argument("--seeds", type=parse_seeds, default=None, help="e.g. 0-9 or 0,3,5 (default 0-4)")
     p.add_argument("--episodes", type=positive_int, default=None, help="training episode budget (default: method's)")
     p.add_argument("--ppo-episodes", type=positive_int, default=None,
@@ -410,21 +493,32 @@ def main() -> int:
                         "repeatable")
     args = p.parse_args()
     command = "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if args.targets:
+    target_rows, paper_rows = None, None
+    if args.targets and args.paper:
+        p.error("give --targets or --paper, not both")
+    if args.targets or args.paper:
+        mode = "--targets" if args.targets else "--paper"
         if args.tasks or args.methods or args.seeds or args.episodes or args.ppo_episodes:
-            p.error("--targets sets the tasks, methods, seeds and budgets itself: leave out --tasks, --methods, "
+            p.error(f"{mode} sets the tasks, methods, seeds and budgets itself: leave out --tasks, --methods, "
                     "--seeds, --episodes and --ppo-episodes")
+    if args.targets:
         target_rows = TARGETS
         tasks, methods = [t.task for t in target_rows], list(TARGET_METHODS)
         args.ppo_search = args.ppo_search or 2000
+    elif args.paper:
+        paper_rows = PAPER
+        tasks, methods = [r.task for r in paper_rows], list(PAPER_METHODS)
     elif not (args.tasks and args.methods):
-        p.error("give --tasks and --methods, or --targets")
+        p.error("give --tasks and --methods, or --targets, or --paper")
     else:
-        target_rows = None
         tasks, methods = args.tasks.split(","), args.methods.split(",")
         args.seeds = args.seeds or parse_seeds("0-4")
     try:
-        check_settings(tasks, methods, args.settings)
+        if paper_rows:  # each method on the rows it runs on
+            for m in methods:
+                check_settings([r.task for r in paper_rows if m in r.methods], [m], method_settings(args.settings, m))
+        else:
+            check_settings(tasks, methods, args.settings)
     except SettingsError as err:
         p.error(str(err))
     from solar_ros.provenance import git_commit
@@ -434,29 +528,42 @@ def main() -> int:
         tag = settings_tag(method_settings(args.settings, m))
         return ROOT / "runs" / "benchmark" / args.name / f"{t}_{m}_s{s}{tag}"
 
+    later: list[tuple[str, str, int, int | None]] = []
     if target_rows:  # every method at the row's budget, on the row's seeds
         runs = [(t.task, m, s, t.episodes) for t in target_rows for m in methods for s in t.seeds]
+    elif paper_rows:  # the MPC ablation after SOLAR, from its pretraining
+        runs, later = paper_runs(paper_rows)
     else:
         runs = [(t, m, s, (args.ppo_episodes or args.episodes) if m == "ppo" else args.episodes)
                 for t in tasks for m in methods for s in args.seeds]
+
+    def sources_for(batch, name: str) -> dict[tuple[str, str, int], Path]:
+        return {(t, m, s): pretraining_source(name, t, m, s) for t, m, s, _ in batch
+                if m in ("solar", "vae", "solar_mpc")}
+
     sources: dict[tuple[str, str, int], Path] = {}
     if args.pretraining_from:
         try:
-            sources = {(t, m, s): pretraining_source(args.pretraining_from, t, m, s)
-                       for t, m, s, _ in runs if m in ("solar", "vae", "solar_mpc")}
+            sources = sources_for(runs + later, args.pretraining_from)
         except ValueError as err:
             p.error(str(err))
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, t, m, s, run_dir(t, m, s), episodes, args.reuse,
-                               method_settings(args.settings, m), sources.get((t, m, s)))
-                   for t, m, s, episodes in runs]
-        rows = []
-        for (t, m, s, _), f in zip(runs, futures):
-            r = f.result()
-            rows.append(r)
-            print(f"{t:>13} {m:>10} seed {s:>2}: success {r['success_rate']:.0%}, final distance "
-                  f"{r['final_distance']:.4f}, {r['episodes']} episodes, {r['wall_time_s']:.1f} s", flush=True)
+    rows = []
+
+    def execute(batch, sources) -> None:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(run_one, t, m, s, run_dir(t, m, s), episodes, args.reuse,
+                                   method_settings(args.settings, m), sources.get((t, m, s)))
+                       for t, m, s, episodes in batch]
+            for (t, m, s, _), f in zip(batch, futures):
+                r = f.result()
+                rows.append(r)
+                print(f"{t:>13} {m:>10} seed {s:>2}: success {r['success_rate']:.0%}, final distance "
+                      f"{r['final_distance']:.4f}, {r['episodes']} episodes, {r['wall_time_s']:.1f} s", flush=True)
+
+    execute(runs, sources)
+    if later:
+        execute(later, sources or sources_for(later, args.name))
     searches = []
     if args.ppo_search:
         targets = [(r["task"], r["seed"], r["success_rate"]) for r in rows
@@ -472,7 +579,8 @@ def main() -> int:
                 searches.append(q)
                 print(f"{t:>13} ppo search seed {s:>2}: {q['episodes'] or '> ' + str(q['cap'])} episodes to "
                       f"{target:.0%} success", flush=True)
-    write_report(args.name, rows, command, ROOT / "docs" / "results", searches, args.settings, commit, target_rows)
+    write_report(args.name, rows, command, ROOT / "docs" / "results", searches, args.settings, commit, target_rows,
+                 paper_rows)
     print(f"wrote docs/results/{args.name}.md and .png ({time.perf_counter() - started:.0f} s)")
     return 0
 

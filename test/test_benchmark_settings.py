@@ -100,7 +100,9 @@ def test_the_target_table_says_which_rows_are_met(bench):
 @pytest.mark.parametrize("args, message", [
     (["--targets", "--tasks", "point", "--name", "x"], "--targets sets the tasks"),
     (["--targets", "--seeds", "0-2", "--name", "x"], "leave out --tasks, --methods, --seeds"),
-    (["--methods", "solar", "--name", "x"], "give --tasks and --methods, or --targets"),
+    (["--methods", "solar", "--name", "x"], "give --tasks and --methods, or --targets, or --paper"),
+    (["--targets", "--paper", "--name", "x"], "give --targets or --paper, not both"),
+    (["--paper", "--episodes", "100", "--name", "x"], "--paper sets the tasks"),
 ])
 def test_targets_and_tasks_do_not_mix(args, message):
     import subprocess
@@ -172,3 +174,31 @@ def test_the_report_names_the_machines_the_runs_recorded(bench):
     assert line == "Machine of the runs: CPU A (2 CPUs; avx2, avx512f vector extensions of note; torch 2.13.0)."
     assert bench.machine_lines([one, other])[0].startswith("Machines of the runs: CPU A (") and "; CPU B (2 CPUs; no" \
         in bench.machine_lines([one, other])[0]
+
+
+def test_the_paper_table_runs_every_paper_task_and_the_mpc_ablation_after_solar(bench):
+    from solar_ros.algos.solar import TASK_DEFAULTS
+    from solar_ros.cli import METHODS
+    first, later = bench.paper_runs(bench.PAPER)
+    assert {r.task for r in bench.PAPER} == {"point", "reacher_paper", "car", "sawyer_reach", "sawyer_stack_0",
+                                             "sawyer_stack_1", "sawyer_stack_2", "sawyer_push"}
+    for row in bench.PAPER:
+        assert TASK_DEFAULTS[row.task].training_episodes == row.episodes and len(row.seeds) == 3, row.task
+        assert set(row.methods) <= set(METHODS) and {"solar", "vae", "solar_mpc", "ppo"} <= set(row.methods)
+    assert not any(m == "solar_mpc" for _, m, _, _ in first) and all(m == "solar_mpc" for _, m, _, _ in later)
+    assert {(t, s) for t, _, s, _ in later} == {(t, s) for t, m, s, _ in first if m == "solar"}
+    assert not any(t in ("car", "sawyer_push") and m == "dsae" for t, m, _, _ in first)
+
+
+def test_the_paper_table_says_which_targets_are_met_and_checks_the_mpc_prediction(bench):
+    def row(task, method, seed, success):
+        return {"task": task, "method": method, "seed": seed, "success_rate": success}
+    rows = (bench.PaperRow("point", 200, bench.PAPER_METHODS, 0.9, seeds=(0, 1)),
+            bench.PaperRow("sawyer_stack_2", 500, ("solar", "solar_mpc"), 0.5, stretch=True, seeds=(0,)))
+    results = [row("point", "solar", 0, 1.0), row("point", "solar", 1, 0.9), row("point", "solar_mpc", 0, 0.4),
+               row("point", "dsae", 1, 0.2), row("sawyer_stack_2", "solar_mpc", 0, 0.0)]
+    lines = bench.paper_lines(rows, results)
+    assert lines[4] == "| task (episodes) | SOLAR target | met | SOLAR | VAE ablation | MPC ablation | DSAE | PPO |"
+    assert lines[6] == "| `point` (200) | >= 90% | yes | 100%, 90% | -, - | 40%, - | -, 20% | -, - |"
+    assert lines[7] == "| `sawyer_stack_2` (500) | >= 50% (stretch) | not run | - | n/a | 0% | n/a | n/a |"
+    assert "MPC on start 2 0% (1 runs), on starts 0 and 1 not run and not run; SOLAR on start 2 not run." in lines[9]

@@ -1,8 +1,8 @@
 """Receding-horizon model-predictive control by the cross-entropy method (CEM), on a linear latent model.
 
-The SOLAR paper's MPC ablation: the same learned model (latent dynamics x' = A x + B u + c and the latent
-cost LQR-FLM would minimise), but the action of each step comes from a plan made at that step from the
-current (filtered) latent, of which only the first action is applied. At step t with horizon H the plan
+The SOLAR paper's MPC ablation: the same learned model (latent dynamics x' = A x + B u + c, one model or one per
+step, and the latent cost LQR-FLM would minimise), but the action of each step comes from a plan made at that step
+from the current (filtered) latent, of which only the first action is applied. At step t with horizon H the plan
 u_t .. u_{t+h-1} (h = min(H, T - t), the steps left in the episode) minimises
 
     sum_{s=t}^{t+h-1} c_s(x_s, u_s)  +  c_{t+h}(x_{t+h}, 0)   (the last term only where t + h < T),
@@ -58,20 +58,24 @@ class CEMSettings:
 
 @dataclass(frozen=True)
 class LinearModel:
-    """Mean latent dynamics x' = A x + B u + c."""
+    """Mean latent dynamics x' = A x + B u + c: one model for every step (A (dx, dx), B (dx, du), c (dx,)), or one per
+    step (A (K, dx, dx), B (K, dx, du), c (K, dx): step t moves by entry min(t, K - 1))."""
 
     A: np.ndarray
-    """(dx, dx)."""
+    """(dx, dx) or (K, dx, dx)."""
     B: np.ndarray
-    """(dx, du)."""
+    """(dx, du) or (K, dx, du)."""
     c: np.ndarray
-    """(dx,)."""
+    """(dx,) or (K, dx)."""
 
     def __post_init__(self) -> None:
         A, B, c = (np.asarray(a, dtype=np.float64) for a in (self.A, self.B, self.c))
-        dx = A.shape[0]
-        if A.shape != (dx, dx) or B.ndim != 2 or B.shape[0] != dx or c.shape != (dx,):
-            raise ValueError(f"LinearModel needs A (dx, dx), B (dx, du), c (dx,); got {A.shape}, {B.shape}, {c.shape}")
+        lead = A.shape[:-2] if A.ndim in (2, 3) else None
+        dx = A.shape[-1] if A.ndim in (2, 3) else -1
+        if (lead is None or A.shape[-2:] != (dx, dx) or B.ndim != A.ndim or B.shape[:-1] != lead + (dx,)
+                or c.shape != lead + (dx,) or (lead and lead[0] < 1)):
+            raise ValueError("LinearModel needs A (dx, dx), B (dx, du), c (dx,), or each with a leading steps axis; "
+                             f"got {A.shape}, {B.shape}, {c.shape}")
         if not all(np.all(np.isfinite(a)) for a in (A, B, c)):
             raise ValueError("LinearModel contains NaN or Inf")
         object.__setattr__(self, "A", A)
@@ -80,11 +84,23 @@ class LinearModel:
 
     @property
     def dx(self) -> int:
-        return self.A.shape[0]
+        return self.A.shape[-1]
 
     @property
     def du(self) -> int:
-        return self.B.shape[1]
+        return self.B.shape[-1]
+
+    @property
+    def steps(self) -> int:
+        """How many per-step models it holds (1: the same model at every step)."""
+        return self.A.shape[0] if self.A.ndim == 3 else 1
+
+    def at(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A, B, c of the step from ``t`` to ``t + 1``."""
+        if self.A.ndim == 2:
+            return self.A, self.B, self.c
+        k = min(int(t), self.steps - 1)
+        return self.A[k], self.B[k], self.c[k]
 
 
 def plan_costs(model: LinearModel, cost: QuadraticCost, x0: np.ndarray, t0: int, U: np.ndarray) -> np.ndarray:
@@ -98,12 +114,12 @@ def plan_costs(model: LinearModel, cost: QuadraticCost, x0: np.ndarray, t0: int,
     Z = np.empty((S, dx + du))
     Z[:, :dx] = np.asarray(x0, dtype=np.float64)
     total = np.zeros(S)
-    AB = np.vstack([model.A.T, model.B.T])  # z @ AB = A x + B u
     for s in range(h):
         t = t0 + s
         Z[:, dx:] = U[:, s]
         total += np.sum((Z @ (0.5 * cost.Cm[t]) + cost.cv[t]) * Z, axis=1) + cost.cc[t]
-        Z[:, :dx] = Z @ AB + model.c
+        A, B, c = model.at(t)
+        Z[:, :dx] = Z @ np.vstack([A.T, B.T]) + c  # A x + B u + c
     if t0 + h < T:  # the state the plan leaves, costed as the next step's state part
         t = t0 + h
         x = Z[:, :dx]

@@ -151,7 +151,8 @@ def policy_to_msg(package: PolicyPackage, msg: Any) -> Any:
         msg.plan_init_std = msg.plan_min_std = 0.0
         return msg
     m, c, st = planner.model, planner.cost, planner.settings
-    msg.dynamics = _as_f64_array(np.concatenate([m.A.ravel(), m.B.ravel(), m.c]))
+    blocks = [np.concatenate([A.ravel(), B.ravel(), c]) for A, B, c in (m.at(k) for k in range(m.steps))]
+    msg.dynamics = _as_f64_array(np.concatenate(blocks))  # one [A, B, c] block per step
     msg.cost_matrix, msg.cost_vector, msg.cost_constant = (_as_f64_array(a) for a in (c.Cm, c.cv, c.cc))
     msg.action_scale = _as_f64_array(planner.action_scale)
     msg.plan_horizon, msg.plan_samples = int(st.horizon), int(st.samples)
@@ -195,8 +196,14 @@ def _planner_from_msg(msg: Any, T: int, dx: int, du: int) -> LatentPlanner | Non
     if not kind:
         return None
     z = dx + du
-    dyn = _field(msg, "dynamics", dx * dx + dx * du + dx, "state_dim*(state_dim+action_dim+1)")
-    model = LinearModel(dyn[:dx * dx].reshape(dx, dx), dyn[dx * dx:dx * z].reshape(dx, du), dyn[dx * z:])
+    block = dx * (z + 1)
+    n = len(getattr(msg, "dynamics"))
+    if n == 0 or n % block:
+        raise ValueError(f"policy message field 'dynamics' has {n} entries, expected a positive multiple of "
+                         f"state_dim*(state_dim+action_dim+1) = {block} (one [A, B, c] block per step)")
+    dyn = _field(msg, "dynamics", n, "").reshape(n // block, block)
+    A, B, c = dyn[:, :dx * dx].reshape(-1, dx, dx), dyn[:, dx * dx:dx * z].reshape(-1, dx, du), dyn[:, dx * z:]
+    model = LinearModel(A[0], B[0], c[0]) if len(dyn) == 1 else LinearModel(A, B, c)
     cost = QuadraticCost(_field(msg, "cost_matrix", T * z * z, "horizon*(state_dim+action_dim)^2").reshape(T, z, z),
                          _field(msg, "cost_vector", T * z, "horizon*(state_dim+action_dim)").reshape(T, z),
                          _field(msg, "cost_constant", T, "horizon"))

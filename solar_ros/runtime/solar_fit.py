@@ -52,6 +52,7 @@ from ..algos.common import StepState, initial_policy, policy_arrays, policy_from
 from ..algos.probes import state_groups
 from ..algos.solar import mpc as solar_mpc
 from ..core.lqr_flm import QuadraticCost
+from ..core.mpc import LinearModel
 from ..core.types import LinearGaussianPolicy
 from .fitting import (
     METHODS,
@@ -308,19 +309,20 @@ class SolarMpcMethod(SolarMethod):
     """SOLAR's MPC ablation through the nodes (``method: solar_mpc``; :mod:`solar_ros.algos.solar.mpc`).
 
     The same pretraining, model fits and refits as :class:`SolarMethod`, but no policy is learned: after each
-    iteration's episodes the fit computes the latent cost SOLAR's iteration would minimise
-    (:func:`~solar_ros.algos.solar.mpc.mpc_step`, the in-process ablation's own step) and sends the controller a
-    planner (:class:`~solar_ros.runtime.policy_msg.LatentPlanner`: the model's LDS, that cost, the ``mpc_*``
-    settings) with a zero-gain policy whose covariance is the exploration noise (``mpc_noise`` x action_scale,
-    white, as the in-process ablation adds it; deterministic episodes have none). The controller replans at
+    iteration's episodes the fit makes the plan of the in-process ablation's own step
+    (:func:`~solar_ros.algos.solar.mpc.mpc_step`: the latent cost SOLAR's iteration would minimise and the
+    ``mpc_dynamics``) and sends the controller a planner (:class:`~solar_ros.runtime.policy_msg.LatentPlanner`:
+    those dynamics and cost, the ``mpc_*`` settings) with a zero-gain policy whose covariance is the exploration
+    noise (``mpc_noise`` x action_scale, white, as the in-process ablation adds it; deterministic episodes have
+    none). The controller replans at
     every time index from the encoder's filtered latent and applies the plan's first action."""
 
     name = solar_mpc.METHOD
 
     def __init__(self, settings: RunSettings, overrides: dict[str, Any], out_dir: Path, device: str = "cpu") -> None:
         super().__init__(settings, overrides, out_dir, device)
-        self.plan_cost: QuadraticCost | None = None
-        """The latent cost the planner minimises (None before the pretraining's model fit)."""
+        self.plan: solar_mpc.MPCPlan | None = None
+        """The dynamics and cost the planner plans with (None before the pretraining's model fit)."""
 
     def _noise_policy(self) -> LinearGaussianPolicy:
         """Zero gains and offsets, covariance (``mpc_noise`` x action_scale)^2: the exploration added to the plan.
@@ -330,7 +332,7 @@ class SolarMpcMethod(SolarMethod):
 
     def _plan(self, buffer: solar.RolloutData, diagnose: bool) -> dict[str, float]:
         cfg = self.config
-        self.plan_cost, metrics = solar_mpc.mpc_step(
+        self.plan, metrics = solar_mpc.mpc_step(
             self.model, buffer, cfg, solar.task_action_weights(self.env, cfg), self.hand,
             solar.task_distance_link(self.env, cfg), self.probe_groups, diagnose=diagnose)
         return metrics
@@ -346,18 +348,20 @@ class SolarMpcMethod(SolarMethod):
         package = super()._package(iteration)
         if self.phase == "pretrain":
             return package
-        planner = LatentPlanner(solar_mpc.latent_dynamics(self.model), self.plan_cost,
-                                solar_mpc.cem_settings(self.config), self.env.action_scale)
+        planner = LatentPlanner(self.plan.dynamics, self.plan.cost, solar_mpc.cem_settings(self.config),
+                                self.env.action_scale)
         return replace(package, noise_smoothing=0.0, planner=planner)
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
-        if self.plan_cost is None:
+        if self.plan is None:
             return {}
-        return {"plan_Cm": self.plan_cost.Cm, "plan_cv": self.plan_cost.cv, "plan_cc": self.plan_cost.cc}
+        d, c = self.plan.dynamics, self.plan.cost
+        return {"plan_A": d.A, "plan_B": d.B, "plan_c": d.c, "plan_Cm": c.Cm, "plan_cv": c.cv, "plan_cc": c.cc}
 
     def _load_extra(self, arrays: dict[str, np.ndarray]) -> None:
         if "plan_Cm" in arrays:
-            self.plan_cost = QuadraticCost(arrays["plan_Cm"], arrays["plan_cv"], arrays["plan_cc"])
+            self.plan = solar_mpc.MPCPlan(LinearModel(arrays["plan_A"], arrays["plan_B"], arrays["plan_c"]),
+                                          QuadraticCost(arrays["plan_Cm"], arrays["plan_cv"], arrays["plan_cc"]))
 
 
 METHODS[SolarMethod.name] = SolarMethod

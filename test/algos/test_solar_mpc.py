@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from solar_ros.algos import solar
-from solar_ros.algos.solar.mpc import cem_settings, latent_dynamics, mpc_actor
+from solar_ros.algos.solar.mpc import MPCPlan, cem_settings, latent_dynamics, mpc_actor, mpc_plan, plan_dynamics
 from solar_ros.envs import make
 
 # A tiny point run (as test_solar.py's), with a small planner.
@@ -64,7 +64,8 @@ def test_the_actor_plans_on_the_models_lds_within_the_limits(solar_run):
     obs, _ = env.reset(seed=0)
     runs = []
     for _ in range(2):
-        act = mpc_actor(model, cost, TINY, env.action_scale, low, high, np.random.default_rng(0), record=planned)
+        act = mpc_actor(model, MPCPlan(dyn, cost), TINY, env.action_scale, low, high, np.random.default_rng(0),
+                        record=planned)
         runs.append(np.array([act(t, None, obs) for t in range(3)]))
     np.testing.assert_array_equal(runs[0], runs[1])  # seeded planner: the same actions
     assert np.all(runs[0] >= low) and np.all(runs[0] <= high)
@@ -73,6 +74,33 @@ def test_the_actor_plans_on_the_models_lds_within_the_limits(solar_run):
 
 def test_mpc_settings_are_checked():
     for bad in (dict(mpc_horizon=0), dict(mpc_samples=5, mpc_elites=10), dict(mpc_init_std=0.0),
-                dict(mpc_noise=-0.1), dict(mpc_iterations=1.5)):
+                dict(mpc_noise=-0.1), dict(mpc_iterations=1.5), dict(mpc_dynamics="neural")):
         with pytest.raises(ValueError, match="mpc_"):
             replace(TINY, **bad)
+
+
+def test_local_dynamics_are_lqr_flms_per_step_fits_and_a_run_plans_with_them(solar_run, tmp_path):
+    """mpc_dynamics='local': the plan's dynamics are the per-step fits LQR-FLM's update makes on the buffer's latents
+    (with its prior), one per step; a run with them starts from SOLAR's pretraining and evaluates from its save."""
+    from solar_ros.core.dynamics import fit_dynamics
+    source, _ = solar_run
+    cfg = replace(TINY, mpc_dynamics="local")
+    env = make("point", image_obs=True, image_size=16)
+    env.reset(seed=3)
+    model = solar.SVAELatentModel(16, env.action_dim, cfg)
+    model.load(source / "checkpoint.pt")
+    buffer = solar.persistence.load_data(source, ["pretrain"]).last(cfg.buffer_size)
+    latents = model.smooth(buffer)
+    local = plan_dynamics(model, latents, buffer, cfg)
+    fit = fit_dynamics(latents, buffer.actions, solar.dynamics_prior(model, latents, buffer, cfg))
+    assert local.steps == env.horizon - 1
+    np.testing.assert_allclose(local.A[7], fit.Fm[7, :, :3], rtol=1e-12)
+    np.testing.assert_allclose(local.B[7], fit.Fm[7, :, 3:], rtol=1e-12)
+    np.testing.assert_allclose(local.c[7], fit.fv[7], rtol=1e-12)
+    assert not np.allclose(local.A[7], latent_dynamics(model).A)
+    plan = mpc_plan(model, buffer, cfg, solar.task_action_weights(env, cfg), (list(env.ee_pos_idx), env.goal), None)
+    assert plan.dynamics.steps == env.horizon - 1
+    run = solar.train_mpc_ablation("point", seed=3, out=tmp_path / "local", progress=False, config=cfg,
+                                   pretraining_from=source)
+    again = solar.evaluate_saved_run(tmp_path / "local")
+    assert again["mean_cost"] == pytest.approx(run.final_cost) and again["success_rate"] == run.success_rate

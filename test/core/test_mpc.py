@@ -72,10 +72,15 @@ def lqr_closed_loop_cost(model: LinearModel, cost: QuadraticCost, x0: np.ndarray
     return total
 
 
-def test_plan_costs_is_the_rolled_out_cost():
+@pytest.mark.parametrize("per_step", [False, True])
+def test_plan_costs_is_the_rolled_out_cost(per_step):
+    """The planned cost of each sequence is its rollout's cost through the model: one model for every step, or one
+    per step (the last one for the steps beyond them)."""
     rng = np.random.default_rng(0)
-    model = LinearModel(np.eye(3) + 0.1 * rng.standard_normal((3, 3)), rng.standard_normal((3, 2)),
-                        rng.standard_normal(3))
+    lead = (3,) if per_step else ()
+    model = LinearModel(np.eye(3) + 0.1 * rng.standard_normal(lead + (3, 3)), rng.standard_normal(lead + (3, 2)),
+                        rng.standard_normal(lead + (3,)))
+    assert model.steps == (3 if per_step else 1)
     M = rng.standard_normal((5, 5, 5))
     cost = QuadraticCost(M @ np.swapaxes(M, 1, 2), rng.standard_normal((5, 5)), rng.standard_normal(5))
     x0, U = rng.standard_normal(3), rng.standard_normal((4, 3, 2))
@@ -86,7 +91,9 @@ def test_plan_costs_is_the_rolled_out_cost():
             for s in range(h):
                 z = np.concatenate([x, u_seq[s]])
                 total += 0.5 * z @ cost.Cm[t0 + s] @ z + cost.cv[t0 + s] @ z + cost.cc[t0 + s]
-                x = model.A @ x + model.B @ u_seq[s] + model.c
+                k = min(t0 + s, 2)
+                A, B, c = (model.A[k], model.B[k], model.c[k]) if per_step else (model.A, model.B, model.c)
+                x = A @ x + B @ u_seq[s] + c
             if t0 + h < cost.T:
                 total += 0.5 * x @ cost.Cm[t0 + h, :3, :3] @ x + cost.cv[t0 + h, :3] @ x + cost.cc[t0 + h]
             expected.append(total)
@@ -146,6 +153,10 @@ def test_settings_and_shapes_are_checked():
         CEMSettings(init_std=-1.0)
     with pytest.raises(ValueError, match="LinearModel"):
         LinearModel(np.eye(2), np.zeros((3, 1)), np.zeros(2))
+    with pytest.raises(ValueError, match="leading steps axis"):
+        LinearModel(np.zeros((2, 2, 2)), np.zeros((3, 2, 1)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="leading steps axis"):
+        LinearModel(np.zeros((2, 2, 2)), np.zeros((2, 1)), np.zeros(2))
     model = double_integrator()
     with pytest.raises(ValueError, match="cost is over"):
         CEMController(model, QuadraticCost.constant(np.eye(5), np.zeros(5), 0.0, 4), CEMSettings(), np.ones(2),

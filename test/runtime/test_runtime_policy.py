@@ -247,9 +247,15 @@ def mpc_package(T=6, dx=3, du=7, noise=0.05, horizon=3):
     return PolicyPackage(policy, "mpc", 0.05, "latent", iteration=2, model_id="m", planner=planner)
 
 
-def test_a_planner_travels_in_the_policy_message_and_in_the_policy_file(tmp_path):
+@pytest.mark.parametrize("per_step", [False, True])
+def test_a_planner_travels_in_the_policy_message_and_in_the_policy_file(tmp_path, per_step):
+    from solar_ros.core.mpc import LinearModel
     from solar_ros.runtime.fitting import load_policy, save_policy
     pkg = mpc_package()
+    if per_step:  # one model per step (the local dynamics)
+        m = pkg.planner.model
+        tv = LinearModel(m.A + 0.01 * RNG.standard_normal((5, 3, 3)), np.repeat(m.B[None], 5, 0), np.zeros((5, 3)))
+        pkg = replace(pkg, planner=replace(pkg.planner, model=tv))
     msg = policy_to_msg(pkg, SimpleNamespace())
     assert msg.planner == "cem" and len(msg.cost_matrix) == 6 * 10 * 10
     for back in (policy_from_msg(msg), load_policy(save_policy(tmp_path / "p.npz", pkg))):
@@ -265,7 +271,8 @@ def test_a_planner_travels_in_the_policy_message_and_in_the_policy_file(tmp_path
 
 @pytest.mark.parametrize("change, match", [
     (dict(planner="mppi"), "planner must be one of"),
-    (dict(dynamics=[0.0] * 5), "'dynamics' has 5 entries"),
+    (dict(dynamics=[0.0] * 5), "'dynamics' has 5 entries, expected a positive multiple"),
+    (dict(dynamics=[]), "'dynamics' has 0 entries"),
     (dict(cost_constant=[float("inf")] * 6), "NaN or Inf"),
     (dict(action_scale=[1.0] * 6), "'action_scale' has 6 entries"),
     (dict(plan_elites=100), "elites"),

@@ -286,7 +286,9 @@ def test_the_nodes_solar_fit_learns_from_the_recorded_success_labels_as_the_loop
         node._rollouts(replace(recorded(batch, "x-"), labels=None))
 
 
-def test_the_nodes_mpc_ablation_plans_with_the_in_process_ablations_model_and_cost(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mpc_dynamics", ["global", "local"])
+def test_the_nodes_mpc_ablation_plans_with_the_in_process_ablations_model_and_cost(tmp_path, monkeypatch,
+                                                                                  mpc_dynamics):
     """method solar_mpc through the nodes: after the pretraining's fit and after each iteration's refit the
     controller gets the in-process ablation's planner (the model's LDS, the cost its step computes, the mpc_*
     settings) and a zero-gain policy with the ablation's white exploration noise; the saved run continues."""
@@ -298,7 +300,8 @@ def test_the_nodes_mpc_ablation_plans_with_the_in_process_ablations_model_and_co
     goal = env.goal.copy()
     pretrain = _rollouts(env, goal, TINY["pretrain_episodes"], 100)
     batches = [_rollouts(env, goal, TINY["rollouts_per_iteration"], 200 + 10 * i) for i in range(2)]
-    overrides = {**TINY, "mpc_horizon": 4, "mpc_samples": 30, "mpc_elites": 3, "mpc_noise": 0.2}
+    overrides = {**TINY, "mpc_horizon": 4, "mpc_samples": 30, "mpc_elites": 3, "mpc_noise": 0.2,
+                 "mpc_dynamics": mpc_dynamics}
     cfg = replace(solar.TASK_DEFAULTS["point"], **overrides)
     settings = RunSettings(task="point", goal=goal.tolist(), seed=SEED)
     node = SolarMpcMethod(settings, overrides, tmp_path)
@@ -319,8 +322,7 @@ def test_the_nodes_mpc_ablation_plans_with_the_in_process_ablations_model_and_co
     model.fit(pretrain, cfg.pretrain_steps, solar.derive_seed(SEED, solar.FIT, 0, 1))
     weights, hand = solar.task_action_weights(env, cfg), (list(env.ee_pos_idx), goal)
     link = solar.task_distance_link(env, cfg)
-    expected = [(solar_mpc.mpc_cost(model, pretrain.last(cfg.buffer_size), cfg, weights, hand, link),
-                 solar_mpc.latent_dynamics(model))]
+    expected = [solar_mpc.mpc_plan(model, pretrain.last(cfg.buffer_size), cfg, weights, hand, link)]
     policy, step, data = initial_policy(env.horizon, cfg.latent_dim, env.action_dim, env.action_scale), StepState(), \
         pretrain
     for it, batch in enumerate(batches, start=1):
@@ -328,14 +330,15 @@ def test_the_nodes_mpc_ablation_plans_with_the_in_process_ablations_model_and_co
         buffer = data.last(cfg.buffer_size)
         policy, step, _ = solar.refit(model, data, buffer, policy, step, cfg.refit_steps,
                                       solar.derive_seed(SEED, solar.FIT, it, 0))
-        expected.append((solar_mpc.mpc_step(model, buffer, cfg, weights, hand, link)[0],
-                         solar_mpc.latent_dynamics(model)))
-    for out, (cost, dynamics) in zip(outs, expected):
+        expected.append(solar_mpc.mpc_step(model, buffer, cfg, weights, hand, link)[0])
+    for out, plan in zip(outs, expected):
+        cost, dynamics = plan.cost, plan.dynamics
         planner = out.policy.planner
         assert planner.settings == solar_mpc.cem_settings(cfg) and out.policy.noise_smoothing == 0.0
         for a, b in ((planner.cost.Cm, cost.Cm), (planner.cost.cv, cost.cv), (planner.cost.cc, cost.cc),
                      (planner.model.A, dynamics.A), (planner.model.B, dynamics.B), (planner.model.c, dynamics.c)):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+        assert planner.model.steps == (1 if mpc_dynamics == "global" else env.horizon - 1)
         np.testing.assert_array_equal(out.policy.policy.K, 0.0)
         np.testing.assert_allclose(out.policy.policy.cov[0], np.diag((0.2 * env.action_scale) ** 2), rtol=1e-12)
     assert "cost_r2" in outs[1].metrics  # the iteration's diagnostics, as SOLAR's step reports them

@@ -253,6 +253,11 @@ class SolarConfig:
     mpc_noise: float = 0.1
     """Std of the Gaussian noise added to the planned action in the iterations' rollouts (exploration for the
     model's refits), in units of the task's ``action_scale``; the evaluation adds none."""
+    mpc_dynamics: str = "global"
+    """The dynamics MPC plans with. 'global': the model's LDS (its posterior mean), one linear model of the whole
+    latent space. 'local': the per-step linear fits LQR-FLM's update uses (on the buffer's latents, with the LDS
+    posterior or ``dynamics_prior`` as prior of ``prior_strength``), so both ablation arms act on the same
+    dynamics and differ only in planning by CEM on the cost against LQR-FLM's KL-bounded update."""
 
     # --- compute ---------------------------------------------------------------------------------
     num_threads: int = 1
@@ -304,6 +309,8 @@ class SolarConfig:
             raise ValueError(f"SolarConfig.dynamics_prior must be 'lds' or 'gmm', got {self.dynamics_prior!r}")
         if self.cost_form not in COST_FORMS:
             raise ValueError(f"SolarConfig.cost_form must be one of {COST_FORMS}, got {self.cost_form!r}")
+        if self.mpc_dynamics not in ("global", "local"):
+            raise ValueError(f"SolarConfig.mpc_dynamics must be 'global' or 'local', got {self.mpc_dynamics!r}")
         if self.cost_ramp not in ("constant", "linear"):
             raise ValueError(f"SolarConfig.cost_ramp must be 'constant' or 'linear', got {self.cost_ramp!r}")
         if self.dynamics_latents not in ("smoothed", "filtered"):
@@ -367,6 +374,7 @@ ITERATION_SETTINGS = frozenset({
     "policy_smoothing", "kl_step", "final_cost_weight", "cost_ramp", "dynamics_latents", "prior_strength",
     "dynamics_prior", "adapt_step", "measured_step", "final_policy", "measured_step_z",
     "label_ridge", "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations", "mpc_init_std", "mpc_noise",
+    "mpc_dynamics",
 })
 
 

@@ -108,7 +108,7 @@ from .models import (
     readout_latent_cost,
 )
 from .mpc import METHOD as MPC_METHOD
-from .mpc import mpc_actor, mpc_cost, mpc_step
+from .mpc import MPCPlan, mpc_actor, mpc_plan, mpc_step
 from .persistence import (
     CHECKPOINT_NAME,
     PRETRAIN_CHECKPOINT_NAME,
@@ -350,12 +350,12 @@ def _evaluation(env, actor_for: Callable[[int], Callable], seed: int, goal: np.n
                     record_images=True) for i in range(n)]
 
 
-def mpc_evaluation_episodes(env, model: LatentModel, cost: QuadraticCost, cfg: SolarConfig, seed: int,
+def mpc_evaluation_episodes(env, model: LatentModel, plan: MPCPlan, cfg: SolarConfig, seed: int,
                             goal: np.ndarray, n: int) -> list[Episode]:
-    """The MPC ablation's noise-free evaluation: MPC on ``cost`` (no exploration noise) on the episodes
+    """The MPC ablation's noise-free evaluation: MPC on ``plan`` (no exploration noise) on the episodes
     :func:`evaluation_episodes` uses, filtered online by ``model``."""
     low, high = env.action_space.low, env.action_space.high
-    return _evaluation(env, lambda i: mpc_actor(model, cost, cfg, env.action_scale, low, high,
+    return _evaluation(env, lambda i: mpc_actor(model, plan, cfg, env.action_scale, low, high,
                                                 np.random.default_rng(derive_seed(seed, PLAN, EVAL, i))),
                        seed, goal, n)
 
@@ -562,14 +562,14 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
 
     # --- 2. iterations: roll out on the filtered latent, fit dynamics, LQR-FLM ---------------------------
     # (the MPC ablation: roll out with MPC on the cost SOLAR's step would minimise, no policy update)
-    plan_cost: QuadraticCost | None = None
+    plan: MPCPlan | None = None
     for it in range(start_iteration, cfg.iterations + 1):
         if mpc:
-            if plan_cost is None:  # the first iteration, or one resumed: the cost the last iteration ended with
-                plan_cost = mpc_cost(model, data.last(cfg.buffer_size), cfg, action_weights, hand, distance_link)
+            if plan is None:  # the first iteration, or one resumed: the plan the last iteration ended with
+                plan = mpc_plan(model, data.last(cfg.buffer_size), cfg, action_weights, hand, distance_link)
 
             def actors(i: int, it: int = it) -> Callable:
-                return mpc_actor(model, plan_cost, cfg, env.action_scale, low, high,
+                return mpc_actor(model, plan, cfg, env.action_scale, low, high,
                                  np.random.default_rng(derive_seed(seed, PLAN, it, i)),
                                  np.random.default_rng(derive_seed(seed, NOISE, it, i)))
         else:
@@ -594,7 +594,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
                           **{f"model_{k}": v for k, v in terms.items()}})
 
         if mpc:
-            plan_cost, metrics = mpc_step(model, buffer, cfg, action_weights, hand, distance_link, probe_groups)
+            plan, metrics = mpc_step(model, buffer, cfg, action_weights, hand, distance_link, probe_groups)
         else:
             policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
                                                step_costs=new_data.costs, hand=hand, distance_link=distance_link)
@@ -609,9 +609,9 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
 
     # --- 3. evaluation: the final policy's mean (or MPC without noise) on fresh episodes ----------------------
     if mpc:
-        if plan_cost is None:
-            plan_cost = mpc_cost(model, data.last(cfg.buffer_size), cfg, action_weights, hand, distance_link)
-        evaluation = mpc_evaluation_episodes(env, model, plan_cost, cfg, seed, goal, cfg.eval_episodes)
+        if plan is None:
+            plan = mpc_plan(model, data.last(cfg.buffer_size), cfg, action_weights, hand, distance_link)
+        evaluation = mpc_evaluation_episodes(env, model, plan, cfg, seed, goal, cfg.eval_episodes)
     else:
         final_pol = final_policy(policy, step, cfg)
         if final_pol is not policy:
@@ -673,9 +673,9 @@ def evaluate_saved_run(out: Path, which: str | None = None, episodes: int | None
     model.restore(ckpt, path)
     if method == MPC_METHOD:
         buffer = load_data(Path(out), state["data_files"]).last(cfg.buffer_size)
-        cost = mpc_cost(model, buffer, cfg, task_action_weights(env, cfg), (list(env.ee_pos_idx), env.goal.copy()),
+        plan = mpc_plan(model, buffer, cfg, task_action_weights(env, cfg), (list(env.ee_pos_idx), env.goal.copy()),
                         task_distance_link(env, cfg))
-        return summarize(mpc_evaluation_episodes(env, model, cost, cfg, seed, env.goal.copy(), n))
+        return summarize(mpc_evaluation_episodes(env, model, plan, cfg, seed, env.goal.copy(), n))
     return summarize(evaluation_episodes(env, model, policy, seed, env.goal.copy(), n))
 
 

@@ -1,21 +1,23 @@
 """The MPC ablation of SOLAR (``solar-ros train --method solar_mpc``).
 
-The paper's ablation: the same learned model (the structured VAE's encoder, its latent LDS and the latent cost
-SOLAR's iteration minimises, ``cost_fit``) and the same data budget, but the actions come from receding-horizon
-model-predictive control (:mod:`solar_ros.core.mpc`, the cross-entropy method) that replans on the filtered
-latent at every step, instead of LQR-FLM's time-varying linear-Gaussian policy. The loop is SOLAR's
+The paper's ablation: the same learned model (the structured VAE's encoder, its latent dynamics and the latent
+cost SOLAR's iteration minimises, ``cost_fit``) and the same data budget, but the actions come from
+receding-horizon model-predictive control (:mod:`solar_ros.core.mpc`, the cross-entropy method) that replans on
+the filtered latent at every step, instead of LQR-FLM's time-varying linear-Gaussian policy. The loop is SOLAR's
 (:func:`~.loop.train`): the same pretraining (a SOLAR run's pretraining can be reused), then per iteration the
-plan's cost is fitted on the buffer as SOLAR's step fits it, rollouts are collected with MPC (plus a little
-exploration noise, ``mpc_noise``), and the model is refitted (``refit_every``); no policy is learned. The
-dynamics MPC plans with are the model's global LDS (its posterior mean), the only dynamics the model has before
-any rollout of the controller: SOLAR's per-step fits need rollouts of the policy they improve.
+plan (:class:`MPCPlan`: dynamics and cost) is made from the buffer as SOLAR's step would make it, rollouts are
+collected with MPC (plus a little exploration noise, ``mpc_noise``), and the model is refitted (``refit_every``);
+no policy is learned. The dynamics (``mpc_dynamics``) are the model's global LDS (its posterior mean; the
+default), or the per-step linear fits on the buffer's latents that LQR-FLM's update uses ('local').
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from ...core.dynamics import fit_dynamics
 from ...core.lqr_flm import QuadraticCost
 from ...core.mpc import CEMController, CEMSettings, LinearModel
 from .config import SolarConfig
@@ -23,6 +25,16 @@ from .models import DistanceLink, LatentModel, RolloutData
 
 METHOD = "solar_mpc"
 """The method name of the ablation (its runs reuse SOLAR's pretraining)."""
+
+
+@dataclass(frozen=True)
+class MPCPlan:
+    """What the ablation plans with."""
+
+    dynamics: LinearModel
+    """The latent dynamics (one model, or one per step)."""
+    cost: QuadraticCost
+    """The per-step latent cost, weighted over the steps as SOLAR weights them."""
 
 
 def cem_settings(cfg: SolarConfig) -> CEMSettings:
@@ -39,19 +51,32 @@ def latent_dynamics(model: LatentModel) -> LinearModel:
     return LinearModel(p.A, p.B, p.c)
 
 
-def mpc_cost(model: LatentModel, buffer: RolloutData, cfg: SolarConfig, action_weights: np.ndarray | None,
-             hand: tuple[list[int], np.ndarray] | None, distance_link: DistanceLink | None) -> QuadraticCost:
-    """The per-step latent cost MPC plans with: the one SOLAR's iteration would minimise on ``buffer``
-    (:func:`~.loop.iteration_cost` on its ``dynamics_latents``), the steps weighted as SOLAR weights them."""
+def plan_dynamics(model: LatentModel, latents: np.ndarray, buffer: RolloutData, cfg: SolarConfig) -> LinearModel:
+    """The dynamics ``cfg.mpc_dynamics`` names: the LDS, or the per-step fits of LQR-FLM's update on ``latents``
+    (N, T, dx) of ``buffer`` with its prior (T - 1 models, of the steps 0 -> 1 .. T-2 -> T-1)."""
+    if cfg.mpc_dynamics == "global":
+        return latent_dynamics(model)
+    from .loop import dynamics_prior  # the loop imports this module
+
+    fit = fit_dynamics(latents, buffer.actions, dynamics_prior(model, latents, buffer, cfg))
+    dx = latents.shape[-1]
+    return LinearModel(fit.Fm[:-1, :, :dx], fit.Fm[:-1, :, dx:], fit.fv[:-1])
+
+
+def mpc_plan(model: LatentModel, buffer: RolloutData, cfg: SolarConfig, action_weights: np.ndarray | None,
+             hand: tuple[list[int], np.ndarray] | None, distance_link: DistanceLink | None) -> MPCPlan:
+    """The plan from ``buffer`` without the iteration's diagnostics (:func:`mpc_step`)."""
     return mpc_step(model, buffer, cfg, action_weights, hand, distance_link, diagnose=False)[0]
 
 
 def mpc_step(model: LatentModel, buffer: RolloutData, cfg: SolarConfig, action_weights: np.ndarray | None,
              hand: tuple[list[int], np.ndarray] | None, distance_link: DistanceLink | None,
              probe_groups: dict[str, list[int]] | None = None, diagnose: bool = True
-             ) -> tuple[QuadraticCost, dict[str, float]]:
-    """The ablation's iteration step, in place of :func:`~.loop.solar_step`: :func:`mpc_cost` and, with ``diagnose``,
-    the iteration row's diagnostics of the latent and of the unweighted cost (as SOLAR's step reports them)."""
+             ) -> tuple[MPCPlan, dict[str, float]]:
+    """The ablation's iteration step, in place of :func:`~.loop.solar_step`: on the buffer's latents
+    (``dynamics_latents``), the cost SOLAR's iteration would minimise (:func:`~.loop.iteration_cost`, the steps
+    weighted as SOLAR weights them) and the dynamics of ``mpc_dynamics``; with ``diagnose``, the iteration row's
+    diagnostics of the latent and of the unweighted cost (as SOLAR's step reports them)."""
     from .loop import iteration_cost, latent_diagnostics  # the loop imports this module
 
     latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
@@ -59,10 +84,10 @@ def mpc_step(model: LatentModel, buffer: RolloutData, cfg: SolarConfig, action_w
     cost = iteration_cost(model, latents, buffer, cfg, action_weights, hand, distance_link, metrics)
     if diagnose:
         metrics.update(latent_diagnostics(latents, buffer, cost, probe_groups, hand))
-    return cost.weighted(cfg.step_weights(buffer.T)), metrics
+    return MPCPlan(plan_dynamics(model, latents, buffer, cfg), cost.weighted(cfg.step_weights(buffer.T))), metrics
 
 
-def mpc_actor(model: LatentModel, cost: QuadraticCost, cfg: SolarConfig, action_scale: np.ndarray, low: np.ndarray,
+def mpc_actor(model: LatentModel, plan: MPCPlan, cfg: SolarConfig, action_scale: np.ndarray, low: np.ndarray,
               high: np.ndarray, plan_rng: np.random.Generator, noise_rng: np.random.Generator | None = None,
               record: list | None = None) -> Callable:
     """An ``act`` for :func:`~solar_ros.algos.common.rollout` that sees only the image: each frame is folded into
@@ -72,7 +97,7 @@ def mpc_actor(model: LatentModel, cost: QuadraticCost, cfg: SolarConfig, action_
     ``action_scale`` (the iterations' exploration); None: the plan's action (the evaluation). ``record`` (a
     list) receives each step's planned cost."""
     scale = np.asarray(action_scale, dtype=np.float64)
-    controller = CEMController(latent_dynamics(model), cost, cem_settings(cfg), scale, low, high, plan_rng)
+    controller = CEMController(plan.dynamics, plan.cost, cem_settings(cfg), scale, low, high, plan_rng)
     belief: list = [None, None]
 
     def act(t: int, _true_state: np.ndarray, obs: dict) -> np.ndarray:
