@@ -81,6 +81,10 @@ class LinearModel:
         object.__setattr__(self, "A", A)
         object.__setattr__(self, "B", B)
         object.__setattr__(self, "c", c)
+        # [x; u] @ AB[k] = A_k x + B_k u, stacked once for the planner's inner loop
+        object.__setattr__(self, "_AB", np.concatenate([np.swapaxes(A, -1, -2), np.swapaxes(B, -1, -2)], axis=-2)
+                           .reshape((-1,) + (A.shape[-1] + B.shape[-1], A.shape[-1])))
+        object.__setattr__(self, "_c", c.reshape(-1, A.shape[-1]))
 
     @property
     def dx(self) -> int:
@@ -94,6 +98,11 @@ class LinearModel:
     def steps(self) -> int:
         """How many per-step models it holds (1: the same model at every step)."""
         return self.A.shape[0] if self.A.ndim == 3 else 1
+
+    def transition(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(AB, c) of the step from ``t``: [x; u] @ AB + c = A x + B u + c."""
+        k = min(int(t), self.steps - 1)
+        return self._AB[k], self._c[k]
 
     def at(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A, B, c of the step from ``t`` to ``t + 1``."""
@@ -118,8 +127,8 @@ def plan_costs(model: LinearModel, cost: QuadraticCost, x0: np.ndarray, t0: int,
         t = t0 + s
         Z[:, dx:] = U[:, s]
         total += np.sum((Z @ (0.5 * cost.Cm[t]) + cost.cv[t]) * Z, axis=1) + cost.cc[t]
-        A, B, c = model.at(t)
-        Z[:, :dx] = Z @ np.vstack([A.T, B.T]) + c  # A x + B u + c
+        AB, c = model.transition(t)
+        Z[:, :dx] = Z @ AB + c  # A x + B u + c
     if t0 + h < T:  # the state the plan leaves, costed as the next step's state part
         t = t0 + h
         x = Z[:, :dx]

@@ -197,7 +197,7 @@ def _planner_from_msg(msg: Any, T: int, dx: int, du: int) -> LatentPlanner | Non
         return None
     z = dx + du
     block = dx * (z + 1)
-    n = len(getattr(msg, "dynamics"))
+    n = len(msg.dynamics)
     if n == 0 or n % block:
         raise ValueError(f"policy message field 'dynamics' has {n} entries, expected a positive multiple of "
                          f"state_dim*(state_dim+action_dim+1) = {block} (one [A, B, c] block per step)")
