@@ -7,6 +7,8 @@
                                                         # the environments build it in memory)
     python scripts/gen_sawyer_models.py --stack-mjcf out.xml  # also write sawyer_stack's MuJoCo model
                                                               # (the same arm plus gripper, blocks, camera)
+    python scripts/gen_sawyer_models.py --push-mjcf out.xml   # also write sawyer_push's MuJoCo model
+                                                              # (the same arm plus gripper, mug, coaster, camera)
 
 Both files come from solar_ros.envs.sawyer_model, so the URDF used by ROS tools and the MuJoCo model
 used for learning share one set of facts.
@@ -20,7 +22,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from solar_ros.envs.sawyer_model import StackingScene, build_mjcf, build_urdf, load_sawyer_params  # noqa: E402
+from solar_ros.envs.sawyer_model import (  # noqa: E402
+    PushingScene,
+    StackingScene,
+    build_mjcf,
+    build_urdf,
+    load_sawyer_params,
+)
 
 DEFAULT_URDF = REPO / "urdf" / "sawyer.urdf"
 
@@ -33,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mjcf", type=Path, default=None, help="also write the MuJoCo model here")
     parser.add_argument("--stack-mjcf", type=Path, default=None,
                         help="also write the block-stacking task's MuJoCo model here")
+    parser.add_argument("--push-mjcf", type=Path, default=None,
+                        help="also write the mug-pushing task's MuJoCo model here")
     parser.add_argument("--controllers-config", default=None,
                         help="controller-manager parameters file; adds the gz_ros2_control Gazebo plugin to the URDF")
     parser.add_argument("--check", action="store_true", help="only check that the URDF file is up to date")
@@ -58,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         args.stack_mjcf.parent.mkdir(parents=True, exist_ok=True)
         args.stack_mjcf.write_text(build_mjcf(params, stacking=StackingScene()))
         print(f"wrote {args.stack_mjcf}")
+    if args.push_mjcf is not None:
+        args.push_mjcf.parent.mkdir(parents=True, exist_ok=True)
+        args.push_mjcf.write_text(build_mjcf(params, pushing=PushingScene()))
+        print(f"wrote {args.push_mjcf}")
     return 0
 
 

@@ -14,6 +14,8 @@
                       images of the stacking area (:mod:`.sawyer_stack`); start 0 of the paper's three,
                       ``"sawyer_stack_0"``, ``"sawyer_stack_1"``, ``"sawyer_stack_2"`` pick a start (also the
                       constructor keyword ``start``)
+* ``"sawyer_push"``   the Sawyer pushes a mug across the table onto a coaster with its closed gripper, 64x64
+                      images of the pushing area (:mod:`.sawyer_push`); learned from sparse success labels
 
 The conventions every task follows (observations, costs vs rewards, goals, success, seeding) are in
 :mod:`.base`. Everything here runs headless; MuJoCo renders through EGL unless ``MUJOCO_GL`` says otherwise.
@@ -28,6 +30,7 @@ from .base import TaskEnv  # noqa: E402
 from .car import CarEnv  # noqa: E402
 from .point import PointEnv  # noqa: E402
 from .reacher import ReacherEnv, ReacherPaperEnv  # noqa: E402
+from .sawyer_push import SawyerPushEnv  # noqa: E402
 from .sawyer_reach import SawyerReachEnv  # noqa: E402
 from .sawyer_stack import SawyerStackEnv, SawyerStackStart1Env, SawyerStackStart2Env  # noqa: E402
 
@@ -41,6 +44,7 @@ TASKS: dict[str, type[TaskEnv]] = {
     "sawyer_stack_0": SawyerStackEnv,
     "sawyer_stack_1": SawyerStackStart1Env,
     "sawyer_stack_2": SawyerStackStart2Env,
+    "sawyer_push": SawyerPushEnv,
 }
 """Task name -> environment class."""
 
@@ -50,7 +54,7 @@ def make(task: str, **kwargs) -> TaskEnv:
 
     Common keywords: ``goal`` (fixed goal for every episode), ``image_obs`` (False: no rendering, no
     ``"image"`` in observations), ``image_size``, ``cost_l2`` / ``cost_l1`` / ``cost_action`` (cost weights);
-    ``sawyer_reach`` and ``sawyer_stack*`` also take ``gravity_compensation`` and ``params_path``,
+    ``sawyer_reach``, ``sawyer_stack*`` and ``sawyer_push`` also take ``gravity_compensation`` and ``params_path``,
     ``sawyer_stack*`` also ``start`` (0, 1 or 2; overrides the one in the task's name).
     """
     if task not in TASKS:
@@ -59,4 +63,4 @@ def make(task: str, **kwargs) -> TaskEnv:
 
 
 __all__ = ["TASKS", "make", "TaskEnv", "CarEnv", "PointEnv", "ReacherEnv", "ReacherPaperEnv", "SawyerReachEnv",
-           "SawyerStackEnv", "SawyerStackStart1Env", "SawyerStackStart2Env"]
+           "SawyerStackEnv", "SawyerStackStart1Env", "SawyerStackStart2Env", "SawyerPushEnv"]

@@ -26,7 +26,8 @@ Conventions shared by every task (each task's module docstring gives its own num
 * ``info["distance"]`` is the task distance (end effector to goal) of the state *after* the step
   (the returned observation), ``info["success"]`` is ``is_success`` of that state, which is
   ``distance < success_threshold`` unless a task says otherwise (``sawyer_stack`` checks a box: 1.5 cm
-  horizontally, 1 cm vertically); the task's success criterion is ``info["success"]`` of the final step,
+  horizontally, 1 cm vertically; ``sawyer_push`` 3 cm horizontally and the mug standing, its centre within
+  3 mm of the upright height); the task's success criterion is ``info["success"]`` of the final step,
   i.e. of the state reached at the end of the episode.
 * ``reset(options={"wide_start": True})`` starts from the task's wide start distribution instead of its
   own (where it has one: ``reacher``, ``reacher_paper``, ``sawyer_reach``): states spread over the

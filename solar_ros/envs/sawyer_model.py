@@ -5,8 +5,9 @@ tensors, joint limits, torque limits, simplified collision shapes) feeds two gen
 
 * :func:`build_mjcf` -- the MuJoCo model used by the ``sawyer_reach`` task and the MuJoCo arm driver
   (torque ``<motor>`` actuators, gravity compensation, a fixed scene camera, a table, a target marker),
-  and with ``stacking=`` (:class:`StackingScene`: gripper, held and base blocks, a second camera) the
-  ``sawyer_stack`` task's;
+  with ``stacking=`` (:class:`StackingScene`: gripper, held and base blocks, a second camera) the
+  ``sawyer_stack`` task's, and with ``pushing=`` (:class:`PushingScene`: gripper with closed fingers, a mug,
+  a coaster, a second camera) the ``sawyer_push`` task's;
 * :func:`build_urdf` -- ``urdf/sawyer.urdf`` for robot_state_publisher, rviz and Gazebo (with a
   ``<ros2_control>`` block for ``gz_ros2_control/GazeboSimSystem``), written by
   ``scripts/gen_sawyer_models.py``.
@@ -123,6 +124,67 @@ class StackingScene:
         """Centre of the held block resting on top of the base block, centred above it."""
         x, y, z = self.base_pos
         return (x, y, z + self.base_half_size[2] + self.held_half_size[2])
+
+
+@dataclass(frozen=True)
+class PushingScene:
+    """What ``build_mjcf(pushing=...)`` adds for mug pushing (the ``sawyer_push`` task).
+
+    * The gripper of :class:`StackingScene` (body ``right_gripper`` at the ``right_hand`` frame, the same palm
+      and mass, gravity-compensated) with its fingers closed and nothing in them: two round fingers
+      (capsules of ``finger_radius``, ``finger_length`` from the palm to their round ends) touching side by
+      side along the hand's x axis. Their end, ``tip_offset`` along the hand's z axis, is marked by the site
+      ``gripper_tip``; they are long enough that the palm passes above the mug. The gripper's geoms
+      collide with the table and the mug. (Round, not box, fingers: MuJoCo's multi-point contacts between a
+      box edge and the mug's curved side gave normals along the box's face instead of the mug's, which
+      shoved the mug sideways.)
+    * The mug: a free body ``mug`` (a ``<freejoint>``; its qpos follows the arm's 7 angles) with one
+      cylinder geom of ``mug_radius``, height ``2 * mug_half_height`` and ``mug_mass``, standing upright on
+      the table at ``mug_xy`` (the task places it at every reset). It collides with the table, the
+      gripper and the arm's links. Its contacts take the mug's ``mug_friction`` (geom ``priority`` 1). With
+      the table's and the gripper's friction of 1 instead, the scripted push of ``test/envs/test_env_push.py``
+      leaned the mug by 6 degrees and moved it 3 cm instead of 15.
+    * The coaster: a mocap body ``coaster`` (moved only by setting its mocap position) with a thin disk
+      that has no contacts, lying on the table top at ``coaster_xy``; it marks the goal and takes the reach
+      task's ``target`` marker's place (the first mocap body either way).
+    * A camera ``push`` (``camera``) that frames the pushing area, in addition to ``scene``.
+    """
+
+    mug_radius: float = 0.04
+    mug_half_height: float = 0.05
+    mug_mass: float = 0.3
+    mug_rgba: tuple[float, float, float, float] = (1.0, 0.85, 0.0, 1.0)  # bright yellow
+    mug_friction: tuple[float, float, float] = (0.3, 0.005, 0.0001)
+    mug_xy: tuple[float, float] = (0.5, 0.1)
+    coaster_radius: float = 0.05
+    coaster_half_thickness: float = 0.001
+    coaster_xy: tuple[float, float] = (0.65, 0.05)
+    coaster_rgba: tuple[float, float, float, float] = (0.1, 0.85, 0.1, 1.0)  # green
+    palm_half_size: tuple[float, float, float] = (0.036, 0.025, 0.015)
+    finger_radius: float = 0.008
+    finger_length: float = 0.095
+    gripper_mass: float = 0.3
+    camera: SceneCamera = SceneCamera(pos=(0.54, -0.32, 0.2), lookat=(0.54, 0.08, -0.21), fovy=38.0)
+
+    @property
+    def tip_offset(self) -> tuple[float, float, float]:
+        """End of the closed fingers in the ``right_hand`` frame: below the palm, along the hand's z axis."""
+        return (0.0, 0.0, 2 * self.palm_half_size[2] + self.finger_length)
+
+    @property
+    def mug_rest_z(self) -> float:
+        """Height of the mug's centre standing upright on the table."""
+        return TABLE_TOP + self.mug_half_height
+
+    @property
+    def mug_pos(self) -> tuple[float, float, float]:
+        """Centre of the mug standing upright at ``mug_xy``."""
+        return (self.mug_xy[0], self.mug_xy[1], self.mug_rest_z)
+
+    @property
+    def coaster_pos(self) -> tuple[float, float, float]:
+        """Centre of the coaster lying on the table top at ``coaster_xy``."""
+        return (self.coaster_xy[0], self.coaster_xy[1], TABLE_TOP + self.coaster_half_thickness)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,34 +359,95 @@ def _mjcf_stacking_world(stacking: StackingScene) -> list[str]:
     ]
 
 
-def _mjcf_gripper(stacking: StackingScene, hand_joint: dict[str, Any], gravcomp: str, indent: str) -> list[str]:
-    """The gripper body at the ``right_hand`` frame, holding the block (see :class:`StackingScene`)."""
+def _mjcf_gripper_body(hand_joint: dict[str, Any], gravcomp: str, indent: str, *, mass: float,
+                       com: Sequence[float], palm_half: Sequence[float], palm_pos: Sequence[float],
+                       finger_type: str, finger_size: Sequence[float],
+                       finger_pos: tuple[Sequence[float], Sequence[float]], inner: Sequence[str] = ()) -> list[str]:
+    """The body ``right_gripper`` at the ``right_hand`` frame: a palm box, a left and a right finger (geoms of
+    ``finger_type`` and ``finger_size``; all colliding with the scene like the arm's geoms), then the lines of
+    ``inner`` (the body's other elements)."""
     R = rpy_to_matrix(hand_joint["origin_rpy"])
     pose = f'pos="{_fmt(hand_joint["origin_xyz"])}" quat="{_fmt(matrix_to_quat(R))}"'
+    dark = 'rgba="0.2 0.2 0.2 1" contype="1" conaffinity="0"'
+    m = float(mass)
+    return [
+        f'{indent}<body name="right_gripper" {pose} gravcomp="{gravcomp}">',
+        f'{indent}  <inertial pos="{_fmt(com)}" mass="{_fmt(m)}" '
+        f'diaginertia="{_fmt([m * 1e-3, m * 1e-3, m * 7e-4])}"/>',
+        f'{indent}  <geom name="gripper_palm" type="box" size="{_fmt(palm_half)}" pos="{_fmt(palm_pos)}" {dark}/>',
+        *(f'{indent}  <geom name="gripper_finger_{side}" type="{finger_type}" size="{_fmt(finger_size)}" '
+          f'pos="{_fmt(pos)}" {dark}/>' for side, pos in zip(("left", "right"), finger_pos)),
+        *(f"{indent}  {line}" for line in inner),
+        f"{indent}</body>",
+    ]
+
+
+def _mjcf_gripper(stacking: StackingScene, hand_joint: dict[str, Any], gravcomp: str, indent: str) -> list[str]:
+    """The gripper body at the ``right_hand`` frame, holding the block (see :class:`StackingScene`)."""
     hx, hy, hz = stacking.held_half_size
     ox, oy, oz = stacking.held_offset
     top = oz - hz  # the block's top face along the hand's z axis
     palm_half = 0.5 * (top - 0.005)  # the palm spans hand z 0 .. 5 mm above the block
     finger_len = 0.9 * hz  # the fingers grip the upper half of the block, well above its bottom face
     finger_x = hx + 0.006  # the fingers close along the hand's x axis
-    dark = 'rgba="0.2 0.2 0.2 1" contype="1" conaffinity="0"'
-    m = float(stacking.gripper_mass)
+    finger_z = top + 0.5 * finger_len - 0.005
+    return _mjcf_gripper_body(
+        hand_joint, gravcomp, indent, mass=stacking.gripper_mass, com=[ox, oy, 0.5 * oz],
+        palm_half=[hx + 0.011, hy, palm_half], palm_pos=[ox, oy, palm_half],
+        finger_type="box", finger_size=[0.005, 0.4 * hy, 0.5 * finger_len],
+        finger_pos=([ox + finger_x, oy, finger_z], [ox - finger_x, oy, finger_z]),
+        inner=[
+            # The held block: collides with the table and the base block (both conaffinity 1), never with the
+            # arm or the gripper (their conaffinity and its own are 0).
+            f'<geom name="held_block" type="box" size="{_fmt(stacking.held_half_size)}" '
+            f'pos="{_fmt(stacking.held_offset)}" rgba="{_fmt(stacking.held_rgba)}" contype="1" conaffinity="0"/>',
+            f'<site name="held_block" pos="{_fmt(stacking.held_offset)}" size="0.005" rgba="0.1 0.8 0.1 1" '
+            'group="3"/>',
+        ],
+    )
+
+
+def _mjcf_push_gripper(pushing: PushingScene, hand_joint: dict[str, Any], gravcomp: str, indent: str) -> list[str]:
+    """The gripper body at the ``right_hand`` frame with its fingers closed (see :class:`PushingScene`)."""
+    px, py, pz = pushing.palm_half_size
+    r, half = pushing.finger_radius, 0.5 * pushing.finger_length
+    finger_z = 2 * pz + half  # from the palm's face down to the tip
+    return _mjcf_gripper_body(
+        hand_joint, gravcomp, indent, mass=pushing.gripper_mass, com=[0.0, 0.0, pz],
+        palm_half=[px, py, pz], palm_pos=[0.0, 0.0, pz],
+        finger_type="capsule", finger_size=[r, half - r],  # a capsule's size: radius, half its straight part
+        finger_pos=([r, 0.0, finger_z], [-r, 0.0, finger_z]),  # closed: the two fingers touch at x = 0
+        inner=[f'<site name="gripper_tip" pos="{_fmt(pushing.tip_offset)}" size="0.005" rgba="0.1 0.8 0.1 1" '
+               'group="3"/>'],
+    )
+
+
+def _mjcf_pushing_world(pushing: PushingScene) -> list[str]:
+    """The pushing scene's world parts before the arm: the ``push`` camera and the coaster (a mocap body)."""
+    cam = pushing.camera
+    disk = [pushing.coaster_radius, pushing.coaster_half_thickness]
     return [
-        f'{indent}<body name="right_gripper" {pose} gravcomp="{gravcomp}">',
-        f'{indent}  <inertial pos="{_fmt([ox, oy, 0.5 * oz])}" mass="{_fmt(m)}" '
-        f'diaginertia="{_fmt([m * 1e-3, m * 1e-3, m * 7e-4])}"/>',
-        f'{indent}  <geom name="gripper_palm" type="box" size="{_fmt([hx + 0.011, hy, palm_half])}" '
-        f'pos="{_fmt([ox, oy, palm_half])}" {dark}/>',
-        *(f'{indent}  <geom name="gripper_finger_{side}" type="box" size="{_fmt([0.005, 0.4 * hy, 0.5 * finger_len])}" '
-          f'pos="{_fmt([ox + sign * finger_x, oy, top + 0.5 * finger_len - 0.005])}" {dark}/>'
-          for side, sign in (("left", 1.0), ("right", -1.0))),
-        # The held block: collides with the table and the base block (both conaffinity 1), never with the
-        # arm or the gripper (their conaffinity and its own are 0).
-        f'{indent}  <geom name="held_block" type="box" size="{_fmt(stacking.held_half_size)}" '
-        f'pos="{_fmt(stacking.held_offset)}" rgba="{_fmt(stacking.held_rgba)}" contype="1" conaffinity="0"/>',
-        f'{indent}  <site name="held_block" pos="{_fmt(stacking.held_offset)}" size="0.005" rgba="0.1 0.8 0.1 1" '
-        'group="3"/>',
-        f"{indent}</body>",
+        f'    <camera name="push" pos="{_fmt(cam.pos)}" quat="{_fmt(matrix_to_quat(cam.rotation()))}" '
+        f'fovy="{_fmt(cam.fovy)}"/>',
+        f'    <body name="coaster" mocap="true" pos="{_fmt(pushing.coaster_pos)}">',
+        # A mark on the table, no contacts: the mug stands on the table through it.
+        f'      <geom name="coaster" type="cylinder" size="{_fmt(disk)}" rgba="{_fmt(pushing.coaster_rgba)}" '
+        'contype="0" conaffinity="0"/>',
+        "    </body>",
+    ]
+
+
+def _mjcf_mug(pushing: PushingScene) -> list[str]:
+    """The mug, a free body after the arm (so that the arm's joints keep qpos 0..6)."""
+    return [
+        f'    <body name="mug" pos="{_fmt(pushing.mug_pos)}">',
+        '      <freejoint name="mug"/>',
+        # Collides with the table and the floor (conaffinity 1) and with the gripper and the arm (their contype
+        # 1); priority 1: its contacts use its own friction, not the larger one of the table or the gripper.
+        f'      <geom name="mug" type="cylinder" size="{_fmt([pushing.mug_radius, pushing.mug_half_height])}" '
+        f'mass="{_fmt(pushing.mug_mass)}" friction="{_fmt(pushing.mug_friction)}" priority="1" '
+        f'rgba="{_fmt(pushing.mug_rgba)}" contype="1" conaffinity="1"/>',
+        "    </body>",
     ]
 
 
@@ -337,6 +460,7 @@ def build_mjcf(
     target_radius: float = 0.04,
     camera: SceneCamera = SCENE_CAMERA,
     stacking: StackingScene | None = None,
+    pushing: PushingScene | None = None,
     hand_marker_radius: float = 0.0,
 ) -> str:
     """The MuJoCo model (MJCF text) of the Sawyer in its scene.
@@ -356,6 +480,9 @@ def build_mjcf(
     * ``stacking``: add the block-stacking scene (a gripper holding a block, a base block on the table in
       place of the target marker, a second camera ``stack``; see :class:`StackingScene`). Without it
       (the default) the model is the reach task's, unchanged.
+    * ``pushing``: add the mug-pushing scene (a gripper with closed fingers, a free mug standing on the table,
+      a coaster on the table in place of the target marker, a second camera ``push``; see
+      :class:`PushingScene`). Not together with ``stacking``.
     * ``hand_marker_radius`` > 0: a bright yellow sphere of that radius (m) resting on the flange (its
       centre one radius along the ``right_hand`` frame's z from its origin), for looks only (no
       contacts, no mass): a salient hand for the camera, like a coloured ball taped to the real
@@ -373,8 +500,12 @@ def build_mjcf(
     armature = dict(zip(ARM_JOINTS, JOINT_ARMATURE))
     gravcomp = "1" if gravity_compensation else "0"
     hand_joint = next((j for j in params["joints"] if j["child"] == "right_hand"), None)
+    if stacking is not None and pushing is not None:
+        raise ValueError("build_mjcf takes one task scene: stacking or pushing, not both")
     if stacking is not None and (hand_joint is None or hand_joint["parent"] not in links):
         raise ValueError("the stacking scene needs a 'right_hand' frame fixed on an arm link")
+    if pushing is not None and (hand_joint is None or hand_joint["parent"] not in links):
+        raise ValueError("the pushing scene needs a 'right_hand' frame fixed on an arm link")
     if not hand_marker_radius >= 0.0:
         raise ValueError(f"hand_marker_radius must be >= 0, got {hand_marker_radius}")
     if hand_marker_radius > 0.0 and (hand_joint is None or hand_joint["parent"] not in links):
@@ -407,6 +538,8 @@ def build_mjcf(
             lines += body(sub, indent + "  ")
         if stacking is not None and child == hand_joint["parent"]:
             lines += _mjcf_gripper(stacking, hand_joint, gravcomp, indent + "  ")
+        if pushing is not None and child == hand_joint["parent"]:
+            lines += _mjcf_push_gripper(pushing, hand_joint, gravcomp, indent + "  ")
         if hand_marker_radius > 0.0 and child == hand_joint["parent"]:
             # On the flange face: the hand frame's origin plus one radius along its z (the tool axis).
             tool_axis = rpy_to_matrix(hand_joint["origin_rpy"])[:, 2]
@@ -461,8 +594,10 @@ def build_mjcf(
         f'    <geom name="table" type="box" pos="{_fmt(TABLE_CENTER)}" size="{_fmt(TABLE_HALF_SIZE)}" '
         'rgba="0.62 0.48 0.32 1" contype="0" conaffinity="1"/>',
         f'    <camera name="scene" pos="{_fmt(camera.pos)}" quat="{_fmt(cam_quat)}" fovy="{_fmt(camera.fovy)}"/>',
-        *(_mjcf_target(target_radius) if stacking is None else _mjcf_stacking_world(stacking)),
+        *(_mjcf_stacking_world(stacking) if stacking is not None
+          else _mjcf_pushing_world(pushing) if pushing is not None else _mjcf_target(target_radius)),
         *arm,
+        *(_mjcf_mug(pushing) if pushing is not None else []),
         "  </worldbody>",
         "  <actuator>",
         *actuators,

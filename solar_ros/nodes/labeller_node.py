@@ -7,7 +7,9 @@ it calls /solar/label_success (std_srvs/Trigger, served by the recorder) ``delay
 simulated time in simulation), as a person would after seeing it. With probability ``miss_rate`` (drawn per
 episode from ``seed``) it misses that episode. ``success_distance`` 0: the task's own success threshold
 (``TaskCost.task``'s ``success_threshold``; on ``sawyer_stack`` the sphere inside its success box, so this
-labeller is stricter than the box). A person at the robot uses ``label_keyboard`` instead.
+labeller is stricter than the box; on ``sawyer_push`` the 3 cm sphere around the standing mug's centre, which a
+mug fallen on its side within 2.8 cm of the coaster's centre also enters, so this labeller is looser there than
+the task's rule). A person at the robot uses ``label_keyboard`` instead.
 """
 from __future__ import annotations
 

@@ -620,6 +620,11 @@ def test_every_task_has_solar_settings_and_the_sawyer_models_its_background():
         # stacking's cost: the task's, on the block points read out of the latent
         assert (cfg.cost_fit, cfg.action_cost) == (("readout", "task") if "stack" in task else ("model", "learned"))
     assert solar.TASK_DEFAULTS["reacher_paper"].training_episodes == 500
+    # mug pushing: the paper's sparse success labels only, pretrained from the wide start, the reference budget
+    push = solar.TASK_DEFAULTS["sawyer_push"]
+    assert (push.reward, push.cost_fit, push.action_cost) == ("labels", "labels", "task")
+    assert push.pretrain_wide_start and push.background and push.training_episodes == 500
+    assert (push.pretrain_episodes, push.iterations, push.rollouts_per_iteration) == (100, 10, 40)
 
 
 def test_keypoints_setting_sets_the_feature_points_of_both_models():

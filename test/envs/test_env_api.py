@@ -22,17 +22,25 @@ EXPECTED = {  # (state_dim, action_dim, image shape, horizon, success threshold)
     "sawyer_stack": (32, 7, (64, 64, 3), 50, 0.01),
     "sawyer_stack_1": (32, 7, (64, 64, 3), 50, 0.01),
     "sawyer_stack_2": (32, 7, (64, 64, 3), 50, 0.01),
+    "sawyer_push": (26, 7, (64, 64, 3), 50, 0.03),
 }
-GOAL_COLOR_CHANNEL = {  # red, red, green markers; the stacking goal is shown by the blue base block under it
+GOAL_COLOR_CHANNEL = {  # red, red, green markers; the stacking goal is shown by the blue base block under it,
+    # the pushing goal by the green coaster
     "point": 0, "car": 0, "reacher": 0, "reacher_paper": 0, "sawyer_reach": 1,
-    "sawyer_stack": 2, "sawyer_stack_1": 2, "sawyer_stack_2": 2,
+    "sawyer_stack": 2, "sawyer_stack_1": 2, "sawyer_stack_2": 2, "sawyer_push": 1,
 }
-FIXED_GOAL = {"car", "reacher_paper", "sawyer_stack", "sawyer_stack_1", "sawyer_stack_2"}
+FIXED_GOAL = {"car", "reacher_paper", "sawyer_stack", "sawyer_stack_1", "sawyer_stack_2", "sawyer_push"}
 """Tasks whose default goal is fixed (nothing random is drawn for it)."""
 FIXED_START = {"reacher_paper"}
 """Tasks whose initial state does not depend on the seed."""
-STACKED_HEIGHT = {"sawyer_stack", "sawyer_stack_1", "sawyer_stack_2"}
-"""Tasks whose goals must keep the default goal's height (a stacked pose: 3 block points, moved alike)."""
+STACKED_HEIGHT = {"sawyer_stack", "sawyer_stack_1", "sawyer_stack_2", "sawyer_push"}
+"""Tasks whose goals must keep the default goal's height (a stacked pose: 3 block points, moved alike; a mug
+standing on the table: its centre)."""
+
+
+def _moved(goal: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """A goal of a STACKED_HEIGHT task moved horizontally: each of its points (3 numbers) by (dx, dy)."""
+    return goal + np.tile([dx, dy, 0.0], len(goal) // 3)
 
 
 def _name(env) -> str:
@@ -139,7 +147,7 @@ def test_cost_model_terms(env):
     assert not np.any(env.cost_model().terms[0].target == 123.0)
     goal = env.goal * 0.5
     if _name(env) in STACKED_HEIGHT:
-        goal = env.goal + np.tile([-0.05, 0.05, 0.0], 3)
+        goal = _moved(env.goal, -0.05, 0.05)
     other = env.cost_model(goal=goal)
     np.testing.assert_allclose(other.terms[0].target, goal)
 
@@ -169,7 +177,7 @@ def test_goal_from_options_and_constructor(env):
     random_goal = env.goal.copy()
     goal = random_goal * 0.9 + 0.01
     if name in STACKED_HEIGHT:
-        goal = random_goal + np.tile([-0.05, 0.04, 0.0], 3)
+        goal = _moved(random_goal, -0.05, 0.04)
     _, info = env.reset(seed=0, options={"goal": goal})
     np.testing.assert_array_equal(env.goal, goal)
     np.testing.assert_array_equal(info["goal"], goal)
@@ -193,8 +201,8 @@ def test_random_goals_lie_in_the_documented_region(env):
     goals = np.array(goals)
     if name in FIXED_GOAL:
         assert np.all(goals == goals[0])
-        expected = {"reacher_paper": getattr(env, "paper_goal", None), "car": getattr(env, "target", None)}.get(
-            name, getattr(env, "stacked_goal", None))
+        expected = {"reacher_paper": getattr(env, "paper_goal", None), "car": getattr(env, "target", None),
+                    "sawyer_push": getattr(env, "push_goal", None)}.get(name, getattr(env, "stacked_goal", None))
         np.testing.assert_array_equal(goals[0], expected)
         return
     assert len(np.unique(goals[:, 0])) == len(goals)
@@ -290,7 +298,8 @@ def test_images_show_the_goal(env):
     assert np.linalg.norm(centroids[1] - centroids[0]) > 1.0
 
 
-WIDE_START = {"car", "reacher", "reacher_paper", "sawyer_reach", "sawyer_stack", "sawyer_stack_1", "sawyer_stack_2"}
+WIDE_START = {"car", "reacher", "reacher_paper", "sawyer_reach", "sawyer_stack", "sawyer_stack_1", "sawyer_stack_2",
+              "sawyer_push"}
 
 
 def test_wide_start_spreads_the_initial_state_seeded_and_keeps_the_goal(env):
@@ -312,6 +321,12 @@ def test_wide_start_spreads_the_initial_state_seeded_and_keeps_the_goal(env):
     elif name == "car":  # anywhere, any heading, at rest with the wheels straight
         assert wide[:, :3].std(0).min() > 5 * own[:, :3].std(0).max()
         np.testing.assert_array_equal(wide[:, 3:], 0.0)
+    elif name == "sawyer_push":  # the mug anywhere between its start and the goal (own start: within 5 mm), at rest
+        mug_distance = np.linalg.norm(wide[:, 14:16] - env.goal[:2], axis=1)
+        own_distance = np.linalg.norm(own[:, 14:16] - env.goal[:2], axis=1)
+        assert mug_distance.std() > max(0.02, 3 * own_distance.std())
+        np.testing.assert_allclose(wide[:, 16], env.goal[2])  # standing on the table
+        np.testing.assert_array_equal(wide[:, 7:14], 0.0)
     else:  # the hand (or the held block) anywhere in the goal box (the own start: within a few cm), at rest
         hand = list(env.ee_pos_idx)
         assert wide[:, hand].std(0).min() > max(0.05, 3 * own[:, hand].std(0).max())
