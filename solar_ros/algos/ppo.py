@@ -129,6 +129,7 @@ TASK_DEFAULTS: dict[str, PPOConfig] = {
     "point": PPOConfig(episodes=2000),
     "reacher": PPOConfig(episodes=4000),
     "sawyer_reach": PPOConfig(episodes=4000),
+    "sawyer_push": PPOConfig(episodes=4000, reward="labels"),  # the sparse reward SOLAR learns this task from
 }
 
 
