@@ -37,7 +37,9 @@ into the index entry as their count and into the bag (and live on /solar/success
 stamped at the press, its frame_id the episode. Outside an episode the call fails with the reason.
 
 Index ``status``: ``complete`` (stopped at the horizon), ``stopped`` (stopped early on request),
-``aborted`` (e-stop, input fault, no STOP within ``max_episode_duration``, or shutdown).
+``aborted`` (e-stop, input fault, no STOP within ``max_episode_duration``, shutdown, or fewer of the controller's
+step records than its STOP counts within ``stop_grace``: a recorder starved of CPU must not hand a truncated
+episode to training as complete; the trainer runs an aborted episode again).
 """
 from __future__ import annotations
 
@@ -132,7 +134,8 @@ class RecorderNode(StackNode):
         self.output_dir = Path(declare(self, "output_dir", "runs/episodes", "recording directory"))
         topics = list(declare(self, "topics", DEFAULT_TOPICS, "'topic type' pairs recorded into the MCAP bag"))
         self.write_mcap = bool(declare(self, "write_mcap", True, "write the MCAP bag (the npz is always written)"))
-        self.stop_grace = float(declare(self, "stop_grace", 1.0, "s to wait for the last step records after STOP"))
+        self.stop_grace = float(declare(self, "stop_grace", 3.0, "s to wait for the last step records after STOP "
+                                                                 "(an episode still short of them is aborted)"))
         self.max_duration = float(declare(self, "max_episode_duration", 600.0,
                                           "s (wall); an episode with no STOP by then is closed as aborted"))
         self.mapper = JointStateMapper(list(declare(self, "joint_names", list(SAWYER_JOINT_NAMES), "arm joints")))
@@ -385,14 +388,20 @@ class RecorderNode(StackNode):
 
     def _finish_from_stop(self) -> None:
         stop = self.episode.stop
+        got = len(self.episode.recording.buffers.steps)
+        reason = stop.reason
         if stop.event == EpisodeEvent.ABORT:
             status = ABORTED
+        elif got < stop.steps:  # records lost or late (the recorder fell behind): not an episode to learn from
+            status = ABORTED
+            reason = (f"{got} of the controller's {stop.steps} step records arrived within stop_grace "
+                      f"({self.stop_grace:g} s) after its STOP ({stop.reason})")
         elif stop.steps >= self.episode.start.horizon:
             status = COMPLETE
         else:
             status = STOPPED
-        self._finish(status, stop.reason, {"stop_stamp_ns": stamp_to_ns(stop.header.stamp),
-                                           "controller_steps": int(stop.steps)})
+        self._finish(status, reason, {"stop_stamp_ns": stamp_to_ns(stop.header.stamp),
+                                      "controller_steps": int(stop.steps)})
 
     def _finish(self, status: str, reason: str, extra: dict | None = None) -> None:
         ep, self.episode = self.episode, None

@@ -338,3 +338,22 @@ def test_step_0_is_the_frame_the_episode_starts_on_even_if_newer_samples_came_be
               if topic == contract.MODEL_IMAGE]
     assert images == [7, 9, 11], "samples older than the start frame are not the episode's"
     assert recorder.stop() == 0
+
+
+def test_an_episode_short_of_the_controllers_step_records_is_aborted_not_complete(ros, start_node, feeder, tmp_path):
+    """A recorder that fell behind (a starved CPU) and received fewer step records than the controller's STOP counts
+    indexes the episode as aborted with the reason, so that training never takes a truncated episode."""
+    before = feeder.subscriber_gids()
+    recorder = start_node("recorder_node", {"output_dir": str(tmp_path), "stop_grace": 0.5})
+    feeder.wait_matched(before)
+    feeder.event(EpisodeEvent.START, "short", horizon=5)
+    ros.spin(0.2)
+    feeder.episode_body("short", 3)  # steps 3 and 4 never arrive
+    feeder.event(EpisodeEvent.STOP, "short", steps=5, horizon=5, reason="horizon reached")
+    ros.spin_until(lambda: index_lines(tmp_path), 10, "the index line of the short episode")
+    entry = read_index(tmp_path, status=None)[0]
+    assert entry["status"] == "aborted" and entry["steps"] == 3
+    assert entry["reason"] == ("3 of the controller's 5 step records arrived within stop_grace (0.5 s) after its "
+                               "STOP (horizon reached)")
+    assert read_index(tmp_path) == [], "training reads complete episodes only"
+    assert recorder.stop() == 0
