@@ -1,15 +1,13 @@
 """labeller_node: plays the person who gives the sparse reward, in simulation.
 
 In SOLAR's mug pushing the only reward is a person pressing a key when the task succeeds. This node presses
-for them: it follows the episodes (/solar/episode) and the task's distance (/solar/cost, which only the
-simulator publishes), and once per episode, when the distance first falls to ``success_distance`` or below,
-it calls /solar/label_success (std_srvs/Trigger, served by the recorder) ``delay`` seconds later (node clock:
-simulated time in simulation), as a person would after seeing it. With probability ``miss_rate`` (drawn per
-episode from ``seed``) it misses that episode. ``success_distance`` 0: the task's own success threshold
-(``TaskCost.task``'s ``success_threshold``; on ``sawyer_stack`` the sphere inside its success box, so this
-labeller is stricter than the box; on ``sawyer_push`` the 3 cm sphere around the standing mug's centre, which a
-mug fallen on its side within 2.8 cm of the coaster's centre also enters, so this labeller is looser there than
-the task's rule). A person at the robot uses ``label_keyboard`` instead.
+for them: it follows the episodes (/solar/episode) and the task's state (/solar/cost, which only the simulator
+publishes), and once per episode, when the task's own success criterion first holds (``TaskCost.success``: the
+rule ``info["success"]`` applies in process, e.g. the mug standing within 3 cm of the coaster), it calls
+/solar/label_success (std_srvs/Trigger, served by the recorder) ``delay`` seconds later (node clock: simulated
+time in simulation), as a person would after seeing it. With probability ``miss_rate`` (drawn per episode from
+``seed``) it misses that episode. ``success_distance`` > 0 replaces the criterion by the task's distance falling
+to that many metres. A person at the robot uses ``label_keyboard`` instead.
 """
 from __future__ import annotations
 
@@ -22,12 +20,12 @@ from .common import ConfigError, StackNode, declare, run_node
 
 
 class LabellerNode(StackNode):
-    """Calls the success-label service once per episode when the task's distance says success (module docstring)."""
+    """Calls the success-label service once per episode when the task succeeds (module docstring)."""
 
     def __init__(self) -> None:
         super().__init__("labeller_node")
-        self.success_distance = float(declare(self, "success_distance", 0.0,
-                                              "m; the distance at or below which the task succeeds (0: the task's)"))
+        self.success_distance = float(declare(
+            self, "success_distance", 0.0, "m; > 0: success is the distance at or below this (0: the task's own rule)"))
         self.delay = float(declare(self, "delay", 0.5, "s between seeing success and pressing (node clock)"))
         self.miss_rate = float(declare(self, "miss_rate", 0.0, "probability of missing an episode's success"))
         seed = declare(self, "seed", 0, "seed of the misses")
@@ -45,22 +43,14 @@ class LabellerNode(StackNode):
         self.pressed = True  # nothing to press before a START
         self.missing = False
         self.timer = None
-        self.thresholds: dict[str, float] = {}
         self.presses = 0
         self.get_logger().info(f"labelling success on {contract.LABEL_SUCCESS} after {self.delay:g} s, missing "
                                f"{self.miss_rate:.0%} of the episodes")
 
-    def _threshold(self, task: str) -> float:
+    def _succeeded(self, msg: TaskCost) -> bool:
         if self.success_distance > 0:
-            return self.success_distance
-        if task not in self.thresholds:  # the task's own threshold, as the trainer reads it
-            from ..envs import TASKS
-            if task in TASKS:
-                self.thresholds[task] = float(TASKS[task].success_threshold)
-            else:
-                self.get_logger().error(f"cannot tell success for unknown task {task!r}; set success_distance")
-                self.thresholds[task] = -1.0
-        return self.thresholds[task]
+            return msg.distance <= self.success_distance
+        return bool(msg.success)
 
     def _on_event(self, msg: EpisodeEvent) -> None:
         self._cancel()
@@ -71,7 +61,7 @@ class LabellerNode(StackNode):
             self.episode, self.pressed = None, True
 
     def _on_cost(self, msg: TaskCost) -> None:
-        if self.episode is None or self.pressed or not msg.distance <= self._threshold(msg.task):
+        if self.episode is None or self.pressed or not self._succeeded(msg):
             return
         self.pressed = True  # once per episode: a person presses when they first see it
         if self.missing:

@@ -11,7 +11,7 @@ until it is older than ``command_timeout`` simulated seconds, then the arm gets 
 timeout. Commands with NaN/Inf or the wrong length are ignored (with a throttled error), and the
 applied torque is clipped to the arm's torque limits (the task's actuator limits, for the Sawyer
 ``config/sawyer_parameters.yaml``'s effort limits, as the controller's). /solar/cost (TaskCost)
-carries the task's cost and distance with every camera frame (``cost_rate``), and /sim/reset
+carries the task's cost, distance and success criterion with every camera frame (``cost_rate``), and /sim/reset
 (ResetArm) resets the arm and goal from a seed (from the task's wide start distribution when asked).
 The goal (PointStamped in the ``base`` frame) is
 published on /solar/goal after every reset, and the Sawyer tasks' robot description (the URDF the
@@ -246,6 +246,7 @@ class SimArmNode(StackNode):
         msg.task = self.task
         msg.cost = float(self.cost_model.eval(x[None, :], self.applied[None, :]).l[0])
         msg.distance = float(self.env.distance(x))
+        msg.success = bool(self.env.is_success(x))
         self.cost_pub.publish(msg)
 
     def run(self, executor, stop: threading.Event) -> None:

@@ -47,10 +47,10 @@ class Episode:
         e.start_stamp.sec, e.start_stamp.nanosec = divmod(S0, 1_000_000_000)
         self.event_pub.publish(e)
 
-    def step(self, episode_id: str, t: int, distance: float) -> None:
+    def step(self, episode_id: str, t: int, distance: float, success: bool) -> None:
         c = TaskCost()
         _stamp(c, S0 + t * DT)
-        c.task, c.cost, c.distance = "point", distance, distance
+        c.task, c.cost, c.distance, c.success = "point", distance, distance, success
         self.cost_pub.publish(c)
         m = PolicyStep()
         _stamp(m, S0 + t * DT)
@@ -60,11 +60,20 @@ class Episode:
         self.step_pub.publish(m)
 
 
+@pytest.mark.parametrize("criterion", ["the task's", "a distance"])
 def test_labels_from_the_scripted_labeller_and_the_keyboard_are_stored_with_the_episode(ros, start_node,
-                                                                                        tmp_path):
+                                                                                        tmp_path, criterion):
+    """The labeller presses on the task's own success criterion (TaskCost.success; here the distance says success
+    from the first step and must be ignored), or with success_distance on the distance (the flag never set)."""
     out = tmp_path / "episodes"
+
+    def subscribers(topic: str) -> set:
+        return {bytes(i.endpoint_gid) for i in ros.node.get_subscriptions_info_by_topic(topic)}
+
+    before = {t: subscribers(t) for t in (contract.EPISODE, contract.COST, contract.STEPS)}  # an earlier test's
     recorder = start_node("recorder_node", {"output_dir": str(out), "stop_grace": 2.0})
-    labeller = start_node("labeller_node", {"success_distance": 0.5, "delay": 0.3})
+    by_distance = criterion == "a distance"
+    labeller = start_node("labeller_node", {"success_distance": 0.5 if by_distance else 0.0, "delay": 0.3})
     keyboard = subprocess.Popen([sys.executable, "-m", "solar_ros.nodes.label_keyboard"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     try:
@@ -73,8 +82,11 @@ def test_labels_from_the_scripted_labeller_and_the_keyboard_are_stored_with_the_
         reply = ros.call(client, Trigger.Request(), timeout=30)
         assert not reply.success and "no episode" in reply.message
         ep = Episode(ros)
-        for pub in (ep.event_pub, ep.step_pub, ep.cost_pub):
-            ros.wait_for_subscribers(pub, 2 if pub is not ep.step_pub else 1, timeout=30)
+        for pub in (ep.event_pub, ep.step_pub, ep.cost_pub):  # this test's recorder and labeller
+            wanted = 2 if pub is not ep.step_pub else 1
+            ros.spin_until(lambda: len(subscribers(pub.topic_name) - before[pub.topic_name]) >= wanted, 30,
+                           f"the new subscribers of {pub.topic_name}")
+            ros.wait_for_subscribers(pub, wanted, timeout=30)
         ros.spin(1.0)
 
         T = 12
@@ -82,7 +94,7 @@ def test_labels_from_the_scripted_labeller_and_the_keyboard_are_stored_with_the_
         ros.spin(0.2)
         distances = [1.0, 0.9, 0.8, 0.7, 0.6, 0.45, 0.3, 0.2, 0.2, 0.3, 0.4, 0.2]  # success from step 5 on
         for t, d in enumerate(distances):
-            ep.step("lab1", t, d)
+            ep.step("lab1", t, d, False) if by_distance else ep.step("lab1", t, 0.01, t >= 5)
             if t == 9:  # the person at the keyboard says it too
                 keyboard.stdin.write("\n")
                 keyboard.stdin.flush()
@@ -103,7 +115,7 @@ def test_labels_from_the_scripted_labeller_and_the_keyboard_are_stored_with_the_
     labels = load_episode(out, "lab1")["success_labels"]
     assert labels.shape == (T,) and labels.sum() == 2
     first = int(np.flatnonzero(labels)[0])
-    # the labeller pressed once, 0.3 s (two to three steps) after the distance first fell below 0.5 at step 5
+    # the labeller pressed once, 0.3 s (two to three steps) after success first held at step 5
     assert 5 <= first <= 9, labels
     assert labels[9:].sum() >= 1  # the keyboard's press, during step 9 or 10
     episodes = [msg.frame_id for topic, msg, _ in iter_mcap_messages(out / entry["mcap"])
