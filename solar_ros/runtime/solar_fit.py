@@ -217,7 +217,7 @@ class SolarMethod(FitMethod):
         self.policy, self.step, metrics = solar.solar_step(
             self.model, self.policy, buffer, self.step, cfg, solar.task_action_weights(self.env, cfg),
             self.probe_groups, step_costs=rollouts.costs, hand=self.hand,
-            distance_link=solar.task_distance_link(self.env, cfg))
+            distance_link=solar.task_distance_link(self.env, cfg), history=self._data)
         if final:  # the trainer evaluates this fit's policy: the run's final one, as in the in-process loop
             chosen = solar.final_policy(self.policy, self.step, cfg)
             metrics["final_best_measured"] = float(chosen is not self.policy)
@@ -226,9 +226,11 @@ class SolarMethod(FitMethod):
 
     def _reload_data(self) -> solar.RolloutData:
         """The episodes the run holds, from the recorder's files (after the fitting node restarted): all of
-        them when the model is refitted (a refit trains on every episode so far, as in the in-process loop),
-        else the buffer's."""
-        ids = self.history if self.config.refit_every else self.history[-self.config.buffer_size:]
+        them when the model is refitted (a refit trains on every episode so far, as in the in-process loop) or
+        the success model of sparse labels learns from all of them (``label_history``), else the buffer's."""
+        cfg = self.config
+        every = cfg.refit_every or (cfg.cost_fit == "labels" and cfg.label_history)
+        ids = self.history if every else self.history[-cfg.buffer_size:]
         if not ids or not self.episode_dir:
             raise FitError("the saved solar run has no episode history to continue from")
         data = load_training_data(self.episode_dir, ids, ("images", "actions", self._reward_array), self.horizon)
@@ -334,7 +336,7 @@ class SolarMpcMethod(SolarMethod):
         cfg = self.config
         self.plan, metrics = solar_mpc.mpc_step(
             self.model, buffer, cfg, solar.task_action_weights(self.env, cfg), self.hand,
-            solar.task_distance_link(self.env, cfg), self.probe_groups, diagnose=diagnose)
+            solar.task_distance_link(self.env, cfg), self.probe_groups, diagnose=diagnose, history=self._data)
         return metrics
 
     def _start_control(self, pretraining: solar.RolloutData) -> None:

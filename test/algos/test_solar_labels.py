@@ -84,3 +84,35 @@ def test_a_run_on_labels_observes_no_task_cost(tmp_path):
     assert "label_success_frames" in extra
     # the evaluation still reports the task's own figures
     assert result.final_cost > 1.0 and 0.0 <= result.success_rate <= 1.0
+
+
+def test_the_success_model_learns_from_every_episode_so_far_not_only_the_buffer():
+    """label_history: the buffer's newest episodes may hold no success (sawyer_push's first iterations); the success
+    model is then fitted to every episode so far (their latents from the model), else it has nothing to pull to."""
+    from solar_ros.algos.solar.loop import iteration_cost
+    rng = np.random.default_rng(1)
+    N, T, dx = 30, 10, 2
+    latents = rng.normal(size=(N, T, dx))
+    labels = np.zeros((N, T), dtype=int)
+    labels[:10, 5] = 1  # the first (oldest) ten episodes succeeded
+    latents[:10, 5:] = np.array([1.0, -1.0]) + 0.05 * rng.normal(size=(10, T - 5, dx))
+    history = solar.RolloutData(np.zeros((N, T, 2, 2, 1), np.uint8), np.zeros((N, T, 1)), label_costs(labels, 0),
+                                labels=labels)
+    buffer = history.last(12)  # no success in it
+
+    class Model:  # the latents the model infers for a batch of episodes (smoothed, as dynamics_latents says)
+        def smooth(self, data):
+            return latents[-data.N:]
+
+    cfg = replace(TINY, label_window=0, label_ridge=1e-4)
+    weights = np.array([0.01])
+    with_history = iteration_cost(Model(), latents[-12:], buffer, cfg, weights, history=history)
+    expected = labels_latent_cost(latents, history, weights, window=0, ridge=1e-4)
+    np.testing.assert_allclose(with_history.Cm, expected.Cm)
+    np.testing.assert_allclose(with_history.cv, expected.cv)
+    C, c = with_history.Cm[0, :dx, :dx], with_history.cv[0, :dx]
+    assert np.linalg.norm(np.linalg.solve(C, -c) - np.array([1.0, -1.0])) < 0.5  # pulled to the successes
+    for flat in (iteration_cost(Model(), latents[-12:], buffer, cfg, weights),  # no history given
+                 iteration_cost(Model(), latents[-12:], buffer, replace(cfg, label_history=False), weights,
+                                history=history)):
+        assert np.all(flat.Cm[:, :dx, :dx] == 0)

@@ -80,7 +80,7 @@ def _in_process(env, cfg: solar.SolarConfig, pretrain: solar.RolloutData, batche
             policy, step, _ = solar.refit(model, data, buffer, policy, step, cfg.refit_steps,
                                           solar.derive_seed(SEED, solar.FIT, it, 0))
         policy, step, _ = solar.solar_step(model, policy, buffer, step, cfg, solar.task_action_weights(env, cfg),
-                                           step_costs=batch.costs)
+                                           step_costs=batch.costs, history=data)
     return policy, step
 
 

@@ -238,6 +238,11 @@ class SolarConfig:
     successes (a press comes after the success is seen, and a stacked block or pushed mug stays)."""
     label_ridge: float = 1e-3
     """Ridge penalty of the latent success model's logistic fit (on features scaled to unit RMS)."""
+    label_history: bool = True
+    """With ``cost_fit='labels'``: fit the latent success model to every episode so far (True), or to the buffer's
+    only (False, the behaviour before this setting). Labels are rare: on sawyer_push the pretraining's labelled
+    episodes left the buffer after the first iteration, the model then saw no success, its cost had no state part
+    and the policies stopped moving the mug (``push_explore``, docs/results.md)."""
 
     # --- the MPC ablation (``--method solar_mpc``; SOLAR and the VAE ablation ignore these) ---------------
     mpc_horizon: int = 10
@@ -373,8 +378,8 @@ ITERATION_SETTINGS = frozenset({
     "iterations", "rollouts_per_iteration", "eval_episodes", "refit_every", "refit_steps", "init_noise",
     "policy_smoothing", "kl_step", "final_cost_weight", "cost_ramp", "dynamics_latents", "prior_strength",
     "dynamics_prior", "adapt_step", "measured_step", "final_policy", "measured_step_z",
-    "label_ridge", "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations", "mpc_init_std", "mpc_noise",
-    "mpc_dynamics",
+    "label_ridge", "label_history", "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations", "mpc_init_std",
+    "mpc_noise", "mpc_dynamics",
 })
 
 

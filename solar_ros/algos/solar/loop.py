@@ -272,11 +272,13 @@ def check_cost_inputs(cfg: SolarConfig, buffer: RolloutData, hand: tuple[list[in
 
 def iteration_cost(model: LatentModel, latents: np.ndarray, buffer: RolloutData, cfg: SolarConfig,
                    action_weights: np.ndarray | None = None, hand: tuple[list[int], np.ndarray] | None = None,
-                   distance_link: DistanceLink | None = None, metrics: dict | None = None) -> QuadraticCost:
+                   distance_link: DistanceLink | None = None, metrics: dict | None = None,
+                   history: RolloutData | None = None) -> QuadraticCost:
     """The latent cost an iteration minimises (``cfg.cost_fit``), on ``latents`` (N, T, dx) of ``buffer``: the
     model's learned cost, or one fitted to the buffer (through the task's ``distance_link`` for 'distance' and
-    'readout', the latter on the positions ``hand`` names in the buffer's true states); ``action_weights``: the
-    task's action penalty instead of the learned one. Unweighted over the steps (see ``cfg.step_weights``).
+    'readout', the latter on the positions ``hand`` names in the buffer's true states; the success model of
+    'labels' to ``history``, every episode so far, where ``cfg.label_history`` and it is given); ``action_weights``:
+    the task's action penalty instead of the learned one. Unweighted over the steps (see ``cfg.step_weights``).
     ``metrics`` (a dict) receives the readout's R^2 where there is one."""
     check_cost_inputs(cfg, buffer, hand, distance_link)
     if cfg.cost_fit == "local":
@@ -284,6 +286,8 @@ def iteration_cost(model: LatentModel, latents: np.ndarray, buffer: RolloutData,
     if cfg.cost_fit == "distance":
         return distance_latent_cost(latents, buffer, action_weights, distance_link)
     if cfg.cost_fit == "labels":
+        if cfg.label_history and history is not None and history.N > buffer.N:
+            buffer, latents = history, step_latents(model, history, cfg)
         return labels_latent_cost(latents, buffer, action_weights, cfg.label_window, cfg.label_ridge, metrics)
     if cfg.cost_fit == "readout":
         cost, r2 = readout_latent_cost(latents, buffer, action_weights, distance_link, *hand,
@@ -294,11 +298,16 @@ def iteration_cost(model: LatentModel, latents: np.ndarray, buffer: RolloutData,
     return latent_cost(model, buffer.T, action_weights)
 
 
+def step_latents(model: LatentModel, data: RolloutData, cfg: SolarConfig) -> np.ndarray:
+    """The latent trajectories (N, T, dx) an iteration works on (``cfg.dynamics_latents``: smoothed or filtered)."""
+    return model.smooth(data) if cfg.dynamics_latents == "smoothed" else model.filtered_means(data)
+
+
 def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: RolloutData, step: StepState,
                cfg: SolarConfig, action_weights: np.ndarray | None = None,
                probe_groups: dict[str, list[int]] | None = None, step_costs: np.ndarray | None = None,
-               hand: tuple[list[int], np.ndarray] | None = None, distance_link: DistanceLink | None = None
-               ) -> tuple[LinearGaussianPolicy, StepState, dict[str, float]]:
+               hand: tuple[list[int], np.ndarray] | None = None, distance_link: DistanceLink | None = None,
+               history: RolloutData | None = None) -> tuple[LinearGaussianPolicy, StepState, dict[str, float]]:
     """SOLAR's LQR-FLM iteration on the rollouts ``buffer`` (the last ``buffer_size``).
 
     Their latent trajectories (``cfg.dynamics_latents``: smoothed or filtered) -> per-step dynamics
@@ -321,8 +330,8 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
         episode_costs = np.asarray(step_costs, dtype=np.float64) @ weights
         policy, step, reverted = measured_step(policy, episode_costs, step, cfg.measured_step_z)
         metrics.update({"reverted": float(reverted), "anchor_cost": step.anchor_cost})
-    latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
-    cost = iteration_cost(model, latents, buffer, cfg, action_weights, hand, distance_link, metrics)
+    latents = step_latents(model, buffer, cfg)
+    cost = iteration_cost(model, latents, buffer, cfg, action_weights, hand, distance_link, metrics, history)
     new_policy, step, info = lqr_flm_step(policy, latents, buffer.actions, dynamics_prior(model, latents, buffer, cfg),
                                           cost.weighted(weights), step, kl_step=cfg.kl_step,
                                           adapt_step=cfg.adapt_step)
@@ -566,7 +575,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     for it in range(start_iteration, cfg.iterations + 1):
         if mpc:
             if plan is None:  # the first iteration, or one resumed: the plan the last iteration ended with
-                plan = mpc_plan(model, data.last(cfg.buffer_size), cfg, action_weights, hand, distance_link)
+                plan = mpc_plan(model, data.last(cfg.buffer_size), cfg, action_weights, hand, distance_link, data)
 
             def actors(i: int, it: int = it) -> Callable:
                 return mpc_actor(model, plan, cfg, env.action_scale, low, high,
@@ -594,10 +603,12 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
                           **{f"model_{k}": v for k, v in terms.items()}})
 
         if mpc:
-            plan, metrics = mpc_step(model, buffer, cfg, action_weights, hand, distance_link, probe_groups)
+            plan, metrics = mpc_step(model, buffer, cfg, action_weights, hand, distance_link, probe_groups,
+                                     history=data)
         else:
             policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
-                                               step_costs=new_data.costs, hand=hand, distance_link=distance_link)
+                                               step_costs=new_data.costs, hand=hand, distance_link=distance_link,
+                                               history=data)
         extra.update(metrics)
         stats = summarize(episodes_now)
         finite_or_raise("mean cost", stats["mean_cost"])
@@ -610,7 +621,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     # --- 3. evaluation: the final policy's mean (or MPC without noise) on fresh episodes ----------------------
     if mpc:
         if plan is None:
-            plan = mpc_plan(model, data.last(cfg.buffer_size), cfg, action_weights, hand, distance_link)
+            plan = mpc_plan(model, data.last(cfg.buffer_size), cfg, action_weights, hand, distance_link, data)
         evaluation = mpc_evaluation_episodes(env, model, plan, cfg, seed, goal, cfg.eval_episodes)
     else:
         final_pol = final_policy(policy, step, cfg)
@@ -672,9 +683,9 @@ def evaluate_saved_run(out: Path, which: str | None = None, episodes: int | None
     model = MODEL_CLASSES[method](env.image_shape[0], env.action_dim, cfg, readout_idx=list(env.ee_pos_idx))
     model.restore(ckpt, path)
     if method == MPC_METHOD:
-        buffer = load_data(Path(out), state["data_files"]).last(cfg.buffer_size)
-        plan = mpc_plan(model, buffer, cfg, task_action_weights(env, cfg), (list(env.ee_pos_idx), env.goal.copy()),
-                        task_distance_link(env, cfg))
+        data = load_data(Path(out), state["data_files"])
+        plan = mpc_plan(model, data.last(cfg.buffer_size), cfg, task_action_weights(env, cfg),
+                        (list(env.ee_pos_idx), env.goal.copy()), task_distance_link(env, cfg), data)
         return summarize(mpc_evaluation_episodes(env, model, plan, cfg, seed, env.goal.copy(), n))
     return summarize(evaluation_episodes(env, model, policy, seed, env.goal.copy(), n))
 

@@ -64,24 +64,26 @@ def plan_dynamics(model: LatentModel, latents: np.ndarray, buffer: RolloutData, 
 
 
 def mpc_plan(model: LatentModel, buffer: RolloutData, cfg: SolarConfig, action_weights: np.ndarray | None,
-             hand: tuple[list[int], np.ndarray] | None, distance_link: DistanceLink | None) -> MPCPlan:
+             hand: tuple[list[int], np.ndarray] | None, distance_link: DistanceLink | None,
+             history: RolloutData | None = None) -> MPCPlan:
     """The plan from ``buffer`` without the iteration's diagnostics (:func:`mpc_step`)."""
-    return mpc_step(model, buffer, cfg, action_weights, hand, distance_link, diagnose=False)[0]
+    return mpc_step(model, buffer, cfg, action_weights, hand, distance_link, diagnose=False, history=history)[0]
 
 
 def mpc_step(model: LatentModel, buffer: RolloutData, cfg: SolarConfig, action_weights: np.ndarray | None,
              hand: tuple[list[int], np.ndarray] | None, distance_link: DistanceLink | None,
-             probe_groups: dict[str, list[int]] | None = None, diagnose: bool = True
-             ) -> tuple[MPCPlan, dict[str, float]]:
+             probe_groups: dict[str, list[int]] | None = None, diagnose: bool = True,
+             history: RolloutData | None = None) -> tuple[MPCPlan, dict[str, float]]:
     """The ablation's iteration step, in place of :func:`~.loop.solar_step`: on the buffer's latents
     (``dynamics_latents``), the cost SOLAR's iteration would minimise (:func:`~.loop.iteration_cost`, the steps
-    weighted as SOLAR weights them) and the dynamics of ``mpc_dynamics``; with ``diagnose``, the iteration row's
-    diagnostics of the latent and of the unweighted cost (as SOLAR's step reports them)."""
-    from .loop import iteration_cost, latent_diagnostics  # the loop imports this module
+    weighted as SOLAR weights them; ``history``: every episode so far, for the success model of sparse labels) and
+    the dynamics of ``mpc_dynamics``; with ``diagnose``, the iteration row's diagnostics of the latent and of the
+    unweighted cost (as SOLAR's step reports them)."""
+    from .loop import iteration_cost, latent_diagnostics, step_latents  # the loop imports this module
 
-    latents = model.smooth(buffer) if cfg.dynamics_latents == "smoothed" else model.filtered_means(buffer)
+    latents = step_latents(model, buffer, cfg)
     metrics: dict[str, float] = {}
-    cost = iteration_cost(model, latents, buffer, cfg, action_weights, hand, distance_link, metrics)
+    cost = iteration_cost(model, latents, buffer, cfg, action_weights, hand, distance_link, metrics, history)
     if diagnose:
         metrics.update(latent_diagnostics(latents, buffer, cost, probe_groups, hand))
     return MPCPlan(plan_dynamics(model, latents, buffer, cfg), cost.weighted(cfg.step_weights(buffer.T))), metrics
