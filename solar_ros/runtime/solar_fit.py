@@ -316,8 +316,8 @@ class SolarMpcMethod(SolarMethod):
     ``mpc_dynamics``) and sends the controller a planner (:class:`~solar_ros.runtime.policy_msg.LatentPlanner`:
     those dynamics and cost, the ``mpc_*`` settings) with a zero-gain policy whose covariance is the exploration
     noise (``mpc_noise`` x action_scale, white, as the in-process ablation adds it; deterministic episodes have
-    none). The controller replans at
-    every time index from the encoder's filtered latent and applies the plan's first action."""
+    none). The controller replans at every time index from the encoder's filtered latent and applies the plan's
+    first action."""
 
     name = solar_mpc.METHOD
 
