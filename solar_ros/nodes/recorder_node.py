@@ -294,7 +294,7 @@ class RecorderNode(StackNode):
         elif topic == contract.COST:
             if not (np.isfinite(msg.cost) and np.isfinite(msg.distance)):
                 raise ValueError("cost or distance is NaN or Inf")
-            buf.costs.add(stamp, float(msg.cost), float(msg.distance))
+            buf.costs.add(stamp, float(msg.cost), float(msg.distance), bool(msg.success))
 
     # ---- success labels ------------------------------------------------------------------------
 

@@ -222,7 +222,7 @@ class EpisodeBuffers:
     latents: Stream = field(default_factory=Stream)
     """(mean (n,), covariance (n, n))"""
     costs: Stream = field(default_factory=Stream)
-    """(cost, distance)"""
+    """(cost, distance) or (cost, distance, success): the task's success criterion where the simulator sent it"""
     labels: list[int] = field(default_factory=list)
     """The time index of each success label given during the episode (a person's "success now")."""
 
@@ -258,9 +258,11 @@ class EpisodeBuffers:
             stamps, (mean, cov) = self.latents.aligned(source)
             out["latent_mean"], out["latent_covariance"], out["latent_stamps"] = mean, cov, stamps
         if len(self.costs):
-            stamps, (cost, distance) = self.costs.aligned(source)
-            out["costs"] = cost.astype(np.float64)
-            out["distances"] = distance.astype(np.float64)
+            stamps, values = self.costs.aligned(source)
+            out["costs"] = values[0].astype(np.float64)
+            out["distances"] = values[1].astype(np.float64)
+            if len(values) > 2:
+                out["successes"] = values[2].astype(bool)
             out["cost_stamps"] = stamps
         return out
 

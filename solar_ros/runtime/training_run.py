@@ -70,7 +70,9 @@ class EpisodeResult:
 
 
 def episode_result(episode_id: str, arrays: dict[str, np.ndarray], success_threshold: float) -> EpisodeResult:
-    """Statistics of one episode from its npz arrays (``costs`` and ``distances`` are required)."""
+    """Statistics of one episode from its npz arrays (``costs`` and ``distances`` are required). Success: the task's
+    own criterion at the last step where the episode recorded it (``successes``, from the simulator's TaskCost),
+    else the final distance below ``success_threshold``."""
     for key in ("costs", "distances"):
         if key not in arrays:
             raise ValueError(f"episode {episode_id!r} has no {key!r} array: was /solar/cost published while it ran?")
@@ -79,7 +81,9 @@ def episode_result(episode_id: str, arrays: dict[str, np.ndarray], success_thres
     if costs.size == 0 or not (np.all(np.isfinite(costs)) and np.all(np.isfinite(distances))):
         raise ValueError(f"episode {episode_id!r} has no steps or non-finite costs/distances")
     final = float(distances[-1])
-    return EpisodeResult(episode_id, int(costs.size), float(costs.sum()), final, bool(final < success_threshold))
+    successes = arrays.get("successes")
+    success = bool(successes[-1]) if successes is not None and len(successes) else final < success_threshold
+    return EpisodeResult(episode_id, int(costs.size), float(costs.sum()), final, success)
 
 
 @dataclass

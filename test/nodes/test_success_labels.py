@@ -112,7 +112,10 @@ def test_labels_from_the_scripted_labeller_and_the_keyboard_are_stored_with_the_
 
     entry = read_index(out)[0]
     assert entry["success_labels"] == 2, (entry, labeller.log(), recorder.log())
-    labels = load_episode(out, "lab1")["success_labels"]
+    arrays = load_episode(out, "lab1")
+    labels = arrays["success_labels"]
+    # the simulator's success flag is stored per step beside the cost (the trainer judges episodes by it)
+    assert arrays["successes"].tolist() == ([False] * T if by_distance else [t >= 5 for t in range(T)])
     assert labels.shape == (T,) and labels.sum() == 2
     first = int(np.flatnonzero(labels)[0])
     # the labeller pressed once, 0.3 s (two to three steps) after success first held at step 5

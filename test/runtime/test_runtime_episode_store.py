@@ -96,6 +96,7 @@ def test_recording_is_finalised_atomically_with_aligned_arrays(tmp_path):
     np.testing.assert_array_equal(data["images"][:, 0, 0, 0], [985 % 256, 1090 % 256, 1190 % 256])
     np.testing.assert_array_equal(data["joint_positions"][:, 0], [995, 995, 995])
     np.testing.assert_array_equal(data["costs"], [1.0, 1.0, 1.0])
+    assert "successes" not in data, "a cost stream without the success flag records none"
     np.testing.assert_array_equal(data["source_stamps"], [990, 1090, 1190])
     assert "latent_mean" not in data, "streams with no data are left out"
     meta = yaml.safe_load((tmp_path / "run_1_ep_0" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]

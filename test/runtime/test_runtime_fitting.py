@@ -137,6 +137,11 @@ def test_node_run_summary_has_the_keys_of_solar_ros_train(tmp_path):
     assert (r.total_cost, r.final_distance, r.success, r.steps) == (6.0, 0.04, True, 3)
     with pytest.raises(ValueError, match="no 'distances'"):
         episode_result("b", {"costs": np.ones(3)}, 0.05)
+    # the task's own criterion where the episode recorded it (a fallen mug near the coaster, a block out of its box)
+    judged = {**arrays([1.0, 1.0], [0.3, 0.04]), "successes": np.array([False, False])}
+    assert not episode_result("c", judged, success_threshold=0.05).success
+    judged["successes"] = np.array([False, True])
+    assert episode_result("c", {**judged, "distances": np.array([0.3, 0.2])}, success_threshold=0.05).success
     run = NodeRun("sawyer_reach", "lqr_joints", 0, GOAL, 3, 0.05)
     run.add_iteration([episode_result("i0", arrays([4, 4, 4], [0.3] * 3), 0.05)] * 2, {"kl": 1.0})
     run.add_iteration([r, episode_result("i1", arrays([2, 2, 2], [0.1] * 3), 0.05)])
