@@ -20,7 +20,8 @@
   step t's gains until frame t+1's arrives
   (:class:`~solar_ros.runtime.policy_executor.PolicyExecutor`); otherwise indices follow the clock.
 * Policies arrive on /solar/policy (transient local) and are swapped in only at the next episode
-  start (:class:`~solar_ros.runtime.policy_executor.PolicyExecutor`).
+  start (:class:`~solar_ros.runtime.policy_executor.PolicyExecutor`). A policy with a planner (the MPC
+  ablation) is replanned by CEM at the first command of each time index, from that command's state.
 * Safety: torques clipped to ``torque_limits``; stale (older than ``max_latent_age`` /
   ``max_joint_age``), NaN/Inf or mismatched inputs give zero torque and an error (and abort the
   episode when ``abort_on_fault``); /solar/controller/estop (SetBool) latches zero torque until
@@ -232,8 +233,10 @@ class ControllerNode(StackNode):
                                         "rejected so far)")
             return
         when = "at the next episode start" if self.executor_core.running else "for the next episode"
+        planner = ("" if package.planner is None else
+                   f", replanned by CEM every step over {package.planner.settings.horizon} steps")
         self.get_logger().info(f"policy {package.policy_id!r} (iteration {package.iteration}, T={package.policy.T}, "
-                               f"dx={package.policy.dx}, dt={package.dt:g}) received; used {when}")
+                               f"dx={package.policy.dx}, dt={package.dt:g}{planner}) received; used {when}")
 
     # ---- services ------------------------------------------------------------------------------
 

@@ -63,6 +63,7 @@ def test_the_controller_replans_on_every_frame(ros, start_node):
     policy_pub.publish(policy_to_msg(PolicyPackage(noise, "mpc", FRAME_NS * 1e-9, "latent", planner=planner),
                                      LinearGaussianPolicy()))
     ros.spin_until(lambda: "policy 'mpc'" in controller.log(), 10, "the MPC policy")
+    assert "replanned by CEM every step over 4 steps" in controller.log()
     ros.spin_until(lambda: len(published) >= 2, 5, "two frames")
     reply = ros.call(n.create_client(StartEpisode, contract.START_EPISODE),
                      StartEpisode.Request(episode_id="mpc", deterministic=True, noise_seed=11))
