@@ -210,14 +210,23 @@ class TaskEnv(gymnasium.Env):
             raise RuntimeError("call reset() first")
         return self._state().copy()
 
-    def distance(self, state: np.ndarray, goal: np.ndarray | None = None) -> float | np.ndarray:
-        """End-effector distance to ``goal`` (default: the current goal) for a state (dx,) or states (..., dx)."""
-        goal = self.goal if goal is None else np.asarray(goal, dtype=np.float64)
-        if goal is None:
-            raise RuntimeError("no goal yet: call reset() or pass goal")
+    def _states(self, state: np.ndarray) -> np.ndarray:
+        """``state`` as a float array of a state (dx,) or states (..., dx); ValueError for another last dimension."""
         state = np.asarray(state, dtype=np.float64)
         if state.shape[-1] != self.state_dim:
             raise ValueError(f"state must end in dimension {self.state_dim}, got shape {state.shape}")
+        return state
+
+    def _states_and_goal(self, state: np.ndarray, goal: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_states` and ``goal`` (default: the current goal; RuntimeError before there is one)."""
+        goal = self.goal if goal is None else np.asarray(goal, dtype=np.float64)
+        if goal is None:
+            raise RuntimeError("no goal yet: call reset() or pass goal")
+        return self._states(state), goal
+
+    def distance(self, state: np.ndarray, goal: np.ndarray | None = None) -> float | np.ndarray:
+        """End-effector distance to ``goal`` (default: the current goal) for a state (dx,) or states (..., dx)."""
+        state, goal = self._states_and_goal(state, goal)
         d = np.linalg.norm(state[..., list(self.ee_pos_idx)] - goal, axis=-1)
         return float(d) if d.ndim == 0 else d
 

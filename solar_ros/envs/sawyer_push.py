@@ -154,15 +154,13 @@ class SawyerPushEnv(SawyerReachEnv):
         """The hand's orientation at the starts, see :data:`DOWN_ROTATION`."""
         super().__init__(goal=goal, image_obs=image_obs, image_size=image_size,
                          gravity_compensation=gravity_compensation, params_path=params_path, **kwargs)
-        self._arm_bodies = np.r_[self._arm_bodies, self.model.body("right_gripper").id]
-        self.gravity_compensation = gravity_compensation  # now the gripper too
+
+    def _scene_mjcf(self) -> str:
+        # the pushing scene: the same arm plus gripper, mug, coaster and camera
+        return build_mjcf(self.params, image_size=self.image_shape[0], pushing=self.pushing)
 
     def _init_mujoco(self, xml: str, control_dt: float) -> None:
-        # SawyerReachEnv.__init__ compiles its model through this hook; the pushing scene (the same arm plus
-        # gripper, mug, coaster and camera) takes the reach model's place.
-        del xml
-        super()._init_mujoco(build_mjcf(self.params, image_size=self.image_shape[0], pushing=self.pushing),
-                             control_dt)
+        super()._init_mujoco(xml, control_dt)
         m = self.model
         self._tip = m.site("gripper_tip").id
         self._mug = m.body("mug").id
@@ -216,12 +214,7 @@ class SawyerPushEnv(SawyerReachEnv):
     def is_success(self, state: np.ndarray, goal: np.ndarray | None = None) -> bool | np.ndarray:
         """The mug's centre within ``success_threshold`` of the goal horizontally and within ``upright_tolerance``
         of the goal's height (standing upright), for a state (dx,) or states (..., dx)."""
-        goal = self.goal if goal is None else np.asarray(goal, dtype=np.float64)
-        if goal is None:
-            raise RuntimeError("no goal yet: call reset() or pass goal")
-        state = np.asarray(state, dtype=np.float64)
-        if state.shape[-1] != self.state_dim:
-            raise ValueError(f"state must end in dimension {self.state_dim}, got shape {state.shape}")
+        state, goal = self._states_and_goal(state, goal)
         err = state[..., 14:17] - goal
         ok = (np.linalg.norm(err[..., :2], axis=-1) < self.success_threshold) & (np.abs(err[..., 2])
                                                                                   < self.upright_tolerance)

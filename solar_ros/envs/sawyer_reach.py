@@ -105,8 +105,7 @@ class SawyerReachEnv(MujocoTaskEnv):
             self.scene_camera = camera
         if hand_marker_radius is not None:
             self.hand_marker_radius = float(hand_marker_radius)
-        self._init_mujoco(build_mjcf(self.params, image_size=int(image_size), camera=self.scene_camera,
-                                     hand_marker_radius=self.hand_marker_radius), self.dt)
+        self._init_mujoco(self._scene_mjcf(), self.dt)
         m = self.model
         self._qpos_adr = np.array([m.jnt_qposadr[m.joint(j).id] for j in ARM_JOINTS])
         self._dof_adr = np.array([m.jnt_dofadr[m.joint(j).id] for j in ARM_JOINTS])
@@ -116,8 +115,10 @@ class SawyerReachEnv(MujocoTaskEnv):
             raise RuntimeError("the Sawyer model's joints/actuators are not in right_j0..right_j6 order")
         self._hand = m.site("right_hand").id
         self._shoulder = m.body("right_l1").id
-        self._arm_bodies = np.array([m.body(n).id for n in ("right_l0", "head", "right_l1", "right_l2", "right_l3",
-                                                               "right_l4", "right_l5", "right_l6")])
+        bodies = ("right_l0", "head", "right_l1", "right_l2", "right_l3", "right_l4", "right_l5", "right_l6",
+                  "right_gripper")  # the gripper of the stacking and pushing scenes
+        self._arm_bodies = np.array([m.body(n).id for n in bodies if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, n)
+                                     >= 0])
         self.limits = joint_limits(self.params)
         """Arm joint limits from the yaml: lower, upper (rad), velocity (rad/s), effort (N m)."""
         self.neutral_pose = np.asarray(self.params["neutral_pose"], dtype=np.float64)
@@ -129,6 +130,12 @@ class SawyerReachEnv(MujocoTaskEnv):
         effort = self.limits["effort"]
         super().__init__(action_low=-effort, action_high=effort, action_scale=ACTION_SCALE, goal=goal,
                          image_obs=image_obs, **kwargs)
+
+    def _scene_mjcf(self) -> str:
+        """The MuJoCo model of the task's scene (here the reach scene: camera, target marker, hand marker); the
+        stacking and pushing tasks put their own scene here."""
+        return build_mjcf(self.params, image_size=self.image_shape[0], camera=self.scene_camera,
+                          hand_marker_radius=self.hand_marker_radius)
 
     @property
     def gravity_compensation(self) -> bool:

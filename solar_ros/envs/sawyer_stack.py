@@ -192,15 +192,13 @@ class SawyerStackEnv(SawyerReachEnv):
         self._base_lift = self.stacking.base_half_size[2] + self.stacking.held_half_size[2]
         super().__init__(goal=goal, image_obs=image_obs, image_size=image_size,
                          gravity_compensation=gravity_compensation, params_path=params_path, **kwargs)
-        self._arm_bodies = np.r_[self._arm_bodies, self.model.body("right_gripper").id]
-        self.gravity_compensation = gravity_compensation  # now the gripper too
+
+    def _scene_mjcf(self) -> str:
+        # the stacking scene: the same arm plus gripper, blocks and camera
+        return build_mjcf(self.params, image_size=self.image_shape[0], stacking=self.stacking)
 
     def _init_mujoco(self, xml: str, control_dt: float) -> None:
-        # SawyerReachEnv.__init__ compiles its model through this hook; the stacking scene (the same arm
-        # plus gripper, blocks and camera) takes the reach model's place.
-        del xml
-        super()._init_mujoco(build_mjcf(self.params, image_size=self.image_shape[0], stacking=self.stacking),
-                             control_dt)
+        super()._init_mujoco(xml, control_dt)
         self._block = self.model.site("held_block").id
         self._block_geom = self.model.geom("held_block").id
         self._jacr = np.zeros((3, self.model.nv))
@@ -249,9 +247,7 @@ class SawyerStackEnv(SawyerReachEnv):
         """How far the held block leans from upright (degrees; any leading dimensions): the angle between
         the vertical and the normal of the plane through its 3 points (a turn about the vertical is 0).
         A block set down tilted rests with its centre above the stacked height."""
-        state = np.asarray(state, dtype=np.float64)
-        if state.shape[-1] != self.state_dim:
-            raise ValueError(f"state must end in dimension {self.state_dim}, got shape {state.shape}")
+        state = self._states(state)
         p = state[..., 14:23].reshape(state.shape[:-1] + (3, 3))
         normal = np.cross(p[..., 1, :] - p[..., 0, :], p[..., 2, :] - p[..., 0, :])
         cos = np.abs(normal[..., 2]) / np.linalg.norm(normal, axis=-1)
@@ -261,12 +257,7 @@ class SawyerStackEnv(SawyerReachEnv):
     def is_success(self, state: np.ndarray, goal: np.ndarray | None = None) -> bool | np.ndarray:
         """The block's centre within ``success_xy`` horizontally and ``success_z`` vertically of the goal's
         centre (orientation is not checked); ``goal`` may be the 9-vector or its centre."""
-        goal = self.goal if goal is None else np.asarray(goal, dtype=np.float64)
-        if goal is None:
-            raise RuntimeError("no goal yet: call reset() or pass goal")
-        state = np.asarray(state, dtype=np.float64)
-        if state.shape[-1] != self.state_dim:
-            raise ValueError(f"state must end in dimension {self.state_dim}, got shape {state.shape}")
+        state, goal = self._states_and_goal(state, goal)
         err = state[..., 14:17] - goal[:3]
         ok = (np.linalg.norm(err[..., :2], axis=-1) < self.success_xy) & (np.abs(err[..., 2]) < self.success_z)
         return bool(ok) if ok.ndim == 0 else ok
