@@ -36,6 +36,15 @@ def _recorded(data: solar.RolloutData, policy_id: str, prefix: str) -> TrainingD
                         root="episodes")
 
 
+def _point_episodes():
+    """A point env (16x16 images), its goal, pretraining rollouts and two iterations' batches."""
+    env = make("point", image_obs=True, image_size=16)
+    env.reset(seed=SEED)
+    goal = env.goal.copy()
+    return (env, goal, _rollouts(env, goal, TINY["pretrain_episodes"], 100),
+            [_rollouts(env, goal, TINY["rollouts_per_iteration"], 200 + 10 * i) for i in range(2)])
+
+
 def _sawyer_episodes():
     """A sawyer_reach env (16x16 images), its goal, pretraining rollouts and one iteration's batch."""
     env = make("sawyer_reach", image_obs=True, image_size=16)
@@ -89,11 +98,7 @@ def _in_process(env, cfg: solar.SolarConfig, pretrain: solar.RolloutData, batche
 def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, monkeypatch, dynamics_latents,
                                                                     refit_every, measured):
     torch.set_num_threads(1)
-    env = make("point", image_obs=True, image_size=16)
-    env.reset(seed=SEED)
-    goal = env.goal.copy()
-    pretrain = _rollouts(env, goal, TINY["pretrain_episodes"], 100)
-    batches = [_rollouts(env, goal, TINY["rollouts_per_iteration"], 200 + 10 * i) for i in range(2)]
+    env, goal, pretrain, batches = _point_episodes()
     if measured:  # the second batch costs more: the update goes back to the anchor (through a refit and a restart)
         batches.sort(key=lambda b: b.costs.sum(1).mean())
     overrides = {**TINY, "dynamics_latents": dynamics_latents, "refit_every": refit_every,
@@ -295,11 +300,7 @@ def test_the_nodes_mpc_ablation_plans_with_the_in_process_ablations_model_and_co
     from solar_ros.algos.solar import mpc as solar_mpc
     from solar_ros.runtime.solar_fit import SolarMpcMethod
     torch.set_num_threads(1)
-    env = make("point", image_obs=True, image_size=16)
-    env.reset(seed=SEED)
-    goal = env.goal.copy()
-    pretrain = _rollouts(env, goal, TINY["pretrain_episodes"], 100)
-    batches = [_rollouts(env, goal, TINY["rollouts_per_iteration"], 200 + 10 * i) for i in range(2)]
+    env, goal, pretrain, batches = _point_episodes()
     overrides = {**TINY, "mpc_horizon": 4, "mpc_samples": 30, "mpc_elites": 3, "mpc_noise": 0.2,
                  "mpc_dynamics": mpc_dynamics}
     cfg = replace(solar.TASK_DEFAULTS["point"], **overrides)
