@@ -104,12 +104,6 @@ class LinearModel:
         k = min(int(t), self.steps - 1)
         return self._AB[k], self._c[k]
 
-    def at(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A, B, c of the step from ``t`` to ``t + 1``."""
-        if self.A.ndim == 2:
-            return self.A, self.B, self.c
-        k = min(int(t), self.steps - 1)
-        return self.A[k], self.B[k], self.c[k]
 
 
 def plan_costs(model: LinearModel, cost: QuadraticCost, x0: np.ndarray, t0: int, U: np.ndarray) -> np.ndarray:

@@ -151,8 +151,8 @@ def policy_to_msg(package: PolicyPackage, msg: Any) -> Any:
         msg.plan_init_std = msg.plan_min_std = 0.0
         return msg
     m, c, st = planner.model, planner.cost, planner.settings
-    blocks = [np.concatenate([A.ravel(), B.ravel(), c]) for A, B, c in (m.at(k) for k in range(m.steps))]
-    msg.dynamics = _as_f64_array(np.concatenate(blocks))  # one [A, B, c] block per step
+    blocks = [a.reshape(m.steps, -1) for a in (m.A, m.B, m.c)]
+    msg.dynamics = _as_f64_array(np.concatenate(blocks, axis=1))  # one [A, B, c] block per step, row-major
     msg.cost_matrix, msg.cost_vector, msg.cost_constant = (_as_f64_array(a) for a in (c.Cm, c.cv, c.cc))
     msg.action_scale = _as_f64_array(planner.action_scale)
     msg.plan_horizon, msg.plan_samples = int(st.horizon), int(st.samples)
