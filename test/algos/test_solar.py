@@ -152,7 +152,8 @@ def test_a_run_started_from_another_runs_pretraining_gives_its_result_from_scrat
     gives exactly what it gives from scratch; a run whose pretraining would differ is refused."""
     source, _ = tiny_run
     assert (source / "pretrain_checkpoint.pt").is_file()
-    other = replace(TINY, kl_step=1.0, iterations=1, rollouts_per_iteration=5, adapt_step=False, measured_step=True)
+    other = replace(TINY, kl_step=1.0, iterations=1, rollouts_per_iteration=5, adapt_step=False, measured_step=True,
+                    cost_fit="distance", action_cost="task")
     scratch = solar.train("point", seed=1, out=tmp_path / "scratch", progress=False, config=other)
     started = solar.train("point", seed=1, out=tmp_path / "started", progress=False, config=other,
                           pretraining_from=source)

@@ -379,7 +379,7 @@ ITERATION_SETTINGS = frozenset({
     "policy_smoothing", "kl_step", "final_cost_weight", "cost_ramp", "dynamics_latents", "prior_strength",
     "dynamics_prior", "adapt_step", "measured_step", "final_policy", "measured_step_z",
     "label_ridge", "label_history", "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations", "mpc_init_std",
-    "mpc_noise", "mpc_dynamics",
+    "mpc_noise", "mpc_dynamics", "cost_fit", "action_cost", "readout_near_scale",
 })
 
 
