@@ -8,6 +8,7 @@ mean on the run's own noise-free evaluation episodes (the same start states as `
 evaluation), printing success, final distance and mean cost. ``--policy update``: the LQR-FLM update of
 the last iteration's rollouts (what a run with ``final_policy=update`` evaluates); ``best_measured``: the
 measured step's anchor, the policy whose training rollouts cost least (``final_policy=best_measured``);
+``best_success``: the policy whose training rollouts succeeded most often (``final_policy=best_success``);
 ``both``; default: the run's own ``final_policy``. The training is not repeated: a run's evaluation with
 the other setting is exactly what this prints.
 """
@@ -26,7 +27,7 @@ from solar_ros.algos import solar  # noqa: E402
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path, nargs="+", help="finished SOLAR runs' output directories")
-    p.add_argument("--policy", choices=("update", "best_measured", "both"), default=None,
+    p.add_argument("--policy", choices=("update", "best_measured", "best_success", "both"), default=None,
                    help="which policy to evaluate (default: the run's final_policy)")
     p.add_argument("--episodes", type=int, default=None, help="evaluation episodes (default: the run's)")
     args = p.parse_args()

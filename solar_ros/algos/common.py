@@ -255,17 +255,28 @@ class StepState:
     """The mean episode cost of the anchor's rollouts."""
     anchor_se: float = 0.0
     """The standard error of that mean."""
+    best: LinearGaussianPolicy | None = None
+    """The policy whose rollouts met the task's success criterion most often so far, the lower mean episode
+    cost breaking ties (see :func:`track_best`); None before any rollout's success was counted."""
+    best_success: float = -math.inf
+    """The share of the best policy's rollouts that succeeded."""
+    best_cost: float = math.inf
+    """Their mean episode cost."""
 
     def without_previous(self) -> "StepState":
         """The same state with the last update forgotten (after the state's coordinates changed)."""
         return replace(self, previous=None)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """As named arrays (``step_mult``, ``eta``, ``prev_*``, ``anchor_*``), for ``np.savez`` or a checkpoint."""
+        """As named arrays (``step_mult``, ``eta``, ``prev_*``, ``anchor_*``, ``best_*``), for ``np.savez`` or a
+        checkpoint."""
         out = {"step_mult": np.array(self.step_mult), "eta": np.array(self.eta)}
         if self.anchor is not None:
             out.update(policy_arrays("anchor", self.anchor))
             out["anchor_cost"], out["anchor_se"] = np.array(self.anchor_cost), np.array(self.anchor_se)
+        if self.best is not None:
+            out.update(policy_arrays("best", self.best))
+            out["best_success"], out["best_cost"] = np.array(self.best_success), np.array(self.best_cost)
         if self.previous is not None:
             old, new, dyn, cost = self.previous
             out.update(policy_arrays("prev_old", old))
@@ -288,9 +299,13 @@ class StepState:
         if "anchor_cost" in arrays:
             anchor = policy_from_arrays("anchor", arrays)
             anchor_cost, anchor_se = (np.asarray(arrays[k]).item() for k in ("anchor_cost", "anchor_se"))
+        best, best_success, best_cost = None, -math.inf, math.inf
+        if "best_success" in arrays:
+            best = policy_from_arrays("best", arrays)
+            best_success, best_cost = (np.asarray(arrays[k]).item() for k in ("best_success", "best_cost"))
         # .item(): a checkpoint's extra holds a 0-d array as one of shape (1,)
         return cls(np.asarray(arrays["step_mult"]).item(), np.asarray(arrays["eta"]).item(), previous,
-                   anchor, anchor_cost, anchor_se)
+                   anchor, anchor_cost, anchor_se, best, best_success, best_cost)
 
 
 _DYNAMICS_FIELDS = ("Fm", "fv", "dyn_covar", "x0mu", "x0sigma")
@@ -370,6 +385,21 @@ def measured_step(policy: LinearGaussianPolicy, episode_costs, state: StepState,
         return policy, replace(state, anchor=policy, anchor_cost=mean, anchor_se=se,
                                step_mult=min(1.0, state.step_mult * grow)), False
     return state.anchor, replace(state, step_mult=max(min_mult, state.step_mult * shrink)), True
+
+
+def track_best(policy: LinearGaussianPolicy, episode_costs, successes, state: StepState) -> StepState:
+    """The state with ``policy`` as its best (:attr:`StepState.best`) where its newest episodes (``successes``:
+    whether each met the task's success criterion at its end; ``episode_costs``: their costs) succeeded more
+    often than the best's so far, or as often at a lower mean cost; else ``state`` unchanged."""
+    costs = np.asarray(episode_costs, dtype=np.float64).ravel()
+    hits = np.asarray(successes).ravel()
+    if costs.size == 0 or costs.size != hits.size or not np.all(np.isfinite(costs)):
+        raise ValueError(f"one finite cost and one success flag per episode expected, got {costs.size} costs "
+                         f"and {hits.size} flags")
+    rate, mean = float(hits.astype(bool).mean()), float(costs.mean())
+    if (rate, -mean) > (state.best_success, -state.best_cost):
+        return replace(state, best=policy, best_success=rate, best_cost=mean)
+    return state
 
 
 GMM_PRIOR_ROLLOUTS = 20

@@ -116,6 +116,8 @@ class TrainingData:
     """(N, T, n) latent means published by the encoder."""
     labels: np.ndarray | None = None
     """(N, T) success labels per step (the recorder's /solar/label_success: a person's "success now")."""
+    successes: np.ndarray | None = None
+    """(N, T) the task's own success criterion per step (the simulator's TaskCost ``success``)."""
     root: str = ""
     """The episode directory they were read from."""
 
@@ -132,7 +134,7 @@ class TrainingData:
 _ARRAY_FIELDS = {
     "states": "states", "actions": "actions", "costs": "costs", "distances": "distances",
     "joint_positions": "joint_positions", "joint_velocities": "joint_velocities", "images": "images",
-    "latent_mean": "latents", "success_labels": "labels",
+    "latent_mean": "latents", "success_labels": "labels", "successes": "successes",
 }
 
 

@@ -197,7 +197,7 @@ class SolarMethod(FitMethod):
                 self._save_model(iteration)
                 new_model = True
             progress("dynamics", 0.7, math.nan, 0)
-            metrics.update(self._improve(buffer, rollouts, final))
+            metrics.update(self._improve(buffer, rollouts, final, self._successes(data)))
             progress("policy", 0.85, math.nan, 0)
         self.history += data.episode_ids
         self.episode_dir = data.root or self.episode_dir
@@ -210,19 +210,35 @@ class SolarMethod(FitMethod):
         cfg = self.config
         self.policy = initial_policy(self.horizon, cfg.latent_dim, self.du, cfg.init_noise * self.env.action_scale)
 
-    def _improve(self, buffer: solar.RolloutData, rollouts: solar.RolloutData, final: bool) -> dict[str, float]:
-        """One iteration's update of the controller from ``buffer`` (the newest episodes ``rollouts``): SOLAR's
-        LQR-FLM step; ``final``: the run's final policy (the trainer evaluates it). Returns the step's metrics."""
+    def _improve(self, buffer: solar.RolloutData, rollouts: solar.RolloutData, final: bool,
+                 successes: np.ndarray | None) -> dict[str, float]:
+        """One iteration's update of the controller from ``buffer`` (the newest episodes ``rollouts``, which met
+        the task's success criterion where ``successes``, if known): SOLAR's LQR-FLM step; ``final``: the run's
+        final policy (the trainer evaluates it). Returns the step's metrics."""
         cfg = self.config
+        if cfg.final_policy == "best_success" and successes is None:
+            raise FitError("final_policy='best_success' needs each episode's success: the episodes carry neither "
+                           "the task's success flags nor distances (/solar/cost)")
         self.policy, self.step, metrics = solar.solar_step(
             self.model, self.policy, buffer, self.step, cfg, solar.task_action_weights(self.env, cfg),
             self.probe_groups, step_costs=rollouts.costs, hand=self.hand,
-            distance_link=solar.task_distance_link(self.env, cfg), history=self._data)
+            distance_link=solar.task_distance_link(self.env, cfg), history=self._data, successes=successes)
         if final:  # the trainer evaluates this fit's policy: the run's final one, as in the in-process loop
             chosen = solar.final_policy(self.policy, self.step, cfg)
-            metrics["final_best_measured"] = float(chosen is not self.policy)
+            metrics["final_best_measured"] = float(chosen is self.step.anchor and chosen is not self.policy)
+            metrics["final_best_success"] = float(chosen is self.step.best and chosen is not self.policy)
             self.policy = chosen
         return metrics
+
+    def _successes(self, data: TrainingData) -> np.ndarray | None:
+        """(N,) whether each episode met the task's success criterion at its end, as the trainer judges it
+        (:func:`~solar_ros.runtime.training_run.episode_result`): the recorded success flag of its last step,
+        else its last distance under the task's threshold; None where the episodes carry neither."""
+        if data.successes is not None:
+            return np.asarray(data.successes[:, -1], dtype=bool)
+        if data.distances is not None:
+            return np.asarray(data.distances[:, -1] < self.env.success_threshold)
+        return None
 
     def _reload_data(self) -> solar.RolloutData:
         """The episodes the run holds, from the recorder's files (after the fitting node restarted): all of
@@ -343,7 +359,8 @@ class SolarMpcMethod(SolarMethod):
         self.policy = self._noise_policy()
         self._plan(pretraining.last(self.config.buffer_size), diagnose=False)
 
-    def _improve(self, buffer: solar.RolloutData, rollouts: solar.RolloutData, final: bool) -> dict[str, float]:
+    def _improve(self, buffer: solar.RolloutData, rollouts: solar.RolloutData, final: bool,
+                 successes: np.ndarray | None) -> dict[str, float]:
         return self._plan(buffer, diagnose=True)
 
     def _package(self, iteration: int) -> PolicyPackage:

@@ -747,6 +747,43 @@ def test_measured_step_goes_back_only_when_significantly_worse():
     assert reverted and policy is first
 
 
+def test_track_best_keeps_the_policy_that_succeeded_most_often_and_breaks_ties_by_cost():
+    from solar_ros.algos.common import StepState, initial_policy, track_best
+    first, second, third, fourth = (initial_policy(3, 2, 1, s) for s in (1.0, 2.0, 3.0, 4.0))
+    step = track_best(first, [5.0, 7.0], [False, True], StepState())
+    assert step.best is first and step.best_success == 0.5 and step.best_cost == 6.0
+    assert track_best(second, [1.0, 1.0], [False, False], step).best is first  # cheaper, but succeeded less often
+    step = track_best(third, [5.0, 5.0], [True, False], step)  # as often, and cheaper
+    assert step.best is third and step.best_cost == 5.0
+    step = track_best(fourth, [20.0, 30.0, 40.0], [True, True, False], step)  # more often, however costly
+    assert step.best is fourth and step.best_success == pytest.approx(2 / 3)
+    restored = StepState.from_arrays(step.arrays())
+    assert (restored.best_success, restored.best_cost) == (step.best_success, 30.0)
+    assert np.array_equal(restored.best.cov, fourth.cov)
+    for costs, hits in (([1.0], [True, False]), ([float("nan")], [True]), ([], [])):
+        with pytest.raises(ValueError):
+            track_best(first, costs, hits, step)
+
+
+def test_a_run_ending_on_the_policy_that_succeeded_most_often_evaluates_it(tmp_path):
+    from solar_ros.algos.common import StepState, policy_from_arrays
+    from solar_ros.models.checkpoint import load_checkpoint
+    torch.set_num_threads(1)
+    cfg = replace(TINY, final_policy="best_success")
+    result = solar.train("point", seed=1, out=tmp_path, progress=False, config=cfg)
+    state = load_checkpoint(tmp_path / solar.CHECKPOINT_NAME).extra
+    last_update, step = policy_from_arrays("policy", state), StepState.from_arrays(state)
+    rows = result.iterations[1:]
+    # the best is the rollouts' most frequent success (the lower mean cost breaking ties), among every iteration's
+    best = max(rows, key=lambda r: (r["success_rate"], -r["mean_cost"]))
+    assert step.best_success == best["success_rate"] and step.best_cost == pytest.approx(best["mean_cost"])
+    assert [r["extra"]["best_success"] for r in rows] == list(np.maximum.accumulate([r["success_rate"] for r in rows]))
+    assert solar.final_policy(last_update, step, cfg) is step.best
+    assert solar.evaluate_saved_run(tmp_path)["mean_cost"] == pytest.approx(result.final_cost, rel=1e-9)
+    assert solar.evaluate_saved_run(tmp_path, "best_success")["mean_cost"] == pytest.approx(result.final_cost,
+                                                                                            rel=1e-9)
+
+
 def test_smoothing_reuses_the_encoders_potentials_only_while_its_weights_stay():
     torch.manual_seed(0)
     cfg = replace(TINY, background=True)

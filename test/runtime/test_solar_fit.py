@@ -75,26 +75,30 @@ def _recorder_files(recorded: list[TrainingData]):
     return load
 
 
-def _in_process(env, cfg: solar.SolarConfig, pretrain: solar.RolloutData, batches: list[solar.RolloutData]):
-    """The policy after the in-process loop's pretraining and iterations (as :func:`solar.train` runs them)."""
+def _in_process(env, cfg: solar.SolarConfig, pretrain: solar.RolloutData, batches: list[solar.RolloutData],
+                successes: list[np.ndarray] | None = None):
+    """The policy after the in-process loop's pretraining and iterations (as :func:`solar.train` runs them);
+    ``successes``: each batch's episodes' success flags, where the run counts them."""
     torch.manual_seed(solar.derive_seed(SEED, solar.FIT, 0, 0))
     model = solar.SVAELatentModel(cfg.image_size, env.action_dim, cfg)
     model.fit(pretrain, cfg.pretrain_steps, solar.derive_seed(SEED, solar.FIT, 0, 1))
     policy = initial_policy(env.horizon, cfg.latent_dim, env.action_dim, cfg.init_noise * env.action_scale)
     step, data = StepState(), pretrain
     for it, batch in enumerate(batches, start=1):
+        hits = None if successes is None else successes[it - 1]
         data = data + batch
         buffer = data.last(cfg.buffer_size)
         if cfg.refit_every and it % cfg.refit_every == 0:
             policy, step, _ = solar.refit(model, data, buffer, policy, step, cfg.refit_steps,
                                           solar.derive_seed(SEED, solar.FIT, it, 0))
         policy, step, _ = solar.solar_step(model, policy, buffer, step, cfg, solar.task_action_weights(env, cfg),
-                                           step_costs=batch.costs, history=data)
+                                           step_costs=batch.costs, history=data, successes=hits)
     return policy, step
 
 
 @pytest.mark.parametrize("dynamics_latents, refit_every, measured", [("smoothed", 2, False), ("filtered", 0, False),
-                                                                     ("smoothed", 1, True), ("smoothed", 1, "final")])
+                                                                     ("smoothed", 1, True), ("smoothed", 1, "final"),
+                                                                     ("smoothed", 1, "success")])
 def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, monkeypatch, dynamics_latents,
                                                                     refit_every, measured):
     torch.set_num_threads(1)
@@ -104,6 +108,10 @@ def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, m
     overrides = {**TINY, "dynamics_latents": dynamics_latents, "refit_every": refit_every,
                  **({"measured_step": True, "adapt_step": False} if measured else {}),
                  **({"final_policy": "best_measured"} if measured == "final" else {})}
+    if measured == "success":  # the run ends on the policy whose episodes succeeded most often: the first batch's
+        overrides = {**TINY, "refit_every": refit_every, "final_policy": "best_success"}
+    # each batch's episodes' success at their last step, as the simulator's TaskCost flags them
+    flags = [np.array([True, True, True, False]), np.zeros(4, dtype=bool)]
     cfg = replace(solar.TASK_DEFAULTS["point"], **overrides)
 
     node = SolarMethod(RunSettings(task="point", goal=goal.tolist(), seed=SEED), overrides, tmp_path)
@@ -111,7 +119,8 @@ def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, m
     node.initialize()
     recorded = [_recorded(pretrain, node.policy_id, "pre-")]
     node.update(recorded[-1], 1)
-    recorded.append(_recorded(batches[0], node.policy_id, "it1-"))
+    with_flags = lambda r, hits: replace(r, successes=np.repeat(hits[:, None], r.T, axis=1))  # noqa: E731
+    recorded.append(with_flags(_recorded(batches[0], node.policy_id, "it1-"), flags[0]))
     node.update(recorded[-1], 2)
     # The fitting node restarts between iterations: its saved run continues where it stopped, rereading
     # the episodes it needs from the recorder's files.
@@ -119,20 +128,26 @@ def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, m
     monkeypatch.setattr(solar_fit, "load_training_data", _recorder_files(recorded))
     node = SolarMethod.load(RunSettings(task="point", goal=goal.tolist(), seed=SEED), overrides, tmp_path)
     assert node._data is None
-    out = node.update(_recorded(batches[1], node.policy_id, "it2-"), 3, final=measured == "final")
+    out = node.update(with_flags(_recorded(batches[1], node.policy_id, "it2-"), flags[1]), 3,
+                      final=measured in ("final", "success"))
 
-    policy, step = _in_process(env, cfg, pretrain, batches)
+    policy, step = _in_process(env, cfg, pretrain, batches, flags)
     assert np.any(policy.K != 0)
     if measured == "final":  # the trainer's last fit answers with the run's final policy: here the anchor
         assert out.metrics["final_best_measured"] == 1.0
         assert not np.allclose(out.policy.policy.K, policy.K)
         policy = solar.final_policy(policy, step, cfg)
         assert policy is step.anchor
+    if measured == "success":  # here the policy that ran the first batch (3 of 4 successes), re-expressed
+        assert out.metrics["final_best_success"] == 1.0 and node.step.best_success == pytest.approx(0.75)
+        assert not np.allclose(out.policy.policy.K, policy.K)
+        policy = solar.final_policy(policy, step, cfg)
+        assert policy is step.best
     for name in ("K", "k", "cov"):
         np.testing.assert_allclose(getattr(out.policy.policy, name), getattr(policy, name), rtol=1e-9, atol=1e-12,
                                    err_msg=name)
     assert (node.step.step_mult, node.step.eta) == pytest.approx((step.step_mult, step.eta), rel=1e-9)
-    if measured:
+    if measured in (True, "final"):
         assert out.metrics["reverted"] == 1.0 and node.step.step_mult == pytest.approx(0.5)
         for name in ("K", "k", "cov"):
             np.testing.assert_allclose(getattr(node.step.anchor, name), getattr(step.anchor, name), rtol=1e-9,

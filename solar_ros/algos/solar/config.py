@@ -176,7 +176,10 @@ class SolarConfig:
     (the reference): the LQR-FLM update of the last iteration's rollouts, a policy no rollout has
     measured. 'best_measured' (needs ``measured_step``): the measured step's anchor, the policy whose
     rollouts cost least on average so far (re-expressed in the final latent); the last update is still
-    made, for its diagnostics. See :func:`~solar_ros.algos.solar.loop.final_policy`."""
+    made, for its diagnostics. 'best_success': the policy whose training rollouts met the task's success
+    criterion most often (the lower mean episode cost breaking ties), re-expressed in the final latent: success is
+    judged where an episode ends, and the cheapest episodes on average are those that approach fastest, not
+    always those that end nearest. See :func:`~solar_ros.algos.solar.loop.final_policy`."""
     measured_step_z: float = 0.0
     """With ``measured_step``: how many standard errors (of the difference of the two mean episode
     costs) the rollouts must cost more than the anchor's before the update goes back to it (0: any
@@ -326,8 +329,9 @@ class SolarConfig:
         if self.measured_step and self.adapt_step:
             raise ValueError("SolarConfig: measured_step and adapt_step are two rules for the same KL step; "
                              "set at most one")
-        if self.final_policy not in ("update", "best_measured"):
-            raise ValueError(f"SolarConfig.final_policy must be 'update' or 'best_measured', got {self.final_policy!r}")
+        if self.final_policy not in ("update", "best_measured", "best_success"):
+            raise ValueError("SolarConfig.final_policy must be 'update', 'best_measured' or 'best_success', "
+                             f"got {self.final_policy!r}")
         if self.final_policy == "best_measured" and not self.measured_step:
             raise ValueError("SolarConfig: final_policy='best_measured' is the measured step's anchor; "
                              "set measured_step=true with it")

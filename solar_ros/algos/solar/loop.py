@@ -84,6 +84,7 @@ from ..common import (
     policy_from_arrays,
     rollout,
     summarize,
+    track_best,
 )
 from ..probes import (
     cost_ranking_report,
@@ -307,7 +308,8 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
                cfg: SolarConfig, action_weights: np.ndarray | None = None,
                probe_groups: dict[str, list[int]] | None = None, step_costs: np.ndarray | None = None,
                hand: tuple[list[int], np.ndarray] | None = None, distance_link: DistanceLink | None = None,
-               history: RolloutData | None = None) -> tuple[LinearGaussianPolicy, StepState, dict[str, float]]:
+               history: RolloutData | None = None, successes: np.ndarray | None = None
+               ) -> tuple[LinearGaussianPolicy, StepState, dict[str, float]]:
     """SOLAR's LQR-FLM iteration on the rollouts ``buffer`` (the last ``buffer_size``).
 
     Their latent trajectories (``cfg.dynamics_latents``: smoothed or filtered) -> per-step dynamics
@@ -317,13 +319,20 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     buffer's true states; ``action_weights``: the task's action penalty instead of the learned one) -> the
     step rule (``adapt_step``, or ``measured_step`` on ``step_costs`` (N, T), the per-step costs of
     ``policy``'s newest episodes) -> the LQR-FLM update (``kl_step``). Both the update and the measured
-    step weight the steps by ``cfg.step_weights`` (a heavier last step). Returns the new policy, the
-    step state for the next iteration and the diagnostics (for the iteration's log row; ``probe_groups``,
+    step weight the steps by ``cfg.step_weights`` (a heavier last step). ``successes`` (N,): whether each of
+    those episodes met the task's success criterion, for the policy that succeeded most often
+    (:func:`~solar_ros.algos.common.track_best`; needed with ``final_policy='best_success'``). Returns the new
+    policy, the step state for the next iteration and the diagnostics (for the iteration's log row; ``probe_groups``,
     ``hand``: see :func:`latent_diagnostics`).
     """
     check_cost_inputs(cfg, buffer, hand, distance_link)
     metrics: dict[str, float] = {}
     weights = cfg.step_weights(buffer.T)
+    if cfg.final_policy == "best_success" and (successes is None or step_costs is None):
+        raise ValueError("final_policy='best_success' needs the costs and success flags of the policy's episodes")
+    if successes is not None and step_costs is not None:
+        step = track_best(policy, np.asarray(step_costs, dtype=np.float64) @ weights, successes, step)
+        metrics["best_success"] = step.best_success
     if cfg.measured_step:
         if step_costs is None:
             raise ValueError("measured_step needs the costs of the policy's episodes")
@@ -372,10 +381,12 @@ def mpc_evaluation_episodes(env, model: LatentModel, plan: MPCPlan, cfg: SolarCo
 def final_policy(policy: LinearGaussianPolicy, step: StepState, cfg: SolarConfig) -> LinearGaussianPolicy:
     """The policy a run ends with (``cfg.final_policy``), given the last update ``policy`` and the step
     state after it: with 'best_measured' the measured step's anchor (the policy whose rollouts cost
-    least so far), else ``policy``. The in-process loop evaluates it; the fitting node publishes it
-    after the trainer's last iteration."""
+    least so far), with 'best_success' the policy whose rollouts succeeded most often, else ``policy``. The
+    in-process loop evaluates it; the fitting node publishes it after the trainer's last iteration."""
     if cfg.final_policy == "best_measured" and step.anchor is not None:
         return step.anchor
+    if cfg.final_policy == "best_success" and step.best is not None:
+        return step.best
     return policy
 
 
@@ -408,6 +419,8 @@ def refit(model: LatentModel, data: RolloutData, buffer: RolloutData, policy: Li
     step = step.without_previous()
     if step.anchor is not None:  # the measured-step anchor, in the same new coordinates
         step = replace(step, anchor=reexpress_policy(step.anchor, old_latents, new_latents))
+    if step.best is not None:  # likewise the policy that succeeded most often
+        step = replace(step, best=reexpress_policy(step.best, old_latents, new_latents))
     return policy, step, terms
 
 
@@ -608,7 +621,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         else:
             policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
                                                step_costs=new_data.costs, hand=hand, distance_link=distance_link,
-                                               history=data)
+                                               history=data, successes=np.array([e.success for e in episodes_now]))
         extra.update(metrics)
         stats = summarize(episodes_now)
         finite_or_raise("mean cost", stats["mean_cost"])
@@ -625,7 +638,10 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         evaluation = mpc_evaluation_episodes(env, model, plan, cfg, seed, goal, cfg.eval_episodes)
     else:
         final_pol = final_policy(policy, step, cfg)
-        if final_pol is not policy:
+        if final_pol is step.best:
+            log.info("evaluating the policy that succeeded most often in training (%.0f%% of its rollouts)",
+                     100 * step.best_success)
+        elif final_pol is not policy:
             log.info("evaluating the best measured policy (mean episode cost %.4g in training)", step.anchor_cost)
         evaluation = evaluation_episodes(env, model, final_pol, seed, goal, cfg.eval_episodes)
     final = summarize(evaluation)
@@ -650,7 +666,8 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
 
 def evaluate_saved_run(out: Path, which: str | None = None, episodes: int | None = None) -> dict[str, float]:
     """Evaluate a finished (or interrupted) run's policy again, from its checkpoint in ``out``: ``which``
-    'update' (the last LQR-FLM update) or 'best_measured' (the measured step's anchor), None: the run's
+    'update' (the last LQR-FLM update), 'best_measured' (the measured step's anchor) or 'best_success' (the
+    policy whose training rollouts succeeded most often), None: the run's
     own ``final_policy``; on the evaluation episodes :func:`train` uses (the first ``episodes`` of them,
     default the run's ``eval_episodes``). Returns :func:`summarize`'s figures. ValueError when the
     checkpoint is not a SOLAR/VAE run's or has no such policy."""
@@ -664,8 +681,8 @@ def evaluate_saved_run(out: Path, which: str | None = None, episodes: int | None
         raise ValueError(f"{path} is not a SOLAR or VAE-ablation run's checkpoint (method {method!r})")
     cfg = SolarConfig(**state["config"])
     which = cfg.final_policy if which is None else which
-    if which not in ("update", "best_measured"):
-        raise ValueError(f"which must be 'update' or 'best_measured', got {which!r}")
+    if which not in ("update", "best_measured", "best_success"):
+        raise ValueError(f"which must be 'update', 'best_measured' or 'best_success', got {which!r}")
     n = cfg.eval_episodes if episodes is None else int(episodes)
     if n < 1:
         raise ValueError(f"episodes must be >= 1, got {n}")
@@ -676,6 +693,10 @@ def evaluate_saved_run(out: Path, which: str | None = None, episodes: int | None
         if step.anchor is None:
             raise ValueError(f"{path} has no best measured policy (the run did not use measured_step)")
         policy = step.anchor
+    if which == "best_success":
+        if step.best is None:
+            raise ValueError(f"{path} has no record of its rollouts' successes (a run from before they were kept)")
+        policy = step.best
     seed = int(state["seed"])
     env_kwargs = {} if cfg.image_size is None else {"image_size": cfg.image_size}
     env = make(state["task"], image_obs=True, goal=np.asarray(state["goal"], dtype=np.float64), **env_kwargs)
