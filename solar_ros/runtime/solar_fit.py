@@ -225,8 +225,9 @@ class SolarMethod(FitMethod):
             distance_link=solar.task_distance_link(self.env, cfg), history=self._data, successes=successes)
         if final:  # the trainer evaluates this fit's policy: the run's final one, as in the in-process loop
             chosen = solar.final_policy(self.policy, self.step, cfg)
-            metrics["final_best_measured"] = float(chosen is self.step.anchor and chosen is not self.policy)
-            metrics["final_best_success"] = float(chosen is self.step.best and chosen is not self.policy)
+            changed = chosen is not self.policy
+            metrics["final_best_measured"] = float(changed and cfg.final_policy == "best_measured")
+            metrics["final_best_success"] = float(changed and cfg.final_policy == "best_success")
             self.policy = chosen
         return metrics
 

@@ -638,7 +638,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         evaluation = mpc_evaluation_episodes(env, model, plan, cfg, seed, goal, cfg.eval_episodes)
     else:
         final_pol = final_policy(policy, step, cfg)
-        if final_pol is step.best:
+        if final_pol is not policy and cfg.final_policy == "best_success":
             log.info("evaluating the policy that succeeded most often in training (%.0f%% of its rollouts)",
                      100 * step.best_success)
         elif final_pol is not policy:
