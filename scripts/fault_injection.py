@@ -27,7 +27,8 @@
 Per fault it prints: whether the run survived it (the node was respawned, the run completed and
 lost at most the episode in flight), the time until the node was back (its new process started),
 the recovery time (from the kill, or from the end of the malformed burst, to the start of the
-first episode after it that the run kept), the episodes lost (attempts started from the episode in
+first episode after it that the run kept; a fault after the run's last episode has none, and counts as
+survived when the run still ends and writes its results), the episodes lost (attempts started from the episode in
 flight at the fault until that one, which the run did not keep) and, for the run, the final
 success against the reference's. It also checks that every episode the recorder indexed as
 complete still loads. ``--quick`` is a smoke test of the script itself: a 2 x 2-episode run with
@@ -520,7 +521,14 @@ def run_with_faults(args, out: Path, env: dict[str, str]) -> tuple[dict, list[Fa
             node_ok = fault.respawned_after is not None
         else:
             node_ok = not fault.restarted_during
-        fault.survived = bool(rc == 0 and node_ok and fault.recovery_s is not None and len(fault.lost) <= 1)
+        # a fault that struck after the run's last episode had started has no episode to recover to: the run
+        # survived it if it still ended and wrote its results (on a loaded machine a kill can land there)
+        ended_after = (fault.recovery_s is None and bool(summary)
+                       and not any(s > fault.end for s in ros.starts.values()))
+        if ended_after:
+            fault.note = "struck after the run's last episode; the run still ended and wrote its results"
+        recovered = fault.recovery_s is not None or ended_after
+        fault.survived = bool(rc == 0 and node_ok and recovered and len(fault.lost) <= 1)
     entries = read_index(episode_dir, status=None)
     unreadable = []
     for e in entries:
@@ -549,7 +557,8 @@ def table(faults: list[Fault]) -> str:
         back = "-" if f.respawned_after is None else f"{f.respawned_after:.1f}"
         if not f.name.startswith("SIGKILL"):
             back = "no node restarted" if not f.restarted_during else "restarted: " + ", ".join(f.restarted_during)
-        rec = "-" if f.recovery_s is None else f"{f.recovery_s:.1f}"
+        rec = (f"{f.recovery_s:.1f}" if f.recovery_s is not None
+               else "after the last episode: the run ended" if f.note and f.survived else "-")
         ok = "yes" if f.survived else ("not injected" if not f.injected else "NO")
         rows.append(f"| {f.name} | {ok} | {back} | {rec} | {len(f.lost)} | {'yes' if f.in_flight else 'no'} |")
     return "\n".join(rows)

@@ -55,8 +55,9 @@ def _sawyer_episodes():
 
 
 def _recorded_with_joints(data: solar.RolloutData, policy_id: str, prefix: str, joints: bool = True) -> TrainingData:
-    """:func:`_recorded` with the joint states the recorder stores from /joint_states (unless ``joints`` is false)."""
-    r = _recorded(data, policy_id, prefix)
+    """:func:`_recorded` with the task's success flags the recorder stores from /solar/cost (none succeeds, as none
+    of these random episodes does) and the joint states it stores from /joint_states (unless ``joints`` is false)."""
+    r = replace(_recorded(data, policy_id, prefix), successes=np.zeros(data.costs.shape, dtype=bool))
     if not joints:
         return r
     return replace(r, joint_positions=data.states[..., :7], joint_velocities=data.states[..., 7:14])
@@ -266,6 +267,13 @@ def test_the_nodes_readout_cost_reads_the_positions_from_the_recorded_joint_stat
     bare.initialize()
     with pytest.raises(solar_fit.FitError, match="joint states"):
         bare.update(_recorded_with_joints(pretrain, bare.policy_id, "pre-", joints=False), 1)
+    # ending on the policy that succeeded most often (the task's default) needs each episode's success or distance
+    assert node.config.final_policy == "best_success" and node.step.best_success == 0.0
+    blind = SolarMethod(RunSettings(task="sawyer_reach", goal=goal.tolist(), seed=SEED), settings, tmp_path / "blind")
+    blind.initialize()
+    blind.update(_recorded_with_joints(pretrain, blind.policy_id, "pre-"), 1)
+    with pytest.raises(solar_fit.FitError, match="success"):
+        blind.update(replace(_recorded_with_joints(batch, blind.policy_id, "it1-"), successes=None), 2)
 
 
 def test_the_nodes_solar_fit_learns_from_the_recorded_success_labels_as_the_loop_does(tmp_path):
