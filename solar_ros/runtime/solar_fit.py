@@ -69,6 +69,7 @@ from .fitting import (
     no_progress,
 )
 from .policy_msg import LatentPlanner, PolicyPackage
+from .training_run import ended_in_success
 
 
 def _fit_reporter(progress: ProgressFn, start: float, span: float) -> solar.FitHook:
@@ -233,13 +234,9 @@ class SolarMethod(FitMethod):
 
     def _successes(self, data: TrainingData) -> np.ndarray | None:
         """(N,) whether each episode met the task's success criterion at its end, as the trainer judges it
-        (:func:`~solar_ros.runtime.training_run.episode_result`): the recorded success flag of its last step,
-        else its last distance under the task's threshold; None where the episodes carry neither."""
-        if data.successes is not None:
-            return np.asarray(data.successes[:, -1], dtype=bool)
-        if data.distances is not None:
-            return np.asarray(data.distances[:, -1] < self.env.success_threshold)
-        return None
+        (:func:`~solar_ros.runtime.training_run.ended_in_success`); None where the episodes carry neither the
+        success flags nor the distances."""
+        return ended_in_success(data.successes, data.distances, self.env.success_threshold)
 
     def _reload_data(self) -> solar.RolloutData:
         """The episodes the run holds, from the recorder's files (after the fitting node restarted): all of

@@ -69,6 +69,18 @@ class EpisodeResult:
     """final_distance below the task's success threshold."""
 
 
+def ended_in_success(successes: np.ndarray | None, distances: np.ndarray | None,
+                     success_threshold: float) -> np.ndarray | None:
+    """Whether episodes met the task's success criterion at their end, from their per-step arrays (steps on the
+    last axis): the recorded success flag of the last step (``successes``, from the simulator's TaskCost), else the
+    last distance below ``success_threshold``; None where neither is given."""
+    if successes is not None:
+        return np.asarray(successes[..., -1], dtype=bool)
+    if distances is not None:
+        return np.asarray(distances[..., -1] < success_threshold)
+    return None
+
+
 def episode_result(episode_id: str, arrays: dict[str, np.ndarray], success_threshold: float) -> EpisodeResult:
     """Statistics of one episode from its npz arrays (``costs`` and ``distances`` are required). Success: the task's
     own criterion at the last step where the episode recorded it (``successes``, from the simulator's TaskCost),
@@ -82,7 +94,8 @@ def episode_result(episode_id: str, arrays: dict[str, np.ndarray], success_thres
         raise ValueError(f"episode {episode_id!r} has no steps or non-finite costs/distances")
     final = float(distances[-1])
     successes = arrays.get("successes")
-    success = bool(successes[-1]) if successes is not None and len(successes) else final < success_threshold
+    success = bool(ended_in_success(successes if successes is not None and len(successes) else None, distances,
+                                    success_threshold))
     return EpisodeResult(episode_id, int(costs.size), float(costs.sum()), final, success)
 
 
