@@ -330,13 +330,13 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     weights = cfg.step_weights(buffer.T)
     if cfg.final_policy == "best_success" and (successes is None or step_costs is None):
         raise ValueError("final_policy='best_success' needs the costs and success flags of the policy's episodes")
-    if successes is not None and step_costs is not None:
-        step = track_best(policy, np.asarray(step_costs, dtype=np.float64) @ weights, successes, step)
+    if cfg.measured_step and step_costs is None:
+        raise ValueError("measured_step needs the costs of the policy's episodes")
+    episode_costs = None if step_costs is None else np.asarray(step_costs, dtype=np.float64) @ weights
+    if successes is not None and episode_costs is not None:
+        step = track_best(policy, episode_costs, successes, step)
         metrics["best_success"] = step.best_success
     if cfg.measured_step:
-        if step_costs is None:
-            raise ValueError("measured_step needs the costs of the policy's episodes")
-        episode_costs = np.asarray(step_costs, dtype=np.float64) @ weights
         policy, step, reverted = measured_step(policy, episode_costs, step, cfg.measured_step_z)
         metrics.update({"reverted": float(reverted), "anchor_cost": step.anchor_cost})
     latents = step_latents(model, buffer, cfg)
