@@ -105,7 +105,6 @@ class LinearModel:
         return self._AB[k], self._c[k]
 
 
-
 def plan_costs(model: LinearModel, cost: QuadraticCost, x0: np.ndarray, t0: int, U: np.ndarray) -> np.ndarray:
     """The planned cost (module docstring) of each action sequence in ``U`` (S, h, du) from latent ``x0``
     at episode step ``t0``: (S,)."""
