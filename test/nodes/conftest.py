@@ -98,11 +98,22 @@ class Ros:
     def wait_for_publishers(self, topic: str, n: int = 1, timeout: float = 15.0) -> None:
         self.spin_until(lambda: self.node.count_publishers(topic) >= n, timeout, f"a publisher on {topic}")
 
-    def call(self, client, request, timeout: float = 10.0):
+    def call(self, client, request, timeout: float = 10.0, resend_after: float | None = None):
+        """Call a service and wait for its reply. With resend_after (only for requests that are safe to repeat) the
+        request is sent again each resend_after seconds: a reply to a request sent just as the client was discovered
+        can be lost in DDS when the server's reply writer has not yet matched the client's reader."""
         self.spin_until(lambda: client.service_is_ready(), timeout, f"service {client.srv_name}")
-        future = client.call_async(request)
-        self.spin_until(future.done, timeout, f"reply from {client.srv_name}")
-        return future.result()
+        end = time.monotonic() + timeout
+        while True:
+            future = client.call_async(request)
+            wait = end - time.monotonic() if resend_after is None else min(resend_after, end - time.monotonic())
+            try:
+                self.spin_until(future.done, max(wait, 0.0), f"reply from {client.srv_name}")
+                return future.result()
+            except AssertionError:
+                client.remove_pending_request(future)
+                if resend_after is None or time.monotonic() >= end:
+                    raise AssertionError(f"timed out after {timeout} s waiting for reply from {client.srv_name}")
 
     def topic_types(self) -> dict[str, list[str]]:
         return dict(self.node.get_topic_names_and_types())
