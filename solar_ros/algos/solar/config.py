@@ -442,7 +442,8 @@ SAWYER_REACH_SETTINGS = dict(SAWYER_SETTINGS, pretrain_wide_start=True, final_co
 #   from the task's own start the random rollouts covered 0.09 m of the workspace and never came within
 #   0.24 m of the goal, and 2 seeds of 3 folded the elbow onto its limit 0.13 m from the goal;
 # * the measured step, which kept the runs' best policy through refits that made the next one worse.
-# With both, seeds 0-2 reached 100%; without the wide start 1 of 3, without the measured step not run.
+# With both, seeds 0-2 reached 100% (a98b776); without the wide start 1 of 3, without the measured step not run.
+# Rerun at 9ee4b7f on another CPU: 100%, 100%, 0% (seed 2 ended 5.4 cm from the goal, 5 allowed; rp_base).
 REACHER_PAPER_SETTINGS = dict(PROJECT_SETTINGS, pretrain_wide_start=True, measured_step=True)
 # On sawyer_stack, in addition (docs/results.md, "SOLAR against the project's targets"; every setting tried, with
 # its command: docs/results/history.md):
@@ -461,7 +462,8 @@ REACHER_PAPER_SETTINGS = dict(PROJECT_SETTINGS, pretrain_wide_start=True, measur
 # And (docs/results.md, "SOLAR against the project's targets"): the later steps' costs weighted more (cost_ramp
 # 'linear'), 20 iterations of 15 rollouts after the 200 random ones instead of 10 of 30, ending on the policy whose
 # rollouts stacked most often. Rerun on another CPU the four alone gave start 1 0%, 75%, 10% and start 0 65%, 20%, 0%
-# (`st_base`); from that pretraining these three give 100%, 95%, 70% and 60%, 0%, 55% (`st_r20bs`). The failing runs
+# (`st_base`); from that pretraining these three give 100%, 95%, 70% and 60%, 0%, 55% (`st_r20bs`); start 1 seeds 3-5,
+# run once afterwards from scratch: 0%, 0%, 0% (`st1_s3_5`), as with the settings before. The failing runs
 # had reached the goal and left it, or kept the block leaning (the ramp holds it at the end), and their best
 # iterations came late or before the last (the most successful policy keeps them).
 SAWYER_STACK_SETTINGS = dict(SAWYER_SETTINGS, cost_fit="readout", action_cost="task", latent_dim=24, keypoints=16,
