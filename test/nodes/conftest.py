@@ -106,14 +106,14 @@ class Ros:
         end = time.monotonic() + timeout
         while True:
             future = client.call_async(request)
-            wait = end - time.monotonic() if resend_after is None else min(resend_after, end - time.monotonic())
-            try:
-                self.spin_until(future.done, max(wait, 0.0), f"reply from {client.srv_name}")
+            attempt_end = end if resend_after is None else min(end, time.monotonic() + resend_after)
+            while not future.done() and time.monotonic() < attempt_end:
+                self.executor.spin_once(timeout_sec=0.01)
+            if future.done():
                 return future.result()
-            except AssertionError:
-                client.remove_pending_request(future)
-                if resend_after is None or time.monotonic() >= end:
-                    raise AssertionError(f"timed out after {timeout} s waiting for reply from {client.srv_name}")
+            client.remove_pending_request(future)
+            if time.monotonic() >= end:
+                raise AssertionError(f"timed out after {timeout} s waiting for reply from {client.srv_name}")
 
     def topic_types(self) -> dict[str, list[str]]:
         return dict(self.node.get_topic_names_and_types())
