@@ -495,6 +495,37 @@ def test_the_mixture_dynamics_prior_is_fitted_to_the_buffers_latent_transitions(
         replace(TINY, dynamics_prior="mixture")
 
 
+def test_step_rollouts_fits_lqr_flm_on_the_newest_rollouts_and_the_gmm_prior_on_the_whole_buffer(monkeypatch):
+    model, env, data = _fitted_model("solar")
+    latents = model.smooth(data)
+    policy = initial_policy(data.T, TINY.latent_dim, 2, 0.5 * env.action_scale)
+    seen = []
+    step = solar.loop.lqr_flm_step
+    monkeypatch.setattr(solar.loop, "lqr_flm_step", lambda *a, **k: (seen.append(a), step(*a, **k))[1])
+    newest = data.N // 3
+    cfg = replace(TINY, dynamics_prior="gmm", step_rollouts=newest)
+    new_policy, _, _ = solar.solar_step(model, policy, data, StepState(), cfg)
+    X, U, prior = seen[-1][1:4]
+    np.testing.assert_array_equal(X, latents[-newest:])
+    np.testing.assert_array_equal(U, data.actions[-newest:])
+    assert prior.n_rollouts == data.N and np.isfinite(new_policy.K).all()
+    # the LQR-FLM update is the one on those rollouts alone (the model's LDS prior: no data of its own)
+    lds_cfg = replace(TINY, step_rollouts=newest)
+    got, _, _ = solar.solar_step(model, policy, data, StepState(), lds_cfg)
+    want, _, _ = step(policy, latents[-newest:], data.actions[-newest:], solar.dynamics_prior(model, latents, data,
+                                                                                                lds_cfg),
+                      solar.latent_cost(model, data.T).weighted(lds_cfg.step_weights(data.T)), StepState(),
+                      kl_step=lds_cfg.kl_step, adapt_step=lds_cfg.adapt_step)
+    np.testing.assert_allclose(got.K, want.K, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got.k, want.k, rtol=1e-10, atol=1e-12)
+    # 0 (the default) and a count at least the buffer's: every rollout
+    for n in (0, data.N, data.N + 5):
+        solar.solar_step(model, policy, data, StepState(), replace(TINY, step_rollouts=n))
+        np.testing.assert_array_equal(seen[-1][1], latents)
+    with pytest.raises(ValueError, match="step_rollouts"):
+        replace(TINY, step_rollouts=-1)
+
+
 def test_lds_updates_smooth_a_bounded_weighted_sample_of_the_rollouts(monkeypatch):
     model, _, data = _fitted_model("solar")
     sample, weight = data.sample(3, seed=5)

@@ -154,6 +154,12 @@ class SolarConfig:
     dynamics_latents: str = "smoothed"
     """Latent trajectories the per-step dynamics are fitted on: 'smoothed' (SOLAR: E[x_t | all frames]) or
     'filtered' (E[x_t | frames up to t], the estimate the policy acts on)."""
+    step_rollouts: int = 0
+    """LQR-FLM's per-step dynamics and expected cost come from the newest this many rollouts of the buffer: with
+    ``rollouts_per_iteration``, those of the policy being updated, as LQR-FLM's derivation assumes (Guided Policy
+    Search fits them so, with a prior over older data). 0 (the default): every rollout of the buffer
+    (``buffer_size``), those of earlier policies included. The prior (``dynamics_prior``), the cost fits and the
+    diagnostics see the whole buffer either way."""
     prior_strength: float = 50.0
     """Pseudo-count of the dynamics prior of the per-step fits (reference: 50, the model's LDS)."""
     dynamics_prior: str = "lds"
@@ -295,7 +301,8 @@ class SolarConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"SolarConfig.{name} must be >= 0, got {value!r}")
-        for name in ("pretrain_steps", "refit_every", "refit_steps", "lds_fit_rollouts", "label_delay", "label_window"):
+        for name in ("pretrain_steps", "refit_every", "refit_steps", "lds_fit_rollouts", "label_delay", "label_window",
+                     "step_rollouts"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"SolarConfig.{name} must be a non-negative integer, got {value!r}")
@@ -380,8 +387,8 @@ class SolarConfig:
 # from scratch with its settings gives (test/algos/test_solar.py checks this).
 ITERATION_SETTINGS = frozenset({
     "iterations", "rollouts_per_iteration", "eval_episodes", "refit_every", "refit_steps", "init_noise",
-    "policy_smoothing", "kl_step", "final_cost_weight", "cost_ramp", "dynamics_latents", "prior_strength",
-    "dynamics_prior", "adapt_step", "measured_step", "final_policy", "measured_step_z",
+    "policy_smoothing", "kl_step", "final_cost_weight", "cost_ramp", "dynamics_latents", "step_rollouts",
+    "prior_strength", "dynamics_prior", "adapt_step", "measured_step", "final_policy", "measured_step_z",
     "label_ridge", "label_history", "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations", "mpc_init_std",
     "mpc_noise", "mpc_dynamics", "cost_fit", "action_cost", "readout_near_scale",
 })

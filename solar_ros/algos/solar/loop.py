@@ -341,9 +341,10 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
         metrics.update({"reverted": float(reverted), "anchor_cost": step.anchor_cost})
     latents = step_latents(model, buffer, cfg)
     cost = iteration_cost(model, latents, buffer, cfg, action_weights, hand, distance_link, metrics, history)
-    new_policy, step, info = lqr_flm_step(policy, latents, buffer.actions, dynamics_prior(model, latents, buffer, cfg),
-                                          cost.weighted(weights), step, kl_step=cfg.kl_step,
-                                          adapt_step=cfg.adapt_step)
+    recent = slice(-cfg.step_rollouts if cfg.step_rollouts else None, None)  # the rollouts LQR-FLM fits on
+    new_policy, step, info = lqr_flm_step(policy, latents[recent], buffer.actions[recent],
+                                          dynamics_prior(model, latents, buffer, cfg), cost.weighted(weights), step,
+                                          kl_step=cfg.kl_step, adapt_step=cfg.adapt_step)
     if info.predicted_improvement is not None:
         metrics.update({"predicted_improvement": info.predicted_improvement,
                         "actual_improvement": info.actual_improvement})
