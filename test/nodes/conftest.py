@@ -84,12 +84,17 @@ class Ros:
         while time.monotonic() < end:
             self.executor.spin_once(timeout_sec=min(0.01, max(0.0, end - time.monotonic())))
 
-    def spin_until(self, predicate, timeout: float, what: str = "condition") -> None:
-        end = time.monotonic() + timeout
+    def _spin_until_deadline(self, predicate, end: float) -> bool:
+        """Spin until predicate() holds (True) or the monotonic clock passes end (False)."""
         while not predicate():
             if time.monotonic() > end:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+                return False
             self.executor.spin_once(timeout_sec=0.01)
+        return True
+
+    def spin_until(self, predicate, timeout: float, what: str = "condition") -> None:
+        if not self._spin_until_deadline(predicate, time.monotonic() + timeout):
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
     def wait_for_subscribers(self, publisher, n: int = 1, timeout: float = 15.0) -> None:
         self.spin_until(lambda: publisher.get_subscription_count() >= n, timeout,
@@ -107,9 +112,7 @@ class Ros:
         while True:
             future = client.call_async(request)
             attempt_end = end if resend_after is None else min(end, time.monotonic() + resend_after)
-            while not future.done() and time.monotonic() < attempt_end:
-                self.executor.spin_once(timeout_sec=0.01)
-            if future.done():
+            if self._spin_until_deadline(future.done, attempt_end):
                 return future.result()
             client.remove_pending_request(future)
             if time.monotonic() >= end:
