@@ -455,6 +455,45 @@ def test_readout_weighted_near_the_goal_is_most_precise_there():
         solar.SolarConfig(cost_fit="readout", action_cost="task", readout_near_scale=-0.1)
 
 
+def test_the_readout_point_scale_weighs_the_blocks_turn_by_its_square_and_its_translation_alike():
+    # three 3-D points (a centre and two points 5 cm from it, as sawyer_stack's block), read out exactly
+    # from a 9-D latent that is the points themselves
+    rng = np.random.default_rng(0)
+    centre = np.array([0.6, 0.05, -0.165])
+    goal = np.concatenate([centre, centre + [0.0, 0.05, 0.0], centre + [0.05, 0.0, 0.0]])
+    N, T = 4, 6
+    latents = goal + 0.03 * rng.standard_normal((N, T, 9))
+    data = solar.RolloutData(np.zeros((N, T, 4, 4, 3), np.uint8), np.zeros((N, T, 1)), np.zeros((N, T)),
+                             np.concatenate([np.zeros((N, T, 1)), latents], axis=-1))
+    link = solar.DistanceLink(l2=1.0, l1=0.0, alpha=0.0)  # the state cost 0.5 q: q read off directly
+    # (the readout's small ridge leaves it exact to about 1e-4)
+
+    def q(cost, x):  # the squared distance the cost compares, at latent x (step 0, no action)
+        value = lambda z: cost.value(np.repeat(z[None], T, 0), np.zeros((T, 1)))[0]  # noqa: E731
+        return 2.0 * (value(x) - value(goal))
+
+    shift = goal + np.tile([0.01, -0.02, 0.005], 3)  # the block moved, not turned
+    turn = goal.copy()
+    turn[3:6] += [0.0, 0.0, 0.02]  # the x point lifted 2 cm: a turn about the y axis
+    c1, r2 = solar.readout_latent_cost(latents, data, np.ones(1), link, list(range(1, 10)), goal)
+    c3, r2_3 = solar.readout_latent_cost(latents, data, np.ones(1), link, list(range(1, 10)), goal, point_scale=3.0)
+    assert q(c1, shift) == pytest.approx(3 * 0.0525e-2, rel=1e-3)  # |e|^2 summed over the 3 points
+    assert q(c3, shift) == pytest.approx(q(c1, shift), rel=1e-3)
+    assert q(c3, turn) == pytest.approx(9.0 * q(c1, turn), rel=1e-3) and q(c1, turn) == pytest.approx(4e-4, rel=1e-3)
+    assert r2 == pytest.approx(1.0) and r2_3 == pytest.approx(1.0)
+    # spread_points itself, and what is refused
+    pts = solar.spread_points(turn, 2.0)
+    assert np.allclose(pts[:3], turn[:3]) and np.allclose(pts[3:6], turn[:3] + 2.0 * (turn[3:6] - turn[:3]))
+    assert solar.spread_points(goal[:3], 1.0) is not None
+    for bad_positions in (goal[:3], goal[:8]):
+        with pytest.raises(ValueError, match="several 3-D points"):
+            solar.spread_points(bad_positions, 2.0)
+    with pytest.raises(ValueError, match="point_scale"):
+        solar.readout_latent_cost(latents, data, np.ones(1), link, list(range(1, 10)), goal, point_scale=0.0)
+    with pytest.raises(ValueError, match="readout_point_scale"):
+        solar.SolarConfig(cost_fit="readout", action_cost="task", readout_point_scale=-1.0)
+
+
 def test_solar_step_with_the_readout_cost_minimises_the_tasks_cost_of_the_read_out_positions():
     model, env, data = _fitted_model("solar")
     cfg = replace(TINY, cost_fit="readout", action_cost="task", adapt_step=True)

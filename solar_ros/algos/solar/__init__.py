@@ -56,6 +56,7 @@ from .models import (
     latent_cost,
     local_latent_cost,
     readout_latent_cost,
+    spread_points,
     train_svae_weighted,
 )
 from .persistence import CHECKPOINT_NAME, DATA_DIR, load_data, load_run_checkpoint, save_data, save_run_checkpoint
@@ -67,7 +68,7 @@ __all__ = [
     "distance_latent_cost", "dynamics_prior", "evaluate_saved_run", "final_policy",
     "heldout_diagnostics",
     "latent_actor", "latent_cost", "latent_diagnostics", "load_data", "load_run_checkpoint", "local_latent_cost",
-    "fit_readout", "readout_latent_cost",
+    "fit_readout", "readout_latent_cost", "spread_points",
     "pretraining_diagnostics", "random_actor", "reexpress_policy", "refit", "save_data", "save_run_checkpoint",
     "solar_step", "label_costs", "labels_latent_cost", "scripted_labels", "task_action_weights",
     "task_distance_link", "train", "train_mpc_ablation", "train_svae_weighted",

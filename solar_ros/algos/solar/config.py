@@ -217,6 +217,13 @@ class SolarConfig:
     alike). On sawyer_stack starts 0 and 1, 0.05 stacked on one run of six (15%) against three of six
     without it (``near05_sawyer_stack``, docs/results.md)."""
 
+    readout_point_scale: float = 1.0
+    """With ``cost_fit='readout'`` on a cost over several 3-D points (sawyer_stack: the block's centre and two
+    points 5 cm from it): LQR-FLM's cost compares the points with their offsets from the first point
+    multiplied by this factor, in the read-out positions and the goal alike, so that the block's turn weighs
+    its square times more and its translation the same (1: the task's own points). The task's cost and
+    success are unchanged. Other tasks refuse a value other than 1."""
+
     readout_weight: float = 0.0
     """> 0: the structured VAE is also trained to explain the positions the task's cost compares (the true
     states' ``ee_pos_idx`` columns; through the nodes, forward kinematics of the recorded joint angles), by
@@ -357,6 +364,8 @@ class SolarConfig:
         if not (isinstance(self.readout_weight, (int, float)) and math.isfinite(self.readout_weight)
                 and self.readout_weight >= 0):
             raise ValueError(f"SolarConfig.readout_weight must be >= 0, got {self.readout_weight!r}")
+        if not (math.isfinite(self.readout_point_scale) and self.readout_point_scale > 0):
+            raise ValueError(f"SolarConfig.readout_point_scale must be > 0, got {self.readout_point_scale}")
         if not (math.isfinite(self.readout_near_scale) and self.readout_near_scale >= 0):
             raise ValueError(f"SolarConfig.readout_near_scale must be >= 0 (m), got {self.readout_near_scale}")
         if self.cost_fit != "model" and self.action_cost != "task":
@@ -391,6 +400,7 @@ ITERATION_SETTINGS = frozenset({
     "prior_strength", "dynamics_prior", "adapt_step", "measured_step", "final_policy", "measured_step_z",
     "label_ridge", "label_history", "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations", "mpc_init_std",
     "mpc_noise", "mpc_dynamics", "cost_fit", "action_cost", "readout_near_scale",
+    "readout_point_scale",
 })
 
 

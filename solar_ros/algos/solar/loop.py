@@ -107,6 +107,7 @@ from .models import (
     latent_cost,
     local_latent_cost,
     readout_latent_cost,
+    spread_points,
 )
 from .mpc import METHOD as MPC_METHOD
 from .mpc import MPCPlan, mpc_actor, mpc_plan, mpc_step
@@ -267,6 +268,8 @@ def check_cost_inputs(cfg: SolarConfig, buffer: RolloutData, hand: tuple[list[in
     if cfg.cost_fit == "readout" and (hand is None or buffer.states is None):
         raise ValueError("cost_fit='readout' needs the rollouts' true states and the positions the cost "
                          "compares (hand)")
+    if cfg.cost_fit == "readout":
+        spread_points(hand[1], cfg.readout_point_scale)  # a task without several 3-D points: ValueError
     if cfg.cost_fit == "labels" and buffer.labels is None:
         raise ValueError("cost_fit='labels' needs rollouts with success labels (reward='labels')")
 
@@ -292,7 +295,7 @@ def iteration_cost(model: LatentModel, latents: np.ndarray, buffer: RolloutData,
         return labels_latent_cost(latents, buffer, action_weights, cfg.label_window, cfg.label_ridge, metrics)
     if cfg.cost_fit == "readout":
         cost, r2 = readout_latent_cost(latents, buffer, action_weights, distance_link, *hand,
-                                       near_scale=cfg.readout_near_scale)
+                                       near_scale=cfg.readout_near_scale, point_scale=cfg.readout_point_scale)
         if metrics is not None:
             metrics["readout_r2"] = r2
         return cost
@@ -472,6 +475,8 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     distance_link = task_distance_link(env, cfg)
     probe_groups = state_groups(env.state_names, env.ee_pos_idx)
     hand = (list(env.ee_pos_idx), goal)
+    if cfg.cost_fit == "readout":
+        spread_points(goal, cfg.readout_point_scale)  # refuse a point scale the task's cost has no points for
     identity = {"task": task, "seed": int(seed), "method": method, "goal": goal.tolist(), "config": asdict(cfg)}
 
     def collect(actor_for: Callable[[int], Callable], phase: int, it: int, n: int) -> list[Episode]:

@@ -793,8 +793,27 @@ def fit_readout(latents: np.ndarray, targets: np.ndarray, ridge: float = 1e-6,
     return P, my - P @ mx
 
 
+def spread_points(positions: np.ndarray, scale: float) -> np.ndarray:
+    """``positions`` (..., 3n): n 3-D points, the first the reference (sawyer_stack: the block's centre, then its x
+    and y points); the others moved to ``scale`` times their offset from the first. The squared distance of
+    the result to a goal spread alike weighs a turn of the points about the first ``scale``^2 times more and a
+    translation the same. ValueError unless there are several 3-D points (where ``scale`` is not 1)."""
+    positions = np.asarray(positions, dtype=np.float64)
+    if scale == 1.0:
+        return positions
+    d = positions.shape[-1]
+    if d % 3 or d < 6:
+        raise ValueError(f"readout_point_scale needs a cost on several 3-D points (sawyer_stack's block points); "
+                         f"this task's cost compares {d} coordinates")
+    pts = positions.reshape(*positions.shape[:-1], d // 3, 3)
+    out = pts.copy()
+    out[..., 1:, :] = pts[..., :1, :] + scale * (pts[..., 1:, :] - pts[..., :1, :])
+    return out.reshape(positions.shape)
+
+
 def readout_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: np.ndarray, link: DistanceLink,
-                        idx: list[int], goal: np.ndarray, near_scale: float = 0.0) -> tuple[QuadraticCost, float]:
+                        idx: list[int], goal: np.ndarray, near_scale: float = 0.0,
+                        point_scale: float = 1.0) -> tuple[QuadraticCost, float]:
     """The task's cost on the positions it measures, read out linearly from the latent (``cost_fit='readout'``).
 
     The cost may use the robot's kinematics, the policy only the latent: a linear readout p = P x + b
@@ -804,14 +823,19 @@ def readout_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: 
     latent, zero where the readout puts the goal, and LQR-FLM minimises the task's cost form (``link``)
     of it as with ``cost_fit='distance'``, plus the task's action penalty (``action_weights``).
     ``near_scale`` s > 0 weights each frame by 1 / (d^2 + s^2), d its true distance to the goal, so that the
-    readout is most precise where the cost's minimum is (0: every frame alike). Returns the cost and the
-    readout's R^2 on ``data`` (unweighted)."""
+    readout is most precise where the cost's minimum is (0: every frame alike). ``point_scale`` k != 1 compares
+    the positions spread about their first point (:func:`spread_points`): the block's turn weighs k^2 times
+    more, its translation the same. Returns the cost and the readout's R^2 on ``data`` (unweighted, on the
+    compared positions)."""
     if data.states is None:
         raise ValueError("cost_fit='readout' needs the rollouts' true states (the positions the cost measures)")
     targets = data.states[..., list(idx)]
     goal = np.asarray(goal, dtype=np.float64)
     if goal.shape != targets.shape[-1:]:
         raise ValueError(f"the goal has shape {goal.shape}, the cost's positions {targets.shape[-1:]}")
+    if not (math.isfinite(point_scale) and point_scale > 0):
+        raise ValueError(f"point_scale must be > 0, got {point_scale}")
+    targets, goal = spread_points(targets, point_scale), spread_points(goal, point_scale)
     for name, a in (("latents", latents), ("true states", targets), ("goal", goal)):
         if not np.all(np.isfinite(a)):
             raise ValueError(f"cost_fit='readout': the {name} hold NaN or inf values")
