@@ -198,7 +198,7 @@ class SolarMethod(FitMethod):
                 self._save_model(iteration)
                 new_model = True
             progress("dynamics", 0.7, math.nan, 0)
-            metrics.update(self._improve(buffer, rollouts, final, self._successes(data)))
+            metrics.update(self._improve(buffer, rollouts, final, self._successes(data), it))
             progress("policy", 0.85, math.nan, 0)
         self.history += data.episode_ids
         self.episode_dir = data.root or self.episode_dir
@@ -212,10 +212,11 @@ class SolarMethod(FitMethod):
         self.policy = initial_policy(self.horizon, cfg.latent_dim, self.du, cfg.init_noise * self.env.action_scale)
 
     def _improve(self, buffer: solar.RolloutData, rollouts: solar.RolloutData, final: bool,
-                 successes: np.ndarray | None) -> dict[str, float]:
+                 successes: np.ndarray | None, it: int) -> dict[str, float]:
         """One iteration's update of the controller from ``buffer`` (the newest episodes ``rollouts``, which met
         the task's success criterion where ``successes``, if known): SOLAR's LQR-FLM step; ``final``: the run's
-        final policy (the trainer evaluates it). Returns the step's metrics."""
+        final policy (the trainer evaluates it); ``it``: the in-process loop's number of the iteration. Returns
+        the step's metrics."""
         cfg = self.config
         if cfg.final_policy == "best_success" and successes is None:
             raise FitError("final_policy='best_success' needs each episode's success: the episodes carry neither "
@@ -223,7 +224,8 @@ class SolarMethod(FitMethod):
         self.policy, self.step, metrics = solar.solar_step(
             self.model, self.policy, buffer, self.step, cfg, solar.task_action_weights(self.env, cfg),
             self.probe_groups, step_costs=rollouts.costs, hand=self.hand,
-            distance_link=solar.task_distance_link(self.env, cfg), history=self._data, successes=successes)
+            distance_link=solar.task_distance_link(self.env, cfg), history=self._data, successes=successes,
+            iteration=it)
         if final:  # the trainer evaluates this fit's policy: the run's final one, as in the in-process loop
             chosen = solar.final_policy(self.policy, self.step, cfg)
             changed = chosen is not self.policy
@@ -358,7 +360,7 @@ class SolarMpcMethod(SolarMethod):
         self._plan(pretraining.last(self.config.buffer_size), diagnose=False)
 
     def _improve(self, buffer: solar.RolloutData, rollouts: solar.RolloutData, final: bool,
-                 successes: np.ndarray | None) -> dict[str, float]:
+                 successes: np.ndarray | None, it: int) -> dict[str, float]:
         return self._plan(buffer, diagnose=True)
 
     def _package(self, iteration: int) -> PolicyPackage:

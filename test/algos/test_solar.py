@@ -494,6 +494,28 @@ def test_the_readout_point_scale_weighs_the_blocks_turn_by_its_square_and_its_tr
         solar.SolarConfig(cost_fit="readout", action_cost="task", readout_point_scale=-1.0)
 
 
+def test_kl_warmup_scales_the_first_updates_kl_bound_and_needs_the_iteration():
+    cfg = replace(TINY, kl_step=3.0, kl_warmup=2)
+    assert [cfg.kl_bound(i) for i in (1, 2, 3, 10)] == pytest.approx([1.0, 2.0, 3.0, 3.0])
+    assert replace(TINY, kl_step=3.0).kl_bound(1) == 3.0
+    with pytest.raises(ValueError, match="from 1"):
+        cfg.kl_bound(0)
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="kl_warmup"):
+            replace(TINY, kl_warmup=bad)
+    # the first update under the warmup is the update with a third of the bound
+    model, env, data = _fitted_model("solar")
+    policy = initial_policy(data.T, cfg.latent_dim, 2, 0.5 * env.action_scale)
+    warm, _, m_warm = solar.solar_step(model, policy, data, StepState(), replace(cfg, adapt_step=False), iteration=1)
+    small, _, m_small = solar.solar_step(model, policy, data, StepState(),
+                                         replace(cfg, kl_step=1.0, kl_warmup=0, adapt_step=False))
+    assert m_warm["kl_target"] == pytest.approx(m_small["kl_target"]) == pytest.approx(1.0 * data.T)
+    for name in ("K", "k", "cov"):
+        np.testing.assert_allclose(getattr(warm, name), getattr(small, name), rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="iteration"):
+        solar.solar_step(model, policy, data, StepState(), cfg)
+
+
 def test_solar_step_with_the_readout_cost_minimises_the_tasks_cost_of_the_read_out_positions():
     model, env, data = _fitted_model("solar")
     cfg = replace(TINY, cost_fit="readout", action_cost="task", adapt_step=True)

@@ -93,13 +93,14 @@ def _in_process(env, cfg: solar.SolarConfig, pretrain: solar.RolloutData, batche
             policy, step, _ = solar.refit(model, data, buffer, policy, step, cfg.refit_steps,
                                           solar.derive_seed(SEED, solar.FIT, it, 0))
         policy, step, _ = solar.solar_step(model, policy, buffer, step, cfg, solar.task_action_weights(env, cfg),
-                                           step_costs=batch.costs, history=data, successes=hits)
+                                           step_costs=batch.costs, history=data, successes=hits, iteration=it)
     return policy, step
 
 
 @pytest.mark.parametrize("dynamics_latents, refit_every, measured", [("smoothed", 2, False), ("filtered", 0, False),
                                                                      ("smoothed", 1, True), ("smoothed", 1, "final"),
-                                                                     ("smoothed", 1, "success")])
+                                                                     ("smoothed", 1, "success"),
+                                                                     ("smoothed", 1, "warmup")])
 def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, monkeypatch, dynamics_latents,
                                                                     refit_every, measured):
     torch.set_num_threads(1)
@@ -111,6 +112,8 @@ def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, m
                  **({"final_policy": "best_measured"} if measured == "final" else {})}
     if measured == "success":  # the run ends on the policy whose episodes succeeded most often: the first batch's
         overrides = {**TINY, "refit_every": refit_every, "final_policy": "best_success"}
+    if measured == "warmup":  # the KL bound of the first two updates is a third and two thirds of kl_step
+        overrides = {**TINY, "refit_every": refit_every, "kl_warmup": 2}
     # each batch's episodes' success at their last step, as the simulator's TaskCost flags them
     flags = [np.array([True, True, True, False]), np.zeros(4, dtype=bool)]
     cfg = replace(solar.TASK_DEFAULTS["point"], **overrides)
@@ -153,6 +156,10 @@ def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, m
         for name in ("K", "k", "cov"):
             np.testing.assert_allclose(getattr(node.step.anchor, name), getattr(step.anchor, name), rtol=1e-9,
                                        atol=1e-12, err_msg=f"anchor {name}")
+    if measured == "warmup":
+        assert cfg.kl_bound(2) == pytest.approx(2 / 3 * cfg.kl_step)  # the node's second update is iteration 2
+        assert out.metrics["kl_target"] == pytest.approx(cfg.kl_bound(2) * out.metrics["step_mult"] * env.horizon,
+                                                         rel=1e-9)
     elif not refit_every:  # the second update adapted its step from the first one's prediction
         assert "predicted_improvement" in out.metrics
 

@@ -139,6 +139,11 @@ class SolarConfig:
     the per-step dynamics fits see little of what the actions do. See :func:`latent_actor`."""
     kl_step: float = 2.0
     """Base KL bound per time step of the LQR-FLM update (reference: 2.0)."""
+    kl_warmup: int = 0
+    """The KL bound grows over the first iterations: iteration i <= ``kl_warmup`` bounds its update by
+    ``kl_step`` x i / (``kl_warmup`` + 1), the later ones by ``kl_step`` (0: every iteration ``kl_step``, the
+    reference). The first updates are made on a model fitted mostly to random rollouts, whose cost fits are
+    the poorest of the run (see :meth:`kl_bound`)."""
     final_cost_weight: float = 1.0
     """The last step's cost counts this many times, in the cost LQR-FLM minimises and in the episode
     costs the measured step compares (1: the reference, every step alike; Guided Policy Search's
@@ -294,6 +299,8 @@ class SolarConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"SolarConfig.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.kl_warmup, (int, np.integer)) or self.kl_warmup < 0:
+            raise ValueError(f"SolarConfig.kl_warmup must be a non-negative integer, got {self.kl_warmup!r}")
         if self.mpc_elites > self.mpc_samples:
             raise ValueError(f"SolarConfig.mpc_elites ({self.mpc_elites}) cannot exceed mpc_samples "
                              f"({self.mpc_samples})")
@@ -372,6 +379,13 @@ class SolarConfig:
             raise ValueError(f"SolarConfig: cost_fit={self.cost_fit!r} fits the state cost to the observed costs minus "
                              "the task's action penalty; set action_cost='task' with it")
 
+    def kl_bound(self, iteration: int) -> float:
+        """The KL bound of iteration ``iteration`` (1 the first after the pretraining): ``kl_step``, scaled
+        down over the first ``kl_warmup`` iterations."""
+        if iteration < 1:
+            raise ValueError(f"iterations count from 1, got {iteration}")
+        return self.kl_step * min(1.0, iteration / (self.kl_warmup + 1))
+
     def step_weights(self, T: int) -> np.ndarray:
         """How much each of the T steps' cost counts (``cost_ramp``, then ``final_cost_weight`` on the last)."""
         w = ramp_weights(T, 1.0, self.cost_ramp)
@@ -396,7 +410,7 @@ class SolarConfig:
 # from scratch with its settings gives (test/algos/test_solar.py checks this).
 ITERATION_SETTINGS = frozenset({
     "iterations", "rollouts_per_iteration", "eval_episodes", "refit_every", "refit_steps", "init_noise",
-    "policy_smoothing", "kl_step", "final_cost_weight", "cost_ramp", "dynamics_latents", "step_rollouts",
+    "policy_smoothing", "kl_step", "kl_warmup", "final_cost_weight", "cost_ramp", "dynamics_latents", "step_rollouts",
     "prior_strength", "dynamics_prior", "adapt_step", "measured_step", "final_policy", "measured_step_z",
     "label_ridge", "label_history", "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations", "mpc_init_std",
     "mpc_noise", "mpc_dynamics", "cost_fit", "action_cost", "readout_near_scale",

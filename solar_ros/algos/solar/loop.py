@@ -311,7 +311,7 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
                cfg: SolarConfig, action_weights: np.ndarray | None = None,
                probe_groups: dict[str, list[int]] | None = None, step_costs: np.ndarray | None = None,
                hand: tuple[list[int], np.ndarray] | None = None, distance_link: DistanceLink | None = None,
-               history: RolloutData | None = None, successes: np.ndarray | None = None
+               history: RolloutData | None = None, successes: np.ndarray | None = None, iteration: int | None = None
                ) -> tuple[LinearGaussianPolicy, StepState, dict[str, float]]:
     """SOLAR's LQR-FLM iteration on the rollouts ``buffer`` (the last ``buffer_size``).
 
@@ -321,7 +321,8 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     ``distance_link`` for 'distance' and 'readout', the latter on the positions ``hand`` names in the
     buffer's true states; ``action_weights``: the task's action penalty instead of the learned one) -> the
     step rule (``adapt_step``, or ``measured_step`` on ``step_costs`` (N, T), the per-step costs of
-    ``policy``'s newest episodes) -> the LQR-FLM update (``kl_step``). Both the update and the measured
+    ``policy``'s newest episodes) -> the LQR-FLM update (``kl_step``; with ``kl_warmup``, the bound of
+    ``iteration``, 1 the first after the pretraining, :meth:`SolarConfig.kl_bound`). Both the update and the measured
     step weight the steps by ``cfg.step_weights`` (a heavier last step). ``successes`` (N,): whether each of
     those episodes met the task's success criterion, for the policy that succeeded most often
     (:func:`~solar_ros.algos.common.track_best`; needed with ``final_policy='best_success'``). Returns the new
@@ -329,6 +330,8 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     ``hand``: see :func:`latent_diagnostics`).
     """
     check_cost_inputs(cfg, buffer, hand, distance_link)
+    if cfg.kl_warmup and iteration is None:
+        raise ValueError("kl_warmup needs the iteration's number")
     metrics: dict[str, float] = {}
     weights = cfg.step_weights(buffer.T)
     if cfg.final_policy == "best_success" and (successes is None or step_costs is None):
@@ -347,7 +350,8 @@ def solar_step(model: LatentModel, policy: LinearGaussianPolicy, buffer: Rollout
     recent = slice(-cfg.step_rollouts if cfg.step_rollouts else None, None)  # the rollouts LQR-FLM fits on
     new_policy, step, info = lqr_flm_step(policy, latents[recent], buffer.actions[recent],
                                           dynamics_prior(model, latents, buffer, cfg), cost.weighted(weights), step,
-                                          kl_step=cfg.kl_step, adapt_step=cfg.adapt_step)
+                                          kl_step=cfg.kl_bound(iteration) if cfg.kl_warmup else cfg.kl_step,
+                                          adapt_step=cfg.adapt_step)
     if info.predicted_improvement is not None:
         metrics.update({"predicted_improvement": info.predicted_improvement,
                         "actual_improvement": info.actual_improvement})
@@ -627,7 +631,8 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         else:
             policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
                                                step_costs=new_data.costs, hand=hand, distance_link=distance_link,
-                                               history=data, successes=np.array([e.success for e in episodes_now]))
+                                               history=data, successes=np.array([e.success for e in episodes_now]),
+                                               iteration=it)
         extra.update(metrics)
         stats = summarize(episodes_now)
         finite_or_raise("mean cost", stats["mean_cost"])
