@@ -230,7 +230,8 @@ class SolarConfig:
     its square times more and its translation the same (1: the task's own points). The task's cost and
     success are unchanged. Other tasks refuse a value other than 1. On sawyer_stack 2 straightened the block on
     6 of 9 runs without stacking more of them (``st_ps2``); 4 with ``kl_warmup=3`` stacked start 1 seeds 3-5 at
-    60%, 0%, 100% (0% each without it) but seeds 0-2 less often (``st_klw3ps4``, docs/results.md)."""
+    60%, 0%, 100% (0% each without it) but seeds 0-2 less often (``st_klw3ps4``), 2 with it 100%, 95%, 0% there and
+    start 0 on no seed (``st_klw3ps2``, docs/results.md)."""
 
     readout_weight: float = 0.0
     """> 0: the structured VAE is also trained to explain the positions the task's cost compares (the true
