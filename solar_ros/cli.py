@@ -101,7 +101,25 @@ def method_config(method: str, task: str, overrides: list[str] | None = None):
         # the pipeline's own default: the exploratory controller of lqr_state for the task
         from .algos import lqr_state
         cfg = dataclasses.replace(cfg, exploration=lqr_state.TASK_DEFAULTS.get(task, lqr_state.LQRStateConfig()))
-    return apply_overrides(cfg, overrides or [])
+    cfg = apply_overrides(cfg, overrides or [])
+    if getattr(cfg, "cost_fit", None) == "readout" and cfg.readout_point_scale != 1.0:
+        _check_point_scale(task, cfg.readout_point_scale)
+    return cfg
+
+
+def _check_point_scale(task: str, scale: float) -> None:
+    """SettingsError where ``task``'s cost has no several 3-D points to spread (``readout_point_scale``), before
+    anything is run or written."""
+    import numpy as np
+
+    from .algos.solar import spread_points
+    from .envs import make
+    from .settings import SettingsError
+
+    try:
+        spread_points(np.zeros(len(make(task, image_obs=False).ee_pos_idx)), scale)
+    except ValueError as err:
+        raise SettingsError(str(err)) from err
 
 
 def settings_table(cfg) -> str:

@@ -104,6 +104,16 @@ def test_solar_settings_are_validated_by_solar_config(tmp_path, capsys):
     assert cfg == dataclasses.replace(TASK_DEFAULTS["point"], train_window=None, kl_step=1.5)
 
 
+def test_a_point_scale_on_a_task_without_block_points_is_refused_before_any_output(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc, _, err = _run(capsys, "train", "--task", "point", "--method", "solar", "--set", "cost_fit=readout",
+                      "--set", "action_cost=task", "--set", "readout_point_scale=2", "--out", str(out))
+    assert rc == 2 and "readout_point_scale needs a cost on several 3-D points" in err and "Traceback" not in err
+    assert not out.exists()
+    cfg = cli.method_config("solar", "sawyer_stack_1", ["readout_point_scale=2"])
+    assert cfg.readout_point_scale == 2.0
+
+
 def test_list_settings_shows_the_task_values(capsys):
     rc, out, _ = _run(capsys, "train", "--task", "point", "--method", "dsae", "--list-settings",
                       "--set", "final_kl_step=3")
