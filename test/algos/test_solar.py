@@ -680,7 +680,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 # A real learning run on the first two seeds (not chosen: the docs' benchmark runs seeds 0-4 of the same
-# configuration at 32 pixels, and one of them misses the target): the point task's own SOLAR configuration
+# configuration at 32 pixels, and some of them miss the target): the point task's own SOLAR configuration
 # (solar.TASK_DEFAULTS["point"]: 100 random episodes, 3000 gradient steps, keypoints, copy-state latent,
 # target-form cost) cut to 5 of its 10 iterations, on the task's own 32x32 images rather than the 64x64 the
 # benchmark uses (three times faster: about 3-4 minutes per seed on 2 cores). Smaller configurations (40 random
@@ -730,6 +730,9 @@ def test_keypoints_setting_sets_the_feature_points_of_both_models():
         assert last_conv.out_channels == 5 and model.net.encoder.head.in_features == 10
     with pytest.raises(ValueError, match="SolarConfig.keypoints must be a positive integer, got 0"):
         replace(TINY, keypoints=0)
+    for bad in (0, 4, 16.0):
+        with pytest.raises(ValueError, match="SolarConfig.image_size must be None or an integer of at least 8"):
+            replace(TINY, image_size=bad)
 
 
 def test_fit_precision_setting_reaches_both_models():

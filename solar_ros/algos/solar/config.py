@@ -303,6 +303,9 @@ class SolarConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"SolarConfig.{name} must be a positive integer, got {value!r}")
+        if self.image_size is not None and (not isinstance(self.image_size, (int, np.integer)) or self.image_size < 8):
+            raise ValueError(f"SolarConfig.image_size must be None or an integer of at least 8 (pixels), "
+                             f"got {self.image_size!r}")
         if not isinstance(self.kl_warmup, (int, np.integer)) or self.kl_warmup < 0:
             raise ValueError(f"SolarConfig.kl_warmup must be a non-negative integer, got {self.kl_warmup!r}")
         if self.mpc_elites > self.mpc_samples:
