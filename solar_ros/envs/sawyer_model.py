@@ -112,7 +112,7 @@ class StackingScene:
     base_xy: tuple[float, float] = (0.6, 0.05)
     base_rgba: tuple[float, float, float, float] = (0.1, 0.25, 0.9, 1.0)  # blue
     gripper_mass: float = 0.3
-    camera: SceneCamera = SceneCamera(pos=(1.1, -0.45, 0.3), lookat=(0.59, 0.05, -0.05), fovy=38.0)
+    camera: SceneCamera = SceneCamera(pos=(0.85, -0.7, 0.42), lookat=(0.58, 0.06, -0.04), fovy=40.0)
 
     @property
     def base_pos(self) -> tuple[float, float, float]:

@@ -76,14 +76,12 @@ positions are in the robot's base frame (x forward, y left, z up); the table top
   inside that box: since D is at least the centre's distance, D below it always counts as success (code
   that only has distances, e.g. a plot's threshold line, uses it), but ``info["success"]`` is the
   criterion.
-* Image: 64x64x3 uint8 from the fixed ``stack`` camera (in front of the robot and to its right, looking
-  back and down at the stacking area from about 0.8 m): both blocks, the gripper and the forearm, at 0.90, 0.89,
-  0.94 pixels per cm of motion along x, y, z at the stacked pose. The held block's centre is in the image in
-  70%, 67%, 88% of SOLAR's random pretraining frames from starts 0, 1, 2 (the arm leaves it at the top;
-  ``scripts/camera_coverage.py``). The framing before, from the robot's right side (0.85, -0.7, 0.42), saw
-  the y axis, along which starts 0 and 1 differ most, nearly end-on (0.87, 0.58, 0.73 pixels per cm; 79%, 77%,
-  92% of the frames). A framing of the whole arm (0.54, 0.38, 0.45 pixels per cm) stacked on none of six
-  runs of starts 0 and 1 (docs/results.md).
+* Image: 64x64x3 uint8 from the fixed ``stack`` camera (at the robot's right side, y < 0, looking down
+  at the stacking area from about 1 m): both blocks, the gripper and the forearm, at 0.87, 0.58, 0.73
+  pixels per cm of motion along x, y, z at the stacked pose. The held block's centre is in the image in
+  79%, 77%, 92% of SOLAR's random pretraining frames from starts 0, 1, 2 (the arm leaves it at the top;
+  ``scripts/camera_coverage.py``). A framing of the whole arm (97-99% of those frames, at 0.54, 0.38, 0.45
+  pixels per cm) stacked on none of six runs of starts 0 and 1 (docs/results.md).
 """
 from __future__ import annotations
 
