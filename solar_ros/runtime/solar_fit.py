@@ -95,6 +95,9 @@ class SolarMethod(FitMethod):
         super().__init__(settings, overrides, out_dir, device)
         base = solar.TASK_DEFAULTS.get(settings.task, solar.SolarConfig())
         self.config = apply_config_overrides(base, overrides, "solar")
+        if self.config.pretrain_wide_fraction:
+            raise ValueError("pretrain_wide_fraction is not available through the nodes (the pretraining's episodes "
+                             "share one policy package, hence one start): use pretrain_wide_start or 0")
         self.env = make_task(settings.task, settings.goal)
         self.dt = settings.dt or float(self.env.dt)
         self.image_size = int(self.config.image_size or self.env.image_shape[0])

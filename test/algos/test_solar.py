@@ -1123,3 +1123,28 @@ def test_a_run_made_before_a_setting_existed_counts_as_having_its_default():
     assert identity_mismatch(old, ours) is None
     other = {**ours, "config": asdict(replace(TINY, label_window=5))}
     assert "label_window" in identity_mismatch(old, other)
+
+
+def test_pretrain_wide_fraction_starts_the_first_share_of_the_pretraining_from_the_wide_start(tmp_path):
+    """pretrain_wide_fraction: the first round(fraction x pretrain_episodes) pretraining rollouts start from the
+    task's wide start, the others (and the iterations) from its own initial state; the setting is checked."""
+    cfg = replace(TINY, pretrain_episodes=4, iterations=1, rollouts_per_iteration=2, buffer_size=4, eval_episodes=1,
+                  pretrain_steps=5, pretrain_wide_fraction=0.5)
+    assert [cfg.pretrain_wide(i) for i in range(4)] == [True, True, False, False]
+    assert not any(replace(cfg, pretrain_wide_fraction=0.0).pretrain_wide(i) for i in range(4))
+    assert all(replace(cfg, pretrain_wide_fraction=0.0, pretrain_wide_start=True).pretrain_wide(i) for i in range(4))
+    for bad in (-0.1, 1.5, True, float("nan")):
+        with pytest.raises(ValueError, match="pretrain_wide_fraction must lie in"):
+            replace(cfg, pretrain_wide_fraction=bad)
+    with pytest.raises(ValueError, match="exclude each other"):
+        replace(cfg, pretrain_wide_start=True)
+    result = solar.train("car", seed=3, out=tmp_path, progress=False, config=cfg)
+    env = make("car", image_obs=True, image_size=cfg.image_size)
+    goal = np.asarray(result.goal)
+    with np.load(tmp_path / "data" / "pretrain.npz") as f:
+        starts = f["states"][:, 0]
+    for i, wide in enumerate([True, True, False, False]):
+        env.reset(seed=episode_seeds(3, 0, i)[0], options={"goal": goal, "wide_start": wide})
+        np.testing.assert_array_equal(starts[i], env._state())
+        env.reset(seed=episode_seeds(3, 0, i)[0], options={"goal": goal, "wide_start": not wide})
+        assert not np.array_equal(starts[i], env._state())  # the two starts differ: the test can tell them apart

@@ -373,3 +373,9 @@ def test_the_nodes_mpc_ablation_plans_with_the_in_process_ablations_model_and_co
         np.testing.assert_array_equal(out.policy.policy.K, 0.0)
         np.testing.assert_allclose(out.policy.policy.cov[0], np.diag((0.2 * env.action_scale) ** 2), rtol=1e-12)
     assert "cost_r2" in outs[1].metrics  # the iteration's diagnostics, as SOLAR's step reports them
+
+
+def test_the_nodes_refuse_a_share_of_wide_start_pretraining(tmp_path):
+    """The pretraining's episodes share one policy package, hence one start: a wide-start share is in process only."""
+    with pytest.raises(ValueError, match="pretrain_wide_fraction is not available through the nodes"):
+        SolarMethod(RunSettings(task="point", seed=SEED), {**TINY, "pretrain_wide_fraction": 0.5}, tmp_path)

@@ -34,6 +34,11 @@ class SolarConfig:
     ``wide_start``: e.g. the reacher's joints anywhere in their range) instead of its own initial state,
     so the model sees the arm across the workspace; the reference's reacher pretraining used random
     starts. The iterations and the evaluation start as the task does."""
+    pretrain_wide_fraction: float = 0.0
+    """Share of the pretraining rollouts started from the task's wide start, the rest from its own initial
+    state: the first ``round(pretrain_wide_fraction x pretrain_episodes)`` (so the last ones, which the first
+    iteration's dynamics fit sees in its buffer, start as the task does). 0: none (all with
+    ``pretrain_wide_start``, which excludes it). In process only: the nodes refuse a fraction above 0."""
     pretrain_smoothing: float = 0.0
     """Std (in steps) of the Gaussian filter over time applied to the pretraining noise, which is then
     rescaled to ``pretrain_noise`` (0: white noise, the reference). See :func:`random_actor`."""
@@ -318,6 +323,12 @@ class SolarConfig:
         for name in ("copy_state", "background", "pretrain_wide_start"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"SolarConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        fraction = self.pretrain_wide_fraction
+        if isinstance(fraction, bool) or not (isinstance(fraction, (int, float)) and 0 <= fraction <= 1):
+            raise ValueError(f"SolarConfig.pretrain_wide_fraction must lie in [0, 1], got {fraction!r}")
+        if self.pretrain_wide_start and self.pretrain_wide_fraction:
+            raise ValueError("SolarConfig.pretrain_wide_start and pretrain_wide_fraction exclude each other (the first "
+                             "starts every pretraining rollout from the wide start, the second a share of them)")
         for name in ("pretrain_smoothing", "policy_smoothing", "cost_relative_noise", "mpc_noise", "label_ridge"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -385,6 +396,10 @@ class SolarConfig:
         if self.cost_fit != "model" and self.action_cost != "task":
             raise ValueError(f"SolarConfig: cost_fit={self.cost_fit!r} fits the state cost to the observed costs minus "
                              "the task's action penalty; set action_cost='task' with it")
+
+    def pretrain_wide(self, i: int) -> bool:
+        """Whether pretraining rollout ``i`` (from 0) starts from the task's wide start."""
+        return self.pretrain_wide_start or i < round(self.pretrain_wide_fraction * self.pretrain_episodes)
 
     def kl_bound(self, iteration: int) -> float:
         """The KL bound of iteration ``iteration`` (1 the first after the pretraining): ``kl_step``, scaled

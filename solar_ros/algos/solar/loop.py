@@ -484,8 +484,8 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     identity = {"task": task, "seed": int(seed), "method": method, "goal": goal.tolist(), "config": asdict(cfg)}
 
     def collect(actor_for: Callable[[int], Callable], phase: int, it: int, n: int) -> list[Episode]:
-        options = {"goal": goal, "wide_start": phase == PRETRAIN and cfg.pretrain_wide_start}
-        return [rollout(env, actor_for(i), seed=derive_seed(seed, phase, it, i), options=options, record_images=True)
+        return [rollout(env, actor_for(i), seed=derive_seed(seed, phase, it, i), record_images=True,
+                        options={"goal": goal, "wide_start": phase == PRETRAIN and cfg.pretrain_wide(i)})
                 for i in range(n)]
 
     def as_data(episodes: list[Episode], phase: int, it: int) -> RolloutData:
