@@ -882,6 +882,55 @@ def test_a_run_ending_on_the_policy_that_succeeded_most_often_evaluates_it(tmp_p
                                                                                             rel=1e-9)
 
 
+def test_the_best_policy_is_evaluated_through_the_model_it_acted_with(tmp_path, monkeypatch):
+    """final_policy_model='own': the evaluated controller is the one that collected the most successful rollouts,
+    the policy and the model (weights, filter) as they were then, not their re-expression after later refits; it is
+    saved, re-evaluated and resumed exactly."""
+    from solar_ros.algos.common import policy_from_arrays
+    from solar_ros.algos.solar.persistence import BEST_CHECKPOINT_NAME, PRETRAIN_CHECKPOINT_NAME
+    from solar_ros.models.checkpoint import load_checkpoint
+    torch.set_num_threads(1)
+    cfg = replace(TINY, final_policy="best_success", final_policy_model="own", refit_every=1, refit_steps=10,
+                  iterations=3)
+    run = tmp_path / "run"
+    result = solar.train("point", seed=1, out=run, progress=False, config=cfg)
+    kept = load_checkpoint(run / BEST_CHECKPOINT_NAME)
+    rows = result.iterations[1:]
+    best = max(rows, key=lambda r: (r["success_rate"], -r["mean_cost"]))  # the first of equals, as track_best
+    assert kept.extra["iteration"] == best["iteration"]
+    # what collected that iteration's rollouts is what the run held after the iteration before
+    if best["iteration"] == 1:
+        before = load_checkpoint(run / PRETRAIN_CHECKPOINT_NAME)
+    else:
+        solar.train("point", seed=1, out=tmp_path / "before", progress=False,
+                    config=replace(cfg, iterations=best["iteration"] - 1))
+        before = load_checkpoint(tmp_path / "before" / solar.CHECKPOINT_NAME)
+    own, then = policy_from_arrays("own", kept.extra), policy_from_arrays("policy", before.extra)
+    for a, b in ((own.K, then.K), (own.k, then.k), (own.cov, then.cov)):
+        np.testing.assert_array_equal(a, b)
+    for name, weights in before.model.state_dict().items():
+        assert torch.equal(kept.model.state_dict()[name], weights), name
+    final = load_checkpoint(run / solar.CHECKPOINT_NAME).model.state_dict()
+    assert any(not torch.equal(final[k], v) for k, v in kept.model.state_dict().items())  # refitted since
+    assert solar.evaluate_saved_run(run)["mean_cost"] == pytest.approx(result.final_cost, rel=1e-9)
+
+    # interrupted in its last iteration and resumed: the same kept policy, the same evaluation
+    real_update, calls = lqr_flm.update, []
+
+    def crash_on_third_update(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated crash in iteration 3")
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(lqr_flm, "update", crash_on_third_update)
+    with pytest.raises(KeyboardInterrupt):
+        solar.train("point", seed=1, out=tmp_path / "resumed", progress=False, config=cfg)
+    monkeypatch.setattr(lqr_flm, "update", real_update)
+    resumed = solar.train("point", seed=1, out=tmp_path / "resumed", progress=False, config=cfg, resume=True)
+    assert resumed.final_cost == result.final_cost and resumed.success_rate == result.success_rate
+
+
 def test_smoothing_reuses_the_encoders_potentials_only_while_its_weights_stay():
     torch.manual_seed(0)
     cfg = replace(TINY, background=True)

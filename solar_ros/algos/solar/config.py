@@ -198,6 +198,12 @@ class SolarConfig:
     criterion most often (the lower mean episode cost breaking ties), re-expressed in the final latent: success is
     judged where an episode ends, and the cheapest episodes on average are those that approach fastest, not
     always those that end nearest. See :func:`~solar_ros.algos.solar.loop.final_policy`."""
+    final_policy_model: str = "last"
+    """With ``final_policy='best_success'``: the model the chosen policy acts through. 'last': the final model, the
+    policy re-expressed in its latent after every refit (an affine map fitted on the buffer's latents, so each
+    refit moves it a little). 'own': the model (encoder, filter) its successful rollouts were collected with and
+    the policy as it acted then, kept aside when it became the best: the evaluated controller is the one that was
+    measured."""
     measured_step_z: float = 0.0
     """With ``measured_step``: how many standard errors (of the difference of the two mean episode
     costs) the rollouts must cost more than the anchor's before the update goes back to it (0: any
@@ -372,6 +378,11 @@ class SolarConfig:
         if self.final_policy not in ("update", "best_measured", "best_success"):
             raise ValueError("SolarConfig.final_policy must be 'update', 'best_measured' or 'best_success', "
                              f"got {self.final_policy!r}")
+        if self.final_policy_model not in ("last", "own"):
+            raise ValueError(f"SolarConfig.final_policy_model must be 'last' or 'own', got {self.final_policy_model!r}")
+        if self.final_policy_model == "own" and self.final_policy != "best_success":
+            raise ValueError("SolarConfig: final_policy_model='own' keeps the model of the policy that succeeded most "
+                             "often; it needs final_policy='best_success'")
         if self.final_policy == "best_measured" and not self.measured_step:
             raise ValueError("SolarConfig: final_policy='best_measured' is the measured step's anchor; "
                              "set measured_step=true with it")
@@ -434,9 +445,9 @@ class SolarConfig:
 ITERATION_SETTINGS = frozenset({
     "iterations", "rollouts_per_iteration", "eval_episodes", "refit_every", "refit_steps", "init_noise",
     "policy_smoothing", "kl_step", "kl_warmup", "final_cost_weight", "cost_ramp", "dynamics_latents", "step_rollouts",
-    "prior_strength", "dynamics_prior", "adapt_step", "measured_step", "final_policy", "measured_step_z",
-    "label_ridge", "label_history", "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations", "mpc_init_std",
-    "mpc_noise", "mpc_dynamics", "cost_fit", "action_cost", "readout_near_scale",
+    "prior_strength", "dynamics_prior", "adapt_step", "measured_step", "final_policy", "final_policy_model",
+    "measured_step_z", "label_ridge", "label_history", "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations",
+    "mpc_init_std", "mpc_noise", "mpc_dynamics", "cost_fit", "action_cost", "readout_near_scale",
     "readout_point_scale",
 })
 

@@ -112,12 +112,16 @@ from .models import (
 from .mpc import METHOD as MPC_METHOD
 from .mpc import MPCPlan, mpc_actor, mpc_plan, mpc_step
 from .persistence import (
+    BEST_CHECKPOINT_NAME,
     CHECKPOINT_NAME,
     PRETRAIN_CHECKPOINT_NAME,
+    copy_model,
     load_data,
+    load_own_policy,
     load_pretraining,
     load_run_checkpoint,
     save_data,
+    save_own_policy,
     save_run_checkpoint,
 )
 
@@ -405,12 +409,27 @@ def reexpress_policy(policy: LinearGaussianPolicy, old_latents: np.ndarray, new_
     Fits one affine map old ≈ P new + p over every (old, new) latent pair of the same frames
     (N, T, dx each) and returns K' = K P, k' = K p + k (the noise is unchanged).
     """
+    P, p = latent_map(old_latents, new_latents, ridge)
+    return LinearGaussianPolicy(policy.K @ P, np.einsum("tij,j->ti", policy.K, p) + policy.k, policy.cov)
+
+
+def latent_map(old_latents: np.ndarray, new_latents: np.ndarray, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """The affine map old ≈ P new + p (least squares over every frame's pair of latents, (N, T, dx) each)."""
     old = old_latents.reshape(-1, old_latents.shape[-1])
     new = new_latents.reshape(-1, new_latents.shape[-1])
     Z = np.hstack([new, np.ones((len(new), 1))])
     W = np.linalg.solve(Z.T @ Z + ridge * len(Z) * np.eye(Z.shape[1]), Z.T @ old)  # (dx+1, dx_old)
-    P, p = W[:-1].T, W[-1]
-    return LinearGaussianPolicy(policy.K @ P, np.einsum("tij,j->ti", policy.K, p) + policy.k, policy.cov)
+    return W[:-1].T, W[-1]
+
+
+def map_r2(old_latents: np.ndarray, new_latents: np.ndarray) -> float:
+    """How much of the old latents' variance the affine map from the new ones explains (R^2 over all coordinates):
+    1 when a refit only moved the coordinates affinely, so that a re-expressed policy acts as before."""
+    P, p = latent_map(old_latents, new_latents)
+    old = old_latents.reshape(-1, old_latents.shape[-1])
+    residual = old - (new_latents.reshape(-1, new_latents.shape[-1]) @ P.T + p)
+    total = np.sum((old - old.mean(axis=0)) ** 2)
+    return float(1.0 - np.sum(residual ** 2) / total) if total > 0 else 1.0
 
 
 def refit(model: LatentModel, data: RolloutData, buffer: RolloutData, policy: LinearGaussianPolicy, step: StepState,
@@ -419,11 +438,12 @@ def refit(model: LatentModel, data: RolloutData, buffer: RolloutData, policy: Li
     """Refit ``model`` on ``data`` (``steps`` more gradient steps) and re-express ``policy`` in its new
     latent coordinates (fitted on the smoothed latents of ``buffer`` before and after). The step state
     forgets the last update, whose predictions were in the old coordinates. Returns the policy, the
-    step state and the fit's loss terms."""
+    step state and the fit's loss terms, with how well the affine map explains the old latents (``reexpress_r2``)."""
     old_latents = model.smooth(buffer)
     terms = model.fit(data, steps, seed, on_update=on_update)
     new_latents = model.smooth(buffer)
     policy = reexpress_policy(policy, old_latents, new_latents)
+    terms = {**terms, "reexpress_r2": map_r2(old_latents, new_latents)}
     step = step.without_previous()
     if step.anchor is not None:  # the measured-step anchor, in the same new coordinates
         step = replace(step, anchor=reexpress_policy(step.anchor, old_latents, new_latents))
@@ -508,6 +528,8 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     rows: list[IterationLog] = []
     policy = initial_policy(T, cfg.latent_dim, du, cfg.init_noise * env.action_scale)
     step = StepState()
+    keep_own = cfg.final_policy_model == "own" and not mpc
+    own: tuple[LatentModel, LinearGaussianPolicy, int] | None = None  # the best policy with the model it acted through
     elapsed_before = 0.0
     data: RolloutData | None = None
     taken_pretraining: IterationLog | None = None  # the pretraining row of the run started from
@@ -520,6 +542,10 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         policy, step = policy_from_arrays("policy", state), StepState.from_arrays(state)
         elapsed_before = state["elapsed_s"]
         data = load_data(out, data_files)
+        if keep_own:
+            twin = copy_model(model)
+            kept = load_own_policy(out, twin)
+            own = None if kept is None else (twin, *kept)
         log.info("resuming %s/%s seed %d after iteration %d", task, method, seed, state["iteration"])
     elif pretraining_from is not None:
         state, data = load_pretraining(Path(pretraining_from), model, identity)
@@ -609,6 +635,7 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
                 return latent_actor(model, policy, np.random.default_rng(derive_seed(seed, NOISE, it, i)), low, high,
                                     smoothing=cfg.policy_smoothing)
 
+        collector = (copy_model(model), policy) if keep_own else None  # what collects this iteration's rollouts
         episodes_now = collect(actors, ITERATION, it, cfg.rollouts_per_iteration)
         new_data = as_data(episodes_now, ITERATION, it)
         data_files.append(save_data(out, f"iter_{it:03d}", new_data))
@@ -629,10 +656,14 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
             plan, metrics = mpc_step(model, buffer, cfg, action_weights, hand, distance_link, probe_groups,
                                      history=data)
         else:
+            best_before = (step.best_success, step.best_cost)
             policy, step, metrics = solar_step(model, policy, buffer, step, cfg, action_weights, probe_groups,
                                                step_costs=new_data.costs, hand=hand, distance_link=distance_link,
                                                history=data, successes=np.array([e.success for e in episodes_now]),
                                                iteration=it)
+            if collector is not None and (step.best_success, step.best_cost) != best_before:
+                own = (*collector, it)
+                save_own_policy(out, *own)
         extra.update(metrics)
         stats = summarize(episodes_now)
         finite_or_raise("mean cost", stats["mean_cost"])
@@ -648,13 +679,17 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
             plan = mpc_plan(model, data.last(cfg.buffer_size), cfg, action_weights, hand, distance_link, data)
         evaluation = mpc_evaluation_episodes(env, model, plan, cfg, seed, goal, cfg.eval_episodes)
     else:
-        final_pol = final_policy(policy, step, cfg)
-        if final_pol is not policy and cfg.final_policy == "best_success":
+        final_pol, eval_model = final_policy(policy, step, cfg), model
+        if own is not None:
+            eval_model, final_pol = own[0], own[1]
+            log.info("evaluating the policy that succeeded most often in training (%.0f%% of its rollouts, iteration "
+                     "%d) through the model it acted with", 100 * step.best_success, own[2])
+        elif final_pol is not policy and cfg.final_policy == "best_success":
             log.info("evaluating the policy that succeeded most often in training (%.0f%% of its rollouts)",
                      100 * step.best_success)
         elif final_pol is not policy:
             log.info("evaluating the best measured policy (mean episode cost %.4g in training)", step.anchor_cost)
-        evaluation = evaluation_episodes(env, model, final_pol, seed, goal, cfg.eval_episodes)
+        evaluation = evaluation_episodes(env, eval_model, final_pol, seed, goal, cfg.eval_episodes)
     final = summarize(evaluation)
     if writer is not None:
         for key, value in final.items():
@@ -714,6 +749,8 @@ def evaluate_saved_run(out: Path, which: str | None = None, episodes: int | None
     env.reset(seed=seed)
     model = MODEL_CLASSES[method](env.image_shape[0], env.action_dim, cfg, readout_idx=list(env.ee_pos_idx))
     model.restore(ckpt, path)
+    if which == "best_success" and cfg.final_policy_model == "own" and (Path(out) / BEST_CHECKPOINT_NAME).is_file():
+        policy = load_own_policy(Path(out), model)[0]  # with the model it acted through
     if method == MPC_METHOD:
         data = load_data(Path(out), state["data_files"])
         plan = mpc_plan(model, data.last(cfg.buffer_size), cfg, task_action_weights(env, cfg),

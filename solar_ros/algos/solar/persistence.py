@@ -6,23 +6,29 @@
   (:meth:`~solar_ros.algos.solar.models.LatentModel.save`: network, LDS posterior, fitted extras;
   the same file format the model fitting node writes) with the loop's state as its ``extra``;
 * the pretraining checkpoint, ``pretrain_checkpoint.pt``: the checkpoint as it was after the pretraining fit,
-  kept so that another run can start from this run's pretraining (:func:`load_pretraining`).
+  kept so that another run can start from this run's pretraining (:func:`load_pretraining`);
+* with ``final_policy_model='own'``, ``best_checkpoint.pt``: the policy whose rollouts succeeded most often so far
+  and the model it acted through when they were collected (:func:`save_own_policy`).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ...core.types import LinearGaussianPolicy
 from ...models.checkpoint import load_checkpoint
 from ...runtime.atomic import atomic_file
-from ..common import RunMismatch
+from ..common import RunMismatch, policy_arrays, policy_from_arrays
 from .config import ITERATION_SETTINGS, SolarConfig
 from .models import LatentModel, RolloutData
 
 CHECKPOINT_NAME = "checkpoint.pt"
 PRETRAIN_CHECKPOINT_NAME = "pretrain_checkpoint.pt"
+BEST_CHECKPOINT_NAME = "best_checkpoint.pt"
 DATA_DIR = "data"
 
 
@@ -73,6 +79,34 @@ def load_rollouts_with_states(out: Path, name: str) -> RolloutData:
 def save_run_checkpoint(path: Path, model: LatentModel, loop_state: dict) -> None:
     """The model and the loop's state (identity, iteration, policy, step state, logs, RNG) in one file."""
     model.save(path, extra=loop_state)
+
+
+def copy_model(model: LatentModel) -> LatentModel:
+    """A separate model with ``model``'s weights and fitted state (not its caches); the RNGs are left as they were."""
+    cfg = model.net.config
+    with torch.random.fork_rng(devices=[]):  # the twin's initial weights draw from the global RNG
+        twin = type(model)(cfg.image_size, model.du, model.cfg, readout_idx=getattr(model, "readout_idx", None))
+    twin.net.load_state_dict(model.net.state_dict())
+    twin.net.eval()
+    twin.load_state(copy.deepcopy(model.state()))
+    return twin
+
+
+def save_own_policy(out: Path | None, model: LatentModel, policy: LinearGaussianPolicy, iteration: int) -> None:
+    """Write ``out/best_checkpoint.pt``: ``model`` with ``policy`` and the ``iteration`` whose rollouts it collected
+    (nothing without ``out``)."""
+    if out is not None:
+        model.save(out / BEST_CHECKPOINT_NAME, extra={"iteration": int(iteration), **policy_arrays("own", policy)})
+
+
+def load_own_policy(out: Path, model: LatentModel) -> tuple[LinearGaussianPolicy, int] | None:
+    """Restore into ``model`` what :func:`save_own_policy` wrote in ``out`` and return the policy and its iteration;
+    None when there is no such file."""
+    path = Path(out) / BEST_CHECKPOINT_NAME
+    if not path.is_file():
+        return None
+    extra = model.load(path)
+    return policy_from_arrays("own", extra), int(extra["iteration"])
 
 
 def identity_mismatch(state: dict, identity: dict, ignore: frozenset = frozenset()) -> str | None:
