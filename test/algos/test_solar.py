@@ -671,6 +671,10 @@ def test_bad_inputs_raise_clear_errors():
         solar.SolarConfig(final_policy="best")
     with pytest.raises(ValueError, match="measured_step=true"):
         solar.SolarConfig(final_policy="best_measured")
+    with pytest.raises(ValueError, match="final_policy_model must be 'last' or 'own'"):
+        solar.SolarConfig(final_policy="best_success", final_policy_model="first")
+    with pytest.raises(ValueError, match="needs final_policy='best_success'"):
+        solar.SolarConfig(final_policy_model="own")
     with pytest.raises(ValueError, match="pretraining"):
         solar.train("point", seed=0, episodes=20, progress=False, config=TINY)
     with pytest.raises(ValueError, match="arena"):

@@ -134,6 +134,18 @@ def ros(request):
     harness.close()
 
 
+@pytest.fixture
+def fresh_ros(request):
+    """A test-side node in a DDS participant of its own, for one test: for stand-ins of the stack whose readers a
+    test kills with SIGKILL. A killed process's readers stay matched for a while in the participants that talked to
+    it. Once in the full suite, the two trainer tests after the one that kills a trainer received no task costs from
+    new writers of the module's shared participant within 30 s, and each passed alone; with a participant per test
+    no writer outlives its test."""
+    harness = Ros(f"test_{request.module.__name__.replace('.', '_')}_{abs(hash(request.node.name)) % 10**8}")
+    yield harness
+    harness.close()
+
+
 @pytest.fixture(scope="module")
 def start_node(tmp_path_factory):
     """Factory: start_node(node, params) -> NodeProcess; all are stopped at module teardown."""

@@ -185,6 +185,12 @@ class FakeStack:
 
 
 @pytest.fixture
+def ros(fresh_ros):
+    """Each test's stand-in stack in a participant of its own (conftest's ``fresh_ros``): one test kills a trainer."""
+    return fresh_ros
+
+
+@pytest.fixture
 def stack(ros, tmp_path):
     s = FakeStack(ros, tmp_path / "episodes")
     (tmp_path / "episodes").mkdir()
