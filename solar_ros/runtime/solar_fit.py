@@ -113,6 +113,9 @@ class SolarMethod(FitMethod):
         self.episode_dir = ""
         self.history: list[str] = []
         """Every episode id fitted so far, oldest first (the buffer is the newest ``buffer_size``)."""
+        self.own: tuple[str, str, LinearGaussianPolicy, int] | None = None
+        """With ``final_policy_model='own'``: the model id, model file and policy that ran the episodes that succeeded
+        most often so far, and the iteration that fitted them; the final fit answers with them."""
         self._data: solar.RolloutData | None = None
         self.probe_groups = state_groups(self.env.state_names, self.env.ee_pos_idx)
         self.hand = (list(self.env.ee_pos_idx), np.asarray(settings.goal, dtype=np.float64))
@@ -120,6 +123,11 @@ class SolarMethod(FitMethod):
     @property
     def horizon(self) -> int:
         return self.settings.horizon or int(self.env.horizon)
+
+    @property
+    def keeps_own(self) -> bool:
+        """Whether the run keeps the best policy with the model it acted through (``final_policy_model='own'``)."""
+        return self.config.final_policy_model == "own"
 
     # ---- life cycle --------------------------------------------------------------------------------
 
@@ -193,6 +201,8 @@ class SolarMethod(FitMethod):
             self._data = self._data + rollouts
             buffer = self._data.last(cfg.buffer_size)
             it = iteration - 1  # the in-process loop's number of this iteration (its pretraining is 0, here 1)
+            collector = (self.model_id, self.model_path, self.policy, iteration)  # what ran these episodes
+            best_before = (self.step.best_success, self.step.best_cost)
             if cfg.refit_every and it % cfg.refit_every == 0:
                 self.policy, self.step, terms = solar.refit(
                     self.model, self._data, buffer, self.policy, self.step, cfg.refit_steps,
@@ -202,6 +212,14 @@ class SolarMethod(FitMethod):
                 new_model = True
             progress("dynamics", 0.7, math.nan, 0)
             metrics.update(self._improve(buffer, rollouts, final, self._successes(data), it))
+            if self.keeps_own and (self.step.best_success, self.step.best_cost) != best_before:
+                self.own = collector
+            if final and self.keeps_own and self.own is not None:  # the final policy acts through its own model
+                self.model_id, self.model_path, self.policy, _ = self.own
+                self.model.load(self.model_path)
+                self.model.net.to(self.device).eval()
+                new_model = True
+                metrics["final_own_iteration"] = float(self.own[3])
             progress("policy", 0.85, math.nan, 0)
         self.history += data.episode_ids
         self.episode_dir = data.root or self.episode_dir
@@ -293,9 +311,12 @@ class SolarMethod(FitMethod):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         meta = {"method": self.name, "iteration": self.iteration, "policy_id": self.policy_id, "phase": self.phase,
                 "model_id": self.model_id, "model_path": self.model_path, "history": self.history,
-                "episode_dir": self.episode_dir, "settings": asdict(self.settings), "config": asdict(self.config)}
+                "episode_dir": self.episode_dir, "settings": asdict(self.settings), "config": asdict(self.config),
+                "own": None if self.own is None else {"model_id": self.own[0], "model_path": self.own[1],
+                                                      "iteration": self.own[3]}}
+        own = {} if self.own is None else policy_arrays("own", self.own[2])
         arrays = {"meta": np.array(json.dumps(meta)), **policy_arrays("policy", self.policy), **self.step.arrays(),
-                  **self._extra_arrays()}
+                  **own, **self._extra_arrays()}
         save_npz_atomic(self.out_dir / self.STATE_FILE, arrays)
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
@@ -315,6 +336,10 @@ class SolarMethod(FitMethod):
             method.model.net.to(device).eval()
             method.policy = policy_from_arrays("policy", arrays)
             method.step = StepState.from_arrays(arrays)
+            own = meta.get("own")
+            if own:
+                method.own = (own["model_id"], own["model_path"], policy_from_arrays("own", arrays),
+                              int(own["iteration"]))
             method._load_extra(arrays)
         except (OSError, ValueError, KeyError) as err:
             raise FitError(f"cannot read the saved {cls.name} run in {out_dir}: {err}") from err
@@ -339,6 +364,7 @@ class SolarMpcMethod(SolarMethod):
     first action."""
 
     name = solar_mpc.METHOD
+    keeps_own = False  # no policy: the plans act
 
     def __init__(self, settings: RunSettings, overrides: dict[str, Any], out_dir: Path, device: str = "cpu") -> None:
         super().__init__(settings, overrides, out_dir, device)

@@ -100,6 +100,7 @@ def _in_process(env, cfg: solar.SolarConfig, pretrain: solar.RolloutData, batche
 @pytest.mark.parametrize("dynamics_latents, refit_every, measured", [("smoothed", 2, False), ("filtered", 0, False),
                                                                      ("smoothed", 1, True), ("smoothed", 1, "final"),
                                                                      ("smoothed", 1, "success"),
+                                                                     ("smoothed", 1, "own"),
                                                                      ("smoothed", 1, "warmup")])
 def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, monkeypatch, dynamics_latents,
                                                                     refit_every, measured):
@@ -112,6 +113,8 @@ def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, m
                  **({"final_policy": "best_measured"} if measured == "final" else {})}
     if measured == "success":  # the run ends on the policy whose episodes succeeded most often: the first batch's
         overrides = {**TINY, "refit_every": refit_every, "final_policy": "best_success"}
+    if measured == "own":  # likewise, acting through the model it ran with (not re-expressed after the refits)
+        overrides = {**TINY, "refit_every": refit_every, "final_policy": "best_success", "final_policy_model": "own"}
     if measured == "warmup":  # the KL bound of the first two updates is a third and two thirds of kl_step
         overrides = {**TINY, "refit_every": refit_every, "kl_warmup": 2}
     # each batch's episodes' success at their last step, as the simulator's TaskCost flags them
@@ -123,6 +126,7 @@ def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, m
     node.initialize()
     recorded = [_recorded(pretrain, node.policy_id, "pre-")]
     node.update(recorded[-1], 1)
+    ran_first = (node.model_id, node.model_path, node.policy_id, node.policy)  # what runs the first batch
     with_flags = lambda r, hits: replace(r, successes=np.repeat(hits[:, None], r.T, axis=1))  # noqa: E731
     recorded.append(with_flags(_recorded(batches[0], node.policy_id, "it1-"), flags[0]))
     node.update(recorded[-1], 2)
@@ -133,7 +137,17 @@ def test_the_nodes_solar_method_computes_the_in_process_loops_policy(tmp_path, m
     node = SolarMethod.load(RunSettings(task="point", goal=goal.tolist(), seed=SEED), overrides, tmp_path)
     assert node._data is None
     out = node.update(with_flags(_recorded(batches[1], node.policy_id, "it2-"), flags[1]), 3,
-                      final=measured in ("final", "success"))
+                      final=measured in ("final", "success", "own"))
+    if measured == "own":  # the first batch's policy and model, as they ran it, kept through the node's restart
+        assert out.metrics["final_own_iteration"] == 2.0 and out.new_model
+        assert (out.policy.model_id, out.model_path) == ran_first[:2] and out.policy.policy_id != ran_first[2]
+        for name in ("K", "k", "cov"):
+            np.testing.assert_array_equal(getattr(out.policy.policy, name), getattr(ran_first[3], name))
+        kept = solar.SVAELatentModel(cfg.image_size, env.action_dim, cfg)
+        kept.load(ran_first[1])
+        assert all(torch.equal(a, b) for a, b in zip(kept.net.state_dict().values(),
+                                                      node.model.net.state_dict().values()))
+        return
 
     policy, step = _in_process(env, cfg, pretrain, batches, flags)
     assert np.any(policy.K != 0)
