@@ -4,7 +4,8 @@
 # to reach a goal on `sawyer_reach` from the camera, ending with the results table, summary.json and
 # the learning-curve plot. The console shows the trainer's progress (and any warning or error); every
 # node's full log goes to OUT_DIR/stack.log.
-# Usage: scripts/main.sh [OUT_DIR] [--method solar|solar_mpc|dsae] [--seed N]   (default runs/main, method solar, seed 0)
+# Usage: scripts/main.sh [OUT_DIR] [--method solar|solar_mpc|dsae] [--seed N] [--set KEY=VALUE ...]
+#        (default runs/main, method solar, seed 0; --set: a setting of the method, as `solar-ros train --set`)
 # solar_mpc is SOLAR's MPC ablation (the same model and budget, actions replanned by CEM at every camera frame).
 # SOLAR runs the simulator at SOLAR_ROS_RTF x real time (default 1.5), the deep spatial autoencoder at 1.
 set -euo pipefail
@@ -12,14 +13,17 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=$ROOT/runs/main
 METHOD=solar
 SEED=0
+SETS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --method) METHOD=${2:-}; shift 2 || { echo "main.sh: --method needs a value (solar, solar_mpc or dsae)" >&2; exit 2; } ;;
     --method=*) METHOD=${1#--method=}; shift ;;
     --seed) SEED=${2:-}; shift 2 || { echo "main.sh: --seed needs a value (a non-negative integer)" >&2; exit 2; } ;;
     --seed=*) SEED=${1#--seed=}; shift ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    -*) echo "main.sh: unknown option $1 (usage: scripts/main.sh [OUT_DIR] [--method solar|solar_mpc|dsae] [--seed N])" >&2; exit 2 ;;
+    --set) SETS+=("${2:-}"); shift 2 || { echo "main.sh: --set needs KEY=VALUE" >&2; exit 2; } ;;
+    --set=*) SETS+=("${1#--set=}"); shift ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "main.sh: unknown option $1 (usage: scripts/main.sh [OUT_DIR] [--method solar|solar_mpc|dsae] [--seed N] [--set KEY=VALUE])" >&2; exit 2 ;;
     *) OUT=$1; shift ;;
   esac
 done
@@ -28,6 +32,11 @@ case "$METHOD" in
   *) echo "main.sh: --method must be solar, solar_mpc or dsae, got '$METHOD'" >&2; exit 2 ;;
 esac
 [[ "$SEED" =~ ^[0-9]+$ ]] || { echo "main.sh: --seed must be a non-negative integer, got '$SEED'" >&2; exit 2; }
+SETTINGS=""   # the --set pairs as YAML mapping entries, for the fitter (trainer_node.fit_config)
+for pair in ${SETS[@]+"${SETS[@]}"}; do
+  [[ "$pair" =~ ^[a-z_][a-z0-9_]*=[^,{}:]+$ ]] || { echo "main.sh: --set needs KEY=VALUE (a setting's name, a plain value), got '$pair'" >&2; exit 2; }
+  SETTINGS+="${SETTINGS:+, }${pair%%=*}: ${pair#*=}"
+done
 RTF=${SOLAR_ROS_RTF:-1.5}
 [[ "$RTF" =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "main.sh: SOLAR_ROS_RTF must be a non-negative number, got '$RTF' (0: as fast as possible)" >&2; exit 2; }
 bash "$ROOT/scripts/setup_env.sh"
@@ -48,7 +57,7 @@ if [ "$METHOD" = dsae ]; then
   # (solar_ros/runtime/dsae_fit.py). The controller's state is [latent, q, dq] throughout. Success: the
   # hand within 5 cm of the goal after the episode, on 10 noise-free evaluation episodes.
   ARGS=(trainer_node.method:=dsae controller_node.state_source:=latent+joints
-        trainer_node.fit_config:="{explore_iterations: 6, dsae_steps: 300, control_points: 8}"
+        trainer_node.fit_config:="{explore_iterations: 6, dsae_steps: 300, control_points: 8${SETTINGS:+, $SETTINGS}}"
         trainer_node.iterations:=12 trainer_node.episodes_per_iteration:=5 trainer_node.eval_episodes:=10)
 else
   # (solar_mpc: the same stack, model and budget, with the controller replanning by CEM at every frame.)
@@ -66,6 +75,7 @@ else
         trainer_node.iterations:=21 trainer_node.first_iteration_episodes:=100
         trainer_node.episodes_per_iteration:=20 trainer_node.eval_episodes:=20
         sim_arm_node.real_time_factor:="$RTF" sim_arm_node.control_rate:=100)
+  [ -z "$SETTINGS" ] || ARGS+=(trainer_node.fit_config:="{$SETTINGS}")
 fi
 solar-ros launch sim \
   recorder_node.output_dir:="$OUT/episodes" trainer_node.episode_dir:="$OUT/episodes" \

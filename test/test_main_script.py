@@ -21,6 +21,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     (("--seed=-1",), "--seed must be a non-negative integer, got '-1'"),
     (("--seed",), "--seed needs a value"),
     (("--bogus",), "unknown option --bogus"),
+    (("--set",), "--set needs KEY=VALUE"),
+    (("--set", "kl_step"), "--set needs KEY=VALUE (a setting's name, a plain value), got 'kl_step'"),
+    (("--set=a=b, c: d",), "--set needs KEY=VALUE"),
 ])
 def test_bad_options_exit_2_with_a_message(args, message):
     result = run(*args)
