@@ -203,11 +203,19 @@ class SolarConfig:
     policy re-expressed in its latent after every refit (an affine map fitted on the buffer's latents, so each
     refit moves it a little). 'own': the model (encoder, filter) its successful rollouts were collected with and
     the policy as it acted then, kept aside when it became the best: the evaluated controller is the one that was
-    measured."""
+    measured. On sawyer_stack each refit's map explains 98.5-99.9% of the old latents' variance
+    (``model_reexpress_r2``). From the same training (``--pretraining-from st_rerun``, identical iterations) start 0
+    stacked 65%, 40%, 15% with 'own' against 95%, 0%, 0% with 'last' (``st_own``; seed 1's best policy, from
+    iteration 9, had gone through 11 refits), start 1 seed 0 100% either way (``st_own1``). Not a default: it moved
+    seeds both ways.
+    Through the nodes the final fit announces that model again, and the encoder swaps back to it."""
     measured_step_z: float = 0.0
     """With ``measured_step``: how many standard errors (of the difference of the two mean episode
     costs) the rollouts must cost more than the anchor's before the update goes back to it (0: any
-    increase; the anchor's cost is then the lowest of noisy means, which later policies rarely beat)."""
+    increase; the anchor's cost is then the lowest of noisy means, which later policies rarely beat). On sawyer_stack
+    start 0, with 0, seed 1 went back to the anchor in each of its last 14 iterations and seed 2 in 9 of them, mostly
+    at the step's floor of 1/8 (``st_rerun``); with 1, from the same pretraining: 65%, 95%, 0% against 95%, 0%, 0%
+    (``st_z1``)."""
     action_cost: str = "learned"
     """'learned': the cost model's own action term; 'task': the task's known action penalty instead
     (the penalty is a design choice, not something the images say)."""
