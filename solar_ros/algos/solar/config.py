@@ -206,8 +206,9 @@ class SolarConfig:
     measured. On sawyer_stack each refit's map explains 98.5-99.9% of the old latents' variance
     (``model_reexpress_r2``). From the same training (``--pretraining-from st_rerun``, identical iterations) start 0
     stacked 65%, 40%, 15% with 'own' against 95%, 0%, 0% with 'last' (``st_own``; seed 1's best policy, from
-    iteration 9, had gone through 11 refits), start 1 seed 0 100% either way (``st_own1``). Not a default: it moved
-    seeds both ways.
+    iteration 9, had gone through 11 refits), start 1 seed 0 100% either way (``st_own1``); with ``measured_step_z=1``
+    as well start 0 95%, 95%, 10% (``st_z1own``). Not a default: alone it moved seeds both ways, and start 1 has not
+    been run with the two.
     Through the nodes the final fit announces that model again, and the encoder swaps back to it."""
     measured_step_z: float = 0.0
     """With ``measured_step``: how many standard errors (of the difference of the two mean episode
