@@ -116,21 +116,26 @@ def test_the_trainer_node_seeds_the_episodes_of_the_in_process_loop(tiny_run):
     assert episode_seeds(1, 0, 3, evaluation=True)[0] == solar.derive_seed(1, solar.EVAL, 0, 3)
 
 
-def test_resume_after_a_crash_gives_the_uninterrupted_result(tiny_run, tmp_path, monkeypatch):
-    _, full = tiny_run
-    real_update = lqr_flm.update
-    calls = []
+def _crashed_run(monkeypatch, out, config, update: int) -> None:
+    """A SOLAR run on point (seed 1) into ``out`` that a simulated crash stops in LQR-FLM's ``update``-th update
+    (that iteration's), as a killed process would; the update is restored afterwards."""
+    real_update, calls = lqr_flm.update, []
 
-    def crash_on_second_update(*args, **kwargs):
+    def crash(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("simulated crash in iteration 2")
+        if len(calls) == update:
+            raise KeyboardInterrupt(f"simulated crash in iteration {update}")
         return real_update(*args, **kwargs)
 
-    monkeypatch.setattr(lqr_flm, "update", crash_on_second_update)
+    monkeypatch.setattr(lqr_flm, "update", crash)
     with pytest.raises(KeyboardInterrupt):
-        solar.train("point", seed=1, out=tmp_path, progress=False, config=TINY)
+        solar.train("point", seed=1, out=out, progress=False, config=config)
     monkeypatch.setattr(lqr_flm, "update", real_update)
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_result(tiny_run, tmp_path, monkeypatch):
+    _, full = tiny_run
+    _crashed_run(monkeypatch, tmp_path, TINY, update=2)
     assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "summary.json").exists()
 
     resumed = solar.train("point", seed=1, out=tmp_path, progress=False, config=TINY, resume=True)
@@ -919,18 +924,7 @@ def test_the_best_policy_is_evaluated_through_the_model_it_acted_with(tmp_path, 
     assert solar.evaluate_saved_run(run)["mean_cost"] == pytest.approx(result.final_cost, rel=1e-9)
 
     # interrupted in its last iteration and resumed: the same kept policy, the same evaluation
-    real_update, calls = lqr_flm.update, []
-
-    def crash_on_third_update(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("simulated crash in iteration 3")
-        return real_update(*args, **kwargs)
-
-    monkeypatch.setattr(lqr_flm, "update", crash_on_third_update)
-    with pytest.raises(KeyboardInterrupt):
-        solar.train("point", seed=1, out=tmp_path / "resumed", progress=False, config=cfg)
-    monkeypatch.setattr(lqr_flm, "update", real_update)
+    _crashed_run(monkeypatch, tmp_path / "resumed", cfg, update=3)
     resumed = solar.train("point", seed=1, out=tmp_path / "resumed", progress=False, config=cfg, resume=True)
     assert resumed.final_cost == result.final_cost and resumed.success_rate == result.success_rate
 
