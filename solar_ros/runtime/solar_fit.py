@@ -215,8 +215,12 @@ class SolarMethod(FitMethod):
             if self.keeps_own and (self.step.best_success, self.step.best_cost) != best_before:
                 self.own = collector
             if final and self.keeps_own and self.own is not None:  # the final policy acts through its own model
+                try:
+                    self.model.load(self.own[1])
+                except (OSError, ValueError, RuntimeError) as err:
+                    raise FitError(f"cannot read {self.own[1]}, the model of the policy that succeeded most often "
+                                   f"(iteration {self.own[3]}): {err}") from err
                 self.model_id, self.model_path, self.policy, _ = self.own
-                self.model.load(self.model_path)
                 self.model.net.to(self.device).eval()
                 new_model = True
                 metrics["final_own_iteration"] = float(self.own[3])
