@@ -1,5 +1,6 @@
 """SOLAR's learning loop: it really learns (seeded, tiny), resumes exactly, filters online as the
 smoother does offline, and rejects bad inputs clearly."""
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -925,6 +926,10 @@ def test_the_best_policy_is_evaluated_through_the_model_it_acted_with(tmp_path, 
 
     # interrupted in its last iteration and resumed: the same kept policy, the same evaluation
     _crashed_run(monkeypatch, tmp_path / "resumed", cfg, update=3)
+    shutil.copytree(tmp_path / "resumed", tmp_path / "lost")
+    (tmp_path / "lost" / BEST_CHECKPOINT_NAME).unlink()
+    with pytest.raises(ValueError, match="best_checkpoint.pt is missing"):
+        solar.train("point", seed=1, out=tmp_path / "lost", progress=False, config=cfg, resume=True)
     resumed = solar.train("point", seed=1, out=tmp_path / "resumed", progress=False, config=cfg, resume=True)
     assert resumed.final_cost == result.final_cost and resumed.success_rate == result.success_rate
 

@@ -545,6 +545,9 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
         if keep_own:
             twin = copy_model(model)
             kept = load_own_policy(out, twin)
+            if kept is None and step.best is not None:  # written before the checkpoint that counts its best
+                raise ValueError(f"cannot resume from {checkpoint}: its best policy's model {BEST_CHECKPOINT_NAME} is "
+                                 "missing (final_policy_model='own')")
             own = None if kept is None else (twin, *kept)
         log.info("resuming %s/%s seed %d after iteration %d", task, method, seed, state["iteration"])
     elif pretraining_from is not None:
