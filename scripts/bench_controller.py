@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_node_stack  # noqa: E402
 import rclpy  # noqa: E402
 from bench_common import (  # noqa: E402
     PROFILE_PRIORITY,
@@ -58,6 +59,7 @@ from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from solar_ros.msg import CommandInfo, LatentState  # noqa: E402
 from solar_ros.nodes import contract  # noqa: E402
+from solar_ros.runtime.fitting import fit_threads  # noqa: E402
 from solar_ros.runtime.safety import SAWYER_JOINT_NAMES  # noqa: E402
 
 
@@ -149,6 +151,8 @@ def main() -> int:
     parser.add_argument("--during-fit", action="store_true",
                         help="measure each scenario idle and again with a SOLAR model fit running beside it")
     parser.add_argument("--fit-niceness", type=int, default=10, help="CPU niceness of that fit (the fitting node's)")
+    parser.add_argument("--fit-threads", type=int, default=0,
+                        help="torch threads of that fit (model_fitting_node's num_threads; default 0: every core)")
     parser.add_argument("--realtime-priority", type=int, default=PROFILE_PRIORITY, metavar="P",
                         help="SCHED_FIFO priority of the controller (camera and encoder P-2; default 80, the "
                              "profiles'); 0: the normal scheduler")
@@ -156,13 +160,16 @@ def main() -> int:
     args = parser.parse_args()
     if args.encoder:
         return run_encoder(args.realtime_priority)
+    if args.fit_threads < 0:
+        parser.error(f"--fit-threads must be >= 0, got {args.fit_threads}")
+    bench_node_stack.FIT_THREADS = args.fit_threads
     print(f"machine: {os.cpu_count()} CPUs, {load_text()} at start; window {args.seconds:g} s per scenario")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         print("\ncommand stream (controller_node, active episode, joint state input)")
         if args.during_fit:
-            print(f"(fit: a SOLAR model fit beside the controller at niceness {args.fit_niceness}, as the fitting node "
-                  "runs it)")
+            print(f"(fit: a SOLAR model fit beside the controller at niceness {args.fit_niceness} on "
+                  f"{fit_threads(args.fit_threads)} torch thread(s), as the fitting node runs it)")
         print(f"{'target':>8} {'load':>5} {'sent/s':>8} {'recv/s':>8} | {'gap p50':>8} {'p99':>7} {'max':>7}"
               f" (ms, controller stamps) | {'arrival p50':>11} {'p99':>7} {'max':>7} (ms) | cpu | load (1 min)")
         loads = [None, args.fit_niceness] if args.during_fit else [None]
@@ -191,7 +198,8 @@ def main() -> int:
             print("\ncamera frame -> torque latency (64x64 rgb8 at 30 Hz: camera_node -> stand-in encoder -> "
                   "controller_node at 500 Hz)")
             for fit in loads:
-                label = "stand-in" + ("" if fit is None else f", during a model fit (niceness {fit})")
+                label = "stand-in" + ("" if fit is None else f", during a model fit (niceness {fit}, "
+                                                   f"{fit_threads(args.fit_threads)} thread(s))")
                 print_frame_to_torque(label, bench_latency(args.seconds, tmp, fit, args.realtime_priority))
     print(f"{load_text()} at the end")
     return 0

@@ -72,6 +72,8 @@ from bench_common import (  # noqa: E402
     stamp_ns,
 )
 
+from solar_ros.runtime.fitting import fit_threads  # noqa: E402
+
 
 def make_checkpoint(kind: str, path: Path) -> tuple[str, int]:
     """A 64x64 model of ``kind`` ('svae' or 'dsae'); returns (model_id, latent dim)."""
@@ -95,17 +97,17 @@ def make_checkpoint(kind: str, path: Path) -> tuple[str, int]:
     return model_id, dim
 
 
-def fit_load(niceness: int) -> None:
-    """Run a SOLAR model fit until killed (``--fit-load``): sawyer_reach's settings, at the fitting node's
-    default torch threads (1) and the given CPU niceness (the node's default is 10), on 40 random 50-step
-    rollouts of 64x64 images; the load of a fit beside the stack."""
+def fit_load(niceness: int, threads: int) -> None:
+    """Run a SOLAR model fit until killed (``--fit-load``): sawyer_reach's settings, at ``threads`` torch threads
+    (0: every core, the fitting node's default) and the given CPU niceness (the node's default is 10), on 40
+    random 50-step rollouts of 64x64 images; the load of a fit beside the stack."""
     import torch
 
     from solar_ros.algos.solar import TASK_DEFAULTS, RolloutData, SVAELatentModel
     from solar_ros.runtime.fitting import set_thread_niceness
 
     set_thread_niceness(niceness)
-    torch.set_num_threads(1)
+    torch.set_num_threads(fit_threads(threads))
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     data = RolloutData(rng.integers(0, 256, (40, 50, 64, 64, 3), dtype=np.uint8), rng.normal(size=(40, 50, 7)),
@@ -116,13 +118,16 @@ def fit_load(niceness: int) -> None:
 
 
 FIT_RUNNING = "fit load running"
+FIT_THREADS = 0
+"""Torch threads of the fit load (``--fit-threads``; 0: every core, as the fitting node's default)."""
 
 
 def fit_proc(tmp: Path, niceness: int, timeout: float = 120.0, idle=lambda: time.sleep(0.2)) -> Proc:
     """A process running :func:`fit_load` at ``niceness``, returned once its fit has begun (torch imported, data
     made), so that a measurement started next has the fit beside it from its first second. ``idle()`` is
     called while waiting (e.g. to keep a benchmark node spinning)."""
-    proc = Proc([str(Path(__file__).resolve()), "--fit-load", "--fit-niceness", str(niceness)], "model_fit", None, tmp)
+    proc = Proc([str(Path(__file__).resolve()), "--fit-load", "--fit-niceness", str(niceness),
+                 "--fit-threads", str(FIT_THREADS)], "model_fit", None, tmp)
     deadline = time.monotonic() + timeout
     while FIT_RUNNING not in proc.log_path.read_text():
         if proc.p.poll() is not None or time.monotonic() > deadline:
@@ -356,6 +361,8 @@ def main() -> int:
                              "and run such a fit beside the whole stack through its learning run")
     parser.add_argument("--fit-niceness", type=int, default=10,
                         help="CPU niceness of the fit with --during-fit (model_fitting_node's niceness, default 10)")
+    parser.add_argument("--fit-threads", type=int, default=0,
+                        help="torch threads of that fit (model_fitting_node's num_threads; default 0: every core)")
     parser.add_argument("--realtime-priority", type=int, default=PROFILE_PRIORITY, metavar="P",
                         help="SCHED_FIFO for the real-time nodes: controller P, simulator P-5, camera and encoder "
                              "P-2 (default 80, the sim profile's; 0: all under the normal scheduler)")
@@ -369,8 +376,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.keep_log is not None and not args.keep_log.resolve().parent.is_dir():
         parser.error(f"--keep-log: no directory {args.keep_log.resolve().parent} to write {args.keep_log.name} in")
+    if args.fit_threads < 0:
+        parser.error(f"--fit-threads must be >= 0, got {args.fit_threads}")
+    global FIT_THREADS
+    FIT_THREADS = args.fit_threads
     if args.fit_load:
-        fit_load(args.fit_niceness)
+        fit_load(args.fit_niceness, args.fit_threads)
         return 0
     os.environ.setdefault("MUJOCO_GL", "egl")
     print(f"machine: {os.cpu_count()} CPUs, {load_text()} at start")
@@ -382,7 +393,8 @@ def main() -> int:
             for kind in ("svae", "dsae"):
                 print_frame_to_torque(kind, bench_latency(kind, args.seconds, tmp, priority=args.realtime_priority))
                 if args.during_fit:
-                    print_frame_to_torque(f"{kind}, during a model fit (niceness {args.fit_niceness})",
+                    print_frame_to_torque(f"{kind}, during a model fit (niceness {args.fit_niceness}, "
+                                          f"{fit_threads(args.fit_threads)} thread(s))",
                                           bench_latency(kind, args.seconds, tmp, True, args.fit_niceness,
                                                         args.realtime_priority))
         if not args.skip_learning:

@@ -71,8 +71,10 @@ def test_pauses_are_the_gaps_over_the_threshold_with_their_start_and_write_gap()
 
 
 def test_bench_node_stack_prints_the_latency_idle_and_beside_a_fit():
-    out = _run("bench_node_stack.py", "--seconds", "1", "--skip-learning", "--during-fit", timeout=380)
-    for label in ("svae", "svae, during a model fit (niceness 10)", "dsae", "dsae, during a model fit (niceness 10)"):
+    out = _run("bench_node_stack.py", "--seconds", "1", "--skip-learning", "--during-fit", "--fit-threads", "1",
+               timeout=380)
+    fit = "during a model fit (niceness 10, 1 thread(s))"
+    for label in ("svae", f"svae, {fit}", "dsae", f"dsae, {fit}"):
         m = re.search(rf"^{re.escape(label)}: frames (\d+), with a command (\d+): latency p50 ({NUMBER}) ms", out,
                       re.MULTILINE)
         assert m and 0 < int(m[2]) <= int(m[1]) and float(m[3]) > 0, out

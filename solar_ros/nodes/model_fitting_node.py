@@ -52,6 +52,7 @@ from ..runtime.fitting import (
     FitOutput,
     RunSettings,
     check_device,
+    fit_threads,
     load_policy,
     load_training_data,
     save_policy,
@@ -90,7 +91,8 @@ class ModelFittingNode(StackNode):
         self.default_method = declare(self, "method", "lqr_joints", "fit method when a goal names none")
         self.output_dir = Path(declare(self, "output_dir", "runs/models", "where models, policies and run state go"))
         self.device = declare(self, "device", "cpu", "torch device for model fits ('cpu', 'cuda')")
-        self.num_threads = int(declare(self, "num_threads", 1, "torch intra-op threads"))
+        self.num_threads = int(declare(self, "num_threads", 0, "torch intra-op threads during fits (0: every "
+                                                                "core; fits run between episodes, at `niceness`)"))
         self.niceness = int(declare(self, "niceness", 10, "CPU niceness of the fits (0..19: higher yields "
                                                           "the cores to the real-time nodes)"))
         task = declare(self, "task", "sawyer_reach", "simulated task (cost model, horizon, action scale)")
@@ -105,6 +107,7 @@ class ModelFittingNode(StackNode):
         except ValueError as err:
             raise ConfigError(str(err)) from err
         try:
+            self.num_threads = fit_threads(self.num_threads)
             set_thread_niceness(self.niceness)
         except ValueError as err:
             raise ConfigError(str(err)) from err
@@ -128,7 +131,8 @@ class ModelFittingNode(StackNode):
                                    callback_group=ReentrantCallbackGroup())
         self.create_timer(HEARTBEAT_PERIOD, self._heartbeat)
         self.get_logger().info(f"model fitting: methods {sorted(METHODS)} (default {self.default_method}), "
-                               f"device {self.device}, output {self.output_dir.resolve()}")
+                               f"device {self.device}, {self.num_threads} torch thread(s) at niceness {self.niceness}, "
+                               f"output {self.output_dir.resolve()}")
         self._announce_current()
 
     # ---- after a restart -----------------------------------------------------------------------
@@ -327,7 +331,7 @@ class ModelFittingNode(StackNode):
             pass  # warned at start-up
         try:
             import torch
-            torch.set_num_threads(max(1, self.num_threads))
+            torch.set_num_threads(self.num_threads)
         except ImportError:
             pass
 

@@ -69,6 +69,19 @@ def check_device(device: str) -> str:
     return device
 
 
+def fit_threads(requested: int) -> int:
+    """The torch threads a fit runs on: ``requested`` where > 0, else (0) every core this process may run on.
+    ValueError when negative."""
+    if not isinstance(requested, int) or requested < 0:
+        raise ValueError(f"num_threads must be an integer >= 0 (0: every core), got {requested!r}")
+    if requested:
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def set_thread_niceness(niceness: int) -> int:
     """Give the calling thread (and the threads it starts from now on) the CPU niceness ``niceness``
     (-20..19; Linux keeps one per thread). A model fit at a high niceness yields the cores to the

@@ -313,3 +313,10 @@ def test_a_killed_fitter_comes_back_with_its_run(rig, ros, start_node):
     res2 = fitter.fit(2, out / "episodes", ids2)
     assert res2.success, res2.message
     assert fitter.policy(res2.policy_id).iteration == 2
+
+
+def test_a_negative_thread_count_stops_the_fitter_with_a_clear_error(start_node, tmp_path):
+    """num_threads 0 means every core; below that the node refuses to start (status 2, the reason in one line)."""
+    node = start_node("model_fitting_node", {"output_dir": str(tmp_path / "models"), "num_threads": -1})
+    assert node.proc.wait(timeout=60) == 2
+    assert "num_threads must be an integer >= 0" in node.log()

@@ -217,6 +217,17 @@ def test_the_fit_device_is_checked_with_a_clear_error(monkeypatch):
         check_device("cuda:1")
 
 
+def test_fit_threads_zero_means_every_core_this_process_may_use():
+    import os
+
+    from solar_ros.runtime.fitting import fit_threads
+    assert fit_threads(3) == 3
+    assert fit_threads(0) == len(os.sched_getaffinity(0))
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="num_threads must be an integer >= 0"):
+            fit_threads(bad)
+
+
 def test_a_fit_thread_lowers_its_own_cpu_priority_and_not_the_callers():
     import os
     import threading
