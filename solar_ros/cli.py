@@ -102,22 +102,25 @@ def method_config(method: str, task: str, overrides: list[str] | None = None):
         from .algos import lqr_state
         cfg = dataclasses.replace(cfg, exploration=lqr_state.TASK_DEFAULTS.get(task, lqr_state.LQRStateConfig()))
     cfg = apply_overrides(cfg, overrides or [])
-    if getattr(cfg, "cost_fit", None) == "readout" and cfg.readout_point_scale != 1.0:
-        _check_point_scale(task, cfg.readout_point_scale)
+    if getattr(cfg, "cost_fit", None) == "readout" and (cfg.readout_point_scale != 1.0 or cfg.approach_height > 0):
+        _check_cost_points(task, cfg)
     return cfg
 
 
-def _check_point_scale(task: str, scale: float) -> None:
-    """SettingsError where ``task``'s cost has no several 3-D points to spread (``readout_point_scale``), before
-    anything is run or written."""
+def _check_cost_points(task: str, cfg) -> None:
+    """SettingsError where ``task``'s cost has no several 3-D points to spread (``readout_point_scale``) or no 3-D
+    points to raise the goal of (``approach_height``), before anything is run or written."""
     import numpy as np
 
-    from .algos.solar import spread_points
+    from .algos.solar import approach_goal, spread_points
     from .envs import make
     from .settings import SettingsError
 
+    goal = np.zeros(len(make(task, image_obs=False).ee_pos_idx))
     try:
-        spread_points(np.zeros(len(make(task, image_obs=False).ee_pos_idx)), scale)
+        spread_points(goal, cfg.readout_point_scale)
+        if cfg.approach_height > 0:
+            approach_goal(goal, 2, cfg.approach_height, cfg.approach_fraction)
     except ValueError as err:
         raise SettingsError(str(err)) from err
 

@@ -112,6 +112,11 @@ def test_a_point_scale_on_a_task_without_block_points_is_refused_before_any_outp
     assert not out.exists()
     cfg = cli.method_config("solar", "sawyer_stack_1", ["readout_point_scale=2"])
     assert cfg.readout_point_scale == 2.0
+    rc, _, err = _run(capsys, "train", "--task", "point", "--method", "solar", "--set", "cost_fit=readout",
+                      "--set", "action_cost=task", "--set", "approach_height=0.03", "--out", str(out))
+    assert rc == 2 and "approach_height needs a cost on 3-D points" in err and "Traceback" not in err
+    assert not out.exists()
+    assert cli.method_config("solar", "sawyer_stack_0", ["approach_height=0.03"]).approach_height == 0.03
 
 
 def test_list_settings_shows_the_task_values(capsys):

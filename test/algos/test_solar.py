@@ -500,6 +500,40 @@ def test_the_readout_point_scale_weighs_the_blocks_turn_by_its_square_and_its_tr
         solar.SolarConfig(cost_fit="readout", action_cost="task", readout_point_scale=-1.0)
 
 
+def test_the_approach_height_raises_the_readout_goal_of_the_first_steps_only():
+    # as above: three 3-D points read out exactly from a 9-D latent that is the points themselves
+    rng = np.random.default_rng(1)
+    centre = np.array([0.6, 0.05, -0.165])
+    goal = np.concatenate([centre, centre + [0.0, 0.05, 0.0], centre + [0.05, 0.0, 0.0]])
+    N, T = 4, 5
+    latents = goal + 0.03 * rng.standard_normal((N, T, 9))
+    data = solar.RolloutData(np.zeros((N, T, 4, 4, 3), np.uint8), np.zeros((N, T, 1)), np.zeros((N, T)),
+                             np.concatenate([np.zeros((N, T, 1)), latents], axis=-1))
+    link = solar.DistanceLink(l2=1.0, l1=0.0, alpha=0.0)
+    goals = solar.approach_goal(goal, T, 0.04, 0.6)
+    assert goals.shape == (T, 9)
+    assert np.allclose(goals[3:], goal) and np.allclose(goals[:3, 2::3], goal[2::3] + 0.04)
+    assert np.allclose(goals[:3, 0::3], goal[0::3]) and np.allclose(goals[:3, 1::3], goal[1::3])
+    cost, r2 = solar.readout_latent_cost(latents, data, np.ones(1), link, list(range(1, 10)), goals)
+    assert r2 == pytest.approx(1.0)
+    raised = goal + np.tile([0.0, 0.0, 0.04], 3)
+    for t in range(T):  # each step's cost is 0.5 |x - goal_t|^2: least at that step's goal, by the lift squared
+        at = lambda x: cost.value(np.repeat(x[None], T, 0), np.zeros((T, 1)))[t]  # noqa: E731
+        low, high = (goal, raised) if t >= 3 else (raised, goal)
+        assert at(high) - at(low) == pytest.approx(0.5 * 3 * 0.04 ** 2, rel=1e-3)
+    # one goal for every step gives the cost it gave before
+    same = solar.readout_latent_cost(latents, data, np.ones(1), link, list(range(1, 10)), np.tile(goal, (T, 1)))[0]
+    plain = solar.readout_latent_cost(latents, data, np.ones(1), link, list(range(1, 10)), goal)[0]
+    assert np.allclose(same.cv, plain.cv) and np.allclose(same.Cm, plain.Cm) and np.allclose(same.cc, plain.cc)
+    for bad in ({"goal": goal[:8]}, {"height": -0.01}, {"fraction": 1.0}):
+        with pytest.raises(ValueError, match="approach"):
+            solar.approach_goal(bad.get("goal", goal), T, bad.get("height", 0.04), bad.get("fraction", 0.6))
+    with pytest.raises(ValueError, match="approach_height"):
+        solar.SolarConfig(approach_height=0.03)  # the learned cost has no read-out positions to raise
+    with pytest.raises(ValueError, match="approach_fraction"):
+        solar.SolarConfig(cost_fit="readout", action_cost="task", approach_height=0.03, approach_fraction=0.0)
+
+
 def test_kl_warmup_scales_the_first_updates_kl_bound_and_needs_the_iteration():
     cfg = replace(TINY, kl_step=3.0, kl_warmup=2)
     assert [cfg.kl_bound(i) for i in (1, 2, 3, 10)] == pytest.approx([1.0, 2.0, 3.0, 3.0])

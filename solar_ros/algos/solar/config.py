@@ -254,6 +254,16 @@ class SolarConfig:
     60%, 0%, 100% (0% each without it) but seeds 0-2 less often (``st_klw3ps4``), 2 with it 100%, 95%, 0% there and
     start 0 on no seed (``st_klw3ps2``, docs/results.md)."""
 
+    approach_height: float = 0.0
+    """With ``cost_fit='readout'`` on a cost over 3-D points (m): over the first ``approach_fraction`` of the steps
+    LQR-FLM's cost compares the read-out positions with the task's goal raised by this height (every point's z),
+    over the rest with the task's goal: the policy is asked to arrive above the goal and then come down onto it,
+    not to cut the corner (on sawyer_stack, into the base block's edge). 0: the task's goal on every step. The
+    task's cost and success, and the measured step's costs, are unchanged. Tasks whose cost is not on 3-D points
+    refuse a value other than 0."""
+    approach_fraction: float = 0.6
+    """The share of the steps, from the first, whose goal ``approach_height`` raises (in (0, 1))."""
+
     readout_weight: float = 0.0
     """> 0: the structured VAE is also trained to explain the positions the task's cost compares (the true
     states' ``ee_pos_idx`` columns; through the nodes, forward kinematics of the recorded joint angles), by
@@ -412,6 +422,13 @@ class SolarConfig:
             raise ValueError(f"SolarConfig.readout_weight must be >= 0, got {self.readout_weight!r}")
         if not (math.isfinite(self.readout_point_scale) and self.readout_point_scale > 0):
             raise ValueError(f"SolarConfig.readout_point_scale must be > 0, got {self.readout_point_scale}")
+        if not (math.isfinite(self.approach_height) and self.approach_height >= 0):
+            raise ValueError(f"SolarConfig.approach_height must be >= 0 (m), got {self.approach_height}")
+        if not 0.0 < self.approach_fraction < 1.0:
+            raise ValueError(f"SolarConfig.approach_fraction must be in (0, 1), got {self.approach_fraction}")
+        if self.approach_height > 0 and self.cost_fit != "readout":
+            raise ValueError("SolarConfig.approach_height raises the goal of the read-out positions: it needs "
+                             f"cost_fit='readout', got {self.cost_fit!r}")
         if not (math.isfinite(self.readout_near_scale) and self.readout_near_scale >= 0):
             raise ValueError(f"SolarConfig.readout_near_scale must be >= 0 (m), got {self.readout_near_scale}")
         if self.cost_fit != "model" and self.action_cost != "task":
@@ -457,7 +474,7 @@ ITERATION_SETTINGS = frozenset({
     "prior_strength", "dynamics_prior", "adapt_step", "measured_step", "final_policy", "final_policy_model",
     "measured_step_z", "label_ridge", "label_history", "mpc_horizon", "mpc_samples", "mpc_elites", "mpc_iterations",
     "mpc_init_std", "mpc_noise", "mpc_dynamics", "cost_fit", "action_cost", "readout_near_scale",
-    "readout_point_scale",
+    "readout_point_scale", "approach_height", "approach_fraction",
 })
 
 

@@ -102,6 +102,7 @@ from .models import (
     FitHook,
     LatentModel,
     RolloutData,
+    approach_goal,
     cost_r2,
     distance_latent_cost,
     latent_cost,
@@ -274,6 +275,8 @@ def check_cost_inputs(cfg: SolarConfig, buffer: RolloutData, hand: tuple[list[in
                          "compares (hand)")
     if cfg.cost_fit == "readout":
         spread_points(hand[1], cfg.readout_point_scale)  # a task without several 3-D points: ValueError
+        if cfg.approach_height > 0:
+            approach_goal(hand[1], buffer.T, cfg.approach_height, cfg.approach_fraction)  # nor 3-D points
     if cfg.cost_fit == "labels" and buffer.labels is None:
         raise ValueError("cost_fit='labels' needs rollouts with success labels (reward='labels')")
 
@@ -298,7 +301,10 @@ def iteration_cost(model: LatentModel, latents: np.ndarray, buffer: RolloutData,
             buffer, latents = history, step_latents(model, history, cfg)
         return labels_latent_cost(latents, buffer, action_weights, cfg.label_window, cfg.label_ridge, metrics)
     if cfg.cost_fit == "readout":
-        cost, r2 = readout_latent_cost(latents, buffer, action_weights, distance_link, *hand,
+        idx, goal = hand
+        if cfg.approach_height > 0:
+            goal = approach_goal(goal, buffer.T, cfg.approach_height, cfg.approach_fraction)
+        cost, r2 = readout_latent_cost(latents, buffer, action_weights, distance_link, idx, goal,
                                        near_scale=cfg.readout_near_scale, point_scale=cfg.readout_point_scale)
         if metrics is not None:
             metrics["readout_r2"] = r2
@@ -501,6 +507,8 @@ def train(task: str, seed: int, out: Path | None = None, episodes: int | None = 
     hand = (list(env.ee_pos_idx), goal)
     if cfg.cost_fit == "readout":
         spread_points(goal, cfg.readout_point_scale)  # refuse a point scale the task's cost has no points for
+        if cfg.approach_height > 0:
+            approach_goal(goal, T, cfg.approach_height, cfg.approach_fraction)  # likewise a raised goal
     identity = {"task": task, "seed": int(seed), "method": method, "goal": goal.tolist(), "config": asdict(cfg)}
 
     def collect(actor_for: Callable[[int], Callable], phase: int, it: int, n: int) -> list[Episode]:

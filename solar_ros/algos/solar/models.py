@@ -754,14 +754,16 @@ def distance_latent_cost(latents: np.ndarray, data: RolloutData, action_weights:
     return _linked_cost(latents, q.Cm[0], q.cv[0], float(q.cc[0]), link, w)
 
 
-def _linked_cost(latents: np.ndarray, C: np.ndarray, c: np.ndarray, c0: float, link: DistanceLink,
+def _linked_cost(latents: np.ndarray, C: np.ndarray, c: np.ndarray, c0: float | np.ndarray, link: DistanceLink,
                  w: np.ndarray) -> QuadraticCost:
     """LQR-FLM's cost f(q(x)) + 0.5 sum_i w_i u_i^2 for a squared distance q(x) = 0.5 x^T C x + c^T x + c0
     of the latent and the task's cost form f (``link``): at step t, f expanded to first order in q around
     the ``latents`` (N, T, dx) of that step (Gauss-Newton: f'(q) averaged over them times q(x), the same
-    value there)."""
+    value there). ``c`` (dx,) and ``c0`` may also be given per step, (T, dx) and (T,)."""
     N, T, dx = latents.shape
-    q_hat = 0.5 * np.einsum("nti,ij,ntj->nt", latents, C, latents) + latents @ c + c0
+    c = np.broadcast_to(np.asarray(c, dtype=np.float64), (T, dx))
+    c0 = np.broadcast_to(np.asarray(c0, dtype=np.float64), (T,))
+    q_hat = 0.5 * np.einsum("nti,ij,ntj->nt", latents, C, latents) + np.einsum("nti,ti->nt", latents, c) + c0
     slope = link.slope(q_hat).mean(axis=0)  # (T,)
     offset = link.value(q_hat).mean(axis=0) - slope * np.maximum(q_hat, 0.0).mean(axis=0)
     du = w.size
@@ -771,6 +773,21 @@ def _linked_cost(latents: np.ndarray, C: np.ndarray, c: np.ndarray, c0: float, l
     cv = np.zeros((T, dx + du))
     cv[:, :dx] = slope[:, None] * c
     return QuadraticCost(Cm, cv, slope * c0 + offset)
+
+
+def approach_goal(goal: np.ndarray, T: int, height: float, fraction: float) -> np.ndarray:
+    """The goal of each of ``T`` steps (T, 3n) for a cost on n 3-D points (``goal`` (3n,)): the first
+    round(``fraction`` T) steps' raised by ``height`` (m) along z on every point, the others' the task's own.
+    ValueError unless the goal is 3-D points."""
+    goal = np.asarray(goal, dtype=np.float64)
+    if goal.ndim != 1 or goal.size % 3:
+        raise ValueError(f"approach_height needs a cost on 3-D points; this task's cost compares {goal.size} "
+                         "coordinates")
+    if not (math.isfinite(height) and height >= 0 and 0 < fraction < 1):
+        raise ValueError(f"approach_height must be >= 0 and approach_fraction in (0, 1), got {height}, {fraction}")
+    goals = np.tile(goal, (T, 1))
+    goals[:round(fraction * T), 2::3] += height
+    return goals
 
 
 def fit_readout(latents: np.ndarray, targets: np.ndarray, ridge: float = 1e-6,
@@ -823,7 +840,8 @@ def readout_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: 
     latent, zero where the readout puts the goal, and LQR-FLM minimises the task's cost form (``link``)
     of it as with ``cost_fit='distance'``, plus the task's action penalty (``action_weights``).
     ``near_scale`` s > 0 weights each frame by 1 / (d^2 + s^2), d its true distance to the goal, so that the
-    readout is most precise where the cost's minimum is (0: every frame alike). ``point_scale`` k != 1 compares
+    readout is most precise where the cost's minimum is (0: every frame alike; d to the last step's goal where
+    ``goal`` is given per step, (T, dp): :func:`approach_goal`). ``point_scale`` k != 1 compares
     the positions spread about their first point (:func:`spread_points`): the block's turn weighs k^2 times
     more, its translation the same. Returns the cost and the readout's R^2 on ``data`` (unweighted, on the
     compared positions)."""
@@ -831,8 +849,9 @@ def readout_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: 
         raise ValueError("cost_fit='readout' needs the rollouts' true states (the positions the cost measures)")
     targets = data.states[..., list(idx)]
     goal = np.asarray(goal, dtype=np.float64)
-    if goal.shape != targets.shape[-1:]:
-        raise ValueError(f"the goal has shape {goal.shape}, the cost's positions {targets.shape[-1:]}")
+    if goal.shape not in (targets.shape[-1:], targets.shape[1:]):
+        raise ValueError(f"the goal has shape {goal.shape}, the cost's positions {targets.shape[-1:]} (one goal, or "
+                         f"one per step: {targets.shape[1:]})")
     if not (math.isfinite(point_scale) and point_scale > 0):
         raise ValueError(f"point_scale must be > 0, got {point_scale}")
     targets, goal = spread_points(targets, point_scale), spread_points(goal, point_scale)
@@ -843,13 +862,13 @@ def readout_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: 
         raise ValueError(f"near_scale must be >= 0, got {near_scale}")
     weights = None
     if near_scale > 0:
-        weights = 1.0 / (np.sum((targets - goal) ** 2, axis=-1) + near_scale ** 2)
+        weights = 1.0 / (np.sum((targets - goal.reshape(-1, goal.shape[-1])[-1]) ** 2, axis=-1) + near_scale ** 2)
     P, b = fit_readout(latents, targets, weights=weights)
     resid = targets - (latents @ P.T + b)
     total = np.sum((targets - targets.reshape(-1, targets.shape[-1]).mean(0)) ** 2)
     r2 = float(1.0 - np.sum(resid ** 2) / total) if total > 0 else math.nan
-    e = b - goal
-    cost = _linked_cost(latents, 2.0 * P.T @ P, 2.0 * P.T @ e, float(e @ e), link,
+    e = b - goal  # (dp,) or per step (T, dp)
+    cost = _linked_cost(latents, 2.0 * P.T @ P, 2.0 * e @ P, np.sum(e * e, axis=-1), link,
                         np.asarray(action_weights, dtype=np.float64))
     return cost, r2
 
