@@ -761,9 +761,9 @@ def _linked_cost(latents: np.ndarray, C: np.ndarray, c: np.ndarray, c0: float | 
     the ``latents`` (N, T, dx) of that step (Gauss-Newton: f'(q) averaged over them times q(x), the same
     value there). ``c`` (dx,) and ``c0`` may also be given per step, (T, dx) and (T,)."""
     N, T, dx = latents.shape
-    c = np.broadcast_to(np.asarray(c, dtype=np.float64), (T, dx))
-    c0 = np.broadcast_to(np.asarray(c0, dtype=np.float64), (T,))
-    q_hat = 0.5 * np.einsum("nti,ij,ntj->nt", latents, C, latents) + np.einsum("nti,ti->nt", latents, c) + c0
+    c, c0 = np.asarray(c, dtype=np.float64), np.asarray(c0, dtype=np.float64)
+    linear = latents @ c if c.ndim == 1 else np.einsum("nti,ti->nt", latents, c)
+    q_hat = 0.5 * np.einsum("nti,ij,ntj->nt", latents, C, latents) + linear + c0
     slope = link.slope(q_hat).mean(axis=0)  # (T,)
     offset = link.value(q_hat).mean(axis=0) - slope * np.maximum(q_hat, 0.0).mean(axis=0)
     du = w.size
@@ -868,8 +868,8 @@ def readout_latent_cost(latents: np.ndarray, data: RolloutData, action_weights: 
     total = np.sum((targets - targets.reshape(-1, targets.shape[-1]).mean(0)) ** 2)
     r2 = float(1.0 - np.sum(resid ** 2) / total) if total > 0 else math.nan
     e = b - goal  # (dp,) or per step (T, dp)
-    cost = _linked_cost(latents, 2.0 * P.T @ P, 2.0 * e @ P, np.sum(e * e, axis=-1), link,
-                        np.asarray(action_weights, dtype=np.float64))
+    linear, constant = (2.0 * P.T @ e, float(e @ e)) if e.ndim == 1 else (2.0 * e @ P, np.sum(e * e, axis=-1))
+    cost = _linked_cost(latents, 2.0 * P.T @ P, linear, constant, link, np.asarray(action_weights, dtype=np.float64))
     return cost, r2
 
 
