@@ -37,6 +37,7 @@ START_EPISODE = "/solar/controller/start_episode"   # solar_ros/srv/StartEpisode
 STOP_EPISODE = "/solar/controller/stop_episode"     # std_srvs/srv/Trigger
 ESTOP = "/solar/controller/estop"                   # std_srvs/srv/SetBool (true: engage, false: release)
 SIM_RESET = "/sim/reset"                            # solar_ros/srv/ResetArm
+SIM_PAUSE = "/sim/pause"                            # std_srvs/srv/SetBool (true: pause, false: resume)
 FIT_MODEL = "/solar/fit_model"                      # solar_ros/action/FitModel
 LABEL_SUCCESS = "/solar/label_success"              # std_srvs/srv/Trigger: "success now" (a person's sparse reward)
 
@@ -97,7 +98,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
                      "goal", "horizon", "fit_config", "episode_dir", "output_dir", "success_threshold",
                      "settle_frames", "bringup_timeout", "start_timeout", "episode_timeout", "record_timeout",
                      "fit_timeout", "max_retries", "fault_patience", "recovery_settle_time", "health_max_gap",
-                     "resume", "fit_retries", "max_failed_fits", "fit_silence_timeout"),
+                     "resume", "pause_during_fits", "fit_retries", "max_failed_fits", "fit_silence_timeout"),
 }
 """Node -> the parameters it declares (besides :data:`ROS_PARAMETERS`). The launcher rejects any other
 name in a parameter file or an override, since ROS would silently ignore it; a test checks this

@@ -18,7 +18,11 @@ published on /solar/goal after every reset, and the Sawyer tasks' robot descript
 MuJoCo model is built from) once on /robot_description, both transient local, so a 3D view or a
 recording that starts later still gets them.
 
-Simulated time starts at ``start_time`` and only moves forward (a reset does not rewind it).
+Simulated time starts at ``start_time`` and only moves forward (a reset does not rewind it). /sim/pause
+(std_srvs/SetBool, as Gazebo's pause_physics: true pauses, false resumes) stops it: no step, joint state,
+frame, cost or /clock until it resumes or the next /sim/reset (a reset always leaves it running). The trainer
+pauses it during model fits, so that the fits get the cores an idle arm would spend on being simulated, drawn
+and encoded.
 
 Camera frames are rendered by a worker thread (``render_thread``, default true) from a copy of the
 state at the frame's step (joint positions and velocities, the mocap goal bodies), so the 2 ms a 64x64
@@ -36,6 +40,7 @@ from geometry_msgs.msg import PointStamped
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import SetBool
 
 from ..msg import TaskCost
 from ..srv import ResetArm
@@ -118,6 +123,8 @@ class SimArmNode(StackNode):
                 String(data=build_urdf()))
         self.create_subscription(Float64MultiArray, contract.COMMANDS, self._on_command, contract.RELIABLE_QOS)
         self.create_service(ResetArm, contract.SIM_RESET, self._on_reset)
+        self.paused = False
+        self.create_service(SetBool, contract.SIM_PAUSE, self._on_pause)
 
         self._joint_msg = JointState()
         self._joint_msg.name = list(self.joint_names)
@@ -166,7 +173,18 @@ class SimArmNode(StackNode):
                                f"goal {np.round(self.env.goal, 3).tolist()}")
         return response
 
+    def _on_pause(self, request: SetBool.Request, response: SetBool.Response):
+        if bool(request.data) != self.paused:
+            self.paused = bool(request.data)
+            self.get_logger().info(f"simulation {'paused' if self.paused else 'resumed'} at "
+                                   f"{self.sim_ns * 1e-9:.3f} s")
+        response.success, response.message = True, "paused" if self.paused else "running"
+        return response
+
     def _reset(self, seed: int | None, goal, wide_start: bool = False) -> None:
+        if self.paused:
+            self.paused = False
+            self.get_logger().info(f"simulation resumed by a reset at {self.sim_ns * 1e-9:.3f} s")
         goal = goal if goal is not None else self.fixed_goal
         self.env.reset(seed=seed, options={"goal": goal, "wide_start": wide_start})
         self.cost_model = self.env.cost_model()
@@ -254,6 +272,10 @@ class SimArmNode(StackNode):
         wall_period = self.period_ns * 1e-9 / self.rtf if self.rtf > 0 else 0.0
         next_wall = time.monotonic()
         while not stop.is_set():
+            if self.paused:  # serve callbacks only; the pacing starts afresh on resuming
+                executor.spin_once(timeout_sec=0.05)
+                next_wall = time.monotonic()
+                continue
             if self.rtf > 0:
                 # Wait for the next step's wall time, serving callbacks meanwhile; when already behind, still
                 # serve what has arrived, or a torque command goes stale while the simulation catches up.

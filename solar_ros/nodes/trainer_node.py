@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from sensor_msgs.msg import JointState
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 
 from ..action import FitModel
 from ..algos.probes import diagnostics_line
@@ -156,6 +156,9 @@ class TrainerNode(StackNode):
                                             "s without a valid message after which a stream counts as unhealthy"))
         self.resume = bool(declare(self, "resume", True,
                                    "continue the unfinished run of the same settings saved in output_dir"))
+        self.pause_during_fits = bool(declare(self, "pause_during_fits", True,
+                                              "pause the simulator (/sim/pause) during model fits, where it "
+                                              "offers the service"))
         self.fit_retries = int(declare(self, "fit_retries", 2, "times a failed fit is asked for again"))
         self.max_failed_fits = int(declare(self, "max_failed_fits", 3,
                                            "iterations in a row whose fit failed (previous policy kept) "
@@ -210,6 +213,7 @@ class TrainerNode(StackNode):
         self.reset_cli = self.create_client(ResetArm, contract.SIM_RESET)
         self.start_cli = self.create_client(StartEpisode, contract.START_EPISODE)
         self.stop_cli = self.create_client(Trigger, contract.STOP_EPISODE)
+        self.pause_cli = self.create_client(SetBool, contract.SIM_PAUSE)
         from rclpy.action import ActionClient
         self.fit_cli = ActionClient(self, FitModel, contract.FIT_MODEL)
         self.create_subscription(EpisodeEvent, contract.EPISODE, self._on_event, contract.EVENT_QOS)
@@ -364,6 +368,27 @@ class TrainerNode(StackNode):
         ``fault_patience``); sets the new policy as the current one. FitFailed if the fitter says the
         fit failed, TrainerError if it stays away. ``final``: see :meth:`_fit_request`."""
         request = self._fit_request(iteration, episode_ids, goal, final)
+        self._pause_simulation(True)
+        try:
+            return self._fit_answered(iteration, request)
+        finally:
+            self._pause_simulation(False)
+
+    def _pause_simulation(self, pause: bool) -> None:
+        """Pause (or resume) the simulator around a fit (``pause_during_fits``), so that the fit gets the cores
+        an idle arm would spend on being simulated, drawn and encoded. Nothing where no simulator offers
+        /sim/pause (the real robot); a call that fails or goes unanswered is logged and the run goes on (the
+        next /sim/reset resumes the simulator in any case)."""
+        if not self.pause_during_fits or not self.pause_cli.service_is_ready():
+            return
+        future = self.pause_cli.call_async(SetBool.Request(data=pause))
+        try:
+            self._wait(future.done, 5.0, f"a reply from {self.pause_cli.srv_name}")
+        except TrainerError as err:
+            self.get_logger().warning(f"could not {'pause' if pause else 'resume'} the simulator: {err}")
+
+    def _fit_answered(self, iteration: int, request: FitModel.Goal) -> FitModel.Result:
+        """:meth:`_fit`'s loop: the fit asked for until answered, within ``fault_patience``."""
         burst = FaultBurst(self.fault_patience)
         log = self.get_logger()
         while True:

@@ -8,6 +8,7 @@ import pytest
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool
 
 from solar_ros.msg import TaskCost
 from solar_ros.nodes import contract
@@ -34,10 +35,14 @@ class Arm:
         n.create_subscription(TaskCost, contract.COST, self.costs.append, contract.RELIABLE_QOS)
         self.cmd_pub = n.create_publisher(Float64MultiArray, contract.COMMANDS, contract.RELIABLE_QOS)
         self.reset_cli = n.create_client(ResetArm, contract.SIM_RESET)
+        self.pause_cli = n.create_client(SetBool, contract.SIM_PAUSE)
 
     def reset(self, seed: int, goal=(), wide_start: bool = False):
         return self.ros.call(self.reset_cli, ResetArm.Request(seed=seed, goal=list(goal), wide_start=wide_start),
                              timeout=20)
+
+    def pause(self, on: bool):
+        return self.ros.call(self.pause_cli, SetBool.Request(data=on), timeout=20)
 
     def command(self, torque, seconds: float):
         """Publish a constant torque at ~100 Hz for ``seconds`` (wall)."""
@@ -164,3 +169,23 @@ def test_torques_beyond_the_arms_limits_are_applied_clipped(arm, ros):
     np.testing.assert_allclose(a.latest().effort, within, rtol=0, atol=1e-9)
     ros.spin(0.4)  # past the command timeout: zero torque again
     assert a.reset(12).success
+
+
+def test_pause_stops_simulated_time_and_every_stream_until_resumed_or_reset(arm, ros):
+    a, _node = arm
+    stamp = lambda m: m.header.stamp.sec * 10**9 + m.header.stamp.nanosec  # noqa: E731
+    for resume in ("service", "reset"):
+        r = a.pause(True)
+        assert r.success and r.message == "paused"
+        ros.spin(0.3)  # what was on its way when it paused
+        a.joints.clear(), a.images.clear(), a.costs.clear(), a.clock.clear()
+        ros.spin(1.0)
+        assert not (a.joints or a.images or a.costs or a.clock), "nothing is published while paused"
+        assert a.pause(True).message == "paused"  # pausing again changes nothing
+        if resume == "service":
+            assert a.pause(False).message == "running"
+        else:
+            assert a.reset(4).success  # a reset leaves the simulator running
+        ros.spin_until(lambda: len(a.joints) > 50 and a.images and a.costs, 10, "the streams after resuming")
+        steps = np.diff([stamp(m) for m in a.joints])
+        assert np.all(steps == 2_000_000), "simulated time goes on from where it stopped, step by step"

@@ -16,7 +16,7 @@ import rclpy
 import rclpy.task
 import yaml
 from sensor_msgs.msg import JointState
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 
 from solar_ros.action import FitModel
 from solar_ros.core.types import LinearGaussianPolicy as LGPolicy
@@ -96,7 +96,13 @@ class FakeStack:
         self.cost_pub = n.create_publisher(TaskCost, contract.COST, contract.RELIABLE_QOS)
         self.event_pub = n.create_publisher(EpisodeEvent, contract.EPISODE, contract.EVENT_QOS)
         self.policy_pub = n.create_publisher(LinearGaussianPolicy, contract.POLICY, contract.POLICY_QOS)
+        self.paused = False
+        self.pause_calls: list[bool] = []
+        """The /sim/pause requests received (true: pause), in order."""
+        self.paused_at_fit: list[bool] = []
+        """Whether the simulator was paused when each FitModel goal arrived, in order."""
         self.services = [n.create_service(ResetArm, contract.SIM_RESET, self._reset),
+                         n.create_service(SetBool, contract.SIM_PAUSE, self._pause),
                          n.create_service(StartEpisode, contract.START_EPISODE, self._start),
                          n.create_service(Trigger, contract.STOP_EPISODE, self._stop)]
         self.fit_server = ActionServer(n, FitModel, contract.FIT_MODEL, self._fit)
@@ -128,7 +134,14 @@ class FakeStack:
     def _publish_cost(self) -> None:
         self.cost_pub.publish(TaskCost(task="sawyer_reach", cost=1.0, distance=0.2))
 
+    def _pause(self, request, response):
+        self.pause_calls.append(bool(request.data))
+        self.paused = bool(request.data)
+        response.success, response.message = True, "paused" if self.paused else "running"
+        return response
+
     def _reset(self, request, response):
+        self.paused = False  # as the simulator: a reset leaves it running
         self._wide_reset = bool(request.wide_start)
         response.success, response.goal = True, [0.6, 0.1, 0.1]
         return response
@@ -162,6 +175,7 @@ class FakeStack:
 
     async def _fit(self, goal_handle):
         iteration = goal_handle.request.iteration
+        self.paused_at_fit.append(self.paused)
         self.fits.append(iteration)
         self.fit_episodes.append(len(goal_handle.request.episode_ids))
         self.fit_final.append(bool(yaml.safe_load(goal_handle.request.config_yaml).get("final", False)))
@@ -339,6 +353,19 @@ def test_the_first_iteration_can_have_its_own_number_of_episodes(start_node, ros
     assert stack.fits == [0, 1, 2] and stack.fit_episodes == [0, 3, 1], (stack.fits, stack.fit_episodes)
     assert stack.fit_final == [False, False, True]
     assert "iteration 0 episode 3/3" in log and "iteration 1 episode 1/1" in log
+
+
+@pytest.mark.timeout(150)
+def test_the_simulator_is_paused_during_each_fit_and_resumed_after(start_node, ros, tmp_path, stack):
+    status, log = run_trainer(start_node, ros, tmp_path, 60.0, iterations=2, episodes_per_iteration=1)
+    assert status == 0, log
+    assert stack.fits == [0, 1, 2] and stack.paused_at_fit == [True, True, True]
+    assert stack.pause_calls == [True, False] * 3 and not stack.paused
+    stack.pause_calls.clear(), stack.paused_at_fit.clear()
+    status, log = run_trainer(start_node, ros, tmp_path, 60.0, iterations=1, episodes_per_iteration=1,
+                              pause_during_fits=False, output_dir=str(tmp_path / "out2"))
+    assert status == 0, log
+    assert stack.pause_calls == [] and stack.paused_at_fit == [False, False]
 
 
 @pytest.mark.timeout(120)
