@@ -461,17 +461,23 @@ def test_readout_weighted_near_the_goal_is_most_precise_there():
         solar.SolarConfig(cost_fit="readout", action_cost="task", readout_near_scale=-0.1)
 
 
-def test_the_readout_point_scale_weighs_the_blocks_turn_by_its_square_and_its_translation_alike():
-    # three 3-D points (a centre and two points 5 cm from it, as sawyer_stack's block), read out exactly
-    # from a 9-D latent that is the points themselves
-    rng = np.random.default_rng(0)
+def _block_points_readout(seed: int, T: int):
+    """Three 3-D points (a centre and two points 5 cm from it, as sawyer_stack's block) as the cost's goal, 4
+    rollouts of ``T`` steps whose 9-D latent is the points themselves (read out exactly; the true states are
+    [0, points]), and the link whose state cost is 0.5 q (q read off directly)."""
+    rng = np.random.default_rng(seed)
     centre = np.array([0.6, 0.05, -0.165])
     goal = np.concatenate([centre, centre + [0.0, 0.05, 0.0], centre + [0.05, 0.0, 0.0]])
-    N, T = 4, 6
+    N = 4
     latents = goal + 0.03 * rng.standard_normal((N, T, 9))
     data = solar.RolloutData(np.zeros((N, T, 4, 4, 3), np.uint8), np.zeros((N, T, 1)), np.zeros((N, T)),
                              np.concatenate([np.zeros((N, T, 1)), latents], axis=-1))
-    link = solar.DistanceLink(l2=1.0, l1=0.0, alpha=0.0)  # the state cost 0.5 q: q read off directly
+    return goal, latents, data, solar.DistanceLink(l2=1.0, l1=0.0, alpha=0.0)
+
+
+def test_the_readout_point_scale_weighs_the_blocks_turn_by_its_square_and_its_translation_alike():
+    T = 6
+    goal, latents, data, link = _block_points_readout(0, T)
     # (the readout's small ridge leaves it exact to about 1e-4)
 
     def q(cost, x):  # the squared distance the cost compares, at latent x (step 0, no action)
@@ -501,15 +507,8 @@ def test_the_readout_point_scale_weighs_the_blocks_turn_by_its_square_and_its_tr
 
 
 def test_the_approach_height_raises_the_readout_goal_of_the_first_steps_only():
-    # as above: three 3-D points read out exactly from a 9-D latent that is the points themselves
-    rng = np.random.default_rng(1)
-    centre = np.array([0.6, 0.05, -0.165])
-    goal = np.concatenate([centre, centre + [0.0, 0.05, 0.0], centre + [0.05, 0.0, 0.0]])
-    N, T = 4, 5
-    latents = goal + 0.03 * rng.standard_normal((N, T, 9))
-    data = solar.RolloutData(np.zeros((N, T, 4, 4, 3), np.uint8), np.zeros((N, T, 1)), np.zeros((N, T)),
-                             np.concatenate([np.zeros((N, T, 1)), latents], axis=-1))
-    link = solar.DistanceLink(l2=1.0, l1=0.0, alpha=0.0)
+    T = 5
+    goal, latents, data, link = _block_points_readout(1, T)
     goals = solar.approach_goal(goal, T, 0.04, 0.6)
     assert goals.shape == (T, 9)
     assert np.allclose(goals[3:], goal) and np.allclose(goals[:3, 2::3], goal[2::3] + 0.04)
